@@ -1,0 +1,207 @@
+//! age encryption of the bundle stream: recipients for the packing side, identities and
+//! passphrases for the unpacking side, and detection of plain (unencrypted) bundles.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use age::secrecy::{ExposeSecret as _, SecretString};
+
+use crate::BundleError;
+
+/// Every age file starts with this line.
+pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+
+/// Who a bundle is encrypted to.
+pub enum Encryption {
+    None,
+    Recipients(Vec<Box<dyn age::Recipient + Send>>),
+    Passphrase(SecretString),
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encryption::None => write!(f, "Encryption::None"),
+            Encryption::Recipients(r) => write!(f, "Encryption::Recipients({})", r.len()),
+            Encryption::Passphrase(_) => write!(f, "Encryption::Passphrase"),
+        }
+    }
+}
+
+/// Parses one recipient: `age1…` (X25519) or an OpenSSH public key line (`ssh-ed25519 …`).
+pub fn parse_recipient(s: &str) -> Result<Box<dyn age::Recipient + Send>, BundleError> {
+    let s = s.trim();
+    if s.starts_with("age1") {
+        return s
+            .parse::<age::x25519::Recipient>()
+            .map(|r| Box::new(r) as _)
+            .map_err(|e| BundleError::Usage(format!("invalid age recipient {s:?}: {e}")));
+    }
+    if s.starts_with("ssh-") {
+        return s
+            .parse::<age::ssh::Recipient>()
+            .map(|r| Box::new(r) as _)
+            .map_err(|e| BundleError::Usage(format!("invalid ssh recipient {s:?}: {e:?}")));
+    }
+    Err(BundleError::Usage(format!(
+        "unrecognised recipient {s:?}: expected age1… or ssh-ed25519 …"
+    )))
+}
+
+/// Reads a recipients file: one recipient per line, `#` comments and blank lines ignored.
+pub fn read_recipients_file(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>>, BundleError> {
+    let text = fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| parse_recipient(l).map_err(|e| BundleError::Usage(format!("{}: {e}", path.display()))))
+        .collect()
+}
+
+/// Wraps `out` so that what is written is encrypted as configured. The returned writer must
+/// be finished with [`finish_encryption`].
+pub fn encrypting_writer<W: Write + 'static>(out: W, enc: &Encryption) -> Result<EncWriter<W>, BundleError> {
+    let encryptor = match enc {
+        Encryption::None => return Ok(EncWriter::Plain(out)),
+        Encryption::Recipients(rs) => age::Encryptor::with_recipients(rs.iter().map(|r| r.as_ref() as &dyn age::Recipient))
+            .map_err(|e| BundleError::Usage(format!("cannot encrypt to these recipients: {e}")))?,
+        Encryption::Passphrase(p) => age::Encryptor::with_user_passphrase(p.clone()),
+    };
+    let w = encryptor
+        .wrap_output(out)
+        .map_err(|e| BundleError::Output { entry: "age header".into(), source: e })?;
+    Ok(EncWriter::Age(w))
+}
+
+/// Either a plain or an age-encrypting writer.
+pub enum EncWriter<W: Write> {
+    Plain(W),
+    Age(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> std::fmt::Debug for EncWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncWriter::Plain(_) => "EncWriter::Plain",
+            EncWriter::Age(_) => "EncWriter::Age",
+        })
+    }
+}
+
+impl<W: Write> Write for EncWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            EncWriter::Plain(w) => w.write(buf),
+            EncWriter::Age(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            EncWriter::Plain(w) => w.flush(),
+            EncWriter::Age(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> EncWriter<W> {
+    /// Writes the final age chunk (without it the file is truncated) and returns the sink.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            EncWriter::Plain(w) => Ok(w),
+            EncWriter::Age(w) => w.finish(),
+        }
+    }
+}
+
+/// How the reading side may decrypt.
+#[derive(Default)]
+pub struct Decryption {
+    pub identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// Asked only when the bundle turns out to be passphrase-encrypted.
+    pub passphrase: Option<Box<dyn Fn() -> Option<SecretString> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Decryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Decryption({} identities)", self.identities.len())
+    }
+}
+
+impl Decryption {
+    /// Loads an identity file: age identities (`AGE-SECRET-KEY-1…`, as `age-keygen` and
+    /// `airlock-unpack keygen` write) or an unencrypted OpenSSH private key.
+    pub fn add_identity_file(&mut self, path: &Path) -> Result<(), BundleError> {
+        let text = fs::read(path).map_err(|e| BundleError::io(path, e))?;
+        let key_err = |detail: String| BundleError::Key { path: path.to_path_buf(), detail };
+        if text.starts_with(b"-----BEGIN OPENSSH PRIVATE KEY-----") {
+            let id = age::ssh::Identity::from_buffer(&text[..], Some(path.display().to_string()))
+                .map_err(|e| key_err(e.to_string()))?;
+            self.identities.push(Box::new(id.with_callbacks(age::NoCallbacks)));
+            return Ok(());
+        }
+        let file = age::IdentityFile::from_buffer(&text[..]).map_err(|e| key_err(e.to_string()))?;
+        let ids = file.into_identities().map_err(|e| key_err(e.to_string()))?;
+        if ids.is_empty() {
+            return Err(key_err("no identities in file".into()));
+        }
+        self.identities.extend(ids);
+        Ok(())
+    }
+}
+
+/// A bundle stream after the age layer (if any) has been removed.
+pub type PlainStream = Box<dyn Read + Send>;
+
+/// Opens `input` for reading plaintext: detects age by its magic line.
+pub fn decrypting_reader<R: Read + Send + 'static>(input: R, dec: &Decryption) -> Result<(PlainStream, bool), BundleError> {
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let head = input
+        .fill_buf()
+        .map_err(|e| BundleError::Read { entry: "bundle".into(), source: e })?;
+    if !head.starts_with(AGE_MAGIC) {
+        return Ok((Box::new(input), false));
+    }
+    let decryptor = age::Decryptor::new_buffered(input).map_err(|e| BundleError::Decrypt(format!("invalid age header: {e}")))?;
+    let reader = if decryptor.is_scrypt() {
+        let pass = dec
+            .passphrase
+            .as_ref()
+            .and_then(|f| f())
+            .ok_or_else(|| BundleError::Decrypt("the bundle is passphrase-encrypted; no passphrase given".into()))?;
+        let id = age::scrypt::Identity::new(pass);
+        decryptor
+            .decrypt(std::iter::once(&id as &dyn age::Identity))
+            .map_err(|e| BundleError::Decrypt(e.to_string()))?
+    } else {
+        if dec.identities.is_empty() {
+            return Err(BundleError::Decrypt(
+                "the bundle is encrypted; pass --identity FILE or set AIRLOCK_IDENTITY".into(),
+            ));
+        }
+        decryptor
+            .decrypt(dec.identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => {
+                    BundleError::Decrypt("none of the given identities can decrypt it (wrong --identity?)".into())
+                }
+                other => BundleError::Decrypt(other.to_string()),
+            })?
+    };
+    Ok((Box::new(reader), true))
+}
+
+/// A fresh X25519 identity: (secret key line, recipient).
+pub fn generate_identity() -> (SecretString, String) {
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    (id.to_string(), recipient)
+}
+
+/// The identity file text `age-keygen` would write.
+pub fn identity_file_text(secret: &SecretString, recipient: &str, created: &str) -> String {
+    format!(
+        "# created: {created}\n# public key: {recipient}\n{}\n",
+        secret.expose_secret()
+    )
+}

@@ -1,0 +1,229 @@
+//! The lock file (`SPEC.lock` beside `SPEC.toml`): every image reference of a spec pinned to
+//! the digest of its manifest or index, so tags never float between `lock` and `build`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::reference::ImageRef;
+use crate::spec::Spec;
+use crate::{BundleError, Digest};
+
+pub const LOCK_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    /// The spec's `name`.
+    pub spec: String,
+    /// When the pinned content last changed (RFC 3339, UTC). Bundles take it as their
+    /// `created` time, which keeps rebuilds from one lock byte-identical.
+    pub created: String,
+    #[serde(default, rename = "image")]
+    pub images: Vec<LockedImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedImage {
+    /// The normalised reference as the spec names it.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Digest of the manifest or index the reference resolved to.
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+/// One way a lock no longer matches its spec or the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// The spec names an image the lock does not pin.
+    NotLocked { reference: String },
+    /// The lock pins an image the spec no longer names.
+    NotInSpec { reference: String },
+    /// The spec pins a digest (`ref@sha256:…`) other than the lock's.
+    SpecDigest {
+        reference: String,
+        locked: Digest,
+        spec: Digest,
+    },
+    /// The tag now resolves to another digest at the registry.
+    Moved {
+        reference: String,
+        locked: Digest,
+        now: Digest,
+    },
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Drift::NotLocked { reference } => write!(f, "{reference}: in the spec but not in the lock"),
+            Drift::NotInSpec { reference } => write!(f, "{reference}: in the lock but no longer in the spec"),
+            Drift::SpecDigest { reference, locked, spec } => {
+                write!(f, "{reference}: the spec pins {spec}, the lock has {locked}")
+            }
+            Drift::Moved { reference, locked, now } => {
+                write!(f, "{reference}: locked at {locked}, the registry now serves {now}")
+            }
+        }
+    }
+}
+
+impl Lock {
+    pub fn new(spec: &Spec, created: String, mut images: Vec<LockedImage>) -> Lock {
+        images.sort();
+        Lock {
+            version: LOCK_VERSION,
+            spec: spec.name.clone(),
+            created,
+            images,
+        }
+    }
+
+    /// `manifests/x.toml` → `manifests/x.lock`.
+    pub fn path_for(spec_path: &Path) -> PathBuf {
+        spec_path.with_extension("lock")
+    }
+
+    pub fn load(path: &Path) -> Result<Lock, BundleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+        let lock: Lock = toml::from_str(&text)
+            .map_err(|e| BundleError::Usage(format!("{}: {e}", path.display())))?;
+        if lock.version != LOCK_VERSION {
+            return Err(BundleError::Usage(format!(
+                "{}: lock version {} is not supported (expected {LOCK_VERSION})",
+                path.display(),
+                lock.version
+            )));
+        }
+        Ok(lock)
+    }
+
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("lock serialises");
+        format!(
+            "# Written by `airlock-pack lock`: every image pinned to a digest.\n\
+             # Commit it next to the spec; update with `airlock-pack lock --update SPEC`.\n{body}"
+        )
+    }
+
+    pub fn get(&self, reference: &str) -> Option<&LockedImage> {
+        self.images.iter().find(|i| i.reference == reference)
+    }
+
+    /// Compares the lock with the spec (not the registry): what is missing, stale or
+    /// contradicts a digest the spec pins.
+    pub fn drift_from(&self, spec: &Spec) -> Vec<Drift> {
+        let mut drift = Vec::new();
+        let refs = spec.image_refs();
+        for r in &refs {
+            let key = r.to_string();
+            match self.get(&key) {
+                None => drift.push(Drift::NotLocked { reference: key }),
+                Some(l) => {
+                    if let Some(d) = r.digest {
+                        if d != l.digest {
+                            drift.push(Drift::SpecDigest {
+                                reference: key,
+                                locked: l.digest,
+                                spec: d,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for l in &self.images {
+            if !refs.iter().any(|r| r.to_string() == l.reference) {
+                drift.push(Drift::NotInSpec {
+                    reference: l.reference.clone(),
+                });
+            }
+        }
+        drift
+    }
+
+    /// Parsed references of the locked images.
+    pub fn image_refs(&self) -> Result<Vec<(ImageRef, &LockedImage)>, BundleError> {
+        self.images
+            .iter()
+            .map(|l| {
+                ImageRef::parse(&l.reference)
+                    .map(|r| (r, l))
+                    .map_err(|e| BundleError::Usage(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> Spec {
+        Spec::from_toml(text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn round_trip_is_sorted_and_stable() {
+        let s = spec("name = \"t\"\n[[image]]\nref = \"b\"\n[[image]]\nref = \"a\"");
+        let lock = Lock::new(
+            &s,
+            "2026-01-01T00:00:00Z".into(),
+            vec![
+                LockedImage {
+                    reference: "docker.io/library/b:latest".into(),
+                    digest: Digest::of(b"b"),
+                    media_type: crate::oci::OCI_INDEX.into(),
+                },
+                LockedImage {
+                    reference: "docker.io/library/a:latest".into(),
+                    digest: Digest::of(b"a"),
+                    media_type: crate::oci::OCI_MANIFEST.into(),
+                },
+            ],
+        );
+        let text = lock.to_toml();
+        assert!(text.find("library/a").unwrap() < text.find("library/b").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.lock");
+        std::fs::write(&p, &text).unwrap();
+        let back = Lock::load(&p).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.to_toml(), text);
+        assert!(lock.drift_from(&s).is_empty());
+    }
+
+    #[test]
+    fn drift_is_named() {
+        let s = spec(&format!(
+            "name = \"t\"\n[[image]]\nref = \"a\"\n[[image]]\nref = \"c@{}\"",
+            Digest::of(b"spec")
+        ));
+        let lock = Lock::new(
+            &s,
+            "2026-01-01T00:00:00Z".into(),
+            vec![
+                LockedImage {
+                    reference: format!("docker.io/library/c@{}", Digest::of(b"spec")),
+                    digest: Digest::of(b"other"),
+                    media_type: crate::oci::OCI_MANIFEST.into(),
+                },
+                LockedImage {
+                    reference: "docker.io/library/gone:latest".into(),
+                    digest: Digest::of(b"g"),
+                    media_type: crate::oci::OCI_MANIFEST.into(),
+                },
+            ],
+        );
+        let d = lock.drift_from(&s);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(matches!(&d[0], Drift::NotLocked { reference } if reference == "docker.io/library/a:latest"));
+        assert!(matches!(&d[1], Drift::SpecDigest { .. }));
+        assert!(matches!(&d[2], Drift::NotInSpec { reference } if reference.contains("gone")));
+        assert!(d[0].to_string().contains("not in the lock"));
+    }
+}

@@ -1,0 +1,308 @@
+//! minisign keys and signatures. Keys and signature files are byte-compatible with the
+//! `minisign` CLI. Signing is deterministic (plain Ed25519, no random nonce) so that a
+//! rebuilt bundle is byte-identical; verification goes through the `minisign` crate.
+
+use std::fmt;
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use blake2::{Blake2b512, Digest as _};
+use ed25519_dalek::Signer as _;
+
+use crate::BundleError;
+
+/// The trusted comment of every header signature (it is signed too).
+pub const TRUSTED_COMMENT: &str = "airlock-bundle v1 header";
+
+/// A minisign key id as minisign prints it: 16 uppercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; 8]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016X}", u64::from_le_bytes(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl KeyId {
+    fn from_slice(s: &[u8]) -> KeyId {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&s[..8]);
+        KeyId(k)
+    }
+}
+
+/// A secret key ready to sign.
+pub struct SigningKey {
+    key_id: KeyId,
+    keynum: [u8; 8],
+    key: ed25519_dalek::SigningKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.key_id)
+    }
+}
+
+// Layout of minisign's decrypted secret key bytes: sig_alg(2) kdf_alg(2) chk_alg(2) salt(32)
+// opslimit(8) memlimit(8) keynum(8) secret key(64 = seed || public) checksum(32).
+const SK_KEYNUM: std::ops::Range<usize> = 54..62;
+const SK_SEED: std::ops::Range<usize> = 62..94;
+
+impl SigningKey {
+    /// Loads a minisign secret key file; `password` is needed if the key is encrypted.
+    pub fn load(path: &Path, password: Option<String>) -> Result<SigningKey, BundleError> {
+        let key_err = |detail: String| BundleError::Key {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let text = fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+        let sk_box = minisign::SecretKeyBox::from_string(&text).map_err(|e| key_err(e.to_string()))?;
+        let encrypted = sk_box
+            .clone()
+            .into_unencrypted_secret_key()
+            .map(|k| k.is_encrypted())
+            .unwrap_or(true);
+        let sk = if encrypted {
+            let pw = password.ok_or_else(|| {
+                key_err("the key is password-protected: set AIRLOCK_KEY_PASSWORD or run interactively".into())
+            })?;
+            sk_box
+                .into_secret_key(Some(pw))
+                .map_err(|e| key_err(format!("cannot decrypt ({e}); wrong password?")))?
+        } else {
+            sk_box
+                .into_unencrypted_secret_key()
+                .map_err(|e| key_err(e.to_string()))?
+        };
+        let bytes = sk.to_bytes();
+        if bytes.len() < SK_SEED.end {
+            return Err(key_err("truncated secret key".into()));
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&bytes[SK_SEED]);
+        let mut keynum = [0u8; 8];
+        keynum.copy_from_slice(&bytes[SK_KEYNUM]);
+        Ok(SigningKey {
+            key_id: KeyId(keynum),
+            keynum,
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        })
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// A minisign signature file (prehashed `ED` algorithm) over `data`.
+    pub fn sign(&self, data: &[u8]) -> String {
+        let prehash = Blake2b512::digest(data);
+        let sig = self.key.sign(&prehash).to_bytes();
+        let mut sig_line = Vec::with_capacity(74);
+        sig_line.extend_from_slice(b"ED");
+        sig_line.extend_from_slice(&self.keynum);
+        sig_line.extend_from_slice(&sig);
+        let mut global = Vec::with_capacity(64 + TRUSTED_COMMENT.len());
+        global.extend_from_slice(&sig);
+        global.extend_from_slice(TRUSTED_COMMENT.as_bytes());
+        let global_sig = self.key.sign(&global).to_bytes();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        format!(
+            "untrusted comment: signature from airlock secret key {}\n{}\ntrusted comment: {TRUSTED_COMMENT}\n{}\n",
+            self.key_id,
+            b64.encode(&sig_line),
+            b64.encode(global_sig)
+        )
+    }
+}
+
+/// Writes a fresh key pair as `dir/airlock.key` (mode 0600) and `dir/airlock.pub`.
+/// With a password the secret key is encrypted the way `minisign -G` does it.
+pub fn generate_keypair(dir: &Path, password: Option<String>) -> Result<(PathBuf, PathBuf, KeyId), BundleError> {
+    let keypair = match &password {
+        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw.clone())),
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(|e| BundleError::Usage(format!("key generation failed: {e}")))?;
+    let key_id = KeyId::from_slice(keypair.pk.keynum());
+    let sk_text = keypair
+        .sk
+        .to_box(Some(&format!("airlock secret key {key_id}")))
+        .map_err(|e| BundleError::Usage(e.to_string()))?
+        .into_string();
+    let pk_text = keypair
+        .pk
+        .to_box()
+        .map_err(|e| BundleError::Usage(e.to_string()))?
+        .into_string();
+    fs::create_dir_all(dir).map_err(|e| BundleError::io(dir, e))?;
+    let sk_path = dir.join("airlock.key");
+    let pk_path = dir.join("airlock.pub");
+    for p in [&sk_path, &pk_path] {
+        if p.exists() {
+            return Err(BundleError::Usage(format!("{} already exists; not overwriting a key", p.display())));
+        }
+    }
+    write_private(&sk_path, sk_text.as_bytes())?;
+    fs::write(&pk_path, pk_text).map_err(|e| BundleError::io(&pk_path, e))?;
+    Ok((sk_path, pk_path, key_id))
+}
+
+/// Creates a file readable by its owner only.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), BundleError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| BundleError::io(path, e))?;
+    f.write_all(data).map_err(|e| BundleError::io(path, e))
+}
+
+/// A public key the reader trusts, and where it came from.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub id: KeyId,
+    pub source: PathBuf,
+    key: minisign::PublicKey,
+}
+
+impl TrustedKey {
+    pub fn load(path: &Path) -> Result<TrustedKey, BundleError> {
+        let text = fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+        let key = minisign::PublicKeyBox::from_string(&text)
+            .and_then(|b| b.into_public_key())
+            .or_else(|_| minisign::PublicKey::from_base64(text.trim()))
+            .map_err(|e| BundleError::Key {
+                path: path.to_path_buf(),
+                detail: format!("not a minisign public key: {e}"),
+            })?;
+        Ok(TrustedKey {
+            id: KeyId::from_slice(key.keynum()),
+            source: path.to_path_buf(),
+            key,
+        })
+    }
+}
+
+/// The keys a reader accepts signatures from.
+#[derive(Debug, Clone, Default)]
+pub struct TrustSet {
+    keys: Vec<TrustedKey>,
+}
+
+impl TrustSet {
+    pub fn new(keys: Vec<TrustedKey>) -> TrustSet {
+        TrustSet { keys }
+    }
+
+    /// Every `*.pub` file in `dir` (sorted, for stable messages).
+    pub fn from_dir(dir: &Path) -> Result<TrustSet, BundleError> {
+        let mut paths: Vec<PathBuf> = match fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(BundleError::io(dir, e)),
+        };
+        paths.sort();
+        Ok(TrustSet {
+            keys: paths.iter().map(|p| TrustedKey::load(p)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn ids(&self) -> String {
+        if self.keys.is_empty() {
+            return "none".into();
+        }
+        self.keys.iter().map(|k| k.id.to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Checks `sig_text` over `data`; returns the signer's key id.
+    pub fn verify(&self, data: &[u8], sig_text: &str) -> Result<KeyId, BundleError> {
+        let sig = minisign::SignatureBox::from_string(sig_text).map_err(|e| BundleError::BadSignature {
+            key_id: "unknown".into(),
+            detail: format!("unreadable signature: {e}"),
+        })?;
+        let signer = KeyId::from_slice(sig.keynum());
+        if self.keys.is_empty() {
+            return Err(BundleError::NoTrustedKeys);
+        }
+        let key = self.keys.iter().find(|k| k.id == signer).ok_or_else(|| BundleError::UntrustedSigner {
+            key_id: signer.to_string(),
+            trusted: self.ids(),
+        })?;
+        minisign::verify(&key.key, &sig, Cursor::new(data), true, false, false).map_err(|e| {
+            BundleError::BadSignature {
+                key_id: signer.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(signer)
+    }
+}
+
+/// Reads the key id out of a signature without verifying it (for `--insecure-skip-signature`
+/// reports).
+pub fn signature_key_id(sig_text: &str) -> Option<KeyId> {
+    minisign::SignatureBox::from_string(sig_text)
+        .ok()
+        .map(|s| KeyId::from_slice(s.keynum()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_round_trip_and_determinism() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, pk, id) = generate_keypair(dir.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        assert_eq!(key.key_id(), id);
+        let a = key.sign(b"hello");
+        assert_eq!(a, key.sign(b"hello"), "signing must be deterministic");
+        let trust = TrustSet::new(vec![TrustedKey::load(&pk).unwrap()]);
+        assert_eq!(trust.verify(b"hello", &a).unwrap(), id);
+        let err = trust.verify(b"hellp", &a).unwrap_err();
+        assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+    }
+
+    #[test]
+    fn encrypted_keys_need_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = generate_keypair(dir.path(), Some("pw".into())).unwrap();
+        assert!(SigningKey::load(&sk, None).is_err());
+        assert!(SigningKey::load(&sk, Some("nope".into())).is_err());
+        let key = SigningKey::load(&sk, Some("pw".into())).unwrap();
+        let trust = TrustSet::new(vec![TrustedKey::load(&pk).unwrap()]);
+        trust.verify(b"x", &key.sign(b"x")).unwrap();
+    }
+
+    #[test]
+    fn untrusted_and_empty_trust_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, _, _) = generate_keypair(&dir.path().join("a"), None).unwrap();
+        let (_, other_pk, _) = generate_keypair(&dir.path().join("b"), None).unwrap();
+        let sig = SigningKey::load(&sk, None).unwrap().sign(b"x");
+        let trust = TrustSet::new(vec![TrustedKey::load(&other_pk).unwrap()]);
+        assert!(matches!(trust.verify(b"x", &sig), Err(BundleError::UntrustedSigner { .. })));
+        assert!(matches!(TrustSet::default().verify(b"x", &sig), Err(BundleError::NoTrustedKeys)));
+    }
+}
