@@ -50,27 +50,40 @@ pub fn parse_recipient(s: &str) -> Result<Box<dyn age::Recipient + Send>, Bundle
 }
 
 /// Reads a recipients file: one recipient per line, `#` comments and blank lines ignored.
-pub fn read_recipients_file(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>>, BundleError> {
+pub fn read_recipients_file(
+    path: &Path,
+) -> Result<Vec<Box<dyn age::Recipient + Send>>, BundleError> {
     let text = fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| parse_recipient(l).map_err(|e| BundleError::Usage(format!("{}: {e}", path.display()))))
+        .map(|l| {
+            parse_recipient(l).map_err(|e| BundleError::Usage(format!("{}: {e}", path.display())))
+        })
         .collect()
 }
 
 /// Wraps `out` so that what is written is encrypted as configured. The returned writer must
 /// be finished with [`finish_encryption`].
-pub fn encrypting_writer<W: Write + 'static>(out: W, enc: &Encryption) -> Result<EncWriter<W>, BundleError> {
-    let encryptor = match enc {
-        Encryption::None => return Ok(EncWriter::Plain(out)),
-        Encryption::Recipients(rs) => age::Encryptor::with_recipients(rs.iter().map(|r| r.as_ref() as &dyn age::Recipient))
+pub fn encrypting_writer<W: Write + 'static>(
+    out: W,
+    enc: &Encryption,
+) -> Result<EncWriter<W>, BundleError> {
+    let encryptor =
+        match enc {
+            Encryption::None => return Ok(EncWriter::Plain(out)),
+            Encryption::Recipients(rs) => age::Encryptor::with_recipients(
+                rs.iter().map(|r| r.as_ref() as &dyn age::Recipient),
+            )
             .map_err(|e| BundleError::Usage(format!("cannot encrypt to these recipients: {e}")))?,
-        Encryption::Passphrase(p) => age::Encryptor::with_user_passphrase(p.clone()),
-    };
+            Encryption::Passphrase(p) => age::Encryptor::with_user_passphrase(p.clone()),
+        };
     let w = encryptor
         .wrap_output(out)
-        .map_err(|e| BundleError::Output { entry: "age header".into(), source: e })?;
+        .map_err(|e| BundleError::Output {
+            entry: "age header".into(),
+            source: e,
+        })?;
     Ok(EncWriter::Age(w))
 }
 
@@ -133,11 +146,15 @@ impl Decryption {
     /// `airlock-unpack keygen` write) or an unencrypted OpenSSH private key.
     pub fn add_identity_file(&mut self, path: &Path) -> Result<(), BundleError> {
         let text = fs::read(path).map_err(|e| BundleError::io(path, e))?;
-        let key_err = |detail: String| BundleError::Key { path: path.to_path_buf(), detail };
+        let key_err = |detail: String| BundleError::Key {
+            path: path.to_path_buf(),
+            detail,
+        };
         if text.starts_with(b"-----BEGIN OPENSSH PRIVATE KEY-----") {
             let id = age::ssh::Identity::from_buffer(&text[..], Some(path.display().to_string()))
                 .map_err(|e| key_err(e.to_string()))?;
-            self.identities.push(Box::new(id.with_callbacks(age::NoCallbacks)));
+            self.identities
+                .push(Box::new(id.with_callbacks(age::NoCallbacks)));
             return Ok(());
         }
         let file = age::IdentityFile::from_buffer(&text[..]).map_err(|e| key_err(e.to_string()))?;
@@ -154,21 +171,24 @@ impl Decryption {
 pub type PlainStream = Box<dyn Read + Send>;
 
 /// Opens `input` for reading plaintext: detects age by its magic line.
-pub fn decrypting_reader<R: Read + Send + 'static>(input: R, dec: &Decryption) -> Result<(PlainStream, bool), BundleError> {
+pub fn decrypting_reader<R: Read + Send + 'static>(
+    input: R,
+    dec: &Decryption,
+) -> Result<(PlainStream, bool), BundleError> {
     let mut input = BufReader::with_capacity(1 << 20, input);
-    let head = input
-        .fill_buf()
-        .map_err(|e| BundleError::Read { entry: "bundle".into(), source: e })?;
+    let head = input.fill_buf().map_err(|e| BundleError::Read {
+        entry: "bundle".into(),
+        source: e,
+    })?;
     if !head.starts_with(AGE_MAGIC) {
         return Ok((Box::new(input), false));
     }
-    let decryptor = age::Decryptor::new_buffered(input).map_err(|e| BundleError::Decrypt(format!("invalid age header: {e}")))?;
+    let decryptor = age::Decryptor::new_buffered(input)
+        .map_err(|e| BundleError::Decrypt(format!("invalid age header: {e}")))?;
     let reader = if decryptor.is_scrypt() {
-        let pass = dec
-            .passphrase
-            .as_ref()
-            .and_then(|f| f())
-            .ok_or_else(|| BundleError::Decrypt("the bundle is passphrase-encrypted; no passphrase given".into()))?;
+        let pass = dec.passphrase.as_ref().and_then(|f| f()).ok_or_else(|| {
+            BundleError::Decrypt("the bundle is passphrase-encrypted; no passphrase given".into())
+        })?;
         let id = age::scrypt::Identity::new(pass);
         decryptor
             .decrypt(std::iter::once(&id as &dyn age::Identity))
@@ -180,11 +200,15 @@ pub fn decrypting_reader<R: Read + Send + 'static>(input: R, dec: &Decryption) -
             ));
         }
         decryptor
-            .decrypt(dec.identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .decrypt(
+                dec.identities
+                    .iter()
+                    .map(|i| i.as_ref() as &dyn age::Identity),
+            )
             .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => {
-                    BundleError::Decrypt("none of the given identities can decrypt it (wrong --identity?)".into())
-                }
+                age::DecryptError::NoMatchingKeys => BundleError::Decrypt(
+                    "none of the given identities can decrypt it (wrong --identity?)".into(),
+                ),
                 other => BundleError::Decrypt(other.to_string()),
             })?
     };

@@ -41,7 +41,11 @@ impl Digest {
     /// Parses the 64-hex part alone (as in blob file names).
     pub fn from_hex(hex_str: &str) -> Result<Self, DigestParseError> {
         let err = || DigestParseError(hex_str.to_string());
-        if hex_str.len() != 64 || !hex_str.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex_str.len() != 64
+            || !hex_str
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(err());
         }
         let mut out = [0u8; 32];

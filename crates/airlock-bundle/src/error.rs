@@ -45,7 +45,9 @@ pub enum BundleError {
     Malformed(String),
     #[error("corrupt bundle: the encrypted stream failed authentication while reading {entry} ({detail})")]
     CorruptCiphertext { entry: String, detail: String },
-    #[error("the bundle is not signed by a trusted key: signed by key id {key_id}; trusted: {trusted}")]
+    #[error(
+        "the bundle is not signed by a trusted key: signed by key id {key_id}; trusted: {trusted}"
+    )]
     UntrustedSigner { key_id: String, trusted: String },
     #[error("invalid signature on airlock/header.json (key id {key_id}): {detail}")]
     BadSignature { key_id: String, detail: String },

@@ -46,7 +46,10 @@ impl<R: Read> HashingReader<R> {
 
     /// The digest and byte count of what was read so far.
     pub fn finish(self) -> (Digest, u64) {
-        (Digest::from_bytes(self.hasher.finalize().into()), self.count)
+        (
+            Digest::from_bytes(self.hasher.finalize().into()),
+            self.count,
+        )
     }
 }
 

@@ -116,7 +116,10 @@ impl Header {
                 .chain(&img.layers)
             {
                 if !seen.contains(d.blob_path().as_str()) {
-                    return bad(format!("image {} refers to {d}, which the bundle lacks", img.reference));
+                    return bad(format!(
+                        "image {} refers to {d}, which the bundle lacks",
+                        img.reference
+                    ));
                 }
             }
         }

@@ -12,6 +12,8 @@ pub mod hashing;
 pub mod header;
 pub mod lock;
 pub mod oci;
+#[cfg(feature = "progress")]
+pub mod progress;
 pub mod readahead;
 pub mod reader;
 pub mod reference;

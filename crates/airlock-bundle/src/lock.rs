@@ -60,13 +60,31 @@ pub enum Drift {
 impl fmt::Display for Drift {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Drift::NotLocked { reference } => write!(f, "{reference}: in the spec but not in the lock"),
-            Drift::NotInSpec { reference } => write!(f, "{reference}: in the lock but no longer in the spec"),
-            Drift::SpecDigest { reference, locked, spec } => {
-                write!(f, "{reference}: the spec pins {spec}, the lock has {locked}")
+            Drift::NotLocked { reference } => {
+                write!(f, "{reference}: in the spec but not in the lock")
             }
-            Drift::Moved { reference, locked, now } => {
-                write!(f, "{reference}: locked at {locked}, the registry now serves {now}")
+            Drift::NotInSpec { reference } => {
+                write!(f, "{reference}: in the lock but no longer in the spec")
+            }
+            Drift::SpecDigest {
+                reference,
+                locked,
+                spec,
+            } => {
+                write!(
+                    f,
+                    "{reference}: the spec pins {spec}, the lock has {locked}"
+                )
+            }
+            Drift::Moved {
+                reference,
+                locked,
+                now,
+            } => {
+                write!(
+                    f,
+                    "{reference}: locked at {locked}, the registry now serves {now}"
+                )
             }
         }
     }
@@ -221,7 +239,9 @@ mod tests {
         );
         let d = lock.drift_from(&s);
         assert_eq!(d.len(), 3, "{d:?}");
-        assert!(matches!(&d[0], Drift::NotLocked { reference } if reference == "docker.io/library/a:latest"));
+        assert!(
+            matches!(&d[0], Drift::NotLocked { reference } if reference == "docker.io/library/a:latest")
+        );
         assert!(matches!(&d[1], Drift::SpecDigest { .. }));
         assert!(matches!(&d[2], Drift::NotInSpec { reference } if reference.contains("gone")));
         assert!(d[0].to_string().contains("not in the lock"));

@@ -22,7 +22,9 @@ impl ReadAhead {
         thread::Builder::new()
             .name("airlock-readahead".into())
             .spawn(move || loop {
-                let mut buf = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk));
+                let mut buf = spare
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(chunk));
                 buf.resize(chunk, 0);
                 let mut filled = 0;
                 let res = loop {
@@ -113,6 +115,10 @@ mod tests {
         let mut out = Vec::new();
         let err = r.read_to_end(&mut out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(out.len(), 10_000, "everything read before the error arrives");
+        assert_eq!(
+            out.len(),
+            10_000,
+            "everything read before the error arrives"
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::io::{self, Read};
 
 use crate::crypt::{decrypting_reader, Decryption};
 use crate::hashing::{copy_large, HashingReader};
-use crate::header::{Entry, Header, HEADER_PATH, MAX_HEADER_SIZE, MAX_SIGNATURE_SIZE, SIGNATURE_PATH};
+use crate::header::{
+    Entry, Header, HEADER_PATH, MAX_HEADER_SIZE, MAX_SIGNATURE_SIZE, SIGNATURE_PATH,
+};
 use crate::readahead::ReadAhead;
 use crate::sign::{signature_key_id, KeyId, TrustSet};
 use crate::writer::TrackRead;
@@ -36,6 +38,9 @@ pub struct Verified {
     pub encrypted: bool,
     /// sha256 of the header bytes: names this exact bundle content in reports.
     pub header_digest: crate::Digest,
+    /// The header and signature exactly as stored (for `extract`).
+    pub header_bytes: Vec<u8>,
+    pub signature: String,
 }
 
 /// Receives the bundle as it is read.
@@ -62,7 +67,9 @@ pub fn read_bundle<R: Read + Send + 'static>(
     let (plain, encrypted) = decrypting_reader(input, opts.decryption)?;
     let plain = ReadAhead::spawn(plain, 1 << 20, 4);
     let mut archive = tar::Archive::new(plain);
-    let mut entries = archive.entries().map_err(|e| read_error("bundle", e, encrypted))?;
+    let mut entries = archive
+        .entries()
+        .map_err(|e| read_error("bundle", e, encrypted))?;
 
     let header_bytes = read_small(&mut entries, HEADER_PATH, MAX_HEADER_SIZE, encrypted)?;
     let sig_bytes = read_small(&mut entries, SIGNATURE_PATH, MAX_SIGNATURE_SIZE, encrypted)?;
@@ -79,6 +86,8 @@ pub fn read_bundle<R: Read + Send + 'static>(
         signer,
         signature_checked,
         encrypted,
+        header_bytes,
+        signature: sig_text,
     };
     if !visitor.header(&verified)? {
         return Ok(verified);

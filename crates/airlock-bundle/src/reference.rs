@@ -61,8 +61,7 @@ fn is_tag(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
 }
 
@@ -93,7 +92,9 @@ fn is_domain(s: &str) -> bool {
             !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
         })
 }
 
@@ -218,17 +219,29 @@ mod tests {
     fn normalises_like_docker() {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
-        assert_eq!(norm("prom/prometheus:v2.53.0"), "docker.io/prom/prometheus:v2.53.0");
-        assert_eq!(norm("index.docker.io/library/redis"), "docker.io/library/redis:latest");
+        assert_eq!(
+            norm("prom/prometheus:v2.53.0"),
+            "docker.io/prom/prometheus:v2.53.0"
+        );
+        assert_eq!(
+            norm("index.docker.io/library/redis"),
+            "docker.io/library/redis:latest"
+        );
         assert_eq!(
             norm("ghcr.io/open-webui/open-webui:v0.6.5"),
             "ghcr.io/open-webui/open-webui:v0.6.5"
         );
-        assert_eq!(norm("127.0.0.1:5000/demo/hello:v1"), "127.0.0.1:5000/demo/hello:v1");
+        assert_eq!(
+            norm("127.0.0.1:5000/demo/hello:v1"),
+            "127.0.0.1:5000/demo/hello:v1"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("localhost:5000/a/b/c"), "localhost:5000/a/b/c:latest");
         let d = Digest::of(b"x");
-        assert_eq!(norm(&format!("alpine@{d}")), format!("docker.io/library/alpine@{d}"));
+        assert_eq!(
+            norm(&format!("alpine@{d}")),
+            format!("docker.io/library/alpine@{d}")
+        );
         assert_eq!(
             norm(&format!("alpine:3@{d}")),
             format!("docker.io/library/alpine:3@{d}")

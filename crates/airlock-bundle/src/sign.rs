@@ -66,7 +66,8 @@ impl SigningKey {
             detail,
         };
         let text = fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
-        let sk_box = minisign::SecretKeyBox::from_string(&text).map_err(|e| key_err(e.to_string()))?;
+        let sk_box =
+            minisign::SecretKeyBox::from_string(&text).map_err(|e| key_err(e.to_string()))?;
         let encrypted = sk_box
             .clone()
             .into_unencrypted_secret_key()
@@ -74,7 +75,10 @@ impl SigningKey {
             .unwrap_or(true);
         let sk = if encrypted {
             let pw = password.ok_or_else(|| {
-                key_err("the key is password-protected: set AIRLOCK_KEY_PASSWORD or run interactively".into())
+                key_err(
+                    "the key is password-protected: set AIRLOCK_KEY_PASSWORD or run interactively"
+                        .into(),
+                )
             })?;
             sk_box
                 .into_secret_key(Some(pw))
@@ -127,7 +131,10 @@ impl SigningKey {
 
 /// Writes a fresh key pair as `dir/airlock.key` (mode 0600) and `dir/airlock.pub`.
 /// With a password the secret key is encrypted the way `minisign -G` does it.
-pub fn generate_keypair(dir: &Path, password: Option<String>) -> Result<(PathBuf, PathBuf, KeyId), BundleError> {
+pub fn generate_keypair(
+    dir: &Path,
+    password: Option<String>,
+) -> Result<(PathBuf, PathBuf, KeyId), BundleError> {
     let keypair = match &password {
         Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw.clone())),
         None => minisign::KeyPair::generate_unencrypted_keypair(),
@@ -149,7 +156,10 @@ pub fn generate_keypair(dir: &Path, password: Option<String>) -> Result<(PathBuf
     let pk_path = dir.join("airlock.pub");
     for p in [&sk_path, &pk_path] {
         if p.exists() {
-            return Err(BundleError::Usage(format!("{} already exists; not overwriting a key", p.display())));
+            return Err(BundleError::Usage(format!(
+                "{} already exists; not overwriting a key",
+                p.display()
+            )));
         }
     }
     write_private(&sk_path, sk_text.as_bytes())?;
@@ -219,7 +229,10 @@ impl TrustSet {
         };
         paths.sort();
         Ok(TrustSet {
-            keys: paths.iter().map(|p| TrustedKey::load(p)).collect::<Result<_, _>>()?,
+            keys: paths
+                .iter()
+                .map(|p| TrustedKey::load(p))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -231,22 +244,30 @@ impl TrustSet {
         if self.keys.is_empty() {
             return "none".into();
         }
-        self.keys.iter().map(|k| k.id.to_string()).collect::<Vec<_>>().join(", ")
+        self.keys
+            .iter()
+            .map(|k| k.id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Checks `sig_text` over `data`; returns the signer's key id.
     pub fn verify(&self, data: &[u8], sig_text: &str) -> Result<KeyId, BundleError> {
-        let sig = minisign::SignatureBox::from_string(sig_text).map_err(|e| BundleError::BadSignature {
-            key_id: "unknown".into(),
-            detail: format!("unreadable signature: {e}"),
+        let sig = minisign::SignatureBox::from_string(sig_text).map_err(|e| {
+            BundleError::BadSignature {
+                key_id: "unknown".into(),
+                detail: format!("unreadable signature: {e}"),
+            }
         })?;
         let signer = KeyId::from_slice(sig.keynum());
         if self.keys.is_empty() {
             return Err(BundleError::NoTrustedKeys);
         }
-        let key = self.keys.iter().find(|k| k.id == signer).ok_or_else(|| BundleError::UntrustedSigner {
-            key_id: signer.to_string(),
-            trusted: self.ids(),
+        let key = self.keys.iter().find(|k| k.id == signer).ok_or_else(|| {
+            BundleError::UntrustedSigner {
+                key_id: signer.to_string(),
+                trusted: self.ids(),
+            }
         })?;
         minisign::verify(&key.key, &sig, Cursor::new(data), true, false, false).map_err(|e| {
             BundleError::BadSignature {
@@ -302,7 +323,13 @@ mod tests {
         let (_, other_pk, _) = generate_keypair(&dir.path().join("b"), None).unwrap();
         let sig = SigningKey::load(&sk, None).unwrap().sign(b"x");
         let trust = TrustSet::new(vec![TrustedKey::load(&other_pk).unwrap()]);
-        assert!(matches!(trust.verify(b"x", &sig), Err(BundleError::UntrustedSigner { .. })));
-        assert!(matches!(TrustSet::default().verify(b"x", &sig), Err(BundleError::NoTrustedKeys)));
+        assert!(matches!(
+            trust.verify(b"x", &sig),
+            Err(BundleError::UntrustedSigner { .. })
+        ));
+        assert!(matches!(
+            TrustSet::default().verify(b"x", &sig),
+            Err(BundleError::NoTrustedKeys)
+        ));
     }
 }

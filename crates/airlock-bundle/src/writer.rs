@@ -28,10 +28,13 @@ pub fn write_bundle(
     let header_bytes = header.to_bytes();
     let signature = key.sign(&header_bytes);
     tarfmt::write_small(out, HEADER_PATH, &header_bytes).map_err(|e| output_err(HEADER_PATH, e))?;
-    tarfmt::write_small(out, SIGNATURE_PATH, signature.as_bytes()).map_err(|e| output_err(SIGNATURE_PATH, e))?;
+    tarfmt::write_small(out, SIGNATURE_PATH, signature.as_bytes())
+        .map_err(|e| output_err(SIGNATURE_PATH, e))?;
     for entry in &header.entries {
-        let block = tarfmt::file_header(&entry.path, entry.size).map_err(|e| output_err(&entry.path, e))?;
-        out.write_all(&block).map_err(|e| output_err(&entry.path, e))?;
+        let block =
+            tarfmt::file_header(&entry.path, entry.size).map_err(|e| output_err(&entry.path, e))?;
+        out.write_all(&block)
+            .map_err(|e| output_err(&entry.path, e))?;
         let source = open(entry).map_err(|e| BundleError::Read {
             entry: entry.path.clone(),
             source: e,

@@ -46,7 +46,9 @@ fn sample() -> (Header, HashMap<String, Vec<u8>>) {
         blobs.insert(p.to_string(), d);
     }
     for i in 0..3u8 {
-        let data: Vec<u8> = (0..(5000 + i as usize * 777)).map(|j| (j as u8) ^ i).collect();
+        let data: Vec<u8> = (0..(5000 + i as usize * 777))
+            .map(|j| (j as u8) ^ i)
+            .collect();
         let d = Digest::of(&data);
         entries.push(entry(&d.blob_path(), &data));
         blobs.insert(d.blob_path(), data);
@@ -87,7 +89,11 @@ impl Visitor for Collect {
     }
 }
 
-fn read(bytes: Vec<u8>, trust: &TrustSet, dec: &Decryption) -> Result<(Verified, Collect), BundleError> {
+fn read(
+    bytes: Vec<u8>,
+    trust: &TrustSet,
+    dec: &Decryption,
+) -> Result<(Verified, Collect), BundleError> {
     let mut c = Collect::default();
     let opts = ReadOptions {
         trust: Trust::Keys(trust),
@@ -120,7 +126,9 @@ fn round_trip_encrypted() {
     let (header, blobs) = sample();
     let plain = write(&header, &blobs, &k.key);
     let (secret, recipient) = airlock_bundle::crypt::generate_identity();
-    let enc = Encryption::Recipients(vec![airlock_bundle::crypt::parse_recipient(&recipient).unwrap()]);
+    let enc = Encryption::Recipients(vec![
+        airlock_bundle::crypt::parse_recipient(&recipient).unwrap()
+    ]);
     let mut w = encrypting_writer(Vec::new(), &enc).unwrap();
     w.write_all(&plain).unwrap();
     let cipher = w.finish().unwrap();
@@ -128,7 +136,11 @@ fn round_trip_encrypted() {
 
     let dir = tempfile::tempdir().unwrap();
     let idp = dir.path().join("host.key");
-    std::fs::write(&idp, airlock_bundle::crypt::identity_file_text(&secret, &recipient, "now")).unwrap();
+    std::fs::write(
+        &idp,
+        airlock_bundle::crypt::identity_file_text(&secret, &recipient, "now"),
+    )
+    .unwrap();
     let mut dec = Decryption::default();
     dec.add_identity_file(&idp).unwrap();
     let (v, c) = read(cipher.clone(), &k.trust, &dec).unwrap();
@@ -140,7 +152,11 @@ fn round_trip_encrypted() {
     assert_eq!(err.class(), ErrorClass::Decrypt, "{err}");
     let (s2, r2) = airlock_bundle::crypt::generate_identity();
     let idp2 = dir.path().join("other.key");
-    std::fs::write(&idp2, airlock_bundle::crypt::identity_file_text(&s2, &r2, "now")).unwrap();
+    std::fs::write(
+        &idp2,
+        airlock_bundle::crypt::identity_file_text(&s2, &r2, "now"),
+    )
+    .unwrap();
     let mut wrong = Decryption::default();
     wrong.add_identity_file(&idp2).unwrap();
     let err = read(cipher.clone(), &k.trust, &wrong).unwrap_err();
@@ -174,9 +190,14 @@ fn damage_is_refused_and_named() {
     let mut bad = good.clone();
     let at = find(&bad, &blob[100..164]) + 10;
     bad[at] ^= 0x40;
-    let err = read(bad, &k.trust, &Decryption::default()).unwrap_err().to_string();
+    let err = read(bad, &k.trust, &Decryption::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&blob_entry.path), "{err}");
-    assert!(err.contains(&format!("expected {}", blob_entry.digest)), "{err}");
+    assert!(
+        err.contains(&format!("expected {}", blob_entry.digest)),
+        "{err}"
+    );
     assert!(err.contains("computed sha256:"), "{err}");
 
     // A flipped byte in the header: the signature fails.
@@ -213,7 +234,11 @@ fn unknown_version_is_refused_before_blobs() {
     let bytes = write(&header, &blobs, &k.key);
     let err = read(bytes, &k.trust, &Decryption::default()).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Version, "{err}");
-    assert!(err.to_string().contains(&format!("version {}", FORMAT_VERSION + 1)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("version {}", FORMAT_VERSION + 1)),
+        "{err}"
+    );
 }
 
 /// An endless pseudo-random stream (cheap to generate, not compressible by accident).
@@ -221,7 +246,10 @@ struct Pattern(u64);
 impl Read for Pattern {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         for chunk in buf.chunks_mut(8) {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let b = self.0.to_le_bytes();
             chunk.copy_from_slice(&b[..chunk.len()]);
         }
@@ -251,7 +279,9 @@ fn blob_over_8_gib_streams() {
         struct ChanWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
         impl Write for ChanWriter {
             fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.send(b.to_vec()).map_err(|_| io::Error::other("closed"))?;
+                self.0
+                    .send(b.to_vec())
+                    .map_err(|_| io::Error::other("closed"))?;
                 Ok(b.len())
             }
             fn flush(&mut self) -> io::Result<()> {

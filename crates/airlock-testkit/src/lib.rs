@@ -1,1 +1,12 @@
-//! stub
+//! Test and demo support shared by `tests/` and `xtask`: a throwaway loopback registry
+//! (Debian's `docker-registry`), fixture images generated on the spot (busybox-static layers
+//! that print a marker, random layers for benchmarks), and helpers to find tools.
+//!
+//! Nothing here is used by the shipped binaries.
+
+pub mod fixtures;
+pub mod registry;
+pub mod tools;
+
+pub use fixtures::{ImageSpec, Layer};
+pub use registry::TestRegistry;

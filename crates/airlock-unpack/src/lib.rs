@@ -1,1 +1,56 @@
-//! stub
+//! `airlock-unpack`: verifies an airlock bundle on the air-gapped host and makes its content
+//! usable: an OCI layout on disk (`extract`) or images in the local Docker engine (`load`).
+//! It performs no network I/O; the only socket it opens is the Docker engine's.
+
+pub mod cli;
+pub mod docker;
+pub mod extract;
+pub mod open;
+
+use airlock_bundle::{BundleError, ErrorClass};
+
+/// Exit codes (documented in the README and `--help`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INTEGRITY: u8 = 3;
+    pub const TRUST: u8 = 4;
+    pub const DECRYPT: u8 = 5;
+    pub const VERSION: u8 = 6;
+    pub const ENVIRONMENT: u8 = 7;
+}
+
+/// Failures of the unpacking side beyond the bundle format's own.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("Docker engine: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Environment(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl UnpackError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            UnpackError::Bundle(b) => bundle_exit_code(b),
+            UnpackError::Engine(_) | UnpackError::Environment(_) => exit::ENVIRONMENT,
+            UnpackError::Usage(_) => exit::USAGE,
+        }
+    }
+}
+
+pub fn bundle_exit_code(b: &BundleError) -> u8 {
+    match b.class() {
+        ErrorClass::Integrity => exit::INTEGRITY,
+        ErrorClass::Trust => exit::TRUST,
+        ErrorClass::Decrypt => exit::DECRYPT,
+        ErrorClass::Version => exit::VERSION,
+        ErrorClass::Environment => exit::ENVIRONMENT,
+        ErrorClass::Usage => exit::USAGE,
+    }
+}

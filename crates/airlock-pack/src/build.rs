@@ -1,0 +1,274 @@
+//! `airlock-pack build`: checks the lock, downloads what the cache lacks (concurrently,
+//! bounded, every blob verified), and writes the signed bundle through the age layer into a
+//! temp file that is renamed into place only when complete.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use airlock_bundle::crypt::{encrypting_writer, Encryption};
+use airlock_bundle::header::{Entry, Header, FORMAT_NAME, FORMAT_VERSION};
+use airlock_bundle::lock::Lock;
+use airlock_bundle::sign::SigningKey;
+use airlock_bundle::spec::Spec;
+use airlock_bundle::writer::write_bundle;
+use futures::StreamExt as _;
+
+use crate::cache::BlobCache;
+use crate::lock::insecure_registries;
+use crate::plan::{plan, Plan};
+use crate::registry::Registry;
+use crate::PackError;
+use airlock_bundle::progress::{human, Progress};
+
+#[derive(Debug)]
+pub struct BuildOptions {
+    pub spec_path: PathBuf,
+    pub output: PathBuf,
+    pub sign_key: SigningKey,
+    pub encryption: Encryption,
+    pub cache: BlobCache,
+    pub jobs: usize,
+}
+
+#[derive(Debug)]
+pub struct BuildSummary {
+    pub output: PathBuf,
+    pub images: usize,
+    pub blobs: usize,
+    pub payload_bytes: u64,
+    pub file_bytes: u64,
+    pub downloaded_bytes: u64,
+    pub encrypted: bool,
+    pub key_id: String,
+}
+
+pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSummary, PackError> {
+    let spec = Spec::load(&opts.spec_path)?;
+    let lock_path = Lock::path_for(&opts.spec_path);
+    if !lock_path.exists() {
+        return Err(PackError::Drift {
+            what: "the spec".into(),
+            details: format!("  - {} does not exist", lock_path.display()),
+            spec: opts.spec_path.display().to_string(),
+        });
+    }
+    let lock = Lock::load(&lock_path)?;
+    let registry = Registry::new(&insecure_registries(&spec));
+    let plan = plan(
+        &spec,
+        &opts.spec_path,
+        &lock,
+        &registry,
+        &opts.cache,
+        progress,
+    )
+    .await?;
+    let downloaded = download(&plan, &registry, &opts.cache, opts.jobs, progress).await?;
+
+    let created = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(_) => crate::lock::now_rfc3339(),
+        Err(_) => lock.created.clone(),
+    };
+    let header = Header {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        tool: airlock_bundle::tool_version("airlock-pack"),
+        name: spec.name.clone(),
+        created,
+        entries: plan.entries(),
+        images: plan.images.clone(),
+    };
+    let payload_bytes = header.payload_size();
+    let encrypted = !matches!(opts.encryption, Encryption::None);
+    let key_id = opts.sign_key.key_id().to_string();
+    let output = opts.output.clone();
+    let images = plan.images.len();
+    let blobs = plan.blobs.len();
+    progress.say(format!(
+        "writing {} ({images} images, {blobs} blobs, {}{})",
+        output.display(),
+        human(payload_bytes),
+        if encrypted {
+            ", encrypted"
+        } else {
+            ", not encrypted"
+        }
+    ));
+    let pb = progress.bytes(payload_bytes, "write");
+    let pb2 = pb.clone();
+    let plan = Arc::new(plan);
+    let cache = opts.cache.clone();
+    let file_bytes = tokio::task::spawn_blocking(move || {
+        write_file(
+            &output,
+            &header,
+            &opts.sign_key,
+            &opts.encryption,
+            &plan,
+            &cache,
+            &|n| pb2.inc(n),
+        )
+    })
+    .await
+    .map_err(|e| PackError::Environment(format!("writer thread failed: {e}")))??;
+    progress.remove(&pb);
+    Ok(BuildSummary {
+        output: opts.output,
+        images,
+        blobs,
+        payload_bytes,
+        file_bytes,
+        downloaded_bytes: downloaded,
+        encrypted,
+        key_id,
+    })
+}
+
+/// Fetches every planned blob the cache lacks, `jobs` at a time.
+async fn download(
+    plan: &Plan,
+    registry: &Registry,
+    cache: &BlobCache,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<u64, PackError> {
+    let missing: Vec<_> = plan
+        .blobs
+        .iter()
+        .filter(|b| !cache.has(&b.digest, b.size))
+        .collect();
+    let total: u64 = missing.iter().map(|b| b.size).sum();
+    progress.say(format!(
+        "{} of {} blobs to download ({}), {} cached",
+        missing.len(),
+        plan.blobs.len(),
+        human(total),
+        plan.blobs.len() - missing.len()
+    ));
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let overall = progress.bytes(total, "download");
+    let results = futures::stream::iter(missing)
+        .map(|b| {
+            let overall = overall.clone();
+            async move {
+                let bar = progress.bytes(b.size, &b.digest.short());
+                let bar2 = bar.clone();
+                let r = registry
+                    .fetch_blob(
+                        &b.from,
+                        b.digest,
+                        b.size,
+                        &b.media_type,
+                        cache,
+                        &move |delta: i64| {
+                            if delta >= 0 {
+                                bar2.inc(delta as u64);
+                                overall.inc(delta as u64);
+                            } else {
+                                bar2.set_position(
+                                    bar2.position().saturating_sub(delta.unsigned_abs()),
+                                );
+                                overall.set_position(
+                                    overall.position().saturating_sub(delta.unsigned_abs()),
+                                );
+                            }
+                        },
+                    )
+                    .await;
+                progress.remove(&bar);
+                if r.is_ok() {
+                    progress.say(format!("fetched {} ({})", b.digest, human(b.size)));
+                }
+                r
+            }
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    progress.remove(&overall);
+    for r in results {
+        r?;
+    }
+    Ok(total)
+}
+
+struct Counting<'a, W> {
+    inner: W,
+    on: &'a dyn Fn(u64),
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        (self.on)(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_file(
+    output: &Path,
+    header: &Header,
+    key: &SigningKey,
+    encryption: &Encryption,
+    plan: &Plan,
+    cache: &BlobCache,
+    on_bytes: &dyn Fn(u64),
+) -> Result<u64, PackError> {
+    let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", output.display()));
+    let file_name = output
+        .file_name()
+        .ok_or_else(|| PackError::Usage(format!("{}: not a file name", output.display())))?;
+    let tmp = output.with_file_name(format!(".{}.partial", file_name.to_string_lossy()));
+    let file = std::fs::File::create(&tmp).map_err(env)?;
+    let result = (|| {
+        let sink = BufWriter::with_capacity(1 << 20, file);
+        let enc = encrypting_writer(sink, encryption)?;
+        let mut counting = Counting {
+            inner: enc,
+            on: on_bytes,
+        };
+        write_bundle(
+            &mut counting,
+            header,
+            key,
+            &mut |e: &Entry| -> std::io::Result<Box<dyn Read>> {
+                match e.path.as_str() {
+                    airlock_bundle::header::OCI_LAYOUT_PATH => {
+                        Ok(Box::new(std::io::Cursor::new(plan.oci_layout.clone())))
+                    }
+                    airlock_bundle::header::INDEX_PATH => {
+                        Ok(Box::new(std::io::Cursor::new(plan.index_json.clone())))
+                    }
+                    _ => {
+                        let p = cache.path(&e.digest);
+                        std::fs::File::open(&p)
+                            .map(|f| Box::new(f) as Box<dyn Read>)
+                            .map_err(|err| {
+                                std::io::Error::new(err.kind(), format!("{}: {err}", p.display()))
+                            })
+                    }
+                }
+            },
+        )?;
+        let sink = counting.inner.finish().map_err(env)?;
+        let file = sink.into_inner().map_err(|e| env(e.into_error()))?;
+        file.sync_all().map_err(env)?;
+        Ok::<_, PackError>(file.metadata().map_err(env)?.len())
+    })();
+    match result {
+        Ok(len) => {
+            std::fs::rename(&tmp, output).map_err(env)?;
+            Ok(len)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}

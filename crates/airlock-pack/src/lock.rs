@@ -1,0 +1,111 @@
+//! `airlock-pack lock`: resolves every image of a spec to the digest of its manifest or index
+//! and writes `SPEC.lock` beside the spec.
+
+use std::path::Path;
+
+use airlock_bundle::lock::{Lock, LockedImage};
+use airlock_bundle::oci::AnyManifest;
+use airlock_bundle::spec::Spec;
+
+use crate::cache::BlobCache;
+use crate::registry::Registry;
+use crate::PackError;
+use airlock_bundle::progress::Progress;
+
+/// What `lock` did, for the user.
+#[derive(Debug)]
+pub struct LockOutcome {
+    pub lock: Lock,
+    pub changed: Vec<String>,
+    pub written: bool,
+}
+
+pub fn insecure_registries(spec: &Spec) -> std::collections::BTreeSet<String> {
+    spec.registries
+        .iter()
+        .filter(|(_, r)| r.insecure)
+        .map(|(h, _)| h.clone())
+        .collect()
+}
+
+/// RFC 3339 "now" (or `SOURCE_DATE_EPOCH`, for reproducible builds).
+pub fn now_rfc3339() -> String {
+    let t = match std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(secs) => std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        None => std::time::SystemTime::now(),
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Pins the spec's images. Without `update`, existing pins are kept and only images the
+/// lock lacks are resolved; with it, every tag is resolved again.
+pub async fn lock(
+    spec_path: &Path,
+    update: bool,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<LockOutcome, PackError> {
+    let spec = Spec::load(spec_path)?;
+    let lock_path = Lock::path_for(spec_path);
+    let old = if lock_path.exists() {
+        Some(Lock::load(&lock_path)?)
+    } else {
+        None
+    };
+    let registry = Registry::new(&insecure_registries(&spec));
+    let mut images = Vec::new();
+    let mut changed = Vec::new();
+    for r in spec.image_refs() {
+        let key = r.to_string();
+        let kept = old.as_ref().and_then(|l| l.get(&key)).filter(|_| !update);
+        if let Some(k) = kept {
+            images.push(k.clone());
+            continue;
+        }
+        progress.say(format!("resolving {key}"));
+        let (bytes, digest) = registry.manifest(&r).await?;
+        let manifest = AnyManifest::parse(&bytes)
+            .map_err(|e| PackError::Registry(format!("{key}: unreadable manifest: {e}")))?;
+        cache
+            .put_bytes(&digest, &bytes)
+            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+        let entry = LockedImage {
+            reference: key.clone(),
+            digest,
+            media_type: manifest.media_type().to_string(),
+        };
+        match old.as_ref().and_then(|l| l.get(&key)) {
+            Some(prev) if prev.digest == digest => {}
+            Some(prev) => changed.push(format!("{key}: {} -> {digest}", prev.digest)),
+            None => changed.push(format!("{key}: pinned {digest}")),
+        }
+        images.push(entry);
+    }
+    if let Some(o) = &old {
+        for l in &o.images {
+            if !images.iter().any(|i| i.reference == l.reference) {
+                changed.push(format!("{}: removed (no longer in the spec)", l.reference));
+            }
+        }
+    }
+    let created = match &old {
+        Some(o) if changed.is_empty() => o.created.clone(),
+        _ => now_rfc3339(),
+    };
+    let lock = Lock::new(&spec, created, images);
+    let written = old.as_ref() != Some(&lock);
+    if written {
+        let tmp = lock_path.with_extension("lock.tmp");
+        std::fs::write(&tmp, lock.to_toml())
+            .and_then(|()| std::fs::rename(&tmp, &lock_path))
+            .map_err(|e| PackError::Environment(format!("{}: {e}", lock_path.display())))?;
+    }
+    Ok(LockOutcome {
+        lock,
+        changed,
+        written,
+    })
+}

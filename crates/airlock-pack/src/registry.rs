@@ -1,0 +1,227 @@
+//! Talking to OCI registries through `oci-client`: resolving tags to digests, fetching raw
+//! manifests, and streaming blobs into the cache with bounded retries. Every byte that comes
+//! back is checked against the digest it was asked for; nothing is trusted on the registry's
+//! word.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use airlock_bundle::hashing::HashingWriter;
+use airlock_bundle::oci::MANIFEST_ACCEPT;
+use airlock_bundle::{Digest, ImageRef};
+use futures::StreamExt as _;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+use std::io::Write as _;
+
+use crate::cache::BlobCache;
+use crate::PackError;
+
+/// How often a failed request is tried again, and the first back-off.
+const ATTEMPTS: u32 = 4;
+const BACKOFF: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct Registry {
+    client: oci_client::Client,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
+}
+
+fn to_oci_ref(r: &ImageRef) -> Reference {
+    match (&r.tag, &r.digest) {
+        (_, Some(d)) => {
+            Reference::with_digest(r.registry.clone(), r.repository.clone(), d.to_string())
+        }
+        (Some(t), None) => Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone()),
+        (None, None) => {
+            Reference::with_tag(r.registry.clone(), r.repository.clone(), "latest".into())
+        }
+    }
+}
+
+fn registry_err(r: &ImageRef, what: &str, e: impl std::fmt::Display) -> PackError {
+    PackError::Registry(format!("{r}: {what}: {e}"))
+}
+
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, PackError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PackError>>,
+{
+    let mut delay = BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Registry {
+    /// A client; registries in `insecure` are spoken to over plain HTTP.
+    pub fn new(insecure: &BTreeSet<String>) -> Registry {
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure.iter().cloned().collect()),
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(300)),
+            user_agent: concat!("airlock-pack/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        Registry {
+            client: oci_client::Client::new(config),
+        }
+    }
+
+    fn auth(r: &ImageRef) -> RegistryAuth {
+        crate::auth::credentials_for(&r.registry)
+    }
+
+    /// Fetches a manifest or index by tag or digest and returns its raw bytes with their
+    /// digest (computed here, compared with what was asked for when pinned).
+    pub async fn manifest(&self, r: &ImageRef) -> Result<(Vec<u8>, Digest), PackError> {
+        let oref = to_oci_ref(r);
+        let auth = Self::auth(r);
+        let bytes = retry(|| async {
+            self.client
+                .pull_manifest_raw(&oref, &auth, MANIFEST_ACCEPT)
+                .await
+                .map(|(b, _)| b.to_vec())
+                .map_err(|e| registry_err(r, "fetching manifest", e))
+        })
+        .await?;
+        let digest = Digest::of(&bytes);
+        if let Some(want) = r.digest {
+            if want != digest {
+                return Err(PackError::Integrity(format!(
+                    "digest mismatch for manifest of {r}: expected {want}, computed {digest}"
+                )));
+            }
+        }
+        Ok((bytes, digest))
+    }
+
+    /// The digest a tag points to now (HEAD, falling back to GET).
+    pub async fn head_digest(&self, r: &ImageRef) -> Result<Digest, PackError> {
+        let oref = to_oci_ref(r);
+        let auth = Self::auth(r);
+        let s = retry(|| async {
+            self.client
+                .fetch_manifest_digest(&oref, &auth)
+                .await
+                .map_err(|e| registry_err(r, "resolving tag", e))
+        })
+        .await?;
+        s.parse()
+            .map_err(|e| PackError::Registry(format!("{r}: registry sent digest {s:?}: {e}")))
+    }
+
+    /// Streams a blob into the cache; verified before it gets its real name. `on_bytes`
+    /// sees progress.
+    pub async fn fetch_blob(
+        &self,
+        r: &ImageRef,
+        digest: Digest,
+        size: u64,
+        media_type: &str,
+        cache: &BlobCache,
+        on_bytes: &(dyn Fn(i64) + Sync),
+    ) -> Result<(), PackError> {
+        let oref = to_oci_ref(r);
+        let auth = Self::auth(r);
+        self.client
+            .store_auth_if_needed(oref.resolve_registry(), &auth)
+            .await;
+        let desc = OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size: size as i64,
+            ..Default::default()
+        };
+        retry(|| async {
+            let tmp = cache.temp_path(&digest);
+            let result = self
+                .fetch_once(&oref, &desc, digest, size, &tmp, on_bytes)
+                .await;
+            match result {
+                Ok(()) => cache
+                    .commit(&tmp, &digest)
+                    .map_err(|e| PackError::Environment(format!("{}: {e}", tmp.display()))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            PackError::Registry(m) => PackError::Registry(format!("{r}: blob {digest}: {m}")),
+            other => other,
+        })
+    }
+
+    async fn fetch_once(
+        &self,
+        oref: &Reference,
+        desc: &OciDescriptor,
+        digest: Digest,
+        size: u64,
+        tmp: &std::path::Path,
+        on_bytes: &(dyn Fn(i64) + Sync),
+    ) -> Result<(), PackError> {
+        let env_err = |e: std::io::Error| PackError::Environment(format!("{}: {e}", tmp.display()));
+        let mut stream = self
+            .client
+            .pull_blob_stream(oref, desc)
+            .await
+            .map_err(|e| PackError::Registry(e.to_string()))?;
+        let file = std::fs::File::create(tmp).map_err(env_err)?;
+        let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+        let mut reported = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| PackError::Registry(format!("download interrupted: {e}")))?;
+            if out.count() + chunk.len() as u64 > size {
+                return Err(PackError::Integrity(format!(
+                    "size mismatch for {digest}: expected {size} bytes, the registry sent more"
+                )));
+            }
+            out.write_all(&chunk).map_err(env_err)?;
+            on_bytes(chunk.len() as i64);
+            reported += chunk.len() as u64;
+        }
+        let (actual, count, w) = out.finish();
+        let result = if count != size {
+            Err(PackError::Registry(format!(
+                "download ended early: {count} of {size} bytes"
+            )))
+        } else if actual != digest {
+            Err(PackError::Integrity(format!(
+                "digest mismatch for blob from registry: expected {digest}, computed {actual}"
+            )))
+        } else {
+            // No fsync: a cache entry lost to a crash is fetched again, and every cache
+            // entry is re-hashed when a bundle is written.
+            w.into_inner()
+                .map(drop)
+                .map_err(|e| env_err(e.into_error()))
+        };
+        if result.is_err() {
+            // Give back the progress this attempt claimed, so a retry does not overshoot.
+            on_bytes(-(reported as i64));
+        }
+        result
+    }
+}

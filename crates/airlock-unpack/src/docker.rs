@@ -1,0 +1,397 @@
+//! `load`: images from a bundle into the Docker engine at `DOCKER_HOST`, in one pass.
+//!
+//! The bundle is read, verified and re-framed on the fly into the hybrid archive
+//! `POST /images/load` takes (blobs, then `oci-layout`, `index.json` and a docker
+//! `manifest.json`), streamed to the engine with no temp copy on our side. The three
+//! documents that make the archive loadable are written only after the last digest of the
+//! bundle checked; on any failure the upload is aborted mid-body, so the engine has nothing
+//! it could load. Afterwards every tag is checked to point at the expected image ID.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use airlock_bundle::header::{Entry, ImageRecord};
+use airlock_bundle::oci::{self, Descriptor, ImageIndex, Platform};
+use airlock_bundle::progress::Progress;
+use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_bundle::{tarfmt, BundleError, Digest, ImageRef};
+use bollard::query_parameters::ImportImageOptions;
+use bollard::Docker;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::open::{open_bundle, Access};
+use crate::UnpackError;
+
+const CHUNK: usize = 1 << 20;
+
+/// One image as it ended up in the engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedImage {
+    pub reference: String,
+    pub platform: String,
+    pub id: String,
+    pub config: Digest,
+    pub manifest: Digest,
+}
+
+#[derive(Debug)]
+pub struct LoadReport {
+    pub verified: Verified,
+    pub images: Vec<LoadedImage>,
+    pub engine: String,
+}
+
+fn engine_err(e: impl std::fmt::Display) -> UnpackError {
+    UnpackError::Engine(e.to_string())
+}
+
+/// Connects to the engine (honours `DOCKER_HOST`) with a timeout long enough for a large
+/// upload: the engine answers only after it consumed the whole body.
+pub async fn connect() -> Result<Docker, UnpackError> {
+    let where_ =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| UnpackError::Engine(format!("cannot connect to {where_}: {e}")))?
+        .with_timeout(Duration::from_secs(24 * 3600));
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| UnpackError::Engine(format!("cannot reach the engine at {where_}: {e}")))?;
+    Ok(docker)
+}
+
+/// Sends the archive to the upload in 1 MiB chunks.
+struct ChanWriter {
+    tx: Option<mpsc::Sender<Result<Bytes, io::Error>>>,
+    buf: BytesMut,
+}
+
+impl ChanWriter {
+    fn send(&mut self, item: Result<Bytes, io::Error>) -> io::Result<()> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("upload already closed"))?;
+        tx.blocking_send(item).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the Docker engine closed the upload",
+            )
+        })
+    }
+
+    fn push(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = self.buf.split().freeze();
+            self.send(Ok(chunk))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the body cleanly (only after everything verified).
+    fn close(&mut self) -> io::Result<()> {
+        self.push()?;
+        self.tx = None;
+        Ok(())
+    }
+
+    /// Ends the body with an error: the HTTP request is aborted mid-body.
+    fn abort(&mut self, why: String) {
+        self.buf.clear();
+        let _ = self.send(Err(io::Error::other(why)));
+        self.tx = None;
+    }
+}
+
+impl Write for ChanWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.push()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct LoadVisitor {
+    out: ChanWriter,
+    platform: Platform,
+    selected: Vec<ImageRecord>,
+    needed: HashSet<Digest>,
+    manifests: BTreeMap<Digest, Entry>,
+    header_tx: Option<tokio::sync::oneshot::Sender<Vec<ImageRecord>>>,
+}
+
+/// Picks, per reference, the image for `platform`.
+pub fn select_images(images: &[ImageRecord], platform: &Platform) -> Vec<ImageRecord> {
+    let mut seen = HashSet::new();
+    images
+        .iter()
+        .filter(|i| {
+            platform.matches(&i.platform.to_oci())
+                || (platform.variant.is_none()
+                    && platform.os == i.platform.os
+                    && platform.arch == i.platform.arch)
+        })
+        .filter(|i| seen.insert(i.reference.clone()))
+        .cloned()
+        .collect()
+}
+
+impl Visitor for LoadVisitor {
+    fn header(&mut self, v: &Verified) -> Result<bool, BundleError> {
+        self.selected = select_images(&v.header.images, &self.platform);
+        if self.selected.is_empty() {
+            let have: Vec<String> = v
+                .header
+                .images
+                .iter()
+                .map(|i| i.platform.to_string())
+                .collect();
+            return Err(BundleError::Usage(format!(
+                "the bundle has no image for the engine's platform {} (it has: {}); see --platform",
+                self.platform,
+                if have.is_empty() {
+                    "no images".into()
+                } else {
+                    have.join(", ")
+                }
+            )));
+        }
+        for i in &self.selected {
+            self.needed.insert(i.manifest);
+            self.needed.insert(i.config);
+            self.needed.extend(i.layers.iter().copied());
+        }
+        for i in &self.selected {
+            if let Some(e) = v.header.entry(&i.manifest.blob_path()) {
+                self.manifests.insert(i.manifest, e.clone());
+            }
+        }
+        if let Some(tx) = self.header_tx.take() {
+            let _ = tx.send(self.selected.clone());
+        }
+        Ok(true)
+    }
+
+    fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        if !self.needed.contains(&entry.digest) || !entry.path.starts_with("blobs/") {
+            return Ok(());
+        }
+        self.out
+            .write_all(&tarfmt::file_header(&entry.path, entry.size)?)?;
+        airlock_bundle::hashing::copy_large(data, &mut self.out)?;
+        tarfmt::write_padding(&mut self.out, entry.size)
+    }
+
+    fn finish(&mut self) -> Result<(), BundleError> {
+        let err = |e: io::Error| BundleError::Output {
+            entry: "manifest.json".into(),
+            source: e,
+        };
+        let (layout, index, manifest_json) = self.documents();
+        let out = &mut self.out;
+        tarfmt::write_small(out, "oci-layout", &layout).map_err(err)?;
+        tarfmt::write_small(out, "index.json", &index).map_err(err)?;
+        tarfmt::write_small(out, "manifest.json", &manifest_json).map_err(err)?;
+        tarfmt::write_end(out).map_err(err)?;
+        self.out.close().map_err(err)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
+impl LoadVisitor {
+    /// The hybrid archive's documents for the selected images.
+    fn documents(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
+        let manifests = self
+            .selected
+            .iter()
+            .map(|i| {
+                let e = &self.manifests[&i.manifest];
+                let mut ann = BTreeMap::new();
+                ann.insert(
+                    oci::ANNOTATION_CONTAINERD_NAME.to_string(),
+                    i.reference.clone(),
+                );
+                ann.insert(oci::ANNOTATION_REF_NAME.to_string(), i.reference.clone());
+                Descriptor {
+                    media_type: e
+                        .media_type
+                        .clone()
+                        .unwrap_or_else(|| oci::OCI_MANIFEST.into()),
+                    digest: i.manifest,
+                    size: e.size,
+                    platform: Some(i.platform.to_oci()),
+                    annotations: Some(ann),
+                }
+            })
+            .collect();
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: Some(oci::OCI_INDEX.into()),
+            manifests,
+        };
+        let docker: Vec<DockerManifestEntry> = self
+            .selected
+            .iter()
+            .map(|i| DockerManifestEntry {
+                config: i.config.blob_path(),
+                repo_tags: repo_tag(&i.reference).into_iter().collect(),
+                layers: i.layers.iter().map(Digest::blob_path).collect(),
+            })
+            .collect();
+        (
+            layout,
+            serde_json::to_vec(&index).expect("index serialises"),
+            serde_json::to_vec(&docker).expect("manifest serialises"),
+        )
+    }
+}
+
+/// `registry/repo:tag` for an engine tag, if the reference has a tag.
+fn repo_tag(reference: &str) -> Option<String> {
+    ImageRef::parse(reference).ok().and_then(|r| r.tagged())
+}
+
+/// Loads the bundle at `path` into the engine. Nothing is loaded unless all of it verified.
+pub fn load(
+    path: &std::path::Path,
+    access: &Access,
+    platform: Option<Platform>,
+    progress: &Progress,
+) -> Result<LoadReport, UnpackError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
+    let docker = rt.block_on(connect())?;
+    let info = rt.block_on(docker.info()).map_err(engine_err)?;
+    let engine = format!(
+        "{} {} ({}, storage {})",
+        info.operating_system.clone().unwrap_or_default(),
+        info.server_version.clone().unwrap_or_default(),
+        info.architecture.clone().unwrap_or_default(),
+        info.driver.clone().unwrap_or_default()
+    );
+    let platform = platform.unwrap_or_else(|| {
+        Platform::from_engine(
+            info.os_type.as_deref().unwrap_or("linux"),
+            info.architecture.as_deref().unwrap_or("x86_64"),
+        )
+    });
+
+    let (input, bar) = open_bundle(path, progress, "load")?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let opts = ReadOptions {
+        trust: access.trust(),
+        decryption: &access.decryption,
+    };
+
+    let (produced, uploaded) = std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let mut v = LoadVisitor {
+                out: ChanWriter {
+                    tx: Some(tx),
+                    buf: BytesMut::with_capacity(CHUNK),
+                },
+                platform,
+                selected: Vec::new(),
+                needed: HashSet::new(),
+                manifests: BTreeMap::new(),
+                header_tx: Some(header_tx),
+            };
+            let r = read_bundle(input, &opts, &mut v);
+            if let Err(e) = &r {
+                v.out.abort(e.to_string());
+            }
+            r.map(|verified| (verified, v.selected))
+        });
+        let uploaded = rt.block_on(async {
+            // Nothing is sent to the engine until the header verified.
+            if header_rx.await.is_err() {
+                return Ok(None);
+            }
+            let body = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let mut responses = docker.import_image_stream(
+                ImportImageOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+                body,
+                None,
+            );
+            let mut messages = Vec::new();
+            while let Some(r) = responses.next().await {
+                let info = r.map_err(engine_err)?;
+                if let Some(s) = info.stream {
+                    let line = s.trim().to_string();
+                    if line.starts_with("Error") {
+                        return Err(UnpackError::Engine(line));
+                    }
+                    if !line.is_empty() {
+                        messages.push(line);
+                    }
+                }
+            }
+            Ok(Some(messages))
+        });
+        (producer.join().expect("bundle reader panicked"), uploaded)
+    });
+    progress.remove(&bar);
+    // A verification failure explains an aborted upload better than the engine's error.
+    let (verified, selected) = produced?;
+    let messages = uploaded?.unwrap_or_default();
+    for m in &messages {
+        progress.say(format!("engine: {m}"));
+    }
+
+    let mut images = Vec::new();
+    rt.block_on(async {
+        for i in &selected {
+            let name = repo_tag(&i.reference).unwrap_or_else(|| i.config.to_string());
+            let inspect = docker
+                .inspect_image(&name)
+                .await
+                .map_err(|e| UnpackError::Engine(format!("{name} is not in the engine after loading: {e}")))?;
+            let id = inspect.id.unwrap_or_default();
+            if id != i.config.to_string() && id != i.manifest.to_string() {
+                return Err(UnpackError::Engine(format!(
+                    "{name}: the engine reports image ID {id}, expected {} (config) or {} (manifest)",
+                    i.config, i.manifest
+                )));
+            }
+            images.push(LoadedImage {
+                reference: i.reference.clone(),
+                platform: i.platform.to_string(),
+                id,
+                config: i.config,
+                manifest: i.manifest,
+            });
+        }
+        Ok::<_, UnpackError>(())
+    })?;
+    Ok(LoadReport {
+        verified,
+        images,
+        engine,
+    })
+}

@@ -1,0 +1,157 @@
+//! `cargo xtask demo`: the whole job on an embedded default. A loopback registry gets two
+//! generated images; they are locked, packed (signed, encrypted), verified and loaded into
+//! the local Docker engine inside a network namespace with no network, and run.
+
+use std::process::Command;
+
+use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
+use anyhow::Context as _;
+
+use crate::util::{build_bins, capture, install_deps, sh};
+
+fn step(n: u32, what: &str) {
+    eprintln!("\n\x1b[1m[{n}] {what}\x1b[0m");
+}
+
+pub fn run() -> anyhow::Result<()> {
+    step(
+        1,
+        "installing missing tools (docker-registry, skopeo, age, minisign, busybox-static)",
+    );
+    install_deps()?;
+    capture(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
+        .context("the Docker engine must be running")?;
+
+    step(2, "building airlock-pack and airlock-unpack");
+    let bins = build_bins(false)?;
+    let pack = bins.join("airlock-pack");
+    let unpack = bins.join("airlock-unpack");
+
+    step(
+        3,
+        "starting a loopback registry and pushing two generated images",
+    );
+    let registry = TestRegistry::start();
+    let work = tempfile::tempdir()?;
+    let w = work.path();
+    let layers = w.join("layers");
+    let busybox = Layer::busybox(&layers);
+    let note = Layer::files(
+        &layers,
+        &[(
+            "etc/motd",
+            b"carried across the airlock by airlock-demo\n",
+            0o644,
+        )],
+    );
+    let hello = format!("{}/demo/hello:v1", registry.addr);
+    let motd = format!("{}/demo/motd:v1", registry.addr);
+    fixtures::push(
+        &registry.addr,
+        "demo/hello:v1",
+        &[ImageSpec::new(
+            vec![busybox.clone()],
+            &[
+                "/bin/busybox",
+                "echo",
+                "hello from the other side of the airlock",
+            ],
+        )],
+    );
+    fixtures::push(
+        &registry.addr,
+        "demo/motd:v1",
+        &[ImageSpec::new(
+            vec![busybox, note],
+            &["/bin/busybox", "cat", "/etc/motd"],
+        )],
+    );
+    eprintln!("    {hello}\n    {motd}  (shares the busybox layer)");
+
+    let spec = w.join("demo.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"demo\"\nplatforms = [\"linux/amd64\"]\n\n[[image]]\nref = \"{hello}\"\n\n[[image]]\nref = \"{motd}\"\n\n[registries.\"{}\"]\ninsecure = true\n",
+            registry.addr
+        ),
+    )?;
+
+    step(
+        4,
+        "keys: a signing key on the connected side, an age identity on the gap host",
+    );
+    sh(Command::new(&pack)
+        .args(["keygen", "-o"])
+        .arg(w.join("pack-keys")))?;
+    sh(Command::new(&unpack)
+        .args(["keygen", "-o"])
+        .arg(w.join("host")))?;
+
+    step(5, "airlock-pack lock: pin every tag to a digest");
+    sh(Command::new(&pack)
+        .arg("lock")
+        .arg(&spec)
+        .arg("--cache")
+        .arg(w.join("cache")))?;
+    eprintln!("{}", std::fs::read_to_string(w.join("demo.lock"))?);
+
+    step(
+        6,
+        "airlock-pack build: one signed bundle, encrypted to the gap host",
+    );
+    let bundle = w.join("demo.airlock");
+    sh(Command::new(&pack)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(&bundle)
+        .arg("--sign-key")
+        .arg(w.join("pack-keys/airlock.key"))
+        .arg("--recipients-file")
+        .arg(w.join("host/host.pub"))
+        .arg("--cache")
+        .arg(w.join("cache")))?;
+
+    let offline = |args: &[&str]| -> Command {
+        let mut c = Command::new("unshare");
+        c.arg("-n").arg(&unpack).args(args).arg(&bundle);
+        c.arg("--trust").arg(w.join("pack-keys/airlock.pub"));
+        c.arg("--identity").arg(w.join("host/host.key"));
+        c
+    };
+    step(
+        7,
+        "on the gap host (unshare -n: no network at all): verify, inspect",
+    );
+    sh(&mut offline(&["verify"]))?;
+    sh(&mut offline(&["inspect"]))?;
+
+    step(
+        8,
+        "on the gap host: load into the Docker engine (all or nothing)",
+    );
+    sh(&mut offline(&["load"]))?;
+
+    step(9, "run the loaded images");
+    let result = (|| {
+        for image in [&hello, &motd] {
+            let out =
+                capture(Command::new("docker").args(["run", "--rm", "--network", "none", image]))?;
+            eprintln!("    docker run {image}\n    > {}", out.trim());
+        }
+        Ok::<_, anyhow::Error>(())
+    })();
+
+    step(10, "cleaning up");
+    for image in [&hello, &motd] {
+        let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+    }
+    drop(registry);
+    result?;
+    eprintln!(
+        "\ndemo complete: packed, carried, verified offline, loaded and ran {} images",
+        2
+    );
+    Ok(())
+}

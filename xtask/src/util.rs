@@ -1,0 +1,95 @@
+//! Shared helpers: the workspace root, building the binaries, running commands, installing
+//! Debian packages, and the CI sequence.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command with inherited output; fails on a non-zero exit.
+pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout; fails with its stderr.
+pub fn capture(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Builds airlock-pack and airlock-unpack; returns the directory holding them.
+pub fn build_bins(release: bool) -> anyhow::Result<PathBuf> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--quiet",
+        "--bin",
+        "airlock-pack",
+        "--bin",
+        "airlock-unpack",
+    ]);
+    if release {
+        c.arg("--release");
+    }
+    sh(&mut c)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join(if release { "release" } else { "debug" }))
+}
+
+/// apt-get installs the Debian packages whose commands are missing.
+pub fn install_deps() -> anyhow::Result<()> {
+    let missing = airlock_testkit::tools::missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
+
+/// What CI runs: dependencies, formatting, lints, every test.
+pub fn ci() -> anyhow::Result<()> {
+    install_deps()?;
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    sh(cargo().args(["test", "--workspace"]))?;
+    Ok(())
+}
