@@ -1,1 +1,521 @@
+//! End to end, with real parts: a real registry, the real Docker engine, the real `age`,
+//! `minisign` and `skopeo`; the unpacking side runs inside `unshare -n`.
 
+use std::io::Read as _;
+use std::path::Path;
+use std::process::Command;
+
+use airlock_bundle::header::{HEADER_PATH, SIGNATURE_PATH};
+use airlock_bundle::sign::SigningKey;
+use airlock_bundle::tarfmt;
+use airlock_tests::*;
+use serde_json::Value;
+
+#[test]
+fn round_trip_load_and_run_offline() {
+    let w = World::new();
+    w.lock();
+    let bundle = w.build("e2e.airlock", false);
+
+    let v = w.unpack("verify", &bundle, &[]);
+    assert_ok(&v);
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("(verified)"),
+        "{}",
+        text(&v)
+    );
+
+    let i = w.unpack("inspect", &bundle, &["--json"]);
+    assert_ok(&i);
+    let j: Value = serde_json::from_slice(&i.stdout).unwrap();
+    let mut images: Vec<(String, String)> = j["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap().to_string(),
+                i["platform"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    images.sort();
+    assert_eq!(
+        images,
+        vec![
+            (w.hello.clone(), "linux/amd64".to_string()),
+            (w.multi.clone(), "linux/amd64".to_string()),
+            (w.multi.clone(), "linux/arm64".to_string()),
+            (w.second.clone(), "linux/amd64".to_string()),
+        ]
+    );
+    assert_eq!(j["encrypted"], true);
+    assert_eq!(j["signature_verified"], true);
+    // The busybox layer is shared by every image but stored once.
+    let entries = j["entries"].as_array().unwrap();
+    let busybox = w.busybox_layer.digest.to_string();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["digest"] == busybox.as_str())
+            .count(),
+        1
+    );
+
+    let _guard = docker_lock();
+    let load = w.unpack("load", &bundle, &["--json"]);
+    let tags = [w.hello.as_str(), w.second.as_str(), w.multi.as_str()];
+    let result = std::panic::catch_unwind(|| {
+        assert_ok(&load);
+        let report: Value = serde_json::from_slice(&load.stdout).unwrap();
+        assert_eq!(report["images"].as_array().unwrap().len(), 3, "{report}");
+        let hello =
+            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.hello]));
+        assert_eq!(hello.trim(), w.marker);
+        let second =
+            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.second]));
+        assert_eq!(second.trim(), format!("second {}", w.marker));
+        let multi =
+            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.multi]));
+        assert_eq!(
+            multi.trim(),
+            format!("multi {}", w.marker),
+            "the engine's platform (amd64) was loaded"
+        );
+        // Every tag points at the config digest the bundle promised.
+        for r in report["images"].as_array().unwrap() {
+            let id = run_ok(Command::new("docker").args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                r["reference"].as_str().unwrap(),
+            ]));
+            assert_eq!(id.trim(), r["config"].as_str().unwrap());
+        }
+    });
+    docker_rmi(&tags);
+    result.unwrap();
+}
+
+#[test]
+fn interop_with_age_minisign_and_skopeo() {
+    let w = World::new();
+    w.write_spec(&["linux/amd64"], &[&w.hello, &w.second]);
+    w.lock();
+    let bundle = w.build("e2e.airlock", false);
+
+    // The real age decrypts it with the host identity airlock-unpack wrote.
+    let plain = w.path("plain.tar");
+    run_ok(
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(w.path("host/host.key"))
+            .arg("-o")
+            .arg(&plain)
+            .arg(&bundle),
+    );
+
+    // tar x gives the header, its signature and an OCI layout.
+    let layout = w.path("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&plain)
+            .arg("-C")
+            .arg(&layout),
+    );
+    // The real minisign verifies the header signature with the pack key.
+    let out = run_ok(
+        Command::new("minisign")
+            .args(["-V", "-m"])
+            .arg(layout.join(HEADER_PATH))
+            .arg("-x")
+            .arg(layout.join(SIGNATURE_PATH))
+            .arg("-p")
+            .arg(w.path("pack-keys/airlock.pub")),
+    );
+    assert!(out.contains("airlock-bundle v1 header"), "{out}");
+
+    // skopeo reads the layout from plain `tar x` and from `airlock-unpack extract`.
+    let extracted = w.path("extracted");
+    assert_ok(&w.unpack("extract", &bundle, &["--to", extracted.to_str().unwrap()]));
+    for dir in [&layout, &extracted] {
+        let dest = w.path(&format!(
+            "skopeo-{}",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--quiet"])
+                .arg(format!("oci:{}:{}", dir.display(), w.hello))
+                .arg(format!("dir:{}", dest.display())),
+        );
+        assert!(dest.join("manifest.json").exists());
+        let inspect = run_ok(Command::new("skopeo").arg("inspect").arg(format!(
+            "oci:{}:{}",
+            dir.display(),
+            w.second
+        )));
+        let j: Value = serde_json::from_str(&inspect).unwrap();
+        assert_eq!(j["Layers"].as_array().unwrap().len(), 2, "{inspect}");
+    }
+}
+
+#[test]
+fn builds_are_deterministic() {
+    let w = World::new();
+    w.lock();
+    let a = std::fs::read(w.build("a.airlock", true)).unwrap();
+    let b = std::fs::read(w.build("b.airlock", true)).unwrap();
+    assert!(a == b, "two plain builds from one lock differ");
+    // Encrypted builds differ (fresh file key) but their plaintexts do not.
+    let ea = w.build("a.enc.airlock", false);
+    let eb = w.build("b.enc.airlock", false);
+    assert_ne!(std::fs::read(&ea).unwrap(), std::fs::read(&eb).unwrap());
+    for (enc, out) in [(&ea, "a.dec"), (&eb, "b.dec")] {
+        run_ok(
+            Command::new("age")
+                .arg("-d")
+                .arg("-i")
+                .arg(w.path("host/host.key"))
+                .arg("-o")
+                .arg(w.path(out))
+                .arg(enc),
+        );
+    }
+    assert!(std::fs::read(w.path("a.dec")).unwrap() == a);
+    assert!(std::fs::read(w.path("b.dec")).unwrap() == a);
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+}
+
+fn write_variant(w: &World, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = w.path(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Rewrites a plain bundle with its header changed by `f` and re-signed with the real key:
+/// a validly signed bundle from a newer or buggy writer.
+fn resign(w: &World, plain: &Path, f: impl Fn(&mut Value)) -> Vec<u8> {
+    let mut archive = tar::Archive::new(std::fs::File::open(plain).unwrap());
+    let mut out = Vec::new();
+    let key = SigningKey::load(&w.path("pack-keys/airlock.key"), None).unwrap();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        match path.as_str() {
+            HEADER_PATH => {
+                let mut v: Value = serde_json::from_slice(&data).unwrap();
+                f(&mut v);
+                let bytes = serde_json::to_vec_pretty(&v).unwrap();
+                tarfmt::write_small(&mut out, HEADER_PATH, &bytes).unwrap();
+                tarfmt::write_small(&mut out, SIGNATURE_PATH, key.sign(&bytes).as_bytes()).unwrap();
+            }
+            SIGNATURE_PATH => {}
+            p => tarfmt::write_small(&mut out, p, &data).unwrap(),
+        }
+    }
+    tarfmt::write_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn refusals_have_exit_codes_and_leave_the_engine_alone() {
+    let w = World::new();
+    w.write_spec(&["linux/amd64"], &[&w.hello, &w.second]);
+    w.lock();
+    let plain = w.build("plain.airlock", true);
+    let enc = w.build("enc.airlock", false);
+    let good = std::fs::read(&plain).unwrap();
+    let good_enc = std::fs::read(&enc).unwrap();
+    let layer = std::fs::read(&w.busybox_layer.path).unwrap();
+    let layer_entry = w.busybox_layer.digest.blob_path();
+
+    let mut cases: Vec<(&str, std::path::PathBuf, i32, Vec<String>)> = Vec::new();
+    // A flipped byte in a layer: named, with expected and computed digests.
+    let mut b = good.clone();
+    let at = find(&b, &layer[1000..1064]) + 7;
+    b[at] ^= 0x20;
+    cases.push((
+        "flipped-blob",
+        write_variant(&w, "flipped-blob.airlock", &b),
+        3,
+        vec![
+            layer_entry.clone(),
+            format!("expected {}", w.busybox_layer.digest),
+            "computed sha256:".into(),
+        ],
+    ));
+    // A flipped byte in the header: the signature no longer matches.
+    let mut b = good.clone();
+    let at = find(&b, b"\"created\"") + 2;
+    b[at] ^= 0x01;
+    cases.push((
+        "flipped-header",
+        write_variant(&w, "flipped-header.airlock", &b),
+        4,
+        vec!["signature".into()],
+    ));
+    // A flipped byte in the signature.
+    let mut b = good.clone();
+    let at = find(&b, b"trusted comment: airlock-bundle v1 header\n") + 45;
+    b[at] ^= 0x01;
+    cases.push((
+        "flipped-signature",
+        write_variant(&w, "flipped-signature.airlock", &b),
+        4,
+        vec!["signature".into()],
+    ));
+    // Truncated, plain and encrypted.
+    cases.push((
+        "truncated-plain",
+        write_variant(&w, "truncated.airlock", &good[..good.len() - 5000]),
+        3,
+        vec!["truncated".into()],
+    ));
+    cases.push((
+        "truncated-encrypted",
+        write_variant(&w, "truncated-enc.airlock", &good_enc[..good_enc.len() / 2]),
+        3,
+        vec![],
+    ));
+    // A flipped byte inside the ciphertext.
+    let mut b = good_enc.clone();
+    let at = b.len() - 4000;
+    b[at] ^= 0x01;
+    cases.push((
+        "flipped-ciphertext",
+        write_variant(&w, "flipped-ciphertext.airlock", &b),
+        3,
+        vec!["corrupt".into()],
+    ));
+    // A newer format version, validly signed.
+    let b = resign(&w, &plain, |v| v["version"] = Value::from(2));
+    cases.push((
+        "unknown-version",
+        write_variant(&w, "v2.airlock", &b),
+        6,
+        vec!["version 2".into()],
+    ));
+    // A signed header whose entry path tries to escape.
+    let b = resign(&w, &plain, |v| {
+        v["entries"][0]["path"] = Value::from("../../etc/passwd")
+    });
+    cases.push((
+        "path-traversal",
+        write_variant(&w, "traversal.airlock", &b),
+        3,
+        vec!["invalid path".into()],
+    ));
+
+    let _guard = docker_lock();
+    let before = docker_images();
+    for (name, path, code, needles) in &cases {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        for cmd in ["verify", "load"] {
+            let o = w.unpack(cmd, path, &[]);
+            assert_refused(&o, *code, &needles);
+            eprintln!(
+                "{name} / {cmd}: exit {code}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        let extracted = w.path(&format!("x-{name}"));
+        let o = w.unpack("extract", path, &["--to", extracted.to_str().unwrap()]);
+        assert_refused(&o, *code, &needles);
+        assert!(
+            !extracted.exists(),
+            "{name}: a refused extract left {}",
+            extracted.display()
+        );
+    }
+    assert_eq!(
+        docker_images(),
+        before,
+        "a refused load changed the engine's images"
+    );
+    drop(_guard);
+
+    // Wrong identity: cannot decrypt.
+    let other = w.path("other-host");
+    run_ok(
+        Command::new(unpack_bin())
+            .args(["keygen", "-o"])
+            .arg(&other),
+    );
+    let o = Command::new("unshare")
+        .arg("-n")
+        .arg(unpack_bin())
+        .args(["verify"])
+        .arg(&enc)
+        .arg("--trust")
+        .arg(w.path("pack-keys/airlock.pub"))
+        .arg("--identity")
+        .arg(other.join("host.key"))
+        .output()
+        .unwrap();
+    assert_refused(&o, 5, &["decrypt"]);
+
+    // Untrusted signer: another pack key.
+    run_ok(
+        Command::new(pack_bin())
+            .args(["keygen", "-o"])
+            .arg(w.path("other-pack")),
+    );
+    let o = Command::new(unpack_bin())
+        .arg("verify")
+        .arg(&plain)
+        .arg("--trust")
+        .arg(w.path("other-pack/airlock.pub"))
+        .output()
+        .unwrap();
+    assert_refused(&o, 4, &["not signed by a trusted key"]);
+
+    // No trusted key at all (empty trust dir): refused before reading.
+    let empty = w.path("empty-trust");
+    std::fs::create_dir(&empty).unwrap();
+    let o = Command::new(unpack_bin())
+        .arg("verify")
+        .arg(&plain)
+        .env("AIRLOCK_TRUST_DIR", &empty)
+        .output()
+        .unwrap();
+    assert_refused(&o, 4, &["no trusted keys"]);
+    // The trust dir is honoured when it has the key.
+    std::fs::copy(w.path("pack-keys/airlock.pub"), empty.join("pack.pub")).unwrap();
+    let o = Command::new(unpack_bin())
+        .arg("verify")
+        .arg(&plain)
+        .env("AIRLOCK_TRUST_DIR", &empty)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    // --insecure-skip-signature reads an untrusted bundle, loudly.
+    let o = Command::new(unpack_bin())
+        .arg("verify")
+        .arg(&plain)
+        .arg("--insecure-skip-signature")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("WARNING"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("NOT verified"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn lock_drift_is_refused_with_advice() {
+    let w = World::new();
+    w.write_spec(&["linux/amd64"], &[&w.hello]);
+    w.lock();
+    let spec = w.spec();
+    let key = w.path("pack-keys/airlock.key");
+    let out = w.path("x.airlock");
+    let build = |w: &World| {
+        w.pack(&[
+            "build",
+            spec.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "-q",
+        ])
+    };
+
+    // The tag moves at the registry.
+    let layers = w.path("layers2");
+    airlock_testkit::fixtures::push(
+        &w.registry.addr,
+        "e2e/hello:v1",
+        &[airlock_testkit::ImageSpec::new(
+            vec![airlock_testkit::Layer::busybox(&layers)],
+            &["/bin/busybox", "echo", "moved"],
+        )],
+    );
+    let o = build(&w);
+    assert_refused(&o, 8, &[&w.hello, "locked at", "lock --update"]);
+    assert!(!out.exists());
+
+    // lock (without --update) keeps the pin; --update moves it and says so.
+    assert_ok(&w.pack(&["lock", spec.to_str().unwrap()]));
+    assert_refused(&build(&w), 8, &["locked at"]);
+    let o = w.pack(&["lock", "--update", spec.to_str().unwrap()]);
+    assert_ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" -> sha256:"),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&build(&w));
+
+    // The spec gains an image the lock lacks.
+    w.write_spec(&["linux/amd64"], &[&w.hello, &w.second]);
+    assert_refused(&build(&w), 8, &[&w.second, "not in the lock"]);
+
+    // A platform the index lacks is named.
+    w.write_spec(&["linux/s390x"], &[&w.multi]);
+    assert_ok(&w.pack(&["lock", spec.to_str().unwrap()]));
+    assert_refused(
+        &build(&w),
+        2,
+        &["linux/s390x", "linux/amd64", "linux/arm64"],
+    );
+}
+
+/// The offline crate's default build pulls in no HTTP client, TLS stack or registry client.
+#[test]
+fn unpack_depends_on_no_network_stack() {
+    let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .args([
+            "tree",
+            "--quiet",
+            "-p",
+            "airlock-unpack",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let tree = String::from_utf8_lossy(&o.stdout);
+    assert!(tree.contains("bollard"), "unexpected tree: {tree}");
+    for banned in [
+        "reqwest",
+        "rustls",
+        "native-tls",
+        "openssl",
+        "oci-client",
+        "hyper-tls",
+    ] {
+        let hit = tree
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(banned));
+        assert!(
+            hit.is_none(),
+            "airlock-unpack's default build depends on {banned}"
+        );
+    }
+}

@@ -1,1 +1,283 @@
-//! stub
+//! The end-to-end harness: builds the real binaries, starts a real registry with generated
+//! images, and runs `airlock-pack` on the connected side and `airlock-unpack` inside
+//! `unshare -n` (a network namespace with no network) on the "gap" side.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
+
+/// Tests that load into or list the Docker engine take this, so that "the image list is the
+/// same before and after" is not disturbed by another test's load.
+pub fn docker_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Builds the two binaries once per test process, in the profile the tests run in.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "airlock-pack",
+                "--bin",
+                "airlock-unpack",
+            ]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cargo build");
+        assert!(st.success(), "building the binaries failed");
+        profile_dir
+    })
+}
+
+pub fn pack_bin() -> PathBuf {
+    bin_dir().join("airlock-pack")
+}
+
+pub fn unpack_bin() -> PathBuf {
+    bin_dir().join("airlock-unpack")
+}
+
+/// A registry with fixture images, keys on both sides, a spec and its lock.
+#[derive(Debug)]
+pub struct World {
+    pub registry: TestRegistry,
+    pub dir: tempfile::TempDir,
+    pub marker: String,
+    /// Runs and prints `marker`.
+    pub hello: String,
+    /// Shares hello's busybox layer, adds one; prints its file.
+    pub second: String,
+    /// A two-platform index (amd64, arm64) with an attestation entry.
+    pub multi: String,
+    pub busybox_layer: Layer,
+}
+
+impl World {
+    pub fn new() -> World {
+        let registry = TestRegistry::start();
+        let dir = tempfile::tempdir().unwrap();
+        let marker = format!("airlock-marker-{:016x}", rand_u64());
+        let layers = dir.path().join("layers");
+        let busybox = Layer::busybox(&layers);
+        let extra = Layer::files(
+            &layers,
+            &[("marker.txt", format!("second {marker}\n").as_bytes(), 0o644)],
+        );
+        fixtures::push(
+            &registry.addr,
+            "e2e/hello:v1",
+            &[ImageSpec::new(
+                vec![busybox.clone()],
+                &["/bin/busybox", "echo", &marker],
+            )],
+        );
+        fixtures::push(
+            &registry.addr,
+            "e2e/second:v1",
+            &[ImageSpec::new(
+                vec![busybox.clone(), extra.clone()],
+                &["/bin/busybox", "cat", "/marker.txt"],
+            )],
+        );
+        fixtures::push(
+            &registry.addr,
+            "e2e/multi:v1",
+            &[
+                ImageSpec::new(
+                    vec![busybox.clone()],
+                    &["/bin/busybox", "echo", "multi", &marker],
+                ),
+                ImageSpec::new(
+                    vec![busybox.clone(), extra],
+                    &["/bin/busybox", "echo", "arm64"],
+                )
+                .arch("arm64"),
+            ],
+        );
+        let w = World {
+            hello: format!("{}/e2e/hello:v1", registry.addr),
+            second: format!("{}/e2e/second:v1", registry.addr),
+            multi: format!("{}/e2e/multi:v1", registry.addr),
+            registry,
+            dir,
+            marker,
+            busybox_layer: busybox,
+        };
+        w.write_spec(
+            &["linux/amd64", "linux/arm64"],
+            &[&w.hello, &w.second, &w.multi],
+        );
+        run_ok(
+            Command::new(pack_bin())
+                .args(["keygen", "-o"])
+                .arg(w.path("pack-keys")),
+        );
+        run_ok(
+            Command::new(unpack_bin())
+                .args(["keygen", "-o"])
+                .arg(w.path("host")),
+        );
+        w
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn spec(&self) -> PathBuf {
+        self.path("e2e.toml")
+    }
+
+    pub fn write_spec(&self, platforms: &[&str], images: &[&str]) {
+        let mut s = format!(
+            "name = \"e2e\"\nplatforms = [{}]\n",
+            platforms
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for i in images {
+            s.push_str(&format!("\n[[image]]\nref = \"{i}\"\n"));
+        }
+        s.push_str(&format!(
+            "\n[registries.\"{}\"]\ninsecure = true\n",
+            self.registry.addr
+        ));
+        std::fs::write(self.spec(), s).unwrap();
+    }
+
+    /// `airlock-pack ARGS` with this world's cache.
+    pub fn pack(&self, args: &[&str]) -> Output {
+        Command::new(pack_bin())
+            .args(args)
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .output()
+            .unwrap()
+    }
+
+    pub fn lock(&self) {
+        let spec = self.spec();
+        assert_ok(&self.pack(&["lock", spec.to_str().unwrap()]));
+    }
+
+    /// Builds `name`; encrypted to the host unless `plain`.
+    pub fn build(&self, name: &str, plain: bool) -> PathBuf {
+        let out = self.path(name);
+        let spec = self.spec();
+        let key = self.path("pack-keys/airlock.key");
+        let recipients = self.path("host/host.pub");
+        let mut args = vec![
+            "build",
+            spec.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ];
+        if !plain {
+            args.extend(["--recipients-file", recipients.to_str().unwrap()]);
+        }
+        assert_ok(&self.pack(&args));
+        out
+    }
+
+    /// `airlock-unpack CMD BUNDLE --trust pack.pub --identity host.key EXTRA…`, run with no
+    /// network at all.
+    pub fn unpack(&self, cmd: &str, bundle: &Path, extra: &[&str]) -> Output {
+        let mut c = Command::new("unshare");
+        c.arg("-n")
+            .arg(unpack_bin())
+            .arg(cmd)
+            .arg(bundle)
+            .arg("--trust")
+            .arg(self.path("pack-keys/airlock.pub"))
+            .arg("--identity")
+            .arg(self.path("host/host.key"))
+            .args(extra)
+            .env_remove("AIRLOCK_TRUST_DIR");
+        c.output().unwrap()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "command failed: {}", text(o));
+}
+
+pub fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert_ok(&o);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every image ID and tag in the engine, sorted.
+pub fn docker_images() -> Vec<String> {
+    let out = run_ok(Command::new("docker").args([
+        "image",
+        "ls",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+    ]));
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// Removes images by tag (best effort: cleanup).
+pub fn docker_rmi(tags: &[&str]) {
+    for t in tags {
+        let _ = Command::new("docker").args(["rmi", "-f", t]).output();
+    }
+}
+
+/// Asserts an exit code and that stderr mentions every needle.
+pub fn assert_refused(o: &Output, code: i32, needles: &[&str]) {
+    assert_eq!(o.status.code(), Some(code), "wrong exit code: {}", text(o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {}", text(o));
+    }
+}

@@ -43,7 +43,7 @@ pub enum BundleError {
     UnexpectedEntry { expected: String, found: String },
     #[error("malformed bundle: {0}")]
     Malformed(String),
-    #[error("corrupt bundle: the encrypted stream failed authentication while reading {entry} ({detail})")]
+    #[error("corrupt bundle: the encrypted stream failed authentication (modified or truncated) while reading {entry} ({detail})")]
     CorruptCiphertext { entry: String, detail: String },
     #[error(
         "the bundle is not signed by a trusted key: signed by key id {key_id}; trusted: {trusted}"

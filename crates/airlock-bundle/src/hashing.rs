@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn limit_is_enforced() {
-        let data = vec![7u8; 100];
+        let data = [7u8; 100];
         let mut r = HashingReader::with_limit(&data[..], 99);
         let err = copy_large(&mut r, &mut io::sink()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -10,6 +10,7 @@ use airlock_bundle::oci::Platform;
 use airlock_bundle::progress::{human, Mode, Progress};
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
 use airlock_bundle::sign::write_private;
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -192,7 +193,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(c) => {
-            let v = read_with(&c, "verify", &mut Drain)?;
+            let v = read_with(&c, "verify", &mut Drain)
+                .with_context(|| c.bundle.display().to_string())?;
             println!(
                 "OK {}: {} entries, {} verified, signed by {}{}",
                 c.bundle.display(),
@@ -208,7 +210,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { common, json } => {
-            let v = read_with(&common, "inspect", &mut HeaderOnly)?;
+            let v = read_with(&common, "inspect", &mut HeaderOnly)
+                .with_context(|| common.bundle.display().to_string())?;
             let h = &v.header;
             if json {
                 let out = json!({
@@ -252,8 +255,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 println!();
                 println!(
-                    "{:<56} {:<14} {:>10}  {}",
-                    "IMAGE", "PLATFORM", "SIZE", "MANIFEST"
+                    "{:<56} {:<14} {:>10}  MANIFEST",
+                    "IMAGE", "PLATFORM", "SIZE"
                 );
                 for i in &h.images {
                     let size: u64 = std::iter::once(&i.manifest)
@@ -283,7 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let r = crate::extract::extract(input, &opts, &to);
             progress.remove(&bar);
-            let v = r?;
+            let v = r.with_context(|| common.bundle.display().to_string())?;
             println!(
                 "extracted {} images into {} (signed by {})",
                 v.header.images.len(),
@@ -299,7 +302,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
-            let report = crate::docker::load(&common.bundle, &access, platform, &progress)?;
+            let report = crate::docker::load(&common.bundle, &access, platform, &progress)
+                .with_context(|| common.bundle.display().to_string())?;
             if json {
                 let out = json!({
                     "bundle": common.bundle,
