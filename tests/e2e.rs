@@ -164,6 +164,81 @@ fn interop_with_age_minisign_and_skopeo() {
     }
 }
 
+/// Passphrase bundles and ssh-ed25519 recipients, against the real age as well.
+#[test]
+fn passphrase_and_ssh_recipients() {
+    let w = World::new();
+    w.write_spec(&["linux/amd64"], &[&w.hello]);
+    w.lock();
+    let spec = w.spec();
+    let key = w.path("pack-keys/airlock.key");
+    let pack = |out: &Path, extra: &[&str], pass: Option<&str>| {
+        let mut c = Command::new(pack_bin());
+        c.arg("build")
+            .arg(&spec)
+            .arg("-o")
+            .arg(out)
+            .arg("--sign-key")
+            .arg(&key)
+            .arg("-q")
+            .arg("--cache")
+            .arg(w.path("cache"))
+            .args(extra);
+        if let Some(p) = pass {
+            c.env("AIRLOCK_PASSPHRASE", p);
+        }
+        assert_ok(&c.output().unwrap());
+    };
+    let verify = |bundle: &Path, identity: Option<&Path>, pass: Option<&str>| {
+        let mut c = Command::new("unshare");
+        c.arg("-n")
+            .arg(unpack_bin())
+            .arg("verify")
+            .arg(bundle)
+            .arg("--trust")
+            .arg(w.path("pack-keys/airlock.pub"))
+            .env_remove("AIRLOCK_PASSPHRASE");
+        if let Some(i) = identity {
+            c.arg("--identity").arg(i);
+        }
+        if let Some(p) = pass {
+            c.env("AIRLOCK_PASSPHRASE", p);
+        }
+        c.output().unwrap()
+    };
+
+    let pb = w.path("pass.airlock");
+    pack(&pb, &["--passphrase"], Some("correct horse battery staple"));
+    assert_ok(&verify(&pb, None, Some("correct horse battery staple")));
+    assert_refused(&verify(&pb, None, Some("wrong")), 5, &["decrypt"]);
+    assert_refused(&verify(&pb, None, None), 5, &["passphrase"]);
+
+    let ssh_key = w.path("id_ed25519");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "gap", "-f"])
+            .arg(&ssh_key),
+    );
+    let recipient = std::fs::read_to_string(w.path("id_ed25519.pub")).unwrap();
+    let sb = w.path("ssh.airlock");
+    pack(&sb, &["--recipient", recipient.trim()], None);
+    assert_ok(&verify(&sb, Some(&ssh_key), None));
+    run_ok(
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&ssh_key)
+            .arg("-o")
+            .arg("/dev/null")
+            .arg(&sb),
+    );
+    assert_refused(
+        &verify(&sb, Some(&w.path("host/host.key")), None),
+        5,
+        &["decrypt"],
+    );
+}
+
 #[test]
 fn builds_are_deterministic() {
     let w = World::new();
@@ -188,6 +263,33 @@ fn builds_are_deterministic() {
     }
     assert!(std::fs::read(w.path("a.dec")).unwrap() == a);
     assert!(std::fs::read(w.path("b.dec")).unwrap() == a);
+
+    // A corrupted cache entry fails the build, is evicted, and the next build refetches it
+    // and produces the same bytes again.
+    let cached = w.path("cache").join(w.busybox_layer.digest.blob_path());
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes[500] ^= 0xff;
+    std::fs::write(&cached, bytes).unwrap();
+    let spec = w.spec();
+    let key = w.path("pack-keys/airlock.key");
+    let out = w.path("c.airlock");
+    let o = w.pack(&[
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_refused(
+        &o,
+        3,
+        &["digest mismatch", "was corrupt and has been removed"],
+    );
+    assert!(!out.exists(), "a failed build left its output");
+    assert!(!cached.exists());
+    assert!(std::fs::read(w.build("c.airlock", true)).unwrap() == a);
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {

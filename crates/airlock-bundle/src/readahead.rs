@@ -1,8 +1,9 @@
-//! A bounded read-ahead pipe: a thread reads (and, for age bundles, decrypts) the next
-//! chunks while the caller hashes the current one. Two cores then do the two jobs at once;
+//! Bounded pipes between threads. [`ReadAhead`]: a thread reads (and, for age bundles,
+//! decrypts) the next chunks while the caller hashes the current one. [`WriteBehind`]: the
+//! caller hashes while a thread encrypts and writes. Two cores then do two jobs at once;
 //! memory stays at `depth` chunks whatever the bundle size.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
 
@@ -120,5 +121,143 @@ mod tests {
             10_000,
             "everything read before the error arrives"
         );
+    }
+}
+
+/// The writing twin of [`ReadAhead`]: writes are gathered into chunks and handed to a
+/// thread that performs the (slow) inner writes, e.g. age encryption and file output,
+/// while the caller goes on hashing the next chunk. Memory: `depth` chunks.
+pub struct WriteBehind<W: Write + Send + 'static> {
+    tx: Option<SyncSender<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    chunk: usize,
+    thread: Option<thread::JoinHandle<io::Result<W>>>,
+}
+
+impl<W: Write + Send + 'static> std::fmt::Debug for WriteBehind<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteBehind({} buffered)", self.buf.len())
+    }
+}
+
+impl<W: Write + Send + 'static> WriteBehind<W> {
+    pub fn spawn(mut inner: W, chunk: usize, depth: usize) -> WriteBehind<W> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(depth);
+        let (recycle, spare) = sync_channel::<Vec<u8>>(depth + 2);
+        let thread = thread::Builder::new()
+            .name("airlock-writebehind".into())
+            .spawn(move || {
+                for buf in rx {
+                    inner.write_all(&buf)?;
+                    let _ = recycle.try_send(buf);
+                }
+                inner.flush()?;
+                Ok(inner)
+            })
+            .expect("spawn write-behind thread");
+        WriteBehind {
+            tx: Some(tx),
+            spare,
+            buf: Vec::with_capacity(chunk),
+            chunk,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self.spare.try_recv().map(|mut b| {
+            b.clear();
+            b
+        });
+        let next = next.unwrap_or_else(|_| Vec::with_capacity(self.chunk));
+        let full = std::mem::replace(&mut self.buf, next);
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(full).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            // The thread stopped: its error is the one to report.
+            return Err(self.join_error());
+        }
+        Ok(())
+    }
+
+    fn join_error(&mut self) -> io::Error {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("write-behind thread panicked"),
+            _ => io::Error::other("write-behind thread stopped"),
+        }
+    }
+
+    /// Flushes everything and returns the inner writer, or the first error it hit.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.send()?;
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("write-behind thread panicked")),
+            None => Err(io::Error::other("write-behind already finished")),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for WriteBehind<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.chunk - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.chunk {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn writes_arrive_in_order_and_errors_surface() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = WriteBehind::spawn(Vec::new(), 4096, 2);
+        for c in data.chunks(1000) {
+            w.write_all(c).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), data);
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = WriteBehind::spawn(Full, 4096, 1);
+        let mut err = None;
+        for _ in 0..100 {
+            if let Err(e) = w.write_all(&[0u8; 4096]) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = match err {
+            Some(e) => e,
+            None => w.finish().map(drop).unwrap_err(),
+        };
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
     }
 }

@@ -64,8 +64,15 @@ pub fn read_bundle<R: Read + Send + 'static>(
     opts: &ReadOptions<'_>,
     visitor: &mut dyn Visitor,
 ) -> Result<Verified, BundleError> {
-    let (plain, encrypted) = decrypting_reader(input, opts.decryption)?;
-    let plain = ReadAhead::spawn(plain, 1 << 20, 4);
+    // Up to three stages on their own threads: file reads, age decryption, and (here) tar
+    // framing plus hashing. Each hands 1 MiB chunks to the next through a bounded pipe.
+    let raw = ReadAhead::spawn(input, 1 << 20, 4);
+    let (plain, encrypted) = decrypting_reader(raw, opts.decryption)?;
+    let plain: Box<dyn Read + Send> = if encrypted {
+        Box::new(ReadAhead::spawn(plain, 1 << 20, 4))
+    } else {
+        plain
+    };
     let mut archive = tar::Archive::new(plain);
     let mut entries = archive
         .entries()

@@ -1,25 +1,29 @@
 //! `airlock-pack build`: checks the lock, downloads what the cache lacks (concurrently,
 //! bounded, every blob verified), and writes the signed bundle through the age layer into a
-//! temp file that is renamed into place only when complete.
+//! temp file that is renamed into place only when complete. Writing starts at once and
+//! waits, entry by entry, for blobs still downloading, so network and disk overlap.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use airlock_bundle::crypt::{encrypting_writer, Encryption};
 use airlock_bundle::header::{Entry, Header, FORMAT_NAME, FORMAT_VERSION};
 use airlock_bundle::lock::Lock;
+use airlock_bundle::progress::{human, Progress};
+use airlock_bundle::readahead::WriteBehind;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::spec::Spec;
 use airlock_bundle::writer::write_bundle;
+use airlock_bundle::Digest;
 use futures::StreamExt as _;
 
 use crate::cache::BlobCache;
 use crate::lock::insecure_registries;
-use crate::plan::{plan, Plan};
+use crate::plan::{plan, Plan, PlannedBlob};
 use crate::registry::Registry;
 use crate::PackError;
-use airlock_bundle::progress::{human, Progress};
 
 #[derive(Debug)]
 pub struct BuildOptions {
@@ -64,7 +68,6 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         progress,
     )
     .await?;
-    let downloaded = download(&plan, &registry, &opts.cache, opts.jobs, progress).await?;
 
     let created = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(_) => crate::lock::now_rfc3339(),
@@ -82,37 +85,66 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let payload_bytes = header.payload_size();
     let encrypted = !matches!(opts.encryption, Encryption::None);
     let key_id = opts.sign_key.key_id().to_string();
-    let output = opts.output.clone();
     let images = plan.images.len();
     let blobs = plan.blobs.len();
+    let missing: Vec<PlannedBlob> = plan
+        .blobs
+        .iter()
+        .filter(|b| !opts.cache.has(&b.digest, b.size))
+        .cloned()
+        .collect();
     progress.say(format!(
-        "writing {} ({images} images, {blobs} blobs, {}{})",
-        output.display(),
+        "writing {} ({images} images, {blobs} blobs, {}{}); {} blobs to download ({})",
+        opts.output.display(),
         human(payload_bytes),
         if encrypted {
             ", encrypted"
         } else {
             ", not encrypted"
-        }
+        },
+        missing.len(),
+        human(missing.iter().map(|b| b.size).sum()),
     ));
-    let pb = progress.bytes(payload_bytes, "write");
-    let pb2 = pb.clone();
-    let plan = Arc::new(plan);
-    let cache = opts.cache.clone();
-    let file_bytes = tokio::task::spawn_blocking(move || {
-        write_file(
-            &output,
-            &header,
-            &opts.sign_key,
-            &opts.encryption,
-            &plan,
-            &cache,
-            &|n| pb2.inc(n),
-        )
-    })
-    .await
-    .map_err(|e| PackError::Environment(format!("writer thread failed: {e}")))??;
-    progress.remove(&pb);
+
+    let ready = Arc::new(Ready::new(missing.iter().map(|b| b.digest)));
+    let write_bar = progress.bytes(payload_bytes, "write");
+    let writer = {
+        let (bar, ready, plan, cache) = (
+            write_bar.clone(),
+            ready.clone(),
+            Arc::new(plan),
+            opts.cache.clone(),
+        );
+        let (output, key, encryption) = (opts.output.clone(), opts.sign_key, opts.encryption);
+        tokio::task::spawn_blocking(move || {
+            write_file(
+                &output,
+                &header,
+                &key,
+                &encryption,
+                &plan,
+                &cache,
+                &ready,
+                &|n| bar.inc(n),
+            )
+        })
+    };
+    let downloaded = download(
+        &missing,
+        &registry,
+        &opts.cache,
+        opts.jobs,
+        progress,
+        &ready,
+    )
+    .await;
+    let written = writer
+        .await
+        .map_err(|e| PackError::Environment(format!("writer thread failed: {e}")))?;
+    progress.remove(&write_bar);
+    // A failed download explains a failed write better than the writer's own error.
+    let downloaded = downloaded?;
+    let file_bytes = written?;
     Ok(BuildSummary {
         output: opts.output,
         images,
@@ -125,27 +157,53 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     })
 }
 
-/// Fetches every planned blob the cache lacks, `jobs` at a time.
+/// Which blobs the writer must wait for, and how their downloads ended.
+struct Ready {
+    state: Mutex<HashMap<Digest, Option<Result<(), String>>>>,
+    cv: Condvar,
+}
+
+impl Ready {
+    fn new(pending: impl Iterator<Item = Digest>) -> Ready {
+        Ready {
+            state: Mutex::new(pending.map(|d| (d, None)).collect()),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn mark(&self, d: Digest, r: Result<(), String>) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d, Some(r));
+        self.cv.notify_all();
+    }
+
+    /// Blocks until `d` is in the cache (at once if it never was missing).
+    fn wait(&self, d: &Digest) -> std::io::Result<()> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match g.get(d) {
+                None | Some(Some(Ok(()))) => return Ok(()),
+                Some(Some(Err(m))) => {
+                    return Err(std::io::Error::other(format!("download failed: {m}")))
+                }
+                Some(None) => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
+
+/// Fetches the missing blobs, `jobs` at a time, started in bundle order (the writer's order).
 async fn download(
-    plan: &Plan,
+    missing: &[PlannedBlob],
     registry: &Registry,
     cache: &BlobCache,
     jobs: usize,
     progress: &Progress,
+    ready: &Ready,
 ) -> Result<u64, PackError> {
-    let missing: Vec<_> = plan
-        .blobs
-        .iter()
-        .filter(|b| !cache.has(&b.digest, b.size))
-        .collect();
     let total: u64 = missing.iter().map(|b| b.size).sum();
-    progress.say(format!(
-        "{} of {} blobs to download ({}), {} cached",
-        missing.len(),
-        plan.blobs.len(),
-        human(total),
-        plan.blobs.len() - missing.len()
-    ));
     if missing.is_empty() {
         return Ok(0);
     }
@@ -179,13 +237,14 @@ async fn download(
                     )
                     .await;
                 progress.remove(&bar);
+                ready.mark(b.digest, r.as_ref().map(drop).map_err(|e| e.to_string()));
                 if r.is_ok() {
                     progress.say(format!("fetched {} ({})", b.digest, human(b.size)));
                 }
                 r
             }
         })
-        .buffer_unordered(jobs.max(1))
+        .buffered(jobs.max(1))
         .collect::<Vec<_>>()
         .await;
     progress.remove(&overall);
@@ -211,6 +270,7 @@ impl<W: Write> Write for Counting<'_, W> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_file(
     output: &Path,
     header: &Header,
@@ -218,6 +278,7 @@ fn write_file(
     encryption: &Encryption,
     plan: &Plan,
     cache: &BlobCache,
+    ready: &Ready,
     on_bytes: &dyn Fn(u64),
 ) -> Result<u64, PackError> {
     let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", output.display()));
@@ -228,7 +289,9 @@ fn write_file(
     let file = std::fs::File::create(&tmp).map_err(env)?;
     let result = (|| {
         let sink = BufWriter::with_capacity(1 << 20, file);
-        let enc = encrypting_writer(sink, encryption)?;
+        // Encryption and file output run on their own thread while this one reads and
+        // hashes: two cores, two jobs.
+        let enc = WriteBehind::spawn(encrypting_writer(sink, encryption)?, 1 << 20, 4);
         let mut counting = Counting {
             inner: enc,
             on: on_bytes,
@@ -246,6 +309,7 @@ fn write_file(
                         Ok(Box::new(std::io::Cursor::new(plan.index_json.clone())))
                     }
                     _ => {
+                        ready.wait(&e.digest)?;
                         let p = cache.path(&e.digest);
                         std::fs::File::open(&p)
                             .map(|f| Box::new(f) as Box<dyn Read>)
@@ -256,9 +320,15 @@ fn write_file(
                 }
             },
         )?;
-        let sink = counting.inner.finish().map_err(env)?;
+        let sink = counting
+            .inner
+            .finish()
+            .map_err(env)?
+            .finish()
+            .map_err(env)?;
         let file = sink.into_inner().map_err(|e| env(e.into_error()))?;
-        file.sync_all().map_err(env)?;
+        // No fsync: a bundle torn by a crash is refused by `verify` (every byte is covered
+        // by the signature), and an fsync of gigabytes costs seconds on every build.
         Ok::<_, PackError>(file.metadata().map_err(env)?.len())
     })();
     match result {
@@ -268,7 +338,28 @@ fn write_file(
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(e)
+            Err(evict_corrupt(e, cache))
         }
     }
+}
+
+/// A cache entry that no longer matches its digest (disk corruption, a hand edit) is
+/// removed, so that the next run fetches it again instead of failing forever.
+fn evict_corrupt(e: PackError, cache: &BlobCache) -> PackError {
+    use airlock_bundle::BundleError::{DigestMismatch, SizeMismatch};
+    let PackError::Bundle(DigestMismatch { entry, .. } | SizeMismatch { entry, .. }) = &e else {
+        return e;
+    };
+    let Some(d) = entry
+        .strip_prefix("blobs/sha256/")
+        .and_then(|h| Digest::from_hex(h).ok())
+    else {
+        return e;
+    };
+    let path = cache.path(&d);
+    let _ = std::fs::remove_file(&path);
+    PackError::Integrity(format!(
+        "{e}\nthe cached copy {} was corrupt and has been removed: run the build again to fetch it anew",
+        path.display()
+    ))
 }

@@ -10,6 +10,7 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("busybox", "busybox-static"),
     ("unshare", "util-linux"),
+    ("ssh-keygen", "openssh-client"),
 ];
 
 pub fn have(cmd: &str) -> bool {
