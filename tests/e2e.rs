@@ -289,7 +289,38 @@ fn builds_are_deterministic() {
     );
     assert!(!out.exists(), "a failed build left its output");
     assert!(!cached.exists());
-    assert!(std::fs::read(w.build("c.airlock", true)).unwrap() == a);
+    let again = w.pack(&[
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_ok(&again);
+    let refetched = airlock_bundle::progress::human(w.busybox_layer.size);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&format!("({refetched} downloaded)")),
+        "only the evicted blob is fetched again: {}",
+        text(&again)
+    );
+    assert!(std::fs::read(&out).unwrap() == a);
+    // With everything cached, a build downloads nothing.
+    let cached_build = w.pack(&[
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&cached_build.stdout).contains("(0 B downloaded)"),
+        "{}",
+        text(&cached_build)
+    );
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
@@ -620,4 +651,74 @@ fn unpack_depends_on_no_network_stack() {
             "airlock-unpack's default build depends on {banned}"
         );
     }
+}
+
+/// Credentials come from REGISTRY_AUTH_FILE or the docker config (DOCKER_CONFIG); without
+/// them a registry that wants auth refuses, with the registry exit code.
+#[test]
+fn registry_credentials_are_honoured() {
+    use base64::Engine as _;
+    let reg = airlock_testkit::TestRegistry::start_with_auth("airlock", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let layer = airlock_testkit::Layer::busybox(&dir.path().join("layers"));
+    airlock_testkit::fixtures::push_with_creds(
+        &reg.addr,
+        "private/app:v1",
+        &[airlock_testkit::ImageSpec::new(
+            vec![layer],
+            &["/bin/busybox", "true"],
+        )],
+        Some("airlock:s3cret"),
+    );
+    let spec = dir.path().join("private.toml");
+    std::fs::write(&spec, format!("name = \"private\"\n[[image]]\nref = \"{0}/private/app:v1\"\n[registries.\"{0}\"]\ninsecure = true\n", reg.addr)).unwrap();
+    let lock = |env: &[(&str, &Path)]| {
+        let mut c = Command::new(pack_bin());
+        c.arg("lock")
+            .arg(&spec)
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .arg("-q");
+        c.env("DOCKER_CONFIG", dir.path().join("no-docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    assert_refused(&lock(&[]), 9, &["registry error"]);
+
+    let auth = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        reg.addr,
+        base64::engine::general_purpose::STANDARD.encode("airlock:s3cret")
+    );
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(&auth_file, &auth).unwrap();
+    assert_ok(&lock(&[("REGISTRY_AUTH_FILE", &auth_file)]));
+
+    std::fs::remove_file(dir.path().join("private.lock")).unwrap();
+    let docker_config = dir.path().join("docker-config");
+    std::fs::create_dir(&docker_config).unwrap();
+    std::fs::write(docker_config.join("config.json"), &auth).unwrap();
+    assert_ok(&lock(&[("DOCKER_CONFIG", &docker_config)]));
+
+    run_ok(
+        Command::new(pack_bin())
+            .args(["keygen", "-o"])
+            .arg(dir.path().join("keys")),
+    );
+    let mut build = Command::new(pack_bin());
+    build
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(dir.path().join("p.airlock"))
+        .arg("--sign-key")
+        .arg(dir.path().join("keys/airlock.key"))
+        .arg("--cache")
+        .arg(dir.path().join("cache2"))
+        .arg("-q")
+        .env("DOCKER_CONFIG", &docker_config);
+    assert_ok(&build.output().unwrap());
 }

@@ -2,7 +2,7 @@
 //! passphrases for the unpacking side, and detection of plain (unencrypted) bundles.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use age::secrecy::{ExposeSecret as _, SecretString};
@@ -171,11 +171,10 @@ impl Decryption {
 pub type PlainStream = Box<dyn Read + Send>;
 
 /// Opens `input` for reading plaintext: detects age by its magic line.
-pub fn decrypting_reader<R: Read + Send + 'static>(
-    input: R,
+pub fn decrypting_reader<R: BufRead + Send + 'static>(
+    mut input: R,
     dec: &Decryption,
 ) -> Result<(PlainStream, bool), BundleError> {
-    let mut input = BufReader::with_capacity(1 << 20, input);
     let head = input.fill_buf().map_err(|e| BundleError::Read {
         entry: "bundle".into(),
         source: e,

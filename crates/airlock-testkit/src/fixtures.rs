@@ -152,6 +152,16 @@ fn link_or_copy(from: &Path, to: &Path) {
 /// Pushes an image (one spec) or a multi-platform index (several) to
 /// `registry/repo_tag` with skopeo; returns the digest of the top manifest or index.
 pub fn push(registry: &str, repo_tag: &str, platforms: &[ImageSpec]) -> Digest {
+    push_with_creds(registry, repo_tag, platforms, None)
+}
+
+/// [`push`] to a registry that wants `user:password`.
+pub fn push_with_creds(
+    registry: &str,
+    repo_tag: &str,
+    platforms: &[ImageSpec],
+    creds: Option<&str>,
+) -> Digest {
     let layout = tempfile::tempdir().unwrap();
     let blobs = layout.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -211,14 +221,20 @@ pub fn push(registry: &str, repo_tag: &str, platforms: &[ImageSpec]) -> Digest {
         serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [top]})).unwrap(),
     )
     .unwrap();
-    crate::tools::run(Command::new("skopeo").args([
+    let mut skopeo = Command::new("skopeo");
+    skopeo.args([
         "copy",
         "--quiet",
         "--all",
         "--preserve-digests",
         "--dest-tls-verify=false",
-        &format!("oci:{}:fixture", layout.path().display()),
-        &format!("docker://{registry}/{repo_tag}"),
-    ]));
+    ]);
+    if let Some(c) = creds {
+        skopeo.arg("--dest-creds").arg(c);
+    }
+    skopeo
+        .arg(format!("oci:{}:fixture", layout.path().display()))
+        .arg(format!("docker://{registry}/{repo_tag}"));
+    crate::tools::run(&mut skopeo);
     top_digest
 }

@@ -15,6 +15,15 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start() -> TestRegistry {
+        Self::start_with(None)
+    }
+
+    /// A registry that requires HTTP basic auth (htpasswd with a bcrypt hash).
+    pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> TestRegistry {
         // A free port from the kernel can be taken by another process before the registry
         // binds it: try a few times.
         for _ in 0..5 {
@@ -26,14 +35,20 @@ impl TestRegistry {
                 .port();
             let addr = format!("127.0.0.1:{port}");
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                    dir.path().join("data").display()
-                ),
-            )
-            .unwrap();
+            let mut yaml = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            );
+            if let Some((user, password)) = auth {
+                let htpasswd = dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 4).unwrap();
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: airlock-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            std::fs::write(&config, yaml).unwrap();
             let child = Command::new("docker-registry")
                 .arg("serve")
                 .arg(&config)
@@ -59,7 +74,7 @@ impl TestRegistry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if http_status(&self.addr, "/v2/") == Some(200) {
+            if matches!(http_status(&self.addr, "/v2/"), Some(200 | 401)) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
