@@ -105,6 +105,16 @@ fn interop_with_age_minisign_and_skopeo() {
     w.lock();
     let bundle = w.build("e2e.airlock", false);
 
+    // Secret keys are written for their owner's eyes only.
+    use std::os::unix::fs::PermissionsExt as _;
+    for secret in ["host/host.key", "pack-keys/airlock.key"] {
+        let mode = std::fs::metadata(w.path(secret))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
     // The real age decrypts it with the host identity airlock-unpack wrote.
     let plain = w.path("plain.tar");
     run_ok(
@@ -270,18 +280,7 @@ fn builds_are_deterministic() {
     let mut bytes = std::fs::read(&cached).unwrap();
     bytes[500] ^= 0xff;
     std::fs::write(&cached, bytes).unwrap();
-    let spec = w.spec();
-    let key = w.path("pack-keys/airlock.key");
-    let out = w.path("c.airlock");
-    let o = w.pack(&[
-        "build",
-        spec.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--sign-key",
-        key.to_str().unwrap(),
-        "-q",
-    ]);
+    let (out, o) = w.try_build("c.airlock", true);
     assert_refused(
         &o,
         3,
@@ -289,15 +288,7 @@ fn builds_are_deterministic() {
     );
     assert!(!out.exists(), "a failed build left its output");
     assert!(!cached.exists());
-    let again = w.pack(&[
-        "build",
-        spec.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--sign-key",
-        key.to_str().unwrap(),
-        "-q",
-    ]);
+    let (_, again) = w.try_build("c.airlock", true);
     assert_ok(&again);
     let refetched = airlock_bundle::progress::human(w.busybox_layer.size);
     assert!(
@@ -307,15 +298,7 @@ fn builds_are_deterministic() {
     );
     assert!(std::fs::read(&out).unwrap() == a);
     // With everything cached, a build downloads nothing.
-    let cached_build = w.pack(&[
-        "build",
-        spec.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--sign-key",
-        key.to_str().unwrap(),
-        "-q",
-    ]);
+    let (_, cached_build) = w.try_build("c.airlock", true);
     assert!(
         String::from_utf8_lossy(&cached_build.stdout).contains("(0 B downloaded)"),
         "{}",
@@ -559,19 +542,8 @@ fn lock_drift_is_refused_with_advice() {
     w.write_spec(&["linux/amd64"], &[&w.hello]);
     w.lock();
     let spec = w.spec();
-    let key = w.path("pack-keys/airlock.key");
     let out = w.path("x.airlock");
-    let build = |w: &World| {
-        w.pack(&[
-            "build",
-            spec.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "-q",
-        ])
-    };
+    let build = |w: &World| w.try_build("x.airlock", true).1;
 
     // The tag moves at the registry.
     let layers = w.path("layers2");
