@@ -2,7 +2,7 @@
 //! passphrases for the unpacking side, and detection of plain (unencrypted) bundles.
 
 use std::fs;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::path::Path;
 
 use age::secrecy::{ExposeSecret as _, SecretString};
@@ -168,7 +168,7 @@ impl Decryption {
 }
 
 /// A bundle stream after the age layer (if any) has been removed.
-pub type PlainStream = Box<dyn Read + Send>;
+pub type PlainStream = Box<dyn BufRead + Send>;
 
 /// Opens `input` for reading plaintext: detects age by its magic line.
 pub fn decrypting_reader<R: BufRead + Send + 'static>(
@@ -211,7 +211,11 @@ pub fn decrypting_reader<R: BufRead + Send + 'static>(
                 other => BundleError::Decrypt(other.to_string()),
             })?
     };
-    Ok((Box::new(reader), true))
+    // Decryption gets a thread of its own, so that the reader's hashing runs beside it.
+    Ok((
+        Box::new(crate::readahead::ReadAhead::spawn(reader, 1 << 20, 4)),
+        true,
+    ))
 }
 
 /// A fresh X25519 identity: (secret key line, recipient).

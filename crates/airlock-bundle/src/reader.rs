@@ -4,15 +4,15 @@
 
 use std::io::{self, Read};
 
-use crate::crypt::{decrypting_reader, Decryption};
-use crate::hashing::{copy_large, HashingReader};
+use sha2::{Digest as _, Sha256};
+
+use crate::crypt::{decrypting_reader, Decryption, PlainStream};
 use crate::header::{
     Entry, Header, HEADER_PATH, MAX_HEADER_SIZE, MAX_SIGNATURE_SIZE, SIGNATURE_PATH,
 };
 use crate::readahead::ReadAhead;
 use crate::sign::{signature_key_id, KeyId, TrustSet};
-use crate::writer::TrackRead;
-use crate::BundleError;
+use crate::{tarfmt, BundleError};
 
 /// Whose signatures are accepted.
 #[derive(Debug, Clone, Copy)]
@@ -65,21 +65,16 @@ pub fn read_bundle<R: Read + Send + 'static>(
     visitor: &mut dyn Visitor,
 ) -> Result<Verified, BundleError> {
     // Up to three stages on their own threads: file reads, age decryption, and (here) tar
-    // framing plus hashing. Each hands 1 MiB chunks to the next through a bounded pipe.
+    // framing plus hashing, which takes its bytes straight from the previous stage's chunks.
     let raw = ReadAhead::spawn(input, 1 << 20, 4);
     let (plain, encrypted) = decrypting_reader(raw, opts.decryption)?;
-    let plain: Box<dyn Read + Send> = if encrypted {
-        Box::new(ReadAhead::spawn(plain, 1 << 20, 4))
-    } else {
-        plain
+    let mut tar = TarStream {
+        r: plain,
+        encrypted,
     };
-    let mut archive = tar::Archive::new(plain);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| read_error("bundle", e, encrypted))?;
 
-    let header_bytes = read_small(&mut entries, HEADER_PATH, MAX_HEADER_SIZE, encrypted)?;
-    let sig_bytes = read_small(&mut entries, SIGNATURE_PATH, MAX_SIGNATURE_SIZE, encrypted)?;
+    let header_bytes = tar.read_small(HEADER_PATH, MAX_HEADER_SIZE)?;
+    let sig_bytes = tar.read_small(SIGNATURE_PATH, MAX_SIGNATURE_SIZE)?;
     let sig_text = String::from_utf8(sig_bytes)
         .map_err(|_| BundleError::Malformed(format!("{SIGNATURE_PATH} is not text")))?;
     let (signer, signature_checked) = match opts.trust {
@@ -101,49 +96,40 @@ pub fn read_bundle<R: Read + Send + 'static>(
     }
 
     for expected in &verified.header.entries {
-        let mut entry = match entries.next() {
-            None => {
-                return Err(BundleError::Truncated {
-                    entry: expected.path.clone(),
-                    detail: "the archive ends before it".into(),
-                })
-            }
-            Some(r) => r.map_err(|e| read_error(&expected.path, e, encrypted))?,
-        };
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if path != expected.path || !entry.header().entry_type().is_file() {
+        let found = tar
+            .next(&expected.path)?
+            .ok_or_else(|| BundleError::Truncated {
+                entry: expected.path.clone(),
+                detail: "the archive ends before it".into(),
+            })?;
+        if found.path != expected.path || !found.regular {
             return Err(BundleError::UnexpectedEntry {
                 expected: expected.path.clone(),
-                found: path,
+                found: found.path,
             });
         }
-        let tar_size = entry.size();
-        if tar_size != expected.size {
+        if found.size != expected.size {
             return Err(BundleError::SizeMismatch {
                 entry: expected.path.clone(),
                 expected: expected.size,
-                actual: tar_size,
+                actual: found.size,
             });
         }
-        let mut hashing = HashingReader::with_limit(&mut entry, expected.size);
-        let mut source_failed = None;
-        let visited = {
-            let mut tracked = TrackRead {
-                inner: &mut hashing,
-                failed: &mut source_failed,
-            };
-            visitor
-                .entry(expected, &mut tracked)
-                .and_then(|()| copy_large(&mut tracked, &mut io::sink()).map(drop))
-        };
-        if let Some(e) = source_failed {
+        let mut data = EntryData::new(&mut tar.r, expected.size);
+        let visited = visitor.entry(expected, &mut data);
+        // What the visitor did not read is hashed in place, without a copy.
+        let drained = visited.is_ok().then(|| data.drain());
+        if let Some(e) = data.failed.take() {
             return Err(read_error(&expected.path, e, encrypted));
         }
         visited.map_err(|e| BundleError::Output {
             entry: expected.path.clone(),
             source: e,
         })?;
-        let (digest, size) = hashing.finish();
+        if let Some(Err(e)) = drained {
+            return Err(read_error(&expected.path, e, encrypted));
+        }
+        let (digest, size) = data.finish();
         if size != expected.size {
             return Err(BundleError::Truncated {
                 entry: expected.path.clone(),
@@ -157,59 +143,188 @@ pub fn read_bundle<R: Read + Send + 'static>(
                 actual: digest,
             });
         }
+        tar.skip_padding(&expected.path, expected.size)?;
     }
-    match entries.next() {
-        None => {}
-        Some(Ok(extra)) => {
-            return Err(BundleError::UnexpectedEntry {
-                expected: "end of archive".into(),
-                found: String::from_utf8_lossy(&extra.path_bytes()).into_owned(),
-            })
-        }
-        Some(Err(e)) => return Err(read_error("end of archive", e, encrypted)),
+    if let Some(extra) = tar.next("end of archive")? {
+        return Err(BundleError::UnexpectedEntry {
+            expected: "end of archive".into(),
+            found: extra.path,
+        });
+    }
+    // Nothing may follow: bytes after the archive would be covered by no signature.
+    let trailing = tar
+        .r
+        .fill_buf()
+        .map_err(|e| read_error("end of archive", e, encrypted))?;
+    if !trailing.is_empty() {
+        return Err(BundleError::Malformed(
+            "data after the end of the archive".into(),
+        ));
     }
     visitor.finish()?;
     Ok(verified)
 }
 
-fn read_small<R: Read>(
-    entries: &mut tar::Entries<'_, R>,
-    want: &str,
-    limit: u64,
+/// The plaintext tar, read block by block from a buffered stream.
+struct TarStream {
+    r: PlainStream,
     encrypted: bool,
-) -> Result<Vec<u8>, BundleError> {
-    let mut entry = match entries.next() {
-        None => {
+}
+
+impl TarStream {
+    /// Fills `out` completely; `Ok(false)` on a clean end of stream before the first byte.
+    fn read_exact_or_eof(&mut self, out: &mut [u8], what: &str) -> Result<bool, BundleError> {
+        let mut filled = 0;
+        while filled < out.len() {
+            let avail = self
+                .r
+                .fill_buf()
+                .map_err(|e| read_error(what, e, self.encrypted))?;
+            if avail.is_empty() {
+                if filled == 0 {
+                    return Ok(false);
+                }
+                return Err(BundleError::Truncated {
+                    entry: what.into(),
+                    detail: "the archive ends inside a header".into(),
+                });
+            }
+            let n = avail.len().min(out.len() - filled);
+            out[filled..filled + n].copy_from_slice(&avail[..n]);
+            self.r.consume(n);
+            filled += n;
+        }
+        Ok(true)
+    }
+
+    /// The next entry's header, or `None` at the end-of-archive blocks. A stream that stops
+    /// without them is truncated.
+    fn next(&mut self, what: &str) -> Result<Option<tarfmt::ParsedHeader>, BundleError> {
+        let mut block = [0u8; tarfmt::BLOCK];
+        if !self.read_exact_or_eof(&mut block, what)? {
+            return Err(BundleError::Truncated {
+                entry: what.into(),
+                detail: "the archive ends before it".into(),
+            });
+        }
+        match tarfmt::parse_header(&block) {
+            Ok(Some(h)) => Ok(Some(h)),
+            Ok(None) => {
+                // The second end-of-archive block; missing is tolerated as GNU tar does.
+                let _ = self.read_exact_or_eof(&mut block, what)?;
+                Ok(None)
+            }
+            Err(e) => Err(BundleError::Malformed(format!("at {what}: {e}"))),
+        }
+    }
+
+    fn skip_padding(&mut self, what: &str, size: u64) -> Result<(), BundleError> {
+        let mut pad = [0u8; tarfmt::BLOCK];
+        let n = tarfmt::padding(size);
+        if n > 0 && !self.read_exact_or_eof(&mut pad[..n], what)? {
+            return Err(BundleError::Truncated {
+                entry: what.into(),
+                detail: "the archive ends inside its padding".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A small entry read whole (header, signature), with a size cap checked first.
+    fn read_small(&mut self, want: &str, limit: u64) -> Result<Vec<u8>, BundleError> {
+        let h = self.next(want)?.ok_or_else(|| BundleError::Truncated {
+            entry: want.into(),
+            detail: "the archive ends before it".into(),
+        })?;
+        if h.path != want || !h.regular {
+            return Err(BundleError::Malformed(format!(
+                "expected {want} at this position, found {:?} (is this an airlock bundle?)",
+                h.path
+            )));
+        }
+        if h.size > limit {
+            return Err(BundleError::Malformed(format!(
+                "{want} is {} bytes, more than the {limit} allowed",
+                h.size
+            )));
+        }
+        let mut buf = vec![0u8; h.size as usize];
+        if !self.read_exact_or_eof(&mut buf, want)? && h.size > 0 {
             return Err(BundleError::Truncated {
                 entry: want.into(),
-                detail: "the archive ends before it".into(),
-            })
+                detail: "the archive ends before its data".into(),
+            });
         }
-        Some(r) => r.map_err(|e| read_error(want, e, encrypted))?,
-    };
-    let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    if path != want {
-        return Err(BundleError::Malformed(format!(
-            "expected {want} at this position, found {path:?} (is this an airlock bundle?)"
-        )));
+        self.skip_padding(want, h.size)?;
+        Ok(buf)
     }
-    if entry.size() > limit {
-        return Err(BundleError::Malformed(format!(
-            "{want} is {} bytes, more than the {limit} allowed",
-            entry.size()
-        )));
+}
+
+/// One entry's bytes: at most `size` of them, hashed as they pass. Remembers a failure of
+/// the underlying stream so that it is not mistaken for the visitor's own.
+struct EntryData<'a> {
+    r: &'a mut PlainStream,
+    remaining: u64,
+    hasher: Sha256,
+    count: u64,
+    failed: Option<io::Error>,
+}
+
+impl<'a> EntryData<'a> {
+    fn new(r: &'a mut PlainStream, size: u64) -> Self {
+        EntryData {
+            r,
+            remaining: size,
+            hasher: Sha256::new(),
+            count: 0,
+            failed: None,
+        }
     }
-    let mut buf = Vec::with_capacity(entry.size() as usize);
-    entry
-        .read_to_end(&mut buf)
-        .map_err(|e| read_error(want, e, encrypted))?;
-    if (buf.len() as u64) < entry.size() {
-        return Err(BundleError::Truncated {
-            entry: want.into(),
-            detail: format!("{} of {} bytes present", buf.len(), entry.size()),
-        });
+
+    /// Hashes the rest of the entry straight from the stream's buffer.
+    fn drain(&mut self) -> io::Result<()> {
+        while self.remaining > 0 {
+            let avail = fill(self.r, &mut self.failed)?;
+            if avail.is_empty() {
+                return Ok(());
+            }
+            let n = avail.len().min(self.remaining as usize);
+            self.hasher.update(&avail[..n]);
+            self.r.consume(n);
+            self.remaining -= n as u64;
+            self.count += n as u64;
+        }
+        Ok(())
     }
-    Ok(buf)
+
+    fn finish(self) -> (crate::Digest, u64) {
+        (
+            crate::Digest::from_bytes(self.hasher.finalize().into()),
+            self.count,
+        )
+    }
+}
+
+/// The stream's buffered bytes; a failure is remembered as the stream's, not the visitor's.
+fn fill<'b>(r: &'b mut PlainStream, failed: &mut Option<io::Error>) -> io::Result<&'b [u8]> {
+    r.fill_buf()
+        .inspect_err(|e| *failed = Some(io::Error::new(e.kind(), e.to_string())))
+}
+
+impl Read for EntryData<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        let avail = fill(self.r, &mut self.failed)?;
+        let n = avail.len().min(out.len()).min(self.remaining as usize);
+        out[..n].copy_from_slice(&avail[..n]);
+        self.hasher.update(&out[..n]);
+        self.r.consume(n);
+        self.remaining -= n as u64;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// Classifies a failure of the bundle stream itself.

@@ -50,6 +50,52 @@ pub fn write_small(w: &mut dyn Write, path: &str, data: &[u8]) -> io::Result<()>
     write_padding(w, data.len() as u64)
 }
 
+/// What a header block says, for the reader. Only what airlock writes is accepted: regular
+/// files with a valid checksum. Long-name and PAX extension entries are other entry types
+/// and so are refused like any unexpected entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedHeader {
+    pub path: String,
+    pub size: u64,
+    pub regular: bool,
+}
+
+/// Parses one 512-byte header block; `None` for an all-zero (end-of-archive) block.
+pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<ParsedHeader>, String> {
+    if block.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let h = tar::Header::from_byte_slice(block);
+    let stored = h
+        .cksum()
+        .map_err(|e| format!("unreadable header checksum: {e}"))?;
+    // The checksum is the byte sum of the block with the checksum field read as spaces.
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    if stored != computed {
+        return Err(format!(
+            "header checksum mismatch (stored {stored}, computed {computed})"
+        ));
+    }
+    let size = h
+        .entry_size()
+        .map_err(|e| format!("unreadable entry size: {e}"))?;
+    Ok(Some(ParsedHeader {
+        path: String::from_utf8_lossy(&h.path_bytes()).into_owned(),
+        size,
+        regular: h.entry_type().is_file(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +113,34 @@ mod tests {
         // Below the limit the octal field is kept, for maximum compatibility.
         let small = file_header("a", (8u64 << 30) - 1).unwrap();
         assert_eq!(small[124] & 0x80, 0);
+    }
+
+    #[test]
+    fn parses_what_it_writes_and_refuses_bad_checksums() {
+        let h = file_header("blobs/sha256/abc", 12345).unwrap();
+        let p = parse_header(&h).unwrap().unwrap();
+        assert_eq!(
+            p,
+            ParsedHeader {
+                path: "blobs/sha256/abc".into(),
+                size: 12345,
+                regular: true
+            }
+        );
+        let big = file_header("x", (9u64 << 30) + 1).unwrap();
+        assert_eq!(parse_header(&big).unwrap().unwrap().size, (9u64 << 30) + 1);
+        let mut bad = h;
+        bad[0] ^= 1;
+        assert!(parse_header(&bad).unwrap_err().contains("checksum"));
+        assert_eq!(parse_header(&[0u8; BLOCK]).unwrap(), None);
+        let mut dir = tar::Header::new_gnu();
+        dir.set_path("d").unwrap();
+        dir.set_size(0);
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_cksum();
+        let mut block = [0u8; BLOCK];
+        block.copy_from_slice(dir.as_bytes());
+        assert!(!parse_header(&block).unwrap().unwrap().regular);
     }
 
     #[test]

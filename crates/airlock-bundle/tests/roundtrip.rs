@@ -220,6 +220,23 @@ fn damage_is_refused_and_named() {
         assert_eq!(err.class(), ErrorClass::Integrity, "cut at {cut}: {err}");
     }
 
+    // Cut exactly before the end-of-archive blocks: every entry is there, still truncated.
+    let err = read(
+        good[..good.len() - 1024].to_vec(),
+        &k.trust,
+        &Decryption::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, BundleError::Truncated { .. }), "{err}");
+    // Bytes after the end of the archive are covered by no signature: refused.
+    let mut bad = good.clone();
+    bad.extend_from_slice(b"appended");
+    let err = read(bad, &k.trust, &Decryption::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("after the end of the archive"),
+        "{err}"
+    );
+
     // Untrusted signer.
     let other = keys();
     let err = read(good.clone(), &other.trust, &Decryption::default()).unwrap_err();
