@@ -246,11 +246,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(w.join("cache-warm"));
 
     if std::env::var("AIRLOCK_BENCH_ONLY").is_ok_and(|v| v == "pack") {
-        return report(
-            &rows,
-            &refs,
-            std::fs::metadata(w.join("enc.airlock"))?.len(),
-        );
+        let size = std::fs::metadata(w.join("enc.airlock"))?.len();
+        if std::env::var_os("AIRLOCK_BENCH_KEEP").is_some() {
+            eprintln!("bench: kept {} (AIRLOCK_BENCH_KEEP)", work.keep().display());
+        }
+        return report(&rows, &refs, size);
     }
     let bundle = w.join("enc.airlock");
     let trust = w.join("keys/airlock.pub");

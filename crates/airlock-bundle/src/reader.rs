@@ -260,6 +260,9 @@ impl TarStream {
     }
 }
 
+/// Fits in L2 with room to spare.
+const DRAIN_BUF: usize = 128 << 10;
+
 /// One entry's bytes: at most `size` of them, hashed as they pass. Remembers a failure of
 /// the underlying stream so that it is not mistaken for the visitor's own.
 struct EntryData<'a> {
@@ -281,18 +284,17 @@ impl<'a> EntryData<'a> {
         }
     }
 
-    /// Hashes the rest of the entry straight from the stream's buffer.
+    /// Hashes the rest of the entry. The bytes are copied into a small local buffer first:
+    /// hashing straight out of memory the producer thread has just written ran at about
+    /// two thirds of the speed here (the cache lines still belong to the other core), while
+    /// a bulk copy pulls them over cheaply and the hash then runs on cache-hot data.
     fn drain(&mut self) -> io::Result<()> {
+        let mut local = vec![0u8; DRAIN_BUF];
         while self.remaining > 0 {
-            let avail = fill(self.r, &mut self.failed)?;
-            if avail.is_empty() {
+            let n = self.read(&mut local)?;
+            if n == 0 {
                 return Ok(());
             }
-            let n = avail.len().min(self.remaining as usize);
-            self.hasher.update(&avail[..n]);
-            self.r.consume(n);
-            self.remaining -= n as u64;
-            self.count += n as u64;
         }
         Ok(())
     }

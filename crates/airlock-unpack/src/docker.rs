@@ -134,12 +134,7 @@ pub fn select_images(images: &[ImageRecord], platform: &Platform) -> Vec<ImageRe
     let mut seen = HashSet::new();
     images
         .iter()
-        .filter(|i| {
-            platform.matches(&i.platform.to_oci())
-                || (platform.variant.is_none()
-                    && platform.os == i.platform.os
-                    && platform.arch == i.platform.arch)
-        })
+        .filter(|i| platform.matches(&i.platform.to_oci()))
         .filter(|i| seen.insert(i.reference.clone()))
         .cloned()
         .collect()
@@ -394,4 +389,43 @@ pub fn load(
         images,
         engine,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(reference: &str, platform: &str) -> ImageRecord {
+        ImageRecord {
+            reference: reference.into(),
+            platform: platform.parse().unwrap(),
+            manifest: Digest::of(platform.as_bytes()),
+            config: Digest::of(reference.as_bytes()),
+            layers: vec![],
+            index: None,
+        }
+    }
+
+    #[test]
+    fn selects_one_image_per_reference_for_the_platform() {
+        let images = [
+            record("r/a:1", "linux/amd64"),
+            record("r/a:1", "linux/arm64/v8"),
+            record("r/b:1", "linux/arm64/v8"),
+        ];
+        let amd: Vec<String> = select_images(&images, &"linux/amd64".parse().unwrap())
+            .into_iter()
+            .map(|i| format!("{} {}", i.reference, i.platform))
+            .collect();
+        assert_eq!(amd, ["r/a:1 linux/amd64"]);
+        // No variant asked: any variant of the architecture will do.
+        let arm = select_images(&images, &"linux/arm64".parse().unwrap());
+        assert_eq!(arm.len(), 2);
+        assert!(select_images(&images, &"linux/s390x".parse().unwrap()).is_empty());
+        assert_eq!(
+            repo_tag("127.0.0.1:5000/a/b:v1").as_deref(),
+            Some("127.0.0.1:5000/a/b:v1")
+        );
+        assert_eq!(repo_tag(&format!("a/b@{}", Digest::of(b"x"))), None);
+    }
 }
