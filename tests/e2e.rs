@@ -462,6 +462,20 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
     );
     drop(_guard);
 
+    // DOCKER_HOST is honoured; an unreachable engine is an environment error.
+    let o = Command::new(unpack_bin())
+        .arg("load")
+        .arg(&plain)
+        .arg("--trust")
+        .arg(w.path("pack-keys/airlock.pub"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", w.path("no-such-docker.sock").display()),
+        )
+        .output()
+        .unwrap();
+    assert_refused(&o, 7, &["no-such-docker.sock"]);
+
     // Wrong identity: cannot decrypt.
     let other = w.path("other-host");
     run_ok(
