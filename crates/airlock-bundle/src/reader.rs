@@ -65,7 +65,7 @@ pub fn read_bundle<R: Read + Send + 'static>(
     visitor: &mut dyn Visitor,
 ) -> Result<Verified, BundleError> {
     // Up to three stages on their own threads: file reads, age decryption, and (here) tar
-    // framing plus hashing, which takes its bytes straight from the previous stage's chunks.
+    // framing plus hashing, each handing 1 MiB chunks to the next through a bounded pipe.
     let raw = ReadAhead::spawn(input, 1 << 20, 4);
     let (plain, encrypted) = decrypting_reader(raw, opts.decryption)?;
     let mut tar = TarStream {
@@ -117,7 +117,7 @@ pub fn read_bundle<R: Read + Send + 'static>(
         }
         let mut data = EntryData::new(&mut tar.r, expected.size);
         let visited = visitor.entry(expected, &mut data);
-        // What the visitor did not read is hashed in place, without a copy.
+        // What the visitor did not read is read and hashed all the same.
         let drained = visited.is_ok().then(|| data.drain());
         if let Some(e) = data.failed.take() {
             return Err(read_error(&expected.path, e, encrypted));
