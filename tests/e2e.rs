@@ -708,3 +708,60 @@ fn registry_credentials_are_honoured() {
         .env("DOCKER_CONFIG", &docker_config);
     assert_ok(&build.output().unwrap());
 }
+
+/// A registry that drops the first connections: lock and build retry with back-off and
+/// succeed, and the blobs still verify.
+#[test]
+fn transient_registry_failures_are_retried() {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let w = World::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let upstream = w.registry.addr.clone();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let down2 = down.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            // The first two connections are cut at once, as a flaky network would.
+            if seen2.fetch_add(1, Ordering::SeqCst) < 2 || down2.load(Ordering::SeqCst) {
+                drop(client);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c2, mut s2) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let hello = format!("{proxy}/e2e/hello:v1");
+    std::fs::write(
+        w.spec(),
+        format!("name = \"flaky\"\n[[image]]\nref = \"{hello}\"\n[registries.\"{proxy}\"]\ninsecure = true\n"),
+    )
+    .unwrap();
+    w.lock();
+    assert!(seen.load(Ordering::SeqCst) >= 3, "the proxy was not used");
+    let bundle = w.build("flaky.airlock", false);
+    assert_ok(&w.unpack("verify", &bundle, &[]));
+
+    // A registry that stays down: a few tries, then the registry exit code and the URL.
+    down.store(true, Ordering::SeqCst);
+    let spec = w.spec();
+    let o = w.pack(&["lock", "--update", spec.to_str().unwrap()]);
+    assert_refused(&o, 9, &["registry error", &hello.replace(":v1", "")]);
+}
