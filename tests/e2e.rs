@@ -312,6 +312,12 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
         .expect("needle present")
 }
 
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at] ^= 0x01;
+    b
+}
+
 fn write_variant(w: &World, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let p = w.path(name);
     std::fs::write(&p, bytes).unwrap();
@@ -359,9 +365,7 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
 
     let mut cases: Vec<(&str, std::path::PathBuf, i32, Vec<String>)> = Vec::new();
     // A flipped byte in a layer: named, with expected and computed digests.
-    let mut b = good.clone();
-    let at = find(&b, &layer[1000..1064]) + 7;
-    b[at] ^= 0x20;
+    let b = flip(&good, find(&good, &layer[1000..1064]) + 7);
     cases.push((
         "flipped-blob",
         write_variant(&w, "flipped-blob.airlock", &b),
@@ -372,26 +376,23 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
             "computed sha256:".into(),
         ],
     ));
-    // A flipped byte in the header: the signature no longer matches.
-    let mut b = good.clone();
-    let at = find(&b, b"\"created\"") + 2;
-    b[at] ^= 0x01;
-    cases.push((
-        "flipped-header",
-        write_variant(&w, "flipped-header.airlock", &b),
-        4,
-        vec!["signature".into()],
-    ));
-    // A flipped byte in the signature.
-    let mut b = good.clone();
-    let at = find(&b, b"trusted comment: airlock-bundle v1 header\n") + 45;
-    b[at] ^= 0x01;
-    cases.push((
-        "flipped-signature",
-        write_variant(&w, "flipped-signature.airlock", &b),
-        4,
-        vec!["signature".into()],
-    ));
+    // A flipped byte in the header, then in the signature: the signature fails.
+    for (name, needle, offset) in [
+        ("flipped-header", &b"\"created\""[..], 2),
+        (
+            "flipped-signature",
+            &b"trusted comment: airlock-bundle v1 header\n"[..],
+            45,
+        ),
+    ] {
+        let b = flip(&good, find(&good, needle) + offset);
+        cases.push((
+            name,
+            write_variant(&w, &format!("{name}.airlock"), &b),
+            4,
+            vec!["signature".into()],
+        ));
+    }
     // Truncated, plain and encrypted.
     cases.push((
         "truncated-plain",
@@ -406,9 +407,7 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
         vec![],
     ));
     // A flipped byte inside the ciphertext.
-    let mut b = good_enc.clone();
-    let at = b.len() - 4000;
-    b[at] ^= 0x01;
+    let b = flip(&good_enc, good_enc.len() - 4000);
     cases.push((
         "flipped-ciphertext",
         write_variant(&w, "flipped-ciphertext.airlock", &b),

@@ -20,24 +20,12 @@ pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-            .args([
-                "build",
-                "--quiet",
-                "--bin",
-                "airlock-pack",
-                "--bin",
-                "airlock-unpack",
-            ]);
-        if release {
-            c.arg("--release");
-        }
-        let st = c.status().expect("cargo build");
-        assert!(st.success(), "building the binaries failed");
-        profile_dir
+        let release = exe
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "release");
+        airlock_testkit::tools::build_binaries(release)
     })
 }
 

@@ -43,23 +43,7 @@ pub fn capture(cmd: &mut Command) -> anyhow::Result<String> {
 
 /// Builds airlock-pack and airlock-unpack; returns the directory holding them.
 pub fn build_bins(release: bool) -> anyhow::Result<PathBuf> {
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--quiet",
-        "--bin",
-        "airlock-pack",
-        "--bin",
-        "airlock-unpack",
-    ]);
-    if release {
-        c.arg("--release");
-    }
-    sh(&mut c)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    Ok(target.join(if release { "release" } else { "debug" }))
+    Ok(airlock_testkit::tools::build_binaries(release))
 }
 
 /// apt-get installs the Debian packages whose commands are missing.

@@ -55,3 +55,36 @@ pub fn run(cmd: &mut Command) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The workspace this testkit belongs to.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/airlock-testkit sits two levels below the workspace")
+        .to_path_buf()
+}
+
+/// Builds `airlock-pack` and `airlock-unpack` (a no-op when they are fresh) and returns the
+/// directory holding them.
+pub fn build_binaries(release: bool) -> std::path::PathBuf {
+    let root = workspace_root();
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--bin",
+        "airlock-pack",
+        "--bin",
+        "airlock-unpack",
+    ]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    target.join(if release { "release" } else { "debug" })
+}
