@@ -63,6 +63,33 @@ pub struct ImageIndex {
     pub manifests: Vec<Descriptor>,
 }
 
+/// The `oci-layout` file of every layout airlock writes.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// The `index.json` of an OCI layout that names each manifest by its full reference, under
+/// both the OCI and the containerd annotation: the bundle carries one, and so does the
+/// archive `load` streams to the engine.
+pub fn layout_index(images: impl IntoIterator<Item = (String, Descriptor)>) -> Vec<u8> {
+    let manifests = images
+        .into_iter()
+        .map(|(reference, desc)| {
+            let mut ann = BTreeMap::new();
+            ann.insert(ANNOTATION_CONTAINERD_NAME.to_string(), reference.clone());
+            ann.insert(ANNOTATION_REF_NAME.to_string(), reference);
+            Descriptor {
+                annotations: Some(ann),
+                ..desc
+            }
+        })
+        .collect();
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.into()),
+        manifests,
+    };
+    serde_json::to_vec(&index).expect("index serialises")
+}
+
 /// What a manifest document turned out to be.
 #[derive(Debug, Clone)]
 pub enum AnyManifest {

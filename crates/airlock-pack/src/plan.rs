@@ -1,7 +1,7 @@
 //! From a lock to a bundle plan: which platform manifests, configs and layers each pinned
 //! image needs, fetched (small documents) or listed for download (blobs), in a fixed order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use airlock_bundle::header::{Entry, ImageRecord, INDEX_PATH, OCI_LAYOUT_PATH};
 use airlock_bundle::lock::{Drift, Lock};
@@ -294,30 +294,15 @@ pub async fn plan(
         }
     }
 
-    let manifests: Vec<Descriptor> = images
-        .iter()
-        .map(|(img, mdesc)| {
-            let mut ann = BTreeMap::new();
-            ann.insert(
-                oci::ANNOTATION_CONTAINERD_NAME.to_string(),
-                img.reference.clone(),
-            );
-            ann.insert(oci::ANNOTATION_REF_NAME.to_string(), img.reference.clone());
-            Descriptor {
-                annotations: Some(ann),
-                ..mdesc.clone()
-            }
-        })
-        .collect();
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(oci::OCI_INDEX.into()),
-        manifests,
-    };
+    let index_json = oci::layout_index(
+        images
+            .iter()
+            .map(|(img, mdesc)| (img.reference.clone(), mdesc.clone())),
+    );
     Ok(Plan {
         images: images.into_iter().map(|(i, _)| i).collect(),
         blobs,
-        index_json: serde_json::to_vec(&index).expect("index serialises"),
-        oci_layout: br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        index_json,
+        oci_layout: oci::OCI_LAYOUT.to_vec(),
     })
 }

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use airlock_bundle::header::{Entry, ImageRecord};
-use airlock_bundle::oci::{self, Descriptor, ImageIndex, Platform};
+use airlock_bundle::oci::{self, Descriptor, Platform};
 use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
 use airlock_bundle::{tarfmt, BundleError, Digest, ImageRef};
@@ -191,9 +191,9 @@ impl Visitor for LoadVisitor {
             entry: "manifest.json".into(),
             source: e,
         };
-        let (layout, index, manifest_json) = self.documents();
+        let (index, manifest_json) = self.documents();
         let out = &mut self.out;
-        tarfmt::write_small(out, "oci-layout", &layout).map_err(err)?;
+        tarfmt::write_small(out, "oci-layout", oci::OCI_LAYOUT).map_err(err)?;
         tarfmt::write_small(out, "index.json", &index).map_err(err)?;
         tarfmt::write_small(out, "manifest.json", &manifest_json).map_err(err)?;
         tarfmt::write_end(out).map_err(err)?;
@@ -210,37 +210,22 @@ struct DockerManifestEntry {
 }
 
 impl LoadVisitor {
-    /// The hybrid archive's documents for the selected images.
-    fn documents(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
-        let manifests = self
-            .selected
-            .iter()
-            .map(|i| {
-                let e = &self.manifests[&i.manifest];
-                let mut ann = BTreeMap::new();
-                ann.insert(
-                    oci::ANNOTATION_CONTAINERD_NAME.to_string(),
-                    i.reference.clone(),
-                );
-                ann.insert(oci::ANNOTATION_REF_NAME.to_string(), i.reference.clone());
-                Descriptor {
-                    media_type: e
-                        .media_type
-                        .clone()
-                        .unwrap_or_else(|| oci::OCI_MANIFEST.into()),
-                    digest: i.manifest,
-                    size: e.size,
-                    platform: Some(i.platform.to_oci()),
-                    annotations: Some(ann),
-                }
-            })
-            .collect();
-        let index = ImageIndex {
-            schema_version: 2,
-            media_type: Some(oci::OCI_INDEX.into()),
-            manifests,
-        };
+    /// The hybrid archive's `index.json` and docker `manifest.json` for the selected images.
+    fn documents(&self) -> (Vec<u8>, Vec<u8>) {
+        let index = oci::layout_index(self.selected.iter().map(|i| {
+            let e = &self.manifests[&i.manifest];
+            let desc = Descriptor {
+                media_type: e
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| oci::OCI_MANIFEST.into()),
+                digest: i.manifest,
+                size: e.size,
+                platform: Some(i.platform.to_oci()),
+                annotations: None,
+            };
+            (i.reference.clone(), desc)
+        }));
         let docker: Vec<DockerManifestEntry> = self
             .selected
             .iter()
@@ -251,8 +236,7 @@ impl LoadVisitor {
             })
             .collect();
         (
-            layout,
-            serde_json::to_vec(&index).expect("index serialises"),
+            index,
             serde_json::to_vec(&docker).expect("manifest serialises"),
         )
     }
