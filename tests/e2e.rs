@@ -101,8 +101,7 @@ fn round_trip_load_and_run_offline() {
 #[test]
 fn interop_with_age_minisign_and_skopeo() {
     let w = World::new();
-    w.write_spec(&["linux/amd64"], &[&w.hello, &w.second]);
-    w.lock();
+    w.lock_images(&["linux/amd64"], &[&w.hello, &w.second]);
     let bundle = w.build("e2e.airlock", false);
 
     // Secret keys are written for their owner's eyes only.
@@ -178,8 +177,7 @@ fn interop_with_age_minisign_and_skopeo() {
 #[test]
 fn passphrase_and_ssh_recipients() {
     let w = World::new();
-    w.write_spec(&["linux/amd64"], &[&w.hello]);
-    w.lock();
+    w.lock_images(&["linux/amd64"], &[&w.hello]);
     let spec = w.spec();
     let key = w.path("pack-keys/airlock.key");
     let pack = |out: &Path, extra: &[&str], pass: Option<&str>| {
@@ -354,8 +352,7 @@ fn resign(w: &World, plain: &Path, f: impl Fn(&mut Value)) -> Vec<u8> {
 #[test]
 fn refusals_have_exit_codes_and_leave_the_engine_alone() {
     let w = World::new();
-    w.write_spec(&["linux/amd64"], &[&w.hello, &w.second]);
-    w.lock();
+    w.lock_images(&["linux/amd64"], &[&w.hello, &w.second]);
     let plain = w.build("plain.airlock", true);
     let enc = w.build("enc.airlock", false);
     let good = std::fs::read(&plain).unwrap();
@@ -552,8 +549,7 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
 #[test]
 fn lock_drift_is_refused_with_advice() {
     let w = World::new();
-    w.write_spec(&["linux/amd64"], &[&w.hello]);
-    w.lock();
+    w.lock_images(&["linux/amd64"], &[&w.hello]);
     let spec = w.spec();
     let out = w.path("x.airlock");
     let build = |w: &World| w.try_build("x.airlock", true).1;

@@ -157,6 +157,12 @@ impl World {
             .unwrap()
     }
 
+    /// Writes the spec for `images` and locks it.
+    pub fn lock_images(&self, platforms: &[&str], images: &[&str]) {
+        self.write_spec(platforms, images);
+        self.lock();
+    }
+
     pub fn lock(&self) {
         let spec = self.spec();
         assert_ok(&self.pack(&["lock", spec.to_str().unwrap()]));

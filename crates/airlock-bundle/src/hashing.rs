@@ -36,14 +36,6 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
     /// The digest and byte count of what was read so far.
     pub fn finish(self) -> (Digest, u64) {
         (

@@ -1,6 +1,6 @@
 //! The bundle spec (`manifests/*.toml`): what a user wants carried across the gap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -69,7 +69,7 @@ impl Spec {
         if self.platforms.is_empty() {
             return Err(bad("platforms must list at least one os/arch".into()));
         }
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for img in &self.images {
             let r = ImageRef::parse(&img.reference).map_err(|e| bad(e.to_string()))?;
             if !seen.insert(r.to_string()) {
@@ -87,8 +87,13 @@ impl Spec {
             .collect()
     }
 
-    pub fn is_insecure(&self, registry: &str) -> bool {
-        self.registries.get(registry).is_some_and(|r| r.insecure)
+    /// Registries to be spoken to over plain HTTP.
+    pub fn insecure_registries(&self) -> BTreeSet<String> {
+        self.registries
+            .iter()
+            .filter(|(_, r)| r.insecure)
+            .map(|(host, _)| host.clone())
+            .collect()
     }
 }
 
@@ -121,8 +126,8 @@ insecure = true
                 "127.0.0.1:5000/demo/hello:v1"
             ]
         );
-        assert!(s.is_insecure("127.0.0.1:5000"));
-        assert!(!s.is_insecure("docker.io"));
+        assert!(s.insecure_registries().contains("127.0.0.1:5000"));
+        assert!(!s.insecure_registries().contains("docker.io"));
     }
 
     #[test]

@@ -20,7 +20,6 @@ use airlock_bundle::Digest;
 use futures::StreamExt as _;
 
 use crate::cache::BlobCache;
-use crate::lock::insecure_registries;
 use crate::plan::{plan, Plan, PlannedBlob};
 use crate::registry::Registry;
 use crate::PackError;
@@ -58,7 +57,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         });
     }
     let lock = Lock::load(&lock_path)?;
-    let registry = Registry::new(&insecure_registries(&spec));
+    let registry = Registry::new(&spec.insecure_registries());
     let plan = plan(
         &spec,
         &opts.spec_path,

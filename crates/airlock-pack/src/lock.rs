@@ -20,14 +20,6 @@ pub struct LockOutcome {
     pub written: bool,
 }
 
-pub fn insecure_registries(spec: &Spec) -> std::collections::BTreeSet<String> {
-    spec.registries
-        .iter()
-        .filter(|(_, r)| r.insecure)
-        .map(|(h, _)| h.clone())
-        .collect()
-}
-
 /// RFC 3339 "now" (or `SOURCE_DATE_EPOCH`, for reproducible builds).
 pub fn now_rfc3339() -> String {
     let t = match std::env::var("SOURCE_DATE_EPOCH")
@@ -55,7 +47,7 @@ pub async fn lock(
     } else {
         None
     };
-    let registry = Registry::new(&insecure_registries(&spec));
+    let registry = Registry::new(&spec.insecure_registries());
     let mut images = Vec::new();
     let mut changed = Vec::new();
     for r in spec.image_refs() {

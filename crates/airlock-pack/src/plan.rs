@@ -60,10 +60,6 @@ impl Plan {
         }));
         v
     }
-
-    pub fn total_size(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
-    }
 }
 
 /// Fetches a small document (manifest or config) through the cache.
