@@ -116,15 +116,7 @@ fn interop_with_age_minisign_and_skopeo() {
     }
     // The real age decrypts it with the host identity airlock-unpack wrote.
     let plain = w.path("plain.tar");
-    run_ok(
-        Command::new("age")
-            .arg("-d")
-            .arg("-i")
-            .arg(w.path("host/host.key"))
-            .arg("-o")
-            .arg(&plain)
-            .arg(&bundle),
-    );
+    age_decrypt(&w.path("host/host.key"), &bundle, &plain);
 
     // tar x gives the header, its signature and an OCI layout.
     let layout = w.path("layout");
@@ -231,15 +223,7 @@ fn passphrase_and_ssh_recipients() {
     let sb = w.path("ssh.airlock");
     pack(&sb, &["--recipient", recipient.trim()], None);
     assert_ok(&verify(&sb, Some(&ssh_key), None));
-    run_ok(
-        Command::new("age")
-            .arg("-d")
-            .arg("-i")
-            .arg(&ssh_key)
-            .arg("-o")
-            .arg("/dev/null")
-            .arg(&sb),
-    );
+    age_decrypt(&ssh_key, &sb, Path::new("/dev/null"));
     assert_refused(
         &verify(&sb, Some(&w.path("host/host.key")), None),
         5,
@@ -259,15 +243,7 @@ fn builds_are_deterministic() {
     let eb = w.build("b.enc.airlock", false);
     assert_ne!(std::fs::read(&ea).unwrap(), std::fs::read(&eb).unwrap());
     for (enc, out) in [(&ea, "a.dec"), (&eb, "b.dec")] {
-        run_ok(
-            Command::new("age")
-                .arg("-d")
-                .arg("-i")
-                .arg(w.path("host/host.key"))
-                .arg("-o")
-                .arg(w.path(out))
-                .arg(enc),
-        );
+        age_decrypt(&w.path("host/host.key"), enc, &w.path(out));
     }
     assert!(std::fs::read(w.path("a.dec")).unwrap() == a);
     assert!(std::fs::read(w.path("b.dec")).unwrap() == a);

@@ -252,6 +252,19 @@ pub fn run_ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Decrypts `bundle` into `out` with the real `age` CLI and `identity`.
+pub fn age_decrypt(identity: &Path, bundle: &Path, out: &Path) {
+    run_ok(
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(identity)
+            .arg("-o")
+            .arg(out)
+            .arg(bundle),
+    );
+}
+
 /// Every image ID and tag in the engine, sorted.
 pub fn docker_images() -> Vec<String> {
     let out = run_ok(Command::new("docker").args([
