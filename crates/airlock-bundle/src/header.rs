@@ -7,7 +7,9 @@ use crate::oci::Platform;
 use crate::{BundleError, Digest};
 
 pub const FORMAT_NAME: &str = "airlock-bundle";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `models` and `files`; a version 1 header is a version 2 header without
+/// them, so readers accept both.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const HEADER_PATH: &str = "airlock/header.json";
 pub const SIGNATURE_PATH: &str = "airlock/header.json.minisig";
@@ -28,6 +30,10 @@ pub struct Header {
     pub created: String,
     pub entries: Vec<Entry>,
     pub images: Vec<ImageRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,115 @@ pub struct ImageRecord {
     pub layers: Vec<Digest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Digest>,
+}
+
+/// An Ollama model: its raw manifest, config and layers are blobs of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRecord {
+    /// Fully qualified: `host/namespace/model:tag`.
+    pub name: String,
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+    pub target: Target,
+}
+
+/// Where models or files go on the air-gapped host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A Docker named volume. For models, the volume root is Ollama's `/root/.ollama`, so
+    /// the store goes under `models/`.
+    Volume(String),
+    /// An absolute path on the host. For models, the models directory itself.
+    Path(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Volume(v) => write!(f, "volume {v}"),
+            Target::Path(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+impl Target {
+    /// Docker's volume name rule, and absolute normalised paths only.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Target::Volume(v) => {
+                let b = v.as_bytes();
+                let ok = b.len() >= 2
+                    && b.len() <= 255
+                    && b[0].is_ascii_alphanumeric()
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "invalid volume name {v:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
+                    ))
+                }
+            }
+            Target::Path(p) => {
+                let rest = p
+                    .strip_prefix('/')
+                    .ok_or_else(|| format!("path {p:?} must be absolute"))?;
+                if rest.is_empty() {
+                    return Err("path \"/\" is not allowed as a target".into());
+                }
+                check_relative(rest).map_err(|e| format!("path {p:?}: {e}"))
+            }
+        }
+    }
+}
+
+/// A relative path that stays inside the directory it is joined to: no empty, `.` or `..`
+/// components, no leading `/`, no NUL.
+pub fn check_relative(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.len() > 4096 {
+        return Err("empty or too long".into());
+    }
+    if p.starts_with('/') {
+        return Err("absolute where a relative path is required".into());
+    }
+    for c in p.split('/') {
+        if c.is_empty() || c == "." || c == ".." || c.contains('\0') {
+            return Err(format!("component {c:?} is not allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// One file or directory carried for a `[[files]]` entry of the spec. A file's content is
+/// the blob `digest`; a directory has no digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    pub target: Target,
+    /// Relative to the target.
+    pub path: String,
+    /// Permission bits in octal, e.g. `"0644"`.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+impl FileRecord {
+    /// Permission bits (setuid, setgid and sticky bits are never carried).
+    pub fn mode_bits(&self) -> Result<u32, String> {
+        u32::from_str_radix(&self.mode, 8)
+            .ok()
+            .filter(|m| self.mode.len() <= 4 && *m <= 0o777)
+            .ok_or_else(|| format!("invalid mode {:?} for {}", self.mode, self.path))
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.digest.is_none()
+    }
 }
 
 impl Header {
@@ -110,6 +225,60 @@ impl Header {
         if self.entries.len() < 2 {
             return bad("entries must start with oci-layout and index.json".into());
         }
+        let blobs_of_models = self.models.iter().flat_map(|m| {
+            std::iter::once(&m.manifest)
+                .chain(std::iter::once(&m.config))
+                .chain(&m.layers)
+        });
+        let mut names = std::collections::HashSet::new();
+        for m in &self.models {
+            crate::ollama::ModelName::parse(&m.name)
+                .map_err(|e| BundleError::Malformed(format!("{HEADER_PATH}: {e}")))?;
+            m.target.validate().map_err(|e| {
+                BundleError::Malformed(format!("{HEADER_PATH}: model {}: {e}", m.name))
+            })?;
+            if !names.insert((&m.name, &m.target)) {
+                return bad(format!("model {} is listed twice for {}", m.name, m.target));
+            }
+        }
+        for d in blobs_of_models {
+            if !seen.contains(d.blob_path().as_str()) {
+                return bad(format!("a model refers to {d}, which the bundle lacks"));
+            }
+        }
+        let mut files = std::collections::HashMap::new();
+        for f in &self.files {
+            let fail = |e: String| bad(format!("file {:?} for {}: {e}", f.path, f.target));
+            if let Err(e) = f.target.validate().and_then(|()| check_relative(&f.path)) {
+                return fail(e);
+            }
+            if let Err(e) = f.mode_bits() {
+                return fail(e);
+            }
+            if let Some(d) = &f.digest {
+                if !seen.contains(d.blob_path().as_str()) {
+                    return fail(format!("refers to {d}, which the bundle lacks"));
+                }
+            }
+            if files
+                .insert((&f.target, f.path.as_str()), f.is_dir())
+                .is_some()
+            {
+                return fail("listed twice".into());
+            }
+        }
+        for f in &self.files {
+            let mut p = f.path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                if files.get(&(&f.target, parent)) == Some(&false) {
+                    return bad(format!(
+                        "file {:?} for {} lies under {parent:?}, which is a file",
+                        f.path, f.target
+                    ));
+                }
+                p = parent;
+            }
+        }
         for img in &self.images {
             for d in std::iter::once(&img.manifest)
                 .chain(std::iter::once(&img.config))
@@ -133,5 +302,128 @@ impl Header {
     /// Total bytes of all entries after the signature.
     pub fn payload_size(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        let blob = Digest::of(b"blob");
+        let entry = |path: &str, d: Digest| Entry {
+            path: path.into(),
+            digest: d,
+            size: 4,
+            media_type: None,
+        };
+        Header {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            tool: "t".into(),
+            name: "t".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            entries: vec![
+                entry(OCI_LAYOUT_PATH, Digest::of(b"l")),
+                entry(INDEX_PATH, Digest::of(b"i")),
+                entry(&blob.blob_path(), blob),
+            ],
+            images: vec![],
+            models: vec![ModelRecord {
+                name: "registry.ollama.ai/library/tiny:latest".into(),
+                manifest: blob,
+                config: blob,
+                layers: vec![blob],
+                target: Target::Volume("ollama-data".into()),
+            }],
+            files: vec![
+                FileRecord {
+                    target: Target::Path("/srv/x".into()),
+                    path: "conf".into(),
+                    mode: "0755".into(),
+                    digest: None,
+                },
+                FileRecord {
+                    target: Target::Path("/srv/x".into()),
+                    path: "conf/a.yml".into(),
+                    mode: "0644".into(),
+                    digest: Some(blob),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn models_and_files_round_trip_and_validate() {
+        let h = header();
+        let back = Header::parse(&h.to_bytes()).unwrap();
+        assert_eq!(back, h);
+        assert!(String::from_utf8(h.to_bytes())
+            .unwrap()
+            .contains(r#""target": {"#));
+        // A version 1 header (no models, no files) still reads.
+        let mut v1 = h.clone();
+        v1.version = 1;
+        v1.models.clear();
+        v1.files.clear();
+        assert_eq!(Header::parse(&v1.to_bytes()).unwrap(), v1);
+    }
+
+    #[test]
+    fn names_and_paths_from_a_signed_header_are_checked() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Header)>)> = vec![
+            (
+                "model name",
+                Box::new(|h| h.models[0].name = "../../etc/passwd".into()),
+            ),
+            (
+                "model name",
+                Box::new(|h| h.models[0].name = "h/n/m:..".into()),
+            ),
+            (
+                "volume",
+                Box::new(|h| h.models[0].target = Target::Volume("../x".into())),
+            ),
+            (
+                "relative target",
+                Box::new(|h| h.models[0].target = Target::Path("srv".into())),
+            ),
+            (
+                "dotdot target",
+                Box::new(|h| h.files[0].target = Target::Path("/srv/../etc".into())),
+            ),
+            (
+                "dotdot path",
+                Box::new(|h| h.files[1].path = "conf/../../x".into()),
+            ),
+            (
+                "absolute path",
+                Box::new(|h| h.files[1].path = "/etc/passwd".into()),
+            ),
+            ("mode", Box::new(|h| h.files[1].mode = "4755".into())),
+            (
+                "missing blob",
+                Box::new(|h| h.files[1].digest = Some(Digest::of(b"other"))),
+            ),
+            (
+                "missing blob",
+                Box::new(|h| h.models[0].layers.push(Digest::of(b"other"))),
+            ),
+            ("twice", Box::new(|h| h.files.push(h.files[1].clone()))),
+            (
+                "under a file",
+                Box::new(|h| {
+                    let mut f = h.files[1].clone();
+                    f.path = "conf/a.yml/b".into();
+                    h.files.push(f);
+                }),
+            ),
+        ];
+        for (what, change) in cases {
+            let mut h = header();
+            change(&mut h);
+            let err = Header::parse(&h.to_bytes()).expect_err(what);
+            assert!(matches!(err, BundleError::Malformed(_)), "{what}: {err}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod header;
 pub mod lock;
 pub mod oci;
+pub mod ollama;
 #[cfg(feature = "progress")]
 pub mod progress;
 pub mod readahead;
@@ -24,7 +25,9 @@ pub mod writer;
 
 pub use digest::Digest;
 pub use error::{BundleError, ErrorClass};
-pub use header::{Entry, Header, ImageRecord, FORMAT_NAME, FORMAT_VERSION};
+pub use header::{
+    Entry, FileRecord, Header, ImageRecord, ModelRecord, Target, FORMAT_NAME, FORMAT_VERSION,
+};
 pub use reference::ImageRef;
 
 /// The version string tools write into headers and reports.

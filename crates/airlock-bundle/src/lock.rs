@@ -1,5 +1,6 @@
 //! The lock file (`SPEC.lock` beside `SPEC.toml`): every image reference of a spec pinned to
-//! the digest of its manifest or index, so tags never float between `lock` and `build`.
+//! the digest of its manifest or index, and every Ollama model to the sha256 of its raw
+//! manifest bytes (Ollama's model ID), so tags never float between `lock` and `build`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,17 @@ pub struct Lock {
     pub created: String,
     #[serde(default, rename = "image")]
     pub images: Vec<LockedImage>,
+    #[serde(default, rename = "model", skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<LockedModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedModel {
+    /// Fully qualified: `host/namespace/model:tag`.
+    pub name: String,
+    /// sha256 of the raw manifest bytes.
+    pub digest: Digest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,14 +103,25 @@ impl fmt::Display for Drift {
 }
 
 impl Lock {
-    pub fn new(spec: &Spec, created: String, mut images: Vec<LockedImage>) -> Lock {
+    pub fn new(
+        spec: &Spec,
+        created: String,
+        mut images: Vec<LockedImage>,
+        mut models: Vec<LockedModel>,
+    ) -> Lock {
         images.sort();
+        models.sort();
         Lock {
             version: LOCK_VERSION,
             spec: spec.name.clone(),
             created,
             images,
+            models,
         }
+    }
+
+    pub fn model(&self, name: &str) -> Option<&LockedModel> {
+        self.models.iter().find(|m| m.name == name)
     }
 
     /// `manifests/x.toml` → `manifests/x.lock`.
@@ -123,7 +146,7 @@ impl Lock {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).expect("lock serialises");
         format!(
-            "# Written by `airlock-pack lock`: every image pinned to a digest.\n\
+            "# Written by `airlock-pack lock`: every image and model pinned to a digest.\n\
              # Commit it next to the spec; update with `airlock-pack lock --update SPEC`.\n{body}"
         )
     }
@@ -158,6 +181,25 @@ impl Lock {
             if !refs.iter().any(|r| r.to_string() == l.reference) {
                 drift.push(Drift::NotInSpec {
                     reference: l.reference.clone(),
+                });
+            }
+        }
+        let models: Vec<String> = spec
+            .model_wants()
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect();
+        for m in &models {
+            if self.model(m).is_none() {
+                drift.push(Drift::NotLocked {
+                    reference: m.clone(),
+                });
+            }
+        }
+        for l in &self.models {
+            if !models.contains(&l.name) {
+                drift.push(Drift::NotInSpec {
+                    reference: l.name.clone(),
                 });
             }
         }
@@ -203,6 +245,7 @@ mod tests {
                     media_type: crate::oci::OCI_MANIFEST.into(),
                 },
             ],
+            vec![],
         );
         let text = lock.to_toml();
         assert!(text.find("library/a").unwrap() < text.find("library/b").unwrap());
@@ -236,14 +279,28 @@ mod tests {
                     media_type: crate::oci::OCI_MANIFEST.into(),
                 },
             ],
+            vec![LockedModel {
+                name: "registry.ollama.ai/library/old:latest".into(),
+                digest: Digest::of(b"m"),
+            }],
         );
         let d = lock.drift_from(&s);
-        assert_eq!(d.len(), 3, "{d:?}");
+        assert_eq!(d.len(), 4, "{d:?}");
+        assert!(
+            matches!(&d[3], Drift::NotInSpec { reference } if reference.ends_with("/old:latest"))
+        );
         assert!(
             matches!(&d[0], Drift::NotLocked { reference } if reference == "docker.io/library/a:latest")
         );
         assert!(matches!(&d[1], Drift::SpecDigest { .. }));
         assert!(matches!(&d[2], Drift::NotInSpec { reference } if reference.contains("gone")));
         assert!(d[0].to_string().contains("not in the lock"));
+        let with_model = spec("name = \"t\"\n[[model]]\nname = \"llama3\"");
+        let d = Lock::new(&with_model, "2026-01-01T00:00:00Z".into(), vec![], vec![])
+            .drift_from(&with_model);
+        assert!(
+            matches!(&d[..], [Drift::NotLocked { reference }] if reference == "registry.ollama.ai/library/llama3:latest"),
+            "{d:?}"
+        );
     }
 }

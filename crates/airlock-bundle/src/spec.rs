@@ -1,11 +1,14 @@
-//! The bundle spec (`manifests/*.toml`): what a user wants carried across the gap.
+//! The bundle spec (`manifests/*.toml`): what a user wants carried across the gap — images,
+//! Ollama models and plain files — and where models and files should land.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::header::{check_relative, Target};
 use crate::oci::Platform;
+use crate::ollama::{ModelName, DEFAULT_VOLUME};
 use crate::reference::ImageRef;
 use crate::BundleError;
 
@@ -19,6 +22,90 @@ pub struct Spec {
     pub images: Vec<ImageSpec>,
     #[serde(default)]
     pub registries: BTreeMap<String, RegistrySpec>,
+    #[serde(default, rename = "model")]
+    pub models: Vec<ModelSpec>,
+    /// Spec-wide defaults for every `[[model]]`.
+    #[serde(default)]
+    pub ollama: OllamaDefaults,
+    #[serde(default)]
+    pub files: Vec<FilesSpec>,
+}
+
+/// Where a model's blobs come from at build time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSource {
+    /// The model's registry (`registry.ollama.ai` unless the name says otherwise).
+    #[default]
+    Registry,
+    /// A local Ollama store (`--ollama-models`, `$OLLAMA_MODELS`, `~/.ollama/models`).
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    #[serde(default)]
+    pub volume: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub source: Option<ModelSource>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaDefaults {
+    #[serde(default)]
+    pub volume: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub source: Option<ModelSource>,
+}
+
+/// A file or directory from the machine that builds the bundle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSpec {
+    /// Relative to the spec's directory, or absolute.
+    pub source: String,
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// A sub-directory of the volume.
+    #[serde(default)]
+    pub dest: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A model of the spec, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelWant {
+    pub name: ModelName,
+    pub target: Target,
+    pub source: ModelSource,
+}
+
+/// A `[[files]]` entry, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesWant {
+    pub source: std::path::PathBuf,
+    pub target: Target,
+    /// Prefix inside the target (`dest`), empty for none.
+    pub dest: String,
+}
+
+fn target_of(volume: &Option<String>, path: &Option<String>) -> Result<Option<Target>, String> {
+    let t = match (volume, path) {
+        (Some(_), Some(_)) => return Err("give either volume or path, not both".into()),
+        (Some(v), None) => Target::Volume(v.clone()),
+        (None, Some(p)) => Target::Path(p.trim_end_matches('/').to_string()),
+        (None, None) => return Ok(None),
+    };
+    t.validate()?;
+    Ok(Some(t))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,7 +163,77 @@ impl Spec {
                 return Err(bad(format!("image {r} is listed twice")));
             }
         }
+        let mut names = BTreeSet::new();
+        target_of(&self.ollama.volume, &self.ollama.path)
+            .map_err(|e| bad(format!("[ollama]: {e}")))?;
+        for m in &self.models {
+            let n = ModelName::parse(&m.name).map_err(|e| bad(e.to_string()))?;
+            target_of(&m.volume, &m.path).map_err(|e| bad(format!("model {n}: {e}")))?;
+            if !names.insert(n.to_string()) {
+                return Err(bad(format!("model {n} is listed twice")));
+            }
+        }
+        for f in &self.files {
+            let what = format!("files {:?}", f.source);
+            if f.source.is_empty() {
+                return Err(bad(format!("{what}: source is empty")));
+            }
+            match target_of(&f.volume, &f.path).map_err(|e| bad(format!("{what}: {e}")))? {
+                None => {
+                    return Err(bad(format!(
+                        "{what}: needs volume = \"NAME\" or path = \"/DIR\""
+                    )))
+                }
+                Some(Target::Path(_)) if f.dest.is_some() => {
+                    return Err(bad(format!(
+                        "{what}: dest goes with volume; with path, put it in the path"
+                    )))
+                }
+                _ => {}
+            }
+            if let Some(d) = &f.dest {
+                check_relative(d.trim_end_matches('/'))
+                    .map_err(|e| bad(format!("{what}: dest {d:?}: {e}")))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The models in spec order, each with its target (the model's own, else `[ollama]`'s,
+    /// else the `ollama-data` volume) and source.
+    pub fn model_wants(&self) -> Vec<ModelWant> {
+        let default = target_of(&self.ollama.volume, &self.ollama.path)
+            .expect("validated at load")
+            .unwrap_or_else(|| Target::Volume(DEFAULT_VOLUME.into()));
+        self.models
+            .iter()
+            .map(|m| ModelWant {
+                name: ModelName::parse(&m.name).expect("validated at load"),
+                target: target_of(&m.volume, &m.path)
+                    .expect("validated at load")
+                    .unwrap_or_else(|| default.clone()),
+                source: m.source.or(self.ollama.source).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The `[[files]]` entries with sources resolved against `spec_dir`.
+    pub fn files_wants(&self, spec_dir: &Path) -> Vec<FilesWant> {
+        self.files
+            .iter()
+            .map(|f| FilesWant {
+                source: spec_dir.join(&f.source),
+                target: target_of(&f.volume, &f.path)
+                    .expect("validated at load")
+                    .expect("validated at load"),
+                dest: f
+                    .dest
+                    .as_deref()
+                    .unwrap_or("")
+                    .trim_end_matches('/')
+                    .to_string(),
+            })
+            .collect()
     }
 
     /// The images, normalised, in spec order.
@@ -100,6 +257,58 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_and_files_resolve_targets() {
+        let s = Spec::from_toml(
+            r#"
+name = "m"
+[ollama]
+path = "/usr/share/ollama/.ollama/models/"
+[[model]]
+name = "llama3"
+[[model]]
+name = "codellama:7b"
+volume = "ollama-data"
+[[model]]
+name = "127.0.0.1:5000/library/tiny"
+source = "local"
+[[files]]
+source = "configs/prometheus.yml"
+volume = "prom-config"
+dest = "etc/"
+[[files]]
+source = "/abs/compose"
+path = "/srv/llm"
+"#,
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let m = s.model_wants();
+        assert_eq!(
+            m[0].name.to_string(),
+            "registry.ollama.ai/library/llama3:latest"
+        );
+        assert_eq!(
+            m[0].target,
+            Target::Path("/usr/share/ollama/.ollama/models".into())
+        );
+        assert_eq!(m[0].source, ModelSource::Registry);
+        assert_eq!(m[1].target, Target::Volume("ollama-data".into()));
+        assert_eq!(m[2].source, ModelSource::Local);
+        let f = s.files_wants(Path::new("/specs"));
+        assert_eq!(f[0].source, Path::new("/specs/configs/prometheus.yml"));
+        assert_eq!(f[0].target, Target::Volume("prom-config".into()));
+        assert_eq!(f[0].dest, "etc");
+        assert_eq!(f[1].source, Path::new("/abs/compose"));
+        assert_eq!(f[1].target, Target::Path("/srv/llm".into()));
+        let plain =
+            Spec::from_toml("name = \"x\"\n[[model]]\nname = \"m\"", Path::new("x.toml")).unwrap();
+        assert_eq!(
+            plain.model_wants()[0].target,
+            Target::Volume("ollama-data".into())
+        );
+    }
 
     #[test]
     fn parses_a_spec() {
@@ -141,6 +350,17 @@ insecure = true
             "name = \"x\"\n[[image]]\nref = \"Bad\"",
             "name = \"x\"\n[[image]]\nref = \"a\"\n[[image]]\nref = \"docker.io/library/a:latest\"",
             "name = \"x\"\nunknown = 1",
+            "name = \"x\"\n[[model]]\nname = \"../x\"",
+            "name = \"x\"\n[[model]]\nname = \"m\"\n[[model]]\nname = \"registry.ollama.ai/library/m:latest\"",
+            "name = \"x\"\n[[model]]\nname = \"m\"\nvolume = \"v\"\npath = \"/p\"",
+            "name = \"x\"\n[[model]]\nname = \"m\"\npath = \"relative\"",
+            "name = \"x\"\n[[model]]\nname = \"m\"\npath = \"/a/../etc\"",
+            "name = \"x\"\n[[model]]\nname = \"m\"\nvolume = \"../v\"",
+            "name = \"x\"\n[[model]]\nname = \"m\"\nsource = \"ftp\"",
+            "name = \"x\"\n[[files]]\nsource = \"a\"",
+            "name = \"x\"\n[[files]]\nsource = \"a\"\npath = \"/p\"\ndest = \"d\"",
+            "name = \"x\"\n[[files]]\nsource = \"a\"\nvolume = \"vv\"\ndest = \"../d\"",
+            "name = \"x\"\n[[files]]\nsource = \"\"\nvolume = \"vv\"",
         ] {
             let err = Spec::from_toml(bad, Path::new("bad.toml")).unwrap_err();
             assert!(err.to_string().starts_with("bad.toml: "), "{err}");

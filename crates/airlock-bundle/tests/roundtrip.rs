@@ -61,6 +61,8 @@ fn sample() -> (Header, HashMap<String, Vec<u8>>) {
         created: "2026-01-01T00:00:00Z".into(),
         entries,
         images: vec![],
+        models: vec![],
+        files: vec![],
     };
     (header, blobs)
 }
