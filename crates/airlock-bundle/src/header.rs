@@ -69,6 +69,9 @@ pub struct ModelRecord {
     pub config: Digest,
     pub layers: Vec<Digest>,
     pub target: Target,
+    /// Format, family, size label and quantisation, from the config blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<crate::ollama::ModelConfig>,
 }
 
 /// Where models or files go on the air-gapped host.
@@ -335,6 +338,7 @@ mod tests {
                 config: blob,
                 layers: vec![blob],
                 target: Target::Volume("ollama-data".into()),
+                info: None,
             }],
             files: vec![
                 FileRecord {

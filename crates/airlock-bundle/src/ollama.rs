@@ -159,8 +159,9 @@ pub fn default_models_dir() -> PathBuf {
     home.join(".ollama/models")
 }
 
-/// The parts of an Ollama config blob worth showing (`inspect`).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+/// The parts of an Ollama config blob worth showing (`inspect`); `airlock-pack` copies them
+/// into the signed header so that `inspect` needs to read nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct ModelConfig {
     #[serde(default)]
     pub model_format: String,

@@ -20,7 +20,9 @@ use airlock_bundle::Digest;
 use futures::StreamExt as _;
 
 use crate::cache::BlobCache;
-use crate::plan::{plan, Plan, PlannedBlob};
+use crate::lock::ModelSources;
+use crate::ollama::OllamaRegistry;
+use crate::plan::{plan, BlobSource, Plan, PlannedBlob, Sources};
 use crate::registry::Registry;
 use crate::PackError;
 
@@ -31,6 +33,7 @@ pub struct BuildOptions {
     pub sign_key: SigningKey,
     pub encryption: Encryption,
     pub cache: BlobCache,
+    pub models: ModelSources,
     pub jobs: usize,
 }
 
@@ -38,6 +41,8 @@ pub struct BuildOptions {
 pub struct BuildSummary {
     pub output: PathBuf,
     pub images: usize,
+    pub models: usize,
+    pub files: usize,
     pub blobs: usize,
     pub payload_bytes: u64,
     pub file_bytes: u64,
@@ -58,12 +63,17 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     }
     let lock = Lock::load(&lock_path)?;
     let registry = Registry::new(&spec.insecure_registries());
+    let ollama = OllamaRegistry::new(&spec.insecure_registries());
     let plan = plan(
         &spec,
         &opts.spec_path,
         &lock,
-        &registry,
-        &opts.cache,
+        &Sources {
+            registry: &registry,
+            ollama: &ollama,
+            models: &opts.models,
+            cache: &opts.cache,
+        },
         progress,
     )
     .await?;
@@ -80,20 +90,23 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         created,
         entries: plan.entries(),
         images: plan.images.clone(),
+        models: plan.models.clone(),
+        files: plan.files.clone(),
     };
     let payload_bytes = header.payload_size();
     let encrypted = !matches!(opts.encryption, Encryption::None);
     let key_id = opts.sign_key.key_id().to_string();
     let images = plan.images.len();
+    let (models, files) = (plan.models.len(), plan.files.len());
     let blobs = plan.blobs.len();
     let missing: Vec<PlannedBlob> = plan
         .blobs
         .iter()
-        .filter(|b| !opts.cache.has(&b.digest, b.size))
+        .filter(|b| b.is_remote() && !opts.cache.has(&b.digest, b.size))
         .cloned()
         .collect();
     progress.say(format!(
-        "writing {} ({images} images, {blobs} blobs, {}{}); {} blobs to download ({})",
+        "writing {} ({images} images, {models} models, {files} files and directories, {blobs} blobs, {}{}); {} blobs to download ({})",
         opts.output.display(),
         human(payload_bytes),
         if encrypted {
@@ -131,6 +144,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let downloaded = download(
         &missing,
         &registry,
+        &ollama,
         &opts.cache,
         opts.jobs,
         progress,
@@ -147,6 +161,8 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     Ok(BuildSummary {
         output: opts.output,
         images,
+        models,
+        files,
         blobs,
         payload_bytes,
         file_bytes,
@@ -197,6 +213,7 @@ impl Ready {
 async fn download(
     missing: &[PlannedBlob],
     registry: &Registry,
+    ollama: &OllamaRegistry,
     cache: &BlobCache,
     jobs: usize,
     progress: &Progress,
@@ -213,28 +230,32 @@ async fn download(
             async move {
                 let bar = progress.bytes(b.size, &b.digest.short());
                 let bar2 = bar.clone();
-                let r = registry
-                    .fetch_blob(
-                        &b.from,
-                        b.digest,
-                        b.size,
-                        &b.media_type,
-                        cache,
-                        &move |delta: i64| {
-                            if delta >= 0 {
-                                bar2.inc(delta as u64);
-                                overall.inc(delta as u64);
-                            } else {
-                                bar2.set_position(
-                                    bar2.position().saturating_sub(delta.unsigned_abs()),
-                                );
-                                overall.set_position(
-                                    overall.position().saturating_sub(delta.unsigned_abs()),
-                                );
-                            }
-                        },
-                    )
-                    .await;
+                let on_bytes = move |delta: i64| {
+                    if delta >= 0 {
+                        bar2.inc(delta as u64);
+                        overall.inc(delta as u64);
+                    } else {
+                        bar2.set_position(bar2.position().saturating_sub(delta.unsigned_abs()));
+                        overall
+                            .set_position(overall.position().saturating_sub(delta.unsigned_abs()));
+                    }
+                };
+                let r = match &b.from {
+                    BlobSource::Image(r) => {
+                        registry
+                            .fetch_blob(r, b.digest, b.size, &b.media_type, cache, &on_bytes)
+                            .await
+                    }
+                    BlobSource::Model(name) => {
+                        ollama
+                            .fetch_blob(name, b.digest, b.size, cache, jobs, &on_bytes)
+                            .await
+                    }
+                    BlobSource::File(p) => Err(PackError::Environment(format!(
+                        "{} is a local file, not a download",
+                        p.display()
+                    ))),
+                };
                 progress.remove(&bar);
                 ready.mark(b.digest, r.as_ref().map(drop).map_err(|e| e.to_string()));
                 if r.is_ok() {
@@ -281,6 +302,8 @@ fn write_file(
     on_bytes: &dyn Fn(u64),
 ) -> Result<u64, PackError> {
     let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", output.display()));
+    let sources: HashMap<Digest, &BlobSource> =
+        plan.blobs.iter().map(|b| (b.digest, &b.from)).collect();
     let file_name = output
         .file_name()
         .ok_or_else(|| PackError::Usage(format!("{}: not a file name", output.display())))?;
@@ -308,8 +331,13 @@ fn write_file(
                         Ok(Box::new(std::io::Cursor::new(plan.index_json.clone())))
                     }
                     _ => {
-                        ready.wait(&e.digest)?;
-                        let p = cache.path(&e.digest);
+                        let p = match sources.get(&e.digest) {
+                            Some(BlobSource::File(p)) => p.clone(),
+                            _ => {
+                                ready.wait(&e.digest)?;
+                                cache.path(&e.digest)
+                            }
+                        };
                         std::fs::File::open(&p)
                             .map(|f| Box::new(f) as Box<dyn Read>)
                             .map_err(|err| {
@@ -337,14 +365,19 @@ fn write_file(
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(evict_corrupt(e, cache))
+            Err(evict_corrupt(e, cache, &sources))
         }
     }
 }
 
 /// A cache entry that no longer matches its digest (disk corruption, a hand edit) is
-/// removed, so that the next run fetches it again instead of failing forever.
-fn evict_corrupt(e: PackError, cache: &BlobCache) -> PackError {
+/// removed, so that the next run fetches it again instead of failing forever. A local file
+/// (an Ollama store blob, a `[[files]]` source) that changed or rotted is named, not touched.
+fn evict_corrupt(
+    e: PackError,
+    cache: &BlobCache,
+    sources: &HashMap<Digest, &BlobSource>,
+) -> PackError {
     use airlock_bundle::BundleError::{DigestMismatch, SizeMismatch};
     let PackError::Bundle(DigestMismatch { entry, .. } | SizeMismatch { entry, .. }) = &e else {
         return e;
@@ -355,6 +388,12 @@ fn evict_corrupt(e: PackError, cache: &BlobCache) -> PackError {
     else {
         return e;
     };
+    if let Some(BlobSource::File(p)) = sources.get(&d) {
+        return PackError::Integrity(format!(
+            "{e}\n{} does not hold the content the bundle needs (a damaged local Ollama store, or a file that changed while the bundle was written); nothing was written",
+            p.display()
+        ));
+    }
     let path = cache.path(&d);
     let _ = std::fs::remove_file(&path);
     PackError::Integrity(format!(

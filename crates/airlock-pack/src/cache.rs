@@ -50,6 +50,12 @@ impl BlobCache {
             .join(format!("{}.{}.{n}.partial", d.hex(), std::process::id()))
     }
 
+    /// The one partial file of a blob fetched in parts: a stable name, so that the next run
+    /// resumes it (two builds sharing a cache must not fetch the same blob at once).
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("tmp").join(format!("{}.partial", d.hex()))
+    }
+
     /// Moves a verified temp file into place.
     pub fn commit(&self, tmp: &Path, d: &Digest) -> io::Result<()> {
         fs::rename(tmp, self.path(d))

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::build::{build, BuildOptions};
 use crate::cache::BlobCache;
+use crate::local::LocalStore;
+use crate::lock::ModelSources;
 use crate::PackError;
 use airlock_bundle::progress::{human, Mode, Progress};
 
@@ -50,7 +52,7 @@ enum Command {
         #[arg(long)]
         password: bool,
     },
-    /// Resolve every image of SPEC to a digest and write SPEC.lock beside it.
+    /// Resolve every image and model of SPEC to a digest and write SPEC.lock beside it.
     Lock {
         /// The bundle spec (manifests/NAME.toml).
         spec: PathBuf,
@@ -60,7 +62,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Pull the locked images and write one signed (and encrypted) bundle.
+    /// Pull the locked images and models, read the spec's files, and write one signed (and
+    /// encrypted) bundle.
     Build(BuildArgs),
 }
 
@@ -69,6 +72,14 @@ struct Common {
     /// Blob cache directory [default: $XDG_CACHE_HOME/airlock or ~/.cache/airlock].
     #[arg(long, env = "AIRLOCK_CACHE")]
     cache: Option<PathBuf>,
+    /// Local Ollama store for models with source = "local" (or all, with --from-local)
+    /// [default: $OLLAMA_MODELS, else ~/.ollama/models].
+    #[arg(long, value_name = "DIR")]
+    ollama_models: Option<PathBuf>,
+    /// Take every model from the local Ollama store instead of its registry (no network
+    /// for models).
+    #[arg(long)]
+    from_local: bool,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -93,7 +104,7 @@ struct BuildArgs {
     /// Encrypt with a passphrase instead (from AIRLOCK_PASSPHRASE, else a prompt).
     #[arg(long, conflicts_with_all = ["recipients", "recipients_files"])]
     passphrase: bool,
-    /// Concurrent blob downloads.
+    /// Concurrent blob downloads (and Range parts per large model blob).
     #[arg(short, long, default_value_t = 4)]
     jobs: usize,
     #[command(flatten)]
@@ -160,6 +171,18 @@ fn cache(common: &Common) -> anyhow::Result<BlobCache> {
         .map_err(|e| PackError::Environment(format!("blob cache {}: {e}", root.display())).into())
 }
 
+fn model_sources(common: &Common) -> ModelSources {
+    ModelSources {
+        store: LocalStore::new(
+            common
+                .ollama_models
+                .clone()
+                .unwrap_or_else(airlock_bundle::ollama::default_models_dir),
+        ),
+        all_local: common.from_local,
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -197,17 +220,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let progress = Progress::new(Mode::detect(common.quiet));
             let cache = cache(&common)?;
-            let outcome =
-                runtime()?.block_on(crate::lock::lock(&spec, update, &cache, &progress))?;
+            let outcome = runtime()?.block_on(crate::lock::lock(
+                &spec,
+                update,
+                &cache,
+                &model_sources(&common),
+                &progress,
+            ))?;
             for c in &outcome.changed {
                 println!("{c}");
             }
             let lock_path = airlock_bundle::lock::Lock::path_for(&spec);
             if outcome.written {
                 progress.say(format!(
-                    "wrote {} ({} images pinned)",
+                    "wrote {} ({} images, {} models pinned)",
                     lock_path.display(),
-                    outcome.lock.images.len()
+                    outcome.lock.images.len(),
+                    outcome.lock.models.len()
                 ));
             } else {
                 progress.say(format!("{} is up to date", lock_path.display()));
@@ -240,13 +269,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 sign_key: load_sign_key(&args.sign_key)?,
                 encryption,
                 cache: cache(&args.common)?,
+                models: model_sources(&args.common),
                 jobs: args.jobs,
             };
             let s = runtime()?.block_on(build(opts, &progress))?;
             println!(
-                "{}: {} images, {} blobs, {} ({} downloaded), {}, signed by {}",
+                "{}: {} images, {} models, {} files, {} blobs, {} ({} downloaded), {}, signed by {}",
                 s.output.display(),
                 s.images,
+                s.models,
+                s.files,
                 s.blobs,
                 human(s.file_bytes),
                 human(s.downloaded_bytes),

@@ -6,7 +6,9 @@ pub mod auth;
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod local;
 pub mod lock;
+pub mod ollama;
 pub mod plan;
 pub mod registry;
 

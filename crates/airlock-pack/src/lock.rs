@@ -1,16 +1,33 @@
-//! `airlock-pack lock`: resolves every image of a spec to the digest of its manifest or index
-//! and writes `SPEC.lock` beside the spec.
+//! `airlock-pack lock`: resolves every image of a spec to the digest of its manifest or index,
+//! and every model to the sha256 of its raw manifest (from its registry or a local Ollama
+//! store), and writes `SPEC.lock` beside the spec.
 
 use std::path::Path;
 
-use airlock_bundle::lock::{Lock, LockedImage};
+use airlock_bundle::lock::{Lock, LockedImage, LockedModel};
 use airlock_bundle::oci::AnyManifest;
 use airlock_bundle::spec::Spec;
 
 use crate::cache::BlobCache;
+use crate::local::LocalStore;
+use crate::ollama::OllamaRegistry;
 use crate::registry::Registry;
 use crate::PackError;
 use airlock_bundle::progress::Progress;
+
+/// Where models marked (or forced) local are read from.
+#[derive(Debug, Clone)]
+pub struct ModelSources {
+    pub store: LocalStore,
+    /// `--from-local`: every model comes from the store, whatever the spec says.
+    pub all_local: bool,
+}
+
+impl ModelSources {
+    pub fn is_local(&self, want: &airlock_bundle::spec::ModelWant) -> bool {
+        self.all_local || want.source == airlock_bundle::spec::ModelSource::Local
+    }
+}
 
 /// What `lock` did, for the user.
 #[derive(Debug)]
@@ -38,6 +55,7 @@ pub async fn lock(
     spec_path: &Path,
     update: bool,
     cache: &BlobCache,
+    models: &ModelSources,
     progress: &Progress,
 ) -> Result<LockOutcome, PackError> {
     let spec = Spec::load(spec_path)?;
@@ -76,7 +94,41 @@ pub async fn lock(
         }
         images.push(entry);
     }
+    let ollama = OllamaRegistry::new(&spec.insecure_registries());
+    let mut locked_models = Vec::new();
+    for want in spec.model_wants() {
+        let key = want.name.to_string();
+        let kept = old.as_ref().and_then(|l| l.model(&key)).filter(|_| !update);
+        if let Some(k) = kept {
+            locked_models.push(k.clone());
+            continue;
+        }
+        let (bytes, digest) = if models.is_local(&want) {
+            progress.say(format!(
+                "reading {key} from {}",
+                models.store.root().display()
+            ));
+            models.store.manifest(&want.name)?
+        } else {
+            progress.say(format!("resolving {key}"));
+            ollama.manifest(&want.name).await?
+        };
+        cache
+            .put_bytes(&digest, &bytes)
+            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+        match old.as_ref().and_then(|l| l.model(&key)) {
+            Some(prev) if prev.digest == digest => {}
+            Some(prev) => changed.push(format!("{key}: {} -> {digest}", prev.digest)),
+            None => changed.push(format!("{key}: pinned {digest}")),
+        }
+        locked_models.push(LockedModel { name: key, digest });
+    }
     if let Some(o) = &old {
+        for l in &o.models {
+            if !locked_models.iter().any(|m| m.name == l.name) {
+                changed.push(format!("{}: removed (no longer in the spec)", l.name));
+            }
+        }
         for l in &o.images {
             if !images.iter().any(|i| i.reference == l.reference) {
                 changed.push(format!("{}: removed (no longer in the spec)", l.reference));
@@ -87,7 +139,7 @@ pub async fn lock(
         Some(o) if changed.is_empty() => o.created.clone(),
         _ => now_rfc3339(),
     };
-    let lock = Lock::new(&spec, created, images);
+    let lock = Lock::new(&spec, created, images, locked_models);
     let written = old.as_ref() != Some(&lock);
     if written {
         let tmp = lock_path.with_extension("lock.tmp");

@@ -1,20 +1,39 @@
 //! From a lock to a bundle plan: which platform manifests, configs and layers each pinned
-//! image needs, fetched (small documents) or listed for download (blobs), in a fixed order.
+//! image needs, which blobs each pinned model needs, and which local files the spec carries;
+//! small documents fetched, large blobs listed for download, all in a fixed order.
 
 use std::collections::HashMap;
 
-use airlock_bundle::header::{Entry, ImageRecord, INDEX_PATH, OCI_LAYOUT_PATH};
+use airlock_bundle::header::{
+    Entry, FileRecord, ImageRecord, ModelRecord, Target, INDEX_PATH, OCI_LAYOUT_PATH,
+};
 use airlock_bundle::lock::{Drift, Lock};
 use airlock_bundle::oci::{
     self, AnyManifest, Descriptor, ImageConfig, ImageIndex, ImageManifest, OciPlatform, Platform,
 };
+use airlock_bundle::ollama::ModelName;
 use airlock_bundle::spec::Spec;
 use airlock_bundle::{Digest, ImageRef};
+use std::path::{Path, PathBuf};
 
 use crate::cache::BlobCache;
+use crate::lock::ModelSources;
+use crate::ollama::OllamaRegistry;
 use crate::registry::Registry;
 use crate::PackError;
 use airlock_bundle::progress::Progress;
+
+/// Where a blob comes from.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    /// An OCI registry, through the blob cache.
+    Image(ImageRef),
+    /// An Ollama registry, through the blob cache.
+    Model(ModelName),
+    /// A file on this machine (a local Ollama store, a `[[files]]` source), read as it is
+    /// and hashed while the bundle is written.
+    File(PathBuf),
+}
 
 /// A blob the bundle carries and where to fetch it from.
 #[derive(Debug, Clone)]
@@ -22,12 +41,21 @@ pub struct PlannedBlob {
     pub digest: Digest,
     pub size: u64,
     pub media_type: String,
-    pub from: ImageRef,
+    pub from: BlobSource,
+}
+
+impl PlannedBlob {
+    /// Fetched into the cache before it can be written.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self.from, BlobSource::File(_))
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Plan {
     pub images: Vec<ImageRecord>,
+    pub models: Vec<ModelRecord>,
+    pub files: Vec<FileRecord>,
     /// Every blob, in bundle order, once.
     pub blobs: Vec<PlannedBlob>,
     /// index.json of the bundle's OCI layout.
@@ -133,16 +161,26 @@ fn select(r: &ImageRef, index: &ImageIndex, want: &Platform) -> Result<Descripto
         })
 }
 
-/// Checks the lock against the spec and the registries, then resolves every image to the
-/// blobs it needs. Fetches manifests and configs (small), not layers.
+/// What `plan` talks to.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    pub registry: &'a Registry,
+    pub ollama: &'a OllamaRegistry,
+    pub models: &'a ModelSources,
+    pub cache: &'a BlobCache,
+}
+
+/// Checks the lock against the spec and the registries, then resolves every image and
+/// model to the blobs it needs and every `[[files]]` entry to its files. Fetches manifests
+/// and configs (small), not layers.
 pub async fn plan(
     spec: &Spec,
     spec_path: &std::path::Path,
     lock: &Lock,
-    registry: &Registry,
-    cache: &BlobCache,
+    src: &Sources<'_>,
     progress: &Progress,
 ) -> Result<Plan, PackError> {
+    let (registry, cache) = (src.registry, src.cache);
     let mut drift = lock.drift_from(spec);
     let locked = lock.image_refs()?;
     for (r, l) in &locked {
@@ -155,6 +193,31 @@ pub async fn plan(
                     now,
                 });
             }
+        }
+    }
+    // Models: the tag (or the local store's manifest) must still give the locked digest.
+    let mut model_manifests = Vec::new();
+    if drift.is_empty() {
+        for want in spec.model_wants() {
+            let key = want.name.to_string();
+            let Some(locked) = lock.model(&key) else {
+                continue;
+            };
+            let local = src.models.is_local(&want);
+            let (bytes, now) = if local {
+                src.models.store.manifest(&want.name)?
+            } else {
+                src.ollama.manifest(&want.name).await?
+            };
+            if now != locked.digest {
+                drift.push(Drift::Moved {
+                    reference: key,
+                    locked: locked.digest,
+                    now,
+                });
+                continue;
+            }
+            model_manifests.push((want, bytes, local));
         }
     }
     if !drift.is_empty() {
@@ -284,7 +347,7 @@ pub async fn plan(
                     digest: *d,
                     size: desc.size,
                     media_type: desc.media_type.clone(),
-                    from: from.clone(),
+                    from: BlobSource::Image(from.clone()),
                 });
             }
         }
@@ -295,10 +358,210 @@ pub async fn plan(
             .iter()
             .map(|(img, mdesc)| (img.reference.clone(), mdesc.clone())),
     );
+    let mut add = |b: PlannedBlob| {
+        if seen.insert(b.digest) {
+            blobs.push(b);
+        }
+    };
+
+    model_manifests.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut models = Vec::new();
+    for (want, bytes, local) in model_manifests {
+        let name = &want.name;
+        let m: ImageManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| PackError::Registry(format!("{name}: unreadable model manifest: {e}")))?;
+        let mdigest = Digest::of(&bytes);
+        let source = |d: &Digest, size: u64| -> Result<BlobSource, PackError> {
+            Ok(if local {
+                BlobSource::File(src.models.store.check_blob(name, d, size)?)
+            } else {
+                BlobSource::Model(name.clone())
+            })
+        };
+        cache
+            .put_bytes(&mdigest, &bytes)
+            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+        add(PlannedBlob {
+            digest: mdigest,
+            size: bytes.len() as u64,
+            media_type: oci::DOCKER_MANIFEST.into(),
+            from: if local {
+                BlobSource::File(src.models.store.manifest_path(name))
+            } else {
+                BlobSource::Model(name.clone())
+            },
+        });
+        for d in std::iter::once(&m.config).chain(&m.layers) {
+            add(PlannedBlob {
+                digest: d.digest,
+                size: d.size,
+                media_type: d.media_type.clone(),
+                from: source(&d.digest, d.size)?,
+            });
+        }
+        let cfg = if local {
+            let p = src
+                .models
+                .store
+                .check_blob(name, &m.config.digest, m.config.size)?;
+            std::fs::read(&p).map_err(|e| PackError::Usage(format!("{}: {e}", p.display())))?
+        } else {
+            if !cache.has(&m.config.digest, m.config.size) {
+                src.ollama
+                    .fetch_blob(name, m.config.digest, m.config.size, cache, 1, &|_| {})
+                    .await?;
+            }
+            cache.get_bytes(&m.config.digest).ok_or_else(|| {
+                PackError::Environment(format!("blob cache lost {}", m.config.digest))
+            })?
+        };
+        // Informational only: a config that is not Ollama's JSON still packs.
+        let info = serde_json::from_slice(&cfg).ok();
+        models.push(ModelRecord {
+            name: name.to_string(),
+            manifest: mdigest,
+            config: m.config.digest,
+            layers: m.layers.iter().map(|d| d.digest).collect(),
+            target: want.target.clone(),
+            info,
+        });
+    }
+
+    let spec_dir = spec_path.parent().unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    for want in spec.files_wants(spec_dir) {
+        progress.say(format!("reading {}", want.source.display()));
+        for (rec, path, size) in walk_files(&want.source, &want.target, &want.dest)? {
+            if let Some(d) = rec.digest {
+                add(PlannedBlob {
+                    digest: d,
+                    size,
+                    media_type: FILE_MEDIA_TYPE.into(),
+                    from: BlobSource::File(path),
+                });
+            }
+            files.push(rec);
+        }
+    }
     Ok(Plan {
         images: images.into_iter().map(|(i, _)| i).collect(),
+        models,
+        files,
         blobs,
         index_json,
         oci_layout: oci::OCI_LAYOUT.to_vec(),
     })
+}
+
+/// Media type of a `[[files]]` blob in the header's entries.
+pub const FILE_MEDIA_TYPE: &str = "application/octet-stream";
+
+/// The files and directories of one `[[files]]` source, in a fixed (sorted) order: a single
+/// file lands in the target under its own name, a directory's contents land in the target.
+/// Symlinks and special files are refused, not followed: a link could point anywhere on
+/// the gap host, and following it here would carry content the spec does not name.
+fn walk_files(
+    source: &Path,
+    target: &Target,
+    dest: &str,
+) -> Result<Vec<(FileRecord, PathBuf, u64)>, PackError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = |p: &Path, e: std::io::Error| PackError::Usage(format!("{}: {e}", p.display()));
+    let join = |rel: &str| -> String {
+        match (dest.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (false, true) => dest.to_string(),
+            (false, false) => format!("{dest}/{rel}"),
+        }
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![(source.to_path_buf(), String::new())];
+    let top = std::fs::symlink_metadata(source).map_err(|e| env(source, e))?;
+    if top.is_file() {
+        let name = source.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            PackError::Usage(format!("{}: not a UTF-8 file name", source.display()))
+        })?;
+        stack = vec![(source.to_path_buf(), name.to_string())];
+    } else if !dest.is_empty() && top.is_dir() {
+        out.push((
+            FileRecord {
+                target: target.clone(),
+                path: dest.to_string(),
+                mode: format!("{:04o}", top.permissions().mode() & 0o777),
+                digest: None,
+            },
+            source.to_path_buf(),
+            0,
+        ));
+    }
+    while let Some((path, rel)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| env(&path, e))?;
+        let mode = format!("{:04o}", meta.permissions().mode() & 0o777);
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            return Err(PackError::Usage(format!(
+                "{}: is a symbolic link; airlock carries regular files and directories only (copy the target into place instead)",
+                path.display()
+            )));
+        }
+        if ft.is_file() {
+            let (d, size) = airlock_bundle::hashing::digest_reader(
+                std::fs::File::open(&path).map_err(|e| env(&path, e))?,
+            )
+            .map_err(|e| env(&path, e))?;
+            let rec_path = join(&rel);
+            airlock_bundle::header::check_relative(&rec_path)
+                .map_err(|e| PackError::Usage(format!("{}: {e}", path.display())))?;
+            out.push((
+                FileRecord {
+                    target: target.clone(),
+                    path: rec_path,
+                    mode,
+                    digest: Some(d),
+                },
+                path,
+                size,
+            ));
+        } else if ft.is_dir() {
+            if !rel.is_empty() {
+                out.push((
+                    FileRecord {
+                        target: target.clone(),
+                        path: join(&rel),
+                        mode,
+                        digest: None,
+                    },
+                    path.clone(),
+                    0,
+                ));
+            }
+            let mut children = Vec::new();
+            for e in std::fs::read_dir(&path).map_err(|e| env(&path, e))? {
+                let e = e.map_err(|e| env(&path, e))?;
+                let name = e.file_name().into_string().map_err(|n| {
+                    PackError::Usage(format!(
+                        "{}: {n:?} is not a UTF-8 file name",
+                        path.display()
+                    ))
+                })?;
+                children.push(name);
+            }
+            // Reverse-sorted onto the stack: popped in sorted order.
+            children.sort();
+            for c in children.into_iter().rev() {
+                let child_rel = if rel.is_empty() {
+                    c.clone()
+                } else {
+                    format!("{rel}/{c}")
+                };
+                stack.push((path.join(&c), child_rel));
+            }
+        } else {
+            return Err(PackError::Usage(format!(
+                "{}: is not a regular file or directory",
+                path.display()
+            )));
+        }
+    }
+    Ok(out)
 }

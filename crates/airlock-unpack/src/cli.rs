@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::open::{open_bundle, Access};
+use crate::restore::RestoreOptions;
 use crate::{exit, UnpackError};
+use airlock_bundle::header::Target;
 
 const AFTER_HELP: &str = "\
 On the air-gapped host:
@@ -29,7 +31,8 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
-7 environment (Docker engine unreachable, disk full, cannot write).";
+7 environment (Docker engine unreachable, disk full, cannot write),
+10 an existing file differs from the bundle's (nothing changed; see load --overwrite).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline and load it into the local Docker engine.", after_help = AFTER_HELP)]
@@ -55,7 +58,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the verified OCI image layout into DIR (usable by skopeo as oci:DIR:REF).
+    /// Write the verified OCI image layout into DIR (usable by skopeo as oci:DIR:REF), plus
+    /// DIR/ollama/models (an Ollama store) and DIR/files/{volume/NAME,path/…} for models
+    /// and files.
     Extract {
         #[command(flatten)]
         common: Common,
@@ -63,18 +68,48 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
-    /// Verify and load the images into the Docker engine at DOCKER_HOST, all or nothing.
+    /// Verify, then load images into the Docker engine at DOCKER_HOST and restore models and
+    /// files into their volumes and directories, all or nothing.
+    #[command(after_help = LOAD_HELP)]
     Load {
         #[command(flatten)]
         common: Common,
         /// Load images for this platform instead of the engine's (os/arch[/variant]).
         #[arg(long)]
         platform: Option<Platform>,
+        /// Restore every model into this Ollama models directory instead of the bundle's
+        /// targets; without DIR: $OLLAMA_MODELS, else ~/.ollama/models.
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", conflicts_with = "ollama_volume")]
+        ollama_models: Option<PathBuf>,
+        /// Restore every model into this Docker named volume (mounted by Ollama at
+        /// /root/.ollama) instead of the bundle's targets.
+        #[arg(long, value_name = "NAME")]
+        ollama_volume: Option<String>,
+        /// Replace existing files whose content differs from the bundle's (refused otherwise,
+        /// with exit code 10).
+        #[arg(long)]
+        overwrite: bool,
+        /// Where content bound for Docker volumes waits until the whole bundle verified
+        /// [default: $TMPDIR, else /var/tmp].
+        #[arg(long, env = "AIRLOCK_WORK_DIR", value_name = "DIR")]
+        work_dir: Option<PathBuf>,
         /// Print the load report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
 }
+
+const LOAD_HELP: &str = "\
+Where things go:
+  images  the Docker engine at DOCKER_HOST (an image already there under its tag is skipped)
+  models  the bundle's target: a Docker volume (default ollama-data, files under models/) or a
+          host models directory; --ollama-models / --ollama-volume override it
+  files   their volume or host path; an existing file that differs is an error unless --overwrite
+
+Nothing is visible until the whole bundle verified: model blobs go to temp files and each
+model's manifest is written last, so `ollama list` never shows a half-loaded model. Blobs
+already present are hashed and kept when they match. Volumes are filled through the Engine API
+with a never-started helper container (its empty image is created and removed on the fly).";
 
 #[derive(Debug, Args)]
 struct Common {
@@ -160,6 +195,27 @@ fn read_with(c: &Common, label: &str, visitor: &mut dyn Visitor) -> Result<Verif
     Ok(r?)
 }
 
+/// Bytes of a model's manifest, config and layers.
+fn model_size(h: &airlock_bundle::Header, m: &airlock_bundle::ModelRecord) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    std::iter::once(&m.manifest)
+        .chain(std::iter::once(&m.config))
+        .chain(&m.layers)
+        .filter(|d| seen.insert(**d))
+        .filter_map(|d| h.entry(&d.blob_path()))
+        .map(|e| e.size)
+        .sum()
+}
+
+/// An absolute path for a target given on the command line.
+fn absolute(p: &std::path::Path) -> Result<String, UnpackError> {
+    let abs =
+        std::path::absolute(p).map_err(|e| UnpackError::Usage(format!("{}: {e}", p.display())))?;
+    abs.to_str()
+        .map(|s| s.trim_end_matches('/').to_string())
+        .ok_or_else(|| UnpackError::Usage(format!("{}: not a UTF-8 path", p.display())))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen { output } => {
@@ -235,6 +291,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         "size": std::iter::once(&i.manifest).chain(std::iter::once(&i.config)).chain(&i.layers)
                             .filter_map(|d| h.entry(&d.blob_path())).map(|e| e.size).sum::<u64>(),
                     })).collect::<Vec<_>>(),
+                    "models": h.models.iter().map(|m| json!({
+                        "name": m.name,
+                        "manifest": m.manifest,
+                        "target": m.target,
+                        "size": model_size(h, m),
+                        "info": m.info,
+                    })).collect::<Vec<_>>(),
+                    "files": h.files,
                     "entries": h.entries,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -273,6 +337,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         i.manifest
                     );
                 }
+                if !h.models.is_empty() {
+                    println!();
+                    println!(
+                        "{:<48} {:>10}  {:<8} {:<10} {:<8} TARGET",
+                        "MODEL", "SIZE", "FORMAT", "FAMILY", "QUANT"
+                    );
+                    for m in &h.models {
+                        let info = m.info.clone().unwrap_or_default();
+                        let short = airlock_bundle::ollama::ModelName::parse(&m.name)
+                            .map(|n| n.short())
+                            .unwrap_or_else(|_| m.name.clone());
+                        println!(
+                            "{:<48} {:>10}  {:<8} {:<10} {:<8} {}",
+                            short,
+                            human(model_size(h, m)),
+                            info.model_format,
+                            info.model_family,
+                            info.file_type,
+                            m.target
+                        );
+                    }
+                }
+                if !h.files.is_empty() {
+                    println!();
+                    println!("{:<6} {:>10}  FILE", "MODE", "SIZE");
+                    for f in &h.files {
+                        let size = f
+                            .digest
+                            .and_then(|d| h.entry(&d.blob_path()))
+                            .map(|e| human(e.size))
+                            .unwrap_or_else(|| "dir".into());
+                        let at = match &f.target {
+                            Target::Volume(v) => format!("{v}:/{}", f.path),
+                            Target::Path(p) => format!("{p}/{}", f.path),
+                        };
+                        println!("{:<6} {:>10}  {at}", f.mode, size);
+                    }
+                }
             }
             Ok(())
         }
@@ -288,8 +390,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             progress.remove(&bar);
             let v = r.with_context(|| common.bundle.display().to_string())?;
             println!(
-                "extracted {} images into {} (signed by {})",
+                "extracted {} images, {} models and {} files into {} (signed by {})",
                 v.header.images.len(),
+                v.header.models.len(),
+                v.header.files.iter().filter(|f| !f.is_dir()).count(),
                 to.display(),
                 signer_text(&v)
             );
@@ -299,11 +403,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common,
             platform,
             json,
+            ollama_models,
+            ollama_volume,
+            overwrite,
+            work_dir,
         } => {
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
-            let report = crate::docker::load(&common.bundle, &access, platform, &progress)
-                .with_context(|| common.bundle.display().to_string())?;
+            let models_to = match (ollama_models, ollama_volume) {
+                (Some(dir), _) if dir.as_os_str().is_empty() => Some(Target::Path(absolute(
+                    &airlock_bundle::ollama::default_models_dir(),
+                )?)),
+                (Some(dir), _) => Some(Target::Path(absolute(&dir)?)),
+                (None, Some(v)) => Some(Target::Volume(v)),
+                (None, None) => None,
+            };
+            if let Some(t) = &models_to {
+                t.validate().map_err(UnpackError::Usage)?;
+            }
+            let restore = RestoreOptions {
+                models_to,
+                overwrite,
+                work_dir: work_dir.unwrap_or_else(|| {
+                    std::env::var_os("TMPDIR")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+                }),
+            };
+            let report =
+                crate::docker::load(&common.bundle, &access, platform, &restore, &progress)
+                    .with_context(|| common.bundle.display().to_string())?;
             if json {
                 let out = json!({
                     "bundle": common.bundle,
@@ -312,17 +442,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "signature_verified": report.verified.signature_checked,
                     "engine": report.engine,
                     "images": report.images,
+                    "models": report.models,
+                    "files": report.files,
                     "tool": airlock_bundle::tool_version("airlock-unpack"),
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 for i in &report.images {
-                    println!("loaded {} ({}) as {}", i.reference, i.platform, i.id);
+                    let how = if i.already_present {
+                        "already present"
+                    } else {
+                        "loaded"
+                    };
+                    println!("{how} {} ({}) as {}", i.reference, i.platform, i.id);
+                }
+                for m in &report.models {
+                    println!(
+                        "restored model {} into {} ({} blobs written, {} already present{})",
+                        m.name,
+                        m.target,
+                        m.blobs_written,
+                        m.blobs_present,
+                        m.replaced
+                            .map(|d| format!(", replaced {d}"))
+                            .unwrap_or_default()
+                    );
+                }
+                for f in report.files.iter().filter(|f| f.action != "directory") {
+                    match f.previous {
+                        Some(p) => println!("{} {} {} (was {p})", f.action, f.target, f.path),
+                        None => println!("{} {} {}", f.action, f.target, f.path),
+                    }
                 }
                 progress.say(format!(
-                    "{} images verified and loaded into {}",
+                    "verified; {} images, {} models, {} files in place{}",
                     report.images.len(),
-                    report.engine
+                    report.models.len(),
+                    report
+                        .files
+                        .iter()
+                        .filter(|f| f.action != "directory")
+                        .count(),
+                    if report.engine.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (engine: {})", report.engine)
+                    }
                 ));
             }
             Ok(())

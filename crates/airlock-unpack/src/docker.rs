@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::open::{open_bundle, Access};
+use crate::restore::{commit, RestoreOptions, RestoredFile, RestoredModel, Staging};
 use crate::UnpackError;
 
 const CHUNK: usize = 1 << 20;
@@ -36,12 +37,16 @@ pub struct LoadedImage {
     pub id: String,
     pub config: Digest,
     pub manifest: Digest,
+    /// The engine already had it under this tag; nothing was sent.
+    pub already_present: bool,
 }
 
 #[derive(Debug)]
 pub struct LoadReport {
     pub verified: Verified,
     pub images: Vec<LoadedImage>,
+    pub models: Vec<RestoredModel>,
+    pub files: Vec<RestoredFile>,
     pub engine: String,
 }
 
@@ -120,13 +125,21 @@ impl Write for ChanWriter {
     }
 }
 
+/// What the main thread decided once it saw the header: which images go to the engine and
+/// where model and file blobs are written while streaming.
+struct Route {
+    images: Vec<ImageRecord>,
+    sinks: std::collections::HashMap<Digest, Vec<std::path::PathBuf>>,
+}
+
 struct LoadVisitor {
     out: ChanWriter,
-    platform: Platform,
     selected: Vec<ImageRecord>,
     needed: HashSet<Digest>,
     manifests: BTreeMap<Digest, Entry>,
-    header_tx: Option<tokio::sync::oneshot::Sender<Vec<ImageRecord>>>,
+    sinks: std::collections::HashMap<Digest, Vec<std::path::PathBuf>>,
+    header_tx: Option<std::sync::mpsc::Sender<Verified>>,
+    route_rx: std::sync::mpsc::Receiver<Result<Route, String>>,
 }
 
 /// Picks, per reference, the image for `platform`.
@@ -140,26 +153,29 @@ pub fn select_images(images: &[ImageRecord], platform: &Platform) -> Vec<ImageRe
         .collect()
 }
 
+/// The engine's platform has no image in a bundle that carries images.
+fn no_platform_error(images: &[ImageRecord], platform: &Platform) -> UnpackError {
+    let have: Vec<String> = images.iter().map(|i| i.platform.to_string()).collect();
+    UnpackError::Usage(format!(
+        "the bundle has no image for the engine's platform {platform} (it has: {}); see --platform",
+        have.join(", ")
+    ))
+}
+
 impl Visitor for LoadVisitor {
     fn header(&mut self, v: &Verified) -> Result<bool, BundleError> {
-        self.selected = select_images(&v.header.images, &self.platform);
-        if self.selected.is_empty() {
-            let have: Vec<String> = v
-                .header
-                .images
-                .iter()
-                .map(|i| i.platform.to_string())
-                .collect();
-            return Err(BundleError::Usage(format!(
-                "the bundle has no image for the engine's platform {} (it has: {}); see --platform",
-                self.platform,
-                if have.is_empty() {
-                    "no images".into()
-                } else {
-                    have.join(", ")
-                }
-            )));
+        // The main thread decides (engine platform, what is already present, conflicts)
+        // while this thread waits; nothing past the header is read before that.
+        if let Some(tx) = self.header_tx.take() {
+            let _ = tx.send(v.clone());
         }
+        let route = match self.route_rx.recv() {
+            Ok(Ok(r)) => r,
+            Ok(Err(m)) => return Err(BundleError::Usage(m)),
+            Err(_) => return Err(BundleError::Usage("load cancelled".into())),
+        };
+        self.selected = route.images;
+        self.sinks = route.sinks;
         for i in &self.selected {
             self.needed.insert(i.manifest);
             self.needed.insert(i.config);
@@ -170,23 +186,46 @@ impl Visitor for LoadVisitor {
                 self.manifests.insert(i.manifest, e.clone());
             }
         }
-        if let Some(tx) = self.header_tx.take() {
-            let _ = tx.send(self.selected.clone());
-        }
         Ok(true)
     }
 
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        if !self.needed.contains(&entry.digest) || !entry.path.starts_with("blobs/") {
+        if !entry.path.starts_with("blobs/") {
             return Ok(());
         }
-        self.out
-            .write_all(&tarfmt::file_header(&entry.path, entry.size)?)?;
-        airlock_bundle::hashing::copy_large(data, &mut self.out)?;
-        tarfmt::write_padding(&mut self.out, entry.size)
+        let to_engine = self.needed.contains(&entry.digest);
+        let files = self.sinks.get(&entry.digest).cloned().unwrap_or_default();
+        if !to_engine && files.is_empty() {
+            return Ok(());
+        }
+        let mut outs: Vec<Box<dyn Write>> = Vec::new();
+        for p in &files {
+            let f = std::fs::File::create(p)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+            outs.push(Box::new(io::BufWriter::with_capacity(1 << 20, f)));
+        }
+        if to_engine {
+            self.out
+                .write_all(&tarfmt::file_header(&entry.path, entry.size)?)?;
+        }
+        let mut tee = Tee {
+            engine: to_engine.then_some(&mut self.out),
+            files: outs,
+        };
+        airlock_bundle::hashing::copy_large(data, &mut tee)?;
+        for f in &mut tee.files {
+            f.flush()?;
+        }
+        if to_engine {
+            tarfmt::write_padding(&mut self.out, entry.size)?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), BundleError> {
+        if self.selected.is_empty() {
+            return Ok(());
+        }
         let err = |e: io::Error| BundleError::Output {
             entry: "manifest.json".into(),
             source: e,
@@ -198,6 +237,27 @@ impl Visitor for LoadVisitor {
         tarfmt::write_small(out, "manifest.json", &manifest_json).map_err(err)?;
         tarfmt::write_end(out).map_err(err)?;
         self.out.close().map_err(err)
+    }
+}
+
+/// Writes one entry's bytes to the engine upload and to temp files at once.
+struct Tee<'a> {
+    engine: Option<&'a mut ChanWriter>,
+    files: Vec<Box<dyn Write>>,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if let Some(e) = self.engine.as_mut() {
+            e.write_all(b)?;
+        }
+        for f in &mut self.files {
+            f.write_all(b)?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -247,11 +307,13 @@ fn repo_tag(reference: &str) -> Option<String> {
     ImageRef::parse(reference).ok().and_then(|r| r.tagged())
 }
 
-/// Loads the bundle at `path` into the engine. Nothing is loaded unless all of it verified.
+/// Loads the bundle at `path`: images into the engine, models and files into their host
+/// directories and volumes. Nothing becomes visible unless all of it verified.
 pub fn load(
     path: &std::path::Path,
     access: &Access,
     platform: Option<Platform>,
+    restore: &RestoreOptions,
     progress: &Progress,
 ) -> Result<LoadReport, UnpackError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -259,30 +321,19 @@ pub fn load(
         .enable_all()
         .build()
         .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
-    let docker = rt.block_on(connect())?;
-    let info = rt.block_on(docker.info()).map_err(engine_err)?;
-    let engine = format!(
-        "{} {} ({}, storage {})",
-        info.operating_system.clone().unwrap_or_default(),
-        info.server_version.clone().unwrap_or_default(),
-        info.architecture.clone().unwrap_or_default(),
-        info.driver.clone().unwrap_or_default()
-    );
-    let platform = platform.unwrap_or_else(|| {
-        Platform::from_engine(
-            info.os_type.as_deref().unwrap_or("linux"),
-            info.architecture.as_deref().unwrap_or("x86_64"),
-        )
-    });
 
     let (input, bar) = open_bundle(path, progress, "load")?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
-    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (header_tx, header_rx) = std::sync::mpsc::channel();
+    let (route_tx, route_rx) = std::sync::mpsc::channel();
     let opts = ReadOptions {
         trust: access.trust(),
         decryption: &access.decryption,
     };
 
+    let mut staging = Staging::default();
+    let mut engine_info: Option<(Docker, String)> = None;
+    let mut all_selected: Vec<ImageRecord> = Vec::new();
     let (produced, uploaded) = std::thread::scope(|s| {
         let producer = s.spawn(move || {
             let mut v = LoadVisitor {
@@ -290,11 +341,12 @@ pub fn load(
                     tx: Some(tx),
                     buf: BytesMut::with_capacity(CHUNK),
                 },
-                platform,
                 selected: Vec::new(),
                 needed: HashSet::new(),
                 manifests: BTreeMap::new(),
+                sinks: Default::default(),
                 header_tx: Some(header_tx),
+                route_rx,
             };
             let r = read_bundle(input, &opts, &mut v);
             if let Err(e) = &r {
@@ -302,77 +354,219 @@ pub fn load(
             }
             r.map(|verified| (verified, v.selected))
         });
-        let uploaded = rt.block_on(async {
-            // Nothing is sent to the engine until the header verified.
-            if header_rx.await.is_err() {
-                return Ok(None);
-            }
-            let body = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            });
-            let mut responses = docker.import_image_stream(
-                ImportImageOptions {
-                    quiet: true,
-                    ..Default::default()
-                },
-                body,
-                None,
+        // Nothing is decided, and nothing sent to the engine, until the header verified.
+        let Ok(verified) = header_rx.recv() else {
+            return (
+                producer
+                    .join()
+                    .expect("bundle reader panicked")
+                    .map_err(UnpackError::from),
+                Ok(None),
             );
-            let mut messages = Vec::new();
-            while let Some(r) = responses.next().await {
-                let info = r.map_err(engine_err)?;
-                if let Some(s) = info.stream {
-                    let line = s.trim().to_string();
-                    if line.starts_with("Error") {
-                        return Err(UnpackError::Engine(line));
-                    }
-                    if !line.is_empty() {
-                        messages.push(line);
-                    }
-                }
+        };
+        let decided = rt.block_on(decide(&verified, platform.clone(), restore));
+        let route = match decided {
+            Ok((route, st, eng, all)) => {
+                staging = st;
+                engine_info = eng;
+                all_selected = all;
+                route
             }
-            Ok(Some(messages))
-        });
-        (producer.join().expect("bundle reader panicked"), uploaded)
+            Err(e) => {
+                let _ = route_tx.send(Err(e.to_string()));
+                let _ = producer.join();
+                return (Err(e), Ok(None));
+            }
+        };
+        let to_engine = !route.images.is_empty();
+        let _ = route_tx.send(Ok(route));
+        let uploaded = match (&engine_info, to_engine) {
+            (Some((docker, _)), true) => rt.block_on(upload(docker, rx)).map(Some),
+            _ => {
+                drop(rx);
+                Ok(None)
+            }
+        };
+        (
+            producer
+                .join()
+                .expect("bundle reader panicked")
+                .map_err(UnpackError::from),
+            uploaded,
+        )
     });
     progress.remove(&bar);
     // A verification failure explains an aborted upload better than the engine's error.
-    let (verified, selected) = produced?;
-    let messages = uploaded?.unwrap_or_default();
-    for m in &messages {
-        progress.say(format!("engine: {m}"));
-    }
-
-    let mut images = Vec::new();
-    rt.block_on(async {
-        for i in &selected {
-            let name = repo_tag(&i.reference).unwrap_or_else(|| i.config.to_string());
-            let inspect = docker
-                .inspect_image(&name)
-                .await
-                .map_err(|e| UnpackError::Engine(format!("{name} is not in the engine after loading: {e}")))?;
-            let id = inspect.id.unwrap_or_default();
-            if id != i.config.to_string() && id != i.manifest.to_string() {
-                return Err(UnpackError::Engine(format!(
-                    "{name}: the engine reports image ID {id}, expected {} (config) or {} (manifest)",
-                    i.config, i.manifest
-                )));
+    let (verified, selected) = match produced.and_then(|p| uploaded.map(|u| (p, u))) {
+        Ok((p, messages)) => {
+            for m in messages.unwrap_or_default() {
+                progress.say(format!("engine: {m}"));
             }
-            images.push(LoadedImage {
-                reference: i.reference.clone(),
-                platform: i.platform.to_string(),
-                id,
-                config: i.config,
-                manifest: i.manifest,
-            });
+            p
+        }
+        Err(e) => {
+            staging.abort();
+            return Err(e);
+        }
+    };
+
+    let docker = engine_info.as_ref().map(|(d, _)| d);
+    let mut images = Vec::new();
+    let checked = rt.block_on(async {
+        if let Some(docker) = docker {
+            images = check_tags(docker, &all_selected, &selected).await?;
         }
         Ok::<_, UnpackError>(())
-    })?;
+    });
+    if let Err(e) = checked {
+        staging.abort();
+        return Err(e);
+    }
+    let committed = rt.block_on(commit(&mut staging, docker));
+    let (models, files) = match committed {
+        Ok(v) => v,
+        Err(e) => {
+            staging.abort();
+            return Err(e);
+        }
+    };
     Ok(LoadReport {
         verified,
         images,
-        engine,
+        models,
+        files,
+        engine: engine_info.map(|(_, e)| e).unwrap_or_default(),
     })
+}
+
+/// Decides, from the verified header: the engine (only if images or volumes need it), the
+/// images to load (those already in the engine under the right ID are skipped), and where
+/// model and file blobs go.
+async fn decide(
+    v: &Verified,
+    platform: Option<Platform>,
+    restore: &RestoreOptions,
+) -> Result<(Route, Staging, Option<(Docker, String)>, Vec<ImageRecord>), UnpackError> {
+    let h = &v.header;
+    let mut engine_info = None;
+    if !h.images.is_empty() || crate::restore::wants_engine(h, restore) {
+        let docker = connect().await?;
+        let info = docker.info().await.map_err(engine_err)?;
+        let desc = format!(
+            "{} {} ({}, storage {})",
+            info.operating_system.clone().unwrap_or_default(),
+            info.server_version.clone().unwrap_or_default(),
+            info.architecture.clone().unwrap_or_default(),
+            info.driver.clone().unwrap_or_default()
+        );
+        let platform = platform.clone().unwrap_or_else(|| {
+            Platform::from_engine(
+                info.os_type.as_deref().unwrap_or("linux"),
+                info.architecture.as_deref().unwrap_or("x86_64"),
+            )
+        });
+        engine_info = Some((docker, desc, platform));
+    }
+    let mut images = Vec::new();
+    let mut all = Vec::new();
+    if let Some((docker, _, platform)) = &engine_info {
+        all = select_images(&h.images, platform);
+        if all.is_empty() && !h.images.is_empty() {
+            return Err(no_platform_error(&h.images, platform));
+        }
+        for i in &all {
+            if !already_loaded(docker, i).await {
+                images.push(i.clone());
+            }
+        }
+    }
+    let docker = engine_info.as_ref().map(|(d, _, _)| d);
+    let staging = crate::restore::prepare(h, restore, docker).await?;
+    let sinks = staging.sinks.clone();
+    Ok((
+        Route { images, sinks },
+        staging,
+        engine_info.map(|(d, desc, _)| (d, desc)),
+        all,
+    ))
+}
+
+/// The tag already names this exact image: loading it again would change nothing.
+async fn already_loaded(docker: &Docker, i: &ImageRecord) -> bool {
+    let Some(name) = repo_tag(&i.reference) else {
+        return false;
+    };
+    match docker.inspect_image(&name).await {
+        Ok(inspect) => {
+            let id = inspect.id.unwrap_or_default();
+            id == i.config.to_string() || id == i.manifest.to_string()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Streams the archive body to `POST /images/load` and collects the engine's messages.
+async fn upload(
+    docker: &Docker,
+    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+) -> Result<Vec<String>, UnpackError> {
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut responses = docker.import_image_stream(
+        ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        body,
+        None,
+    );
+    let mut messages = Vec::new();
+    while let Some(r) = responses.next().await {
+        let info = r.map_err(engine_err)?;
+        if let Some(s) = info.stream {
+            let line = s.trim().to_string();
+            if line.starts_with("Error") {
+                return Err(UnpackError::Engine(line));
+            }
+            if !line.is_empty() {
+                messages.push(line);
+            }
+        }
+    }
+    Ok(messages)
+}
+
+/// Every image of the bundle for the engine's platform is in the engine under its tag, with
+/// the expected ID (loaded now, or already there).
+async fn check_tags(
+    docker: &Docker,
+    selected: &[ImageRecord],
+    loaded_now: &[ImageRecord],
+) -> Result<Vec<LoadedImage>, UnpackError> {
+    let mut images = Vec::new();
+    for i in selected {
+        let name = repo_tag(&i.reference).unwrap_or_else(|| i.config.to_string());
+        let inspect = docker.inspect_image(&name).await.map_err(|e| {
+            UnpackError::Engine(format!("{name} is not in the engine after loading: {e}"))
+        })?;
+        let id = inspect.id.unwrap_or_default();
+        if id != i.config.to_string() && id != i.manifest.to_string() {
+            return Err(UnpackError::Engine(format!(
+                "{name}: the engine reports image ID {id}, expected {} (config) or {} (manifest)",
+                i.config, i.manifest
+            )));
+        }
+        images.push(LoadedImage {
+            reference: i.reference.clone(),
+            platform: i.platform.to_string(),
+            id,
+            config: i.config,
+            manifest: i.manifest,
+            already_present: !loaded_now.iter().any(|l| l.reference == i.reference),
+        });
+    }
+    Ok(images)
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! `airlock-unpack`: verifies an airlock bundle on the air-gapped host and makes its content
-//! usable: an OCI layout on disk (`extract`) or images in the local Docker engine (`load`).
+//! usable: an OCI layout on disk (`extract`), or images in the local Docker engine plus
+//! Ollama models and files in host directories or Docker volumes (`load`).
 //! It performs no network I/O; the only socket it opens is the Docker engine's.
 
 pub mod cli;
 pub mod docker;
 pub mod extract;
 pub mod open;
+pub mod restore;
+pub mod volume;
 
 use airlock_bundle::{BundleError, ErrorClass};
 
@@ -19,6 +22,8 @@ pub mod exit {
     pub const DECRYPT: u8 = 5;
     pub const VERSION: u8 = 6;
     pub const ENVIRONMENT: u8 = 7;
+    /// Existing data differs from the bundle's and was left alone (see `--overwrite`).
+    pub const CONFLICT: u8 = 10;
 }
 
 /// Failures of the unpacking side beyond the bundle format's own.
@@ -32,6 +37,8 @@ pub enum UnpackError {
     Environment(String),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl UnpackError {
@@ -40,6 +47,7 @@ impl UnpackError {
             UnpackError::Bundle(b) => bundle_exit_code(b),
             UnpackError::Engine(_) | UnpackError::Environment(_) => exit::ENVIRONMENT,
             UnpackError::Usage(_) => exit::USAGE,
+            UnpackError::Conflict(_) => exit::CONFLICT,
         }
     }
 }

@@ -1,0 +1,72 @@
+//! A local Ollama store (`--ollama-models`, `$OLLAMA_MODELS`, `~/.ollama/models`) as a model
+//! source, for users who already pulled their models. Nothing here is trusted: Ollama never
+//! re-checks a blob after its pull, so every blob is hashed again when the bundle is written,
+//! and a mismatch names the store file.
+
+use std::path::{Path, PathBuf};
+
+use airlock_bundle::ollama::{self, ModelName};
+use airlock_bundle::Digest;
+
+use crate::PackError;
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> LocalStore {
+        LocalStore { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn manifest_path(&self, name: &ModelName) -> PathBuf {
+        self.root.join(name.manifest_path())
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join(ollama::blob_path(d))
+    }
+
+    /// The raw manifest bytes of a model in the store, with their sha256.
+    pub fn manifest(&self, name: &ModelName) -> Result<(Vec<u8>, Digest), PackError> {
+        let p = self.manifest_path(name);
+        let bytes = std::fs::read(&p).map_err(|e| {
+            PackError::Usage(format!(
+                "{name} is not in the local Ollama store {} ({}: {e}); pull it with `ollama pull {}` or set OLLAMA_MODELS / --ollama-models",
+                self.root.display(),
+                p.display(),
+                name.short()
+            ))
+        })?;
+        let d = Digest::of(&bytes);
+        Ok((bytes, d))
+    }
+
+    /// A blob the manifest names is present with its size (its content is hashed while the
+    /// bundle is written).
+    pub fn check_blob(
+        &self,
+        name: &ModelName,
+        d: &Digest,
+        size: u64,
+    ) -> Result<PathBuf, PackError> {
+        let p = self.blob_path(d);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() && m.len() == size => Ok(p),
+            Ok(m) => Err(PackError::Integrity(format!(
+                "{name}: {} has {} bytes, the manifest says {size}: the local store is damaged; pull the model again",
+                p.display(),
+                m.len()
+            ))),
+            Err(e) => Err(PackError::Usage(format!(
+                "{name}: {} is missing from the local store ({e}); pull the model again",
+                p.display()
+            ))),
+        }
+    }
+}

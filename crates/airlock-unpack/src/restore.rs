@@ -1,0 +1,715 @@
+//! Restoring Ollama models and `[[files]]` from a bundle into host directories and Docker
+//! named volumes, all or nothing.
+//!
+//! It runs in three steps around the one pass over the bundle:
+//! 1. [`prepare`], once the signed header is read: decide every target, look at what is
+//!    already there (existing blobs and files are hashed, never trusted), refuse conflicting
+//!    files unless `--overwrite`, and say where each blob must be written while streaming.
+//! 2. While streaming, blobs go to temp files only: for a host models directory, temp files
+//!    in its `blobs/` (same filesystem, for the rename); for volumes and files, a spool
+//!    directory under the work dir.
+//! 3. [`commit`], only after the whole bundle verified: blobs renamed into place, each
+//!    model's manifest written last and atomically (so `ollama list` never shows a half
+//!    model), files written through temp + rename, volumes filled with one archive per model
+//!    whose manifest entry comes last. [`Staging::abort`] removes every temp file instead.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use airlock_bundle::hashing::digest_reader;
+use airlock_bundle::header::{FileRecord, Header, ModelRecord, Target};
+use airlock_bundle::ollama::{self, ModelName};
+use airlock_bundle::Digest;
+use bollard::Docker;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::volume::{volume_exists, Existing, Helper};
+use crate::UnpackError;
+
+/// Where models go when the command line overrides the bundle's targets, and how files are
+/// treated.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// `--ollama-models DIR` or `--ollama-volume NAME`: every model goes there.
+    pub models_to: Option<Target>,
+    /// Replace existing files whose content differs.
+    pub overwrite: bool,
+    /// Where volume-bound content is spooled until the bundle verified.
+    pub work_dir: PathBuf,
+}
+
+/// One model as restored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredModel {
+    pub name: String,
+    pub target: String,
+    pub manifest: Digest,
+    pub blobs_written: usize,
+    pub blobs_present: usize,
+    /// The manifest digest the tag had before, when it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Digest>,
+}
+
+/// One file or directory as restored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredFile {
+    pub target: String,
+    pub path: String,
+    /// `written`, `unchanged`, `overwritten` or `directory`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Digest>,
+}
+
+/// An existing file that differs from the bundle's.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub target: Target,
+    pub path: String,
+    pub existing: String,
+    pub bundle: Digest,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: exists with {}, the bundle has {}",
+            self.target, self.path, self.existing, self.bundle
+        )
+    }
+}
+
+/// What happens where, decided before any blob is read.
+#[derive(Debug, Default)]
+pub struct Staging {
+    /// Per blob, the temp files it is written to while streaming.
+    pub sinks: HashMap<Digest, Vec<PathBuf>>,
+    spool: Option<tempfile::TempDir>,
+    host_models: Vec<HostModel>,
+    /// Per models directory: blobs to rename into place.
+    host_blobs: BTreeMap<PathBuf, BTreeMap<Digest, PathBuf>>,
+    volume_models: Vec<VolumeModel>,
+    files: Vec<PlannedFile>,
+    volumes: BTreeSet<String>,
+    temps: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+struct HostModel {
+    record: ModelRecord,
+    name: ModelName,
+    dir: PathBuf,
+    written: usize,
+    present: usize,
+}
+
+#[derive(Debug)]
+struct VolumeModel {
+    record: ModelRecord,
+    name: ModelName,
+    volume: String,
+    /// Blobs this model's archive carries (not present, not carried by an earlier model).
+    send: Vec<Digest>,
+    present: usize,
+    replaced: Option<Digest>,
+}
+
+#[derive(Debug)]
+struct PlannedFile {
+    record: FileRecord,
+    action: &'static str,
+    previous: Option<Digest>,
+}
+
+impl Staging {
+    pub fn is_empty(&self) -> bool {
+        self.host_models.is_empty() && self.volume_models.is_empty() && self.files.is_empty()
+    }
+
+    pub fn needs_engine(&self) -> bool {
+        !self.volumes.is_empty()
+    }
+
+    fn spool_path(&self, d: &Digest) -> PathBuf {
+        self.spool
+            .as_ref()
+            .expect("spool exists when something is spooled")
+            .path()
+            .join(d.hex())
+    }
+
+    /// Removes every temp file (the spool goes with the staging).
+    pub fn abort(&mut self) {
+        for t in self.temps.drain(..) {
+            let _ = fs::remove_file(t);
+        }
+        self.spool = None;
+    }
+}
+
+fn env(p: &Path, e: io::Error) -> UnpackError {
+    UnpackError::Environment(format!("{}: {e}", p.display()))
+}
+
+/// The target a model goes to: the command line's, else the bundle's.
+pub fn model_target(m: &ModelRecord, opts: &RestoreOptions) -> Target {
+    opts.models_to.clone().unwrap_or_else(|| m.target.clone())
+}
+
+/// Whether restoring this header's models and files needs the Docker engine.
+pub fn wants_engine(h: &Header, opts: &RestoreOptions) -> bool {
+    h.models
+        .iter()
+        .any(|m| matches!(model_target(m, opts), Target::Volume(_)))
+        || h.files
+            .iter()
+            .any(|f| matches!(f.target, Target::Volume(_)))
+}
+
+/// Hashes a host file, if there is one.
+fn host_existing(p: &Path) -> Result<Existing, UnpackError> {
+    match fs::symlink_metadata(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Missing),
+        Err(e) => Err(env(p, e)),
+        Ok(m) if m.is_dir() => Ok(Existing::Dir),
+        Ok(m) if m.is_file() => {
+            let (digest, size) =
+                digest_reader(fs::File::open(p).map_err(|e| env(p, e))?).map_err(|e| env(p, e))?;
+            Ok(Existing::File { digest, size })
+        }
+        Ok(_) => Ok(Existing::Other),
+    }
+}
+
+fn describe(e: &Existing) -> String {
+    match e {
+        Existing::File { digest, .. } => format!("content {digest}"),
+        Existing::Dir => "a directory".into(),
+        Existing::Other => "a symlink or special file".into(),
+        Existing::Missing => "nothing".into(),
+    }
+}
+
+/// Decides every write before a blob is read. Existing blobs are hashed (a blob with the
+/// right digest is kept, a damaged one is replaced); existing files that differ are
+/// conflicts, refused unless `overwrite`.
+pub async fn prepare(
+    h: &Header,
+    opts: &RestoreOptions,
+    docker: Option<&Docker>,
+) -> Result<Staging, UnpackError> {
+    let mut st = Staging::default();
+    if h.models.is_empty() && h.files.is_empty() {
+        return Ok(st);
+    }
+    // Volumes that exist are read through a helper; a volume that does not exist yet is
+    // known to be empty and is created only at commit.
+    let mut volumes: BTreeSet<String> = BTreeSet::new();
+    for m in &h.models {
+        if let Target::Volume(v) = model_target(m, opts) {
+            volumes.insert(v);
+        }
+    }
+    for f in &h.files {
+        if let Target::Volume(v) = &f.target {
+            volumes.insert(v.clone());
+        }
+    }
+    let mut reader: Option<Helper> = None;
+    if !volumes.is_empty() {
+        let docker = docker.ok_or_else(|| {
+            UnpackError::Environment("restoring into Docker volumes needs the Docker engine".into())
+        })?;
+        let mut existing = Vec::new();
+        for v in &volumes {
+            if volume_exists(docker, v).await? {
+                existing.push(v.clone());
+            }
+        }
+        if !existing.is_empty() {
+            reader = Some(Helper::start(docker, &existing, false).await?);
+        }
+    }
+    let result = prepare_with(h, opts, &mut st, reader.as_ref()).await;
+    if let Some(mut r) = reader {
+        r.remove().await;
+    }
+    st.volumes = volumes;
+    if let Err(e) = result {
+        st.abort();
+        return Err(e);
+    }
+    Ok(st)
+}
+
+async fn existing_in(
+    reader: Option<&Helper>,
+    target: &Target,
+    rel: &str,
+    host_root: Option<&Path>,
+) -> Result<Existing, UnpackError> {
+    match target {
+        Target::Path(_) => host_existing(&host_root.expect("host root").join(rel)),
+        Target::Volume(v) => match reader {
+            Some(r) if r.has(v) => r.existing(v, rel).await,
+            _ => Ok(Existing::Missing),
+        },
+    }
+}
+
+async fn prepare_with(
+    h: &Header,
+    opts: &RestoreOptions,
+    st: &mut Staging,
+    reader: Option<&Helper>,
+) -> Result<(), UnpackError> {
+    let mut spooled: BTreeSet<Digest> = BTreeSet::new();
+    let mut need_spool = |st: &mut Staging, d: Digest| -> Result<(), UnpackError> {
+        if st.spool.is_none() {
+            fs::create_dir_all(&opts.work_dir).map_err(|e| env(&opts.work_dir, e))?;
+            st.spool = Some(
+                tempfile::Builder::new()
+                    .prefix(".airlock-spool-")
+                    .tempdir_in(&opts.work_dir)
+                    .map_err(|e| env(&opts.work_dir, e))?,
+            );
+        }
+        if spooled.insert(d) {
+            let p = st.spool_path(&d);
+            st.sinks.entry(d).or_default().push(p);
+        }
+        Ok(())
+    };
+
+    // Models.
+    let mut sent_to_volume: BTreeSet<(String, Digest)> = BTreeSet::new();
+    for m in &h.models {
+        let name = ModelName::parse(&m.name).map_err(|e| {
+            UnpackError::Bundle(airlock_bundle::BundleError::Malformed(e.to_string()))
+        })?;
+        // The manifest is needed in every case (it is written last, from the spool).
+        need_spool(st, m.manifest)?;
+        let blobs: Vec<Digest> = {
+            let mut seen = BTreeSet::new();
+            std::iter::once(m.config)
+                .chain(m.layers.iter().copied())
+                .filter(|d| seen.insert(*d))
+                .collect()
+        };
+        match model_target(m, opts) {
+            Target::Path(dir) => {
+                let dir = PathBuf::from(dir);
+                let blob_dir = dir.join("blobs");
+                let (mut written, mut present) = (0, 0);
+                for d in blobs {
+                    let pending = st.host_blobs.entry(dir.clone()).or_default();
+                    if pending.contains_key(&d) {
+                        written += 1;
+                        continue;
+                    }
+                    let final_path = dir.join(ollama::blob_path(&d));
+                    match host_existing(&final_path)? {
+                        Existing::File { digest, .. } if digest == d => {
+                            present += 1;
+                            continue;
+                        }
+                        Existing::Missing | Existing::File { .. } => {}
+                        other => {
+                            return Err(UnpackError::Conflict(format!(
+                                "{}: is {}, not a blob file",
+                                final_path.display(),
+                                describe(&other)
+                            )))
+                        }
+                    }
+                    fs::create_dir_all(&blob_dir).map_err(|e| env(&blob_dir, e))?;
+                    let tmp = blob_dir.join(format!(
+                        "sha256-{}-partial-airlock-{}",
+                        d.hex(),
+                        std::process::id()
+                    ));
+                    st.sinks.entry(d).or_default().push(tmp.clone());
+                    st.temps.push(tmp.clone());
+                    st.host_blobs.entry(dir.clone()).or_default().insert(d, tmp);
+                    written += 1;
+                }
+                st.host_models.push(HostModel {
+                    record: m.clone(),
+                    name,
+                    dir,
+                    written,
+                    present,
+                });
+            }
+            Target::Volume(v) => {
+                let mut send = Vec::new();
+                let mut present = 0;
+                for d in blobs {
+                    if sent_to_volume.contains(&(v.clone(), d)) {
+                        continue;
+                    }
+                    let rel = format!("models/{}", ollama::blob_path(&d).display());
+                    match existing_in(reader, &Target::Volume(v.clone()), &rel, None).await? {
+                        Existing::File { digest, .. } if digest == d => {
+                            present += 1;
+                            continue;
+                        }
+                        Existing::Missing | Existing::File { .. } => {}
+                        other => {
+                            return Err(UnpackError::Conflict(format!(
+                                "volume {v}: {rel} is {}, not a blob file",
+                                describe(&other)
+                            )))
+                        }
+                    }
+                    need_spool(st, d)?;
+                    sent_to_volume.insert((v.clone(), d));
+                    send.push(d);
+                }
+                let mrel = format!("models/{}", name.manifest_path().display());
+                let replaced =
+                    match existing_in(reader, &Target::Volume(v.clone()), &mrel, None).await? {
+                        Existing::File { digest, .. } if digest != m.manifest => Some(digest),
+                        _ => None,
+                    };
+                st.volume_models.push(VolumeModel {
+                    record: m.clone(),
+                    name,
+                    volume: v,
+                    send,
+                    present,
+                    replaced,
+                });
+            }
+        }
+    }
+
+    // Files.
+    let mut conflicts = Vec::new();
+    for f in &h.files {
+        let root = match &f.target {
+            Target::Path(p) => Some(PathBuf::from(p)),
+            Target::Volume(_) => None,
+        };
+        let existing = existing_in(reader, &f.target, &f.path, root.as_deref()).await?;
+        let (action, previous) = match (&f.digest, &existing) {
+            (None, Existing::Dir | Existing::Missing) => ("directory", None),
+            (Some(d), Existing::File { digest, .. }) if digest == d => ("unchanged", None),
+            (Some(_), Existing::Missing) => ("written", None),
+            (Some(d), Existing::File { digest, .. }) => {
+                if !opts.overwrite {
+                    conflicts.push(Conflict {
+                        target: f.target.clone(),
+                        path: f.path.clone(),
+                        existing: describe(&existing),
+                        bundle: *d,
+                    });
+                }
+                ("overwritten", Some(*digest))
+            }
+            (_, other) => {
+                // A directory where a file goes, a file where a directory goes, or a
+                // symlink: never replaced, not even with --overwrite.
+                return Err(UnpackError::Conflict(format!(
+                    "{} {}: is {}, the bundle has a {}",
+                    f.target,
+                    f.path,
+                    describe(other),
+                    if f.is_dir() { "directory" } else { "file" }
+                )));
+            }
+        };
+        if let (Some(d), "written" | "overwritten") = (&f.digest, action) {
+            need_spool(st, *d)?;
+        }
+        st.files.push(PlannedFile {
+            record: f.clone(),
+            action,
+            previous,
+        });
+    }
+    if !conflicts.is_empty() {
+        return Err(UnpackError::Conflict(format!(
+            "{} existing file(s) differ from the bundle; nothing was changed (use --overwrite to replace them):\n{}",
+            conflicts.len(),
+            conflicts
+                .iter()
+                .map(|c| format!("  - {c}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    Ok(())
+}
+
+/// Makes everything visible, after the whole bundle verified.
+pub async fn commit(
+    st: &mut Staging,
+    docker: Option<&Docker>,
+) -> Result<(Vec<RestoredModel>, Vec<RestoredFile>), UnpackError> {
+    let mut models = Vec::new();
+    // Host models directories: blobs, then manifests.
+    for (dir, blobs) in std::mem::take(&mut st.host_blobs) {
+        for (d, tmp) in blobs {
+            let final_path = dir.join(ollama::blob_path(&d));
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
+                .map_err(|e| env(&tmp, e))?;
+            fs::rename(&tmp, &final_path).map_err(|e| env(&final_path, e))?;
+        }
+    }
+    for hm in &st.host_models {
+        let manifest = fs::read(st.spool_path(&hm.record.manifest))
+            .map_err(|e| env(&st.spool_path(&hm.record.manifest), e))?;
+        let replaced = write_manifest(&hm.dir, &hm.name, &manifest)?;
+        models.push(RestoredModel {
+            name: hm.name.to_string(),
+            target: hm.dir.display().to_string(),
+            manifest: hm.record.manifest,
+            blobs_written: hm.written,
+            blobs_present: hm.present,
+            replaced,
+        });
+    }
+    // Host files.
+    let mut files = Vec::new();
+    for pf in &st.files {
+        if let Target::Path(root) = &pf.record.target {
+            write_host_file(Path::new(root), pf, st)?;
+        }
+    }
+    // Directory modes last (deepest first): a read-only directory must not stop its files.
+    for pf in st.files.iter().rev() {
+        if let (Target::Path(root), "directory") = (&pf.record.target, pf.action) {
+            let path = Path::new(root).join(&pf.record.path);
+            let mode = pf.record.mode_bits().map_err(UnpackError::Usage)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| env(&path, e))?;
+        }
+    }
+    // Volumes: models (one archive each, manifest last), then files (one archive per volume).
+    if !st.volumes.is_empty() {
+        let docker = docker.expect("engine connected when volumes are targets");
+        let volumes: Vec<String> = st.volumes.iter().cloned().collect();
+        let mut helper = Helper::start(docker, &volumes, true).await?;
+        let r = fill_volumes(st, &helper, &mut models).await;
+        helper.remove().await;
+        r?;
+    }
+    for pf in &st.files {
+        files.push(RestoredFile {
+            target: pf.record.target.to_string(),
+            path: pf.record.path.clone(),
+            action: pf.action,
+            digest: pf.record.digest,
+            previous: pf.previous,
+        });
+    }
+    st.spool = None;
+    Ok((models, files))
+}
+
+/// Writes a model's manifest atomically: a temp file directly in `manifests/` (not four
+/// levels deep, where `ollama list` looks), then a rename. Returns the digest it replaced.
+fn write_manifest(
+    dir: &Path,
+    name: &ModelName,
+    bytes: &[u8],
+) -> Result<Option<Digest>, UnpackError> {
+    let manifests = dir.join("manifests");
+    let final_path = dir.join(name.manifest_path());
+    let parent = final_path.parent().expect("manifest has a parent");
+    create_dirs(&manifests, parent)?;
+    let previous = match fs::read(&final_path) {
+        Ok(b) => Some(Digest::of(&b)).filter(|d| *d != Digest::of(bytes)),
+        Err(_) => None,
+    };
+    let tmp = manifests.join(format!(".airlock-{}.tmp", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        fs::rename(&tmp, &final_path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        env(&final_path, e)
+    })?;
+    Ok(previous)
+}
+
+/// Creates `leaf` and its parents below `root` with mode 0755.
+fn create_dirs(root: &Path, leaf: &Path) -> Result<(), UnpackError> {
+    fs::create_dir_all(leaf).map_err(|e| env(leaf, e))?;
+    let mut p = leaf;
+    while p.starts_with(root) {
+        let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o755));
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn write_host_file(root: &Path, pf: &PlannedFile, st: &Staging) -> Result<(), UnpackError> {
+    let f = &pf.record;
+    let mode = f.mode_bits().map_err(UnpackError::Usage)?;
+    let path = root.join(&f.path);
+    match (pf.action, f.digest) {
+        ("directory", _) => fs::create_dir_all(&path).map_err(|e| env(&path, e)),
+        ("written" | "overwritten", Some(d)) => {
+            let parent = path.parent().expect("file has a parent");
+            fs::create_dir_all(parent).map_err(|e| env(parent, e))?;
+            let tmp = parent.join(format!(
+                ".{}.airlock-{}.tmp",
+                path.file_name().expect("file name").to_string_lossy(),
+                std::process::id()
+            ));
+            let r = fs::copy(st.spool_path(&d), &tmp)
+                .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
+                .and_then(|()| fs::rename(&tmp, &path));
+            r.map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                env(&path, e)
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn fill_volumes(
+    st: &Staging,
+    helper: &Helper,
+    models: &mut Vec<RestoredModel>,
+) -> Result<(), UnpackError> {
+    for vm in &st.volume_models {
+        let mut entries: Vec<TarItem> = vec![
+            TarItem::Dir("models".into(), 0o755),
+            TarItem::Dir("models/blobs".into(), 0o755),
+        ];
+        for d in &vm.send {
+            entries.push(TarItem::File(
+                format!("models/{}", ollama::blob_path(d).display()),
+                st.spool_path(d),
+                0o644,
+            ));
+        }
+        let mpath = vm.name.manifest_path();
+        let mut dir = PathBuf::from("models");
+        for c in mpath.parent().expect("parent").components() {
+            dir.push(c);
+            entries.push(TarItem::Dir(dir.display().to_string(), 0o755));
+        }
+        // Last: once the engine extracted this entry, the model is complete.
+        entries.push(TarItem::File(
+            format!("models/{}", mpath.display()),
+            st.spool_path(&vm.record.manifest),
+            0o644,
+        ));
+        helper.put(&vm.volume, tar_stream(entries)).await?;
+        models.push(RestoredModel {
+            name: vm.name.to_string(),
+            target: format!("volume {}", vm.volume),
+            manifest: vm.record.manifest,
+            blobs_written: vm.send.len(),
+            blobs_present: vm.present,
+            replaced: vm.replaced,
+        });
+    }
+    let mut per_volume: BTreeMap<&str, Vec<TarItem>> = BTreeMap::new();
+    for pf in &st.files {
+        let Target::Volume(v) = &pf.record.target else {
+            continue;
+        };
+        let mode = pf.record.mode_bits().map_err(UnpackError::Usage)?;
+        let items = per_volume.entry(v).or_default();
+        match (pf.action, pf.record.digest) {
+            ("directory", _) => items.push(TarItem::Dir(pf.record.path.clone(), mode)),
+            ("written" | "overwritten", Some(d)) => items.push(TarItem::File(
+                pf.record.path.clone(),
+                st.spool_path(&d),
+                mode,
+            )),
+            _ => {}
+        }
+    }
+    for (v, items) in per_volume {
+        if !items.is_empty() {
+            helper.put(v, tar_stream(items)).await?;
+        }
+    }
+    Ok(())
+}
+
+enum TarItem {
+    Dir(String, u32),
+    File(String, PathBuf, u32),
+}
+
+/// A tar built on a blocking thread from spooled files and streamed in 1 MiB chunks.
+fn tar_stream(
+    items: Vec<TarItem>,
+) -> impl futures::Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(4);
+    std::thread::spawn(move || {
+        struct Chan(tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>, Vec<u8>);
+        impl io::Write for Chan {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.1.extend_from_slice(b);
+                if self.1.len() >= 1 << 20 {
+                    self.flush()?;
+                }
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                if !self.1.is_empty() {
+                    let chunk = Bytes::from(std::mem::take(&mut self.1));
+                    self.0.blocking_send(Ok(chunk)).map_err(|_| {
+                        io::Error::new(io::ErrorKind::BrokenPipe, "engine closed the upload")
+                    })?;
+                }
+                Ok(())
+            }
+        }
+        let tx2 = tx.clone();
+        let r = (|| -> io::Result<()> {
+            let mut b = tar::Builder::new(Chan(tx, Vec::with_capacity(1 << 20)));
+            b.mode(tar::HeaderMode::Deterministic);
+            for item in items {
+                let mut h = tar::Header::new_gnu();
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                match item {
+                    TarItem::Dir(path, mode) => {
+                        h.set_entry_type(tar::EntryType::Directory);
+                        h.set_mode(mode);
+                        h.set_size(0);
+                        b.append_data(&mut h, &path, io::empty())?;
+                    }
+                    TarItem::File(path, src, mode) => {
+                        let f = fs::File::open(&src)?;
+                        h.set_entry_type(tar::EntryType::Regular);
+                        h.set_mode(mode);
+                        h.set_size(f.metadata()?.len());
+                        b.append_data(&mut h, &path, io::BufReader::with_capacity(1 << 20, f))?;
+                    }
+                }
+            }
+            let mut chan = b.into_inner()?;
+            chan.flush()
+        })();
+        if let Err(e) = r {
+            let _ = tx2.blocking_send(Err(e));
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+}
