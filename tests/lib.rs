@@ -6,7 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use std::io::Read as _;
+
+use airlock_bundle::header::{HEADER_PATH, SIGNATURE_PATH};
+use airlock_bundle::sign::SigningKey;
+use airlock_bundle::tarfmt;
 use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
+use serde_json::Value;
 
 /// Tests that load into or list the Docker engine take this, so that "the image list is the
 /// same before and after" is not disturbed by another test's load.
@@ -294,4 +300,50 @@ pub fn assert_refused(o: &Output, code: i32, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}: {}", text(o));
     }
+}
+
+/// Where `needle` first occurs in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+}
+
+pub fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at] ^= 0x01;
+    b
+}
+
+pub fn write_variant(w: &World, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = w.path(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Rewrites a plain bundle with its header changed by `f` and re-signed with the real key:
+/// a validly signed bundle from a newer or buggy writer.
+pub fn resign(w: &World, plain: &Path, f: impl Fn(&mut Value)) -> Vec<u8> {
+    let mut archive = tar::Archive::new(std::fs::File::open(plain).unwrap());
+    let mut out = Vec::new();
+    let key = SigningKey::load(&w.path("pack-keys/airlock.key"), None).unwrap();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        match path.as_str() {
+            HEADER_PATH => {
+                let mut v: Value = serde_json::from_slice(&data).unwrap();
+                f(&mut v);
+                let bytes = serde_json::to_vec_pretty(&v).unwrap();
+                tarfmt::write_small(&mut out, HEADER_PATH, &bytes).unwrap();
+                tarfmt::write_small(&mut out, SIGNATURE_PATH, key.sign(&bytes).as_bytes()).unwrap();
+            }
+            SIGNATURE_PATH => {}
+            p => tarfmt::write_small(&mut out, p, &data).unwrap(),
+        }
+    }
+    tarfmt::write_end(&mut out).unwrap();
+    out
 }

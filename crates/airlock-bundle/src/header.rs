@@ -375,7 +375,8 @@ mod tests {
 
     #[test]
     fn names_and_paths_from_a_signed_header_are_checked() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Header)>)> = vec![
+        type Change = Box<dyn Fn(&mut Header)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "model name",
                 Box::new(|h| h.models[0].name = "../../etc/passwd".into()),

@@ -565,3 +565,77 @@ fn walk_files(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_shipped_llm_stack_spec_resolves() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/llm-stack.toml");
+        let spec = Spec::load(&path).unwrap();
+        assert_eq!(spec.image_refs().len(), 6);
+        let models: Vec<String> = spec.model_wants().iter().map(|m| m.name.short()).collect();
+        assert_eq!(
+            models,
+            ["llama3:latest", "codellama:latest", "mistral:latest"]
+        );
+        let mut carried = Vec::new();
+        for f in spec.files_wants(path.parent().unwrap()) {
+            for (rec, _, _) in walk_files(&f.source, &f.target, &f.dest).unwrap() {
+                carried.push(format!("{} {} {}", rec.target, rec.path, rec.mode));
+            }
+        }
+        assert_eq!(
+            carried,
+            [
+                "/opt/llm-stack docker-compose.yml 0644",
+                "volume prometheus-config prometheus.yml 0644"
+            ]
+        );
+    }
+
+    #[test]
+    fn files_keep_modes_in_sorted_order_and_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("b/deeper")).unwrap();
+        std::fs::write(src.join("a.yml"), "a").unwrap();
+        std::fs::write(src.join("b/run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(src.join("b/run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::set_permissions(src.join("b"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::write(src.join("b/deeper/z"), "z").unwrap();
+        let t = Target::Volume("vol".into());
+        let got: Vec<(String, String, bool)> = walk_files(&src, &t, "etc/app")
+            .unwrap()
+            .into_iter()
+            .map(|(r, _, _)| (r.path.clone(), r.mode.clone(), r.is_dir()))
+            .collect();
+        let want = [
+            ("etc/app", "0755", true),
+            ("etc/app/a.yml", "0644", false),
+            ("etc/app/b", "0750", true),
+            ("etc/app/b/deeper", "0755", true),
+            ("etc/app/b/deeper/z", "0644", false),
+            ("etc/app/b/run.sh", "0755", false),
+        ];
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|(p, m, d)| (p.to_string(), m.to_string(), *d))
+                .collect::<Vec<_>>()
+        );
+        // A single file lands under its own name.
+        let one = walk_files(&src.join("a.yml"), &t, "").unwrap();
+        assert_eq!(one[0].0.path, "a.yml");
+        assert_eq!(one[0].0.digest, Some(Digest::of(b"a")));
+        std::os::unix::fs::symlink("/etc/passwd", src.join("b/link")).unwrap();
+        let err = walk_files(&src, &t, "").unwrap_err().to_string();
+        assert!(
+            err.contains("symbolic link") && err.contains("b/link"),
+            "{err}"
+        );
+    }
+}

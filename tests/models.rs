@@ -1,0 +1,583 @@
+//! End to end for Ollama models and carried files: pulled from the loopback registry (and a
+//! redirecting, authenticating front), from a local Ollama store, restored inside
+//! `unshare -n` into a host models directory and into Docker volumes, and refused without
+//! touching what was already there.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use airlock_bundle::ollama::ModelName;
+use airlock_bundle::Digest;
+use airlock_testkit::ollama::{Listener, OllamaModel, RedirectRegistry};
+use airlock_tests::*;
+use serde_json::Value;
+
+const MODEL_BYTES: u64 = 50 << 20;
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}
+
+/// Appends TOML to the world's spec.
+fn append_spec(w: &World, extra: &str) {
+    let mut s = std::fs::read_to_string(w.spec()).unwrap();
+    s.push_str(extra);
+    std::fs::write(w.spec(), s).unwrap();
+}
+
+/// Every file and directory under `root`: mode, and sha256 for files.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            out.insert(rel, format!("{mode:o} dir"));
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else {
+            let d = Digest::of(&std::fs::read(&p).unwrap());
+            out.insert(rel, format!("{mode:o} {d}"));
+        }
+    }
+    out
+}
+
+/// The exact Ollama store layout `model` must have under `models` as `name`.
+fn expected_store(model: &OllamaModel, name: &ModelName) -> BTreeMap<String, String> {
+    let mut want = BTreeMap::new();
+    want.insert(String::new(), "755 dir".to_string());
+    want.insert("blobs".into(), "755 dir".into());
+    for b in model.blobs() {
+        want.insert(
+            format!("blobs/sha256-{}", b.digest.hex()),
+            format!("644 {}", b.digest),
+        );
+    }
+    let mut dir = PathBuf::from("manifests");
+    want.insert("manifests".into(), "755 dir".into());
+    for part in [&name.host, &name.namespace, &name.model] {
+        dir.push(part);
+        want.insert(dir.display().to_string(), "755 dir".into());
+    }
+    want.insert(
+        dir.join(&name.tag).display().to_string(),
+        format!("644 {}", model.digest),
+    );
+    want
+}
+
+fn json_of(o: &Output) -> Value {
+    assert_ok(o);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+fn docker(args: &[&str]) -> String {
+    run_ok(Command::new("docker").args(args))
+}
+
+/// A world whose registry also serves a generated Ollama model as `library/tiny:latest`.
+fn model_world(seed: u64) -> (World, OllamaModel, String) {
+    let w = World::new();
+    let model = OllamaModel::generate(&w.path("model-src"), MODEL_BYTES, seed);
+    model.push(&w.registry.addr, "library/tiny", "latest");
+    let name = format!("{}/library/tiny:latest", w.registry.addr);
+    (w, model, name)
+}
+
+/// Source files for a `[[files]]` entry: modes 0640, 0644 and 0755, one sub-directory.
+fn write_files(dir: &Path, marker: &str) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::write(dir.join("prometheus.yml"), format!("# {marker}\n")).unwrap();
+    std::fs::set_permissions(
+        dir.join("prometheus.yml"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::write(dir.join("bin/run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+#[test]
+fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
+    let (w, model, name) = model_world(1);
+    let parsed = ModelName::parse(&name).unwrap();
+    let model_volume = unique("airlock-e2e-models");
+    let files_volume = unique("airlock-e2e-files");
+    let host_files = w.path("host-files");
+    write_files(&w.path("conf"), &w.marker);
+    w.write_spec(&["linux/amd64"], &[&w.hello]);
+    append_spec(
+        &w,
+        &format!(
+            "\n[[model]]\nname = \"{name}\"\nvolume = \"{model_volume}\"\n\
+             \n[[files]]\nsource = \"conf\"\nvolume = \"{files_volume}\"\ndest = \"etc\"\n\
+             \n[[files]]\nsource = \"conf/prometheus.yml\"\npath = \"{}\"\n",
+            host_files.display()
+        ),
+    );
+    w.lock();
+    let lock = std::fs::read_to_string(w.path("e2e.lock")).unwrap();
+    assert!(lock.contains(&model.digest.to_string()), "{lock}");
+    let bundle = w.build("models.airlock", false);
+
+    // inspect lists the model with what its config says, and the files.
+    let o = w.unpack("inspect", &bundle, &[]);
+    assert_ok(&o);
+    let listing = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "tiny:latest",
+        "gguf",
+        "Q4_0",
+        "etc/bin/run.sh",
+        "0755",
+        "prometheus.yml",
+    ] {
+        assert!(
+            listing.contains(needle),
+            "inspect lacks {needle}: {listing}"
+        );
+    }
+
+    let _guard = docker_lock();
+    let models_dir = w.path("ollama-models");
+    let report = json_of(&w.unpack(
+        "load",
+        &bundle,
+        &["--json", "--ollama-models", models_dir.to_str().unwrap()],
+    ));
+    assert_eq!(report["models"][0]["blobs_written"], 5, "{report}");
+    assert_eq!(report["models"][0]["manifest"], model.digest.to_string());
+
+    // The host models directory: exactly Ollama's layout, byte for byte, with its modes.
+    assert_eq!(snapshot(&models_dir), expected_store(&model, &parsed));
+    assert_eq!(
+        std::fs::read(models_dir.join(parsed.manifest_path())).unwrap(),
+        model.manifest,
+        "manifest bytes must be the registry's, unchanged"
+    );
+
+    // Files into a host path: content and mode.
+    let p = host_files.join("prometheus.yml");
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        format!("# {}\n", w.marker)
+    );
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+
+    // Files into a volume, read back by a container of the loaded image.
+    let listing = docker(&[
+        "run", "--rm", "--network", "none", "-v", &format!("{files_volume}:/data"), &w.hello,
+        "/bin/busybox", "sh", "-c",
+        "cd /data && for f in etc etc/bin etc/bin/run.sh etc/prometheus.yml; do /bin/busybox stat -c '%a %n' $f; done && /bin/busybox cat etc/prometheus.yml",
+    ]);
+    assert_eq!(
+        listing,
+        format!(
+            "755 etc\n755 etc/bin\n755 etc/bin/run.sh\n640 etc/prometheus.yml\n# {}\n",
+            w.marker
+        )
+    );
+
+    // A second load changes nothing and writes nothing: every blob is verified in place.
+    let mtimes: Vec<i64> = model
+        .blobs()
+        .iter()
+        .map(|b| {
+            std::fs::metadata(models_dir.join(format!("blobs/sha256-{}", b.digest.hex())))
+                .unwrap()
+                .mtime_nsec()
+        })
+        .collect();
+    let again = json_of(&w.unpack(
+        "load",
+        &bundle,
+        &["--json", "--ollama-models", models_dir.to_str().unwrap()],
+    ));
+    assert_eq!(again["models"][0]["blobs_written"], 0, "{again}");
+    assert_eq!(again["models"][0]["blobs_present"], 5, "{again}");
+    assert_eq!(again["images"][0]["already_present"], true, "{again}");
+    for f in again["files"].as_array().unwrap() {
+        assert!(
+            f["action"] == "unchanged" || f["action"] == "directory",
+            "{f}"
+        );
+    }
+    let mtimes_after: Vec<i64> = model
+        .blobs()
+        .iter()
+        .map(|b| {
+            std::fs::metadata(models_dir.join(format!("blobs/sha256-{}", b.digest.hex())))
+                .unwrap()
+                .mtime_nsec()
+        })
+        .collect();
+    assert_eq!(mtimes, mtimes_after, "present blobs must not be rewritten");
+    assert_eq!(snapshot(&models_dir), expected_store(&model, &parsed));
+
+    // The bundle's own target: the model volume, as Ollama's image mounts it.
+    let report = json_of(&w.unpack("load", &bundle, &["--json"]));
+    assert_eq!(
+        report["models"][0]["target"],
+        format!("volume {model_volume}")
+    );
+    let listing = docker(&[
+        "run", "--rm", "--network", "none", "-v", &format!("{model_volume}:/root/.ollama"), &w.hello,
+        "/bin/busybox", "sh", "-c",
+        "cd /root/.ollama/models && /bin/busybox find . -type f | /bin/busybox sort && /bin/busybox sha256sum blobs/* $(/bin/busybox find manifests -type f)",
+    ]);
+    let mut want: Vec<String> = model
+        .blobs()
+        .iter()
+        .map(|b| format!("./blobs/sha256-{}", b.digest.hex()))
+        .collect();
+    want.push(format!("./{}", parsed.manifest_path().display()));
+    want.sort();
+    let (files, sums): (Vec<&str>, Vec<&str>) = listing.lines().partition(|l| l.starts_with("./"));
+    assert_eq!(files, want, "{listing}");
+    for b in model.blobs() {
+        let line = format!("{}  blobs/sha256-{}", b.digest.hex(), b.digest.hex());
+        assert!(sums.contains(&line.as_str()), "{line} missing: {listing}");
+    }
+    let mline = format!(
+        "{}  {}",
+        model.digest.hex(),
+        parsed.manifest_path().display()
+    );
+    assert!(sums.contains(&mline.as_str()), "{mline} missing: {listing}");
+    // No helper container or image is left behind.
+    let leftovers = docker(&["ps", "-a", "--filter", "label=io.airlock.helper", "-q"]);
+    assert!(
+        leftovers.trim().is_empty(),
+        "helper containers left: {leftovers}"
+    );
+    let images = docker(&["images", "-q", "airlock-helper"]);
+    assert!(images.trim().is_empty(), "helper images left: {images}");
+
+    let _ = Command::new("docker")
+        .args(["volume", "rm", &model_volume, &files_volume])
+        .output();
+    docker_rmi(&[&w.hello]);
+}
+
+#[test]
+fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
+    let w = World::new();
+    let model = OllamaModel::generate(&w.path("model-src"), MODEL_BYTES, 2);
+    let front =
+        RedirectRegistry::start(&model, "library/tiny", "latest", Some(("alice", "s3cret")));
+    let name = format!("{}/library/tiny:latest", front.front);
+    std::fs::write(
+        w.spec(),
+        format!(
+            "name = \"e2e\"\n[[model]]\nname = \"{name}\"\npath = \"/srv/models\"\n[registries.\"{}\"]\ninsecure = true\n",
+            front.front
+        ),
+    )
+    .unwrap();
+    let pack = |args: &[&str], auth: bool| {
+        let mut c = Command::new(pack_bin());
+        c.args(args).arg("--cache").arg(w.path("cache"));
+        c.env_remove("REGISTRY_AUTH_FILE")
+            .env("DOCKER_CONFIG", w.path("no-docker-config"));
+        if auth {
+            let creds = w.path("auth.json");
+            // "alice:s3cret"
+            std::fs::write(
+                &creds,
+                format!(
+                    r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6czNjcmV0"}}}}}}"#,
+                    front.front
+                ),
+            )
+            .unwrap();
+            c.env("REGISTRY_AUTH_FILE", creds);
+        }
+        c.output().unwrap()
+    };
+    let spec = w.spec();
+    let spec = spec.to_str().unwrap();
+    // Without credentials the front refuses: a registry error.
+    assert_refused(&pack(&["lock", spec], false), 9, &["401"]);
+    let refused = front.requests().len();
+    assert_ok(&pack(&["lock", spec], true));
+    let out = w.path("redirect.airlock");
+    let key = w.path("pack-keys/airlock.key");
+    assert_ok(&pack(
+        &[
+            "build",
+            spec,
+            "-o",
+            out.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+            "--jobs",
+            "4",
+        ],
+        true,
+    ));
+
+    let reqs = front.requests()[refused..].to_vec();
+    let front_reqs: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.listener == Listener::Front)
+        .collect();
+    let blob_reqs: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.listener == Listener::Blobs)
+        .collect();
+    assert!(!front_reqs.is_empty() && !blob_reqs.is_empty(), "{reqs:?}");
+    assert!(
+        front_reqs.iter().all(|r| r.authorization.is_some()),
+        "the registry itself gets the credentials: {front_reqs:?}"
+    );
+    assert!(
+        blob_reqs.iter().all(|r| r.authorization.is_none()),
+        "credentials leaked to the redirect target: {blob_reqs:?}"
+    );
+    let big = &model.layers[0];
+    let ranges: Vec<&str> = blob_reqs
+        .iter()
+        .filter(|r| r.path.contains(&big.digest.hex()))
+        .filter_map(|r| r.range.as_deref())
+        .collect();
+    assert!(
+        ranges.len() >= 4,
+        "the model blob should come in parts: {ranges:?}"
+    );
+    assert!(ranges.contains(&"bytes=0-8388607"), "{ranges:?}");
+
+    // The bundle carries the model intact.
+    let x = w.path("x");
+    assert_ok(&w.unpack("extract", &out, &["--to", x.to_str().unwrap()]));
+    let parsed = ModelName::parse(&name).unwrap();
+    assert_eq!(
+        snapshot(&x.join("ollama/models")),
+        expected_store(&model, &parsed)
+    );
+    assert_eq!(
+        std::fs::read(x.join("ollama/models").join(parsed.manifest_path())).unwrap(),
+        model.manifest
+    );
+}
+
+#[test]
+fn a_local_store_is_packed_without_network_and_checked() {
+    let w = World::new();
+    let model = OllamaModel::generate(&w.path("model-src"), 8 << 20, 3);
+    let store = w.path("store");
+    let name = ModelName::parse("tiny:q4").unwrap();
+    model.install_local(&store, &name);
+    std::fs::write(
+        w.spec(),
+        "name = \"e2e\"\n[[model]]\nname = \"tiny:q4\"\nsource = \"local\"\n",
+    )
+    .unwrap();
+    // Both lock and build run with no network at all.
+    let offline_pack = |args: &[&str]| {
+        Command::new("unshare")
+            .arg("-n")
+            .arg(pack_bin())
+            .args(args)
+            .arg("--cache")
+            .arg(w.path("cache"))
+            .arg("--ollama-models")
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    let spec = w.spec();
+    let spec = spec.to_str().unwrap();
+    assert_ok(&offline_pack(&["lock", spec]));
+    let out = w.path("local.airlock");
+    let key = w.path("pack-keys/airlock.key");
+    let build = |o: &Path| {
+        offline_pack(&[
+            "build",
+            spec,
+            "-o",
+            o.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
+    assert_ok(&build(&out));
+    let o = w.unpack("inspect", &out, &[]);
+    assert_ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("tiny:q4"),
+        "{}",
+        text(&o)
+    );
+    let models_dir = w.path("restored");
+    assert_ok(&w.unpack(
+        "load",
+        &out,
+        &["--ollama-models", models_dir.to_str().unwrap()],
+    ));
+    assert_eq!(snapshot(&models_dir), expected_store(&model, &name));
+
+    // A blob that rotted in the store (same size, one bit) is refused, named, and no
+    // bundle is written.
+    let blob = store.join(format!("blobs/sha256-{}", model.layers[0].digest.hex()));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[12345] ^= 0x10;
+    std::fs::write(&blob, &bytes).unwrap();
+    let bad = w.path("bad.airlock");
+    assert_refused(
+        &build(&bad),
+        3,
+        &[
+            blob.to_str().unwrap(),
+            &format!("expected {}", model.layers[0].digest),
+            "computed sha256:",
+        ],
+    );
+    assert!(!bad.exists(), "a refused build left {}", bad.display());
+}
+
+#[test]
+fn refusals_leave_models_and_files_untouched() {
+    let (w, model, name) = model_world(4);
+    let parsed = ModelName::parse(&name).unwrap();
+    let conf = w.path("conf");
+    write_files(&conf, &w.marker);
+    let host_files = w.path("host-files");
+    // No images and no volumes: this load needs no Docker engine at all.
+    std::fs::write(
+        w.spec(),
+        format!(
+            "name = \"e2e\"\n[[model]]\nname = \"{name}\"\npath = \"/unused\"\n\
+             [[files]]\nsource = \"conf\"\npath = \"{}\"\n\
+             [registries.\"{}\"]\ninsecure = true\n",
+            host_files.display(),
+            w.registry.addr
+        ),
+    )
+    .unwrap();
+    w.lock();
+    let plain = w.build("plain.airlock", true);
+    let good = std::fs::read(&plain).unwrap();
+
+    // What is already on the host: another model, and a prometheus.yml edited by hand.
+    let models_dir = w.path("ollama-models");
+    let other = OllamaModel::generate(&w.path("other-src"), 1 << 20, 5);
+    other.install_local(&models_dir, &ModelName::parse("other:latest").unwrap());
+    std::fs::create_dir_all(&host_files).unwrap();
+    std::fs::write(host_files.join("prometheus.yml"), "# edited on the host\n").unwrap();
+    let before_models = snapshot(&models_dir);
+    let before_files = snapshot(&host_files);
+    let load = |bundle: &Path, extra: &[&str]| {
+        let mut args = vec!["--ollama-models", models_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut c = Command::new("unshare");
+        c.arg("-n")
+            .arg(unpack_bin())
+            .arg("load")
+            .arg(bundle)
+            .arg("--trust")
+            .arg(w.path("pack-keys/airlock.pub"))
+            .args(&args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("AIRLOCK_WORK_DIR", w.path("work"));
+        c.output().unwrap()
+    };
+    let unchanged = |what: &str| {
+        assert_eq!(
+            snapshot(&models_dir),
+            before_models,
+            "{what}: models dir changed"
+        );
+        assert_eq!(snapshot(&host_files), before_files, "{what}: files changed");
+        let work = w.path("work");
+        let left: Vec<_> = std::fs::read_dir(&work)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{what}: spool left {left:?}");
+    };
+
+    // 1. An existing file that differs: refused before anything is read, both digests named.
+    let edited = Digest::of(b"# edited on the host\n");
+    assert_refused(
+        &load(&plain, &[]),
+        10,
+        &["prometheus.yml", &edited.to_string(), "--overwrite"],
+    );
+    unchanged("conflict");
+
+    // 2. A corrupted model blob: refused with the entry and digests, nothing new visible.
+    let layer = std::fs::read(&model.layers[0].path).unwrap();
+    let at = find(&good, &layer[4096..4160]) + 11;
+    let corrupt = write_variant(&w, "corrupt.airlock", &flip(&good, at));
+    assert_refused(
+        &load(&corrupt, &["--overwrite"]),
+        3,
+        &[
+            &model.layers[0].digest.blob_path(),
+            &format!("expected {}", model.layers[0].digest),
+        ],
+    );
+    unchanged("corrupt blob");
+
+    // 3. A validly signed header whose model name climbs out of the store.
+    let evil = resign(&w, &plain, |v| {
+        v["models"][0]["name"] = Value::from("127.0.0.1:1/library/..:latest")
+    });
+    let evil = write_variant(&w, "evil.airlock", &evil);
+    assert_refused(&load(&evil, &["--overwrite"]), 3, &["invalid model name"]);
+    let evil = resign(&w, &plain, |v| {
+        v["files"][0]["path"] = Value::from("../escape.yml")
+    });
+    let evil = write_variant(&w, "evil-file.airlock", &evil);
+    assert_refused(&load(&evil, &["--overwrite"]), 3, &["../escape.yml"]);
+    unchanged("malicious names");
+    assert!(!w.path("escape.yml").exists());
+
+    // 4. With --overwrite the good bundle lands: the file replaced (and reported), the
+    //    other model untouched, the new model complete.
+    let o = load(&plain, &["--overwrite"]);
+    assert_ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "overwritten {} prometheus.yml (was {edited})",
+            host_files.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_files.join("prometheus.yml")).unwrap(),
+        format!("# {}\n", w.marker)
+    );
+    let after = snapshot(&models_dir);
+    for (k, v) in &before_models {
+        assert_eq!(after.get(k), Some(v), "{k} changed");
+    }
+    for (k, v) in expected_store(&model, &parsed) {
+        assert_eq!(after.get(&k), Some(&v), "{k}");
+    }
+}
