@@ -236,6 +236,19 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     assert_eq!(mtimes, mtimes_after, "present blobs must not be rewritten");
     assert_eq!(snapshot(&models_dir), expected_store(&model, &parsed));
 
+    // A blob that rotted in place (same size, one bit) is found and replaced, nothing else.
+    let rotted = models_dir.join(format!("blobs/sha256-{}", model.layers[0].digest.hex()));
+    let mut bytes = std::fs::read(&rotted).unwrap();
+    bytes[(MODEL_BYTES / 2) as usize] ^= 0x04;
+    std::fs::write(&rotted, &bytes).unwrap();
+    let repaired = json_of(&w.unpack(
+        "load",
+        &bundle,
+        &["--json", "--ollama-models", models_dir.to_str().unwrap()],
+    ));
+    assert_eq!(repaired["models"][0]["blobs_written"], 1, "{repaired}");
+    assert_eq!(snapshot(&models_dir), expected_store(&model, &parsed));
+
     // The bundle's own target: the model volume, as Ollama's image mounts it.
     let report = json_of(&w.unpack("load", &bundle, &["--json"]));
     assert_eq!(
@@ -296,9 +309,9 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
         ),
     )
     .unwrap();
-    let pack = |args: &[&str], auth: bool| {
+    let pack_in = |cache: &str, args: &[&str], auth: bool| {
         let mut c = Command::new(pack_bin());
-        c.args(args).arg("--cache").arg(w.path("cache"));
+        c.args(args).arg("--cache").arg(w.path(cache));
         c.env_remove("REGISTRY_AUTH_FILE")
             .env("DOCKER_CONFIG", w.path("no-docker-config"));
         if auth {
@@ -316,6 +329,7 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
         }
         c.output().unwrap()
     };
+    let pack = |args: &[&str], auth: bool| pack_in("cache", args, auth);
     let spec = w.spec();
     let spec = spec.to_str().unwrap();
     // Without credentials the front refuses: a registry error.
@@ -368,6 +382,60 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
         "the model blob should come in parts: {ranges:?}"
     );
     assert!(ranges.contains(&"bytes=0-8388607"), "{ranges:?}");
+
+    // Resume: a cache holding the first two parts of the model blob (and a journal saying
+    // so) fetches only the rest. A journal whose parts are not really there (a crash lost
+    // them) costs one fetch from scratch, not a failed build.
+    let part = 8u64 << 20;
+    let data = std::fs::read(&big.path).unwrap();
+    let build_with = |cache: &str, real_parts: bool| {
+        let tmp = w.path(cache).join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut partial = vec![0u8; data.len()];
+        if real_parts {
+            partial[..2 * part as usize].copy_from_slice(&data[..2 * part as usize]);
+        }
+        std::fs::write(tmp.join(format!("{}.partial", big.digest.hex())), &partial).unwrap();
+        std::fs::write(
+            tmp.join(format!("{}.parts", big.digest.hex())),
+            format!("{} {part}\n0\n1\n", data.len()),
+        )
+        .unwrap();
+        let mark = front.requests().len();
+        let o = w.path(&format!("{cache}.airlock"));
+        assert_ok(&pack_in(
+            cache,
+            &[
+                "build",
+                spec,
+                "-o",
+                o.to_str().unwrap(),
+                "--sign-key",
+                key.to_str().unwrap(),
+                "--quiet",
+            ],
+            true,
+        ));
+        assert_ok(&w.unpack("verify", &o, &[]));
+        front.requests()[mark..]
+            .iter()
+            .filter(|r| r.listener == Listener::Blobs && r.path.contains(&big.digest.hex()))
+            .filter_map(|r| r.range.clone())
+            .collect::<Vec<String>>()
+    };
+    let resumed = build_with("cache-resume", true);
+    assert!(
+        !resumed
+            .iter()
+            .any(|r| r == "bytes=0-8388607" || r == "bytes=8388608-16777215"),
+        "parts already in the cache were fetched again: {resumed:?}"
+    );
+    assert!(
+        resumed.contains(&"bytes=16777216-25165823".to_string()),
+        "{resumed:?}"
+    );
+    let stale = build_with("cache-stale", false);
+    assert!(stale.contains(&"bytes=0-8388607".to_string()), "{stale:?}");
 
     // The bundle carries the model intact.
     let x = w.path("x");

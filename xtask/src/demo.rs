@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: the whole job on an embedded default. A loopback registry gets two
-//! generated images; they are locked, packed (signed, encrypted), verified and loaded into
-//! the local Docker engine inside a network namespace with no network, and run.
+//! generated images and a generated Ollama model; with the LLM stack's Prometheus config as
+//! carried files they are locked, packed (signed, encrypted), verified and loaded inside a
+//! network namespace with no network (images into the engine, the model and the files into
+//! Docker volumes), then the images run and a container shows the restored Ollama store.
 
 use std::process::Command;
 
@@ -8,6 +10,9 @@ use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
 use anyhow::Context as _;
 
 use crate::util::{build_bins, capture, install_deps, sh};
+
+const MODEL_VOLUME: &str = "airlock-demo-ollama";
+const FILES_VOLUME: &str = "airlock-demo-prometheus";
 
 fn step(n: u32, what: &str) {
     eprintln!("\n\x1b[1m[{n}] {what}\x1b[0m");
@@ -67,12 +72,21 @@ pub fn run() -> anyhow::Result<()> {
         )],
     );
     eprintln!("    {hello}\n    {motd}  (shares the busybox layer)");
+    let model = airlock_testkit::ollama::OllamaModel::generate(&w.join("model"), 16 << 20, 42);
+    model.push(&registry.addr, "library/tinyllama", "latest");
+    let model_name = format!("{}/library/tinyllama:latest", registry.addr);
+    eprintln!("    {model_name}  (an Ollama model: 16 MiB of weights, template, params, license)");
 
     let spec = w.join("demo.toml");
+    let prometheus = crate::util::root().join("manifests/llm-stack/prometheus");
     std::fs::write(
         &spec,
         format!(
-            "name = \"demo\"\nplatforms = [\"linux/amd64\"]\n\n[[image]]\nref = \"{hello}\"\n\n[[image]]\nref = \"{motd}\"\n\n[registries.\"{}\"]\ninsecure = true\n",
+            "name = \"demo\"\nplatforms = [\"linux/amd64\"]\n\n[[image]]\nref = \"{hello}\"\n\n[[image]]\nref = \"{motd}\"\n\n\
+             [[model]]\nname = \"{model_name}\"\nvolume = \"{MODEL_VOLUME}\"\n\n\
+             [[files]]\nsource = \"{}\"\nvolume = \"{FILES_VOLUME}\"\n\n\
+             [registries.\"{}\"]\ninsecure = true\n",
+            prometheus.display(),
             registry.addr
         ),
     )?;
@@ -129,16 +143,40 @@ pub fn run() -> anyhow::Result<()> {
 
     step(
         8,
-        "on the gap host: load into the Docker engine (all or nothing)",
+        "on the gap host: load images into the engine, the model and files into volumes (all or nothing)",
     );
     sh(&mut offline(&["load"]))?;
 
-    step(9, "run the loaded images");
+    step(
+        9,
+        "run the loaded images, and look into the restored volumes",
+    );
     let result = (|| {
         for image in [&hello, &motd] {
             let out =
                 capture(Command::new("docker").args(["run", "--rm", "--network", "none", image]))?;
             eprintln!("    docker run {image}\n    > {}", out.trim());
+        }
+        let out = capture(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{MODEL_VOLUME}:/root/.ollama:ro"),
+            "-v",
+            &format!("{FILES_VOLUME}:/etc/prometheus:ro"),
+            &hello,
+            "/bin/busybox",
+            "find",
+            "/root/.ollama/models",
+            "/etc/prometheus",
+            "-type",
+            "f",
+        ]))?;
+        eprintln!("    the Ollama store and the Prometheus config, as a container sees them:");
+        for line in out.lines() {
+            eprintln!("    > {line}");
         }
         Ok::<_, anyhow::Error>(())
     })();
@@ -147,11 +185,13 @@ pub fn run() -> anyhow::Result<()> {
     for image in [&hello, &motd] {
         let _ = Command::new("docker").args(["rmi", "-f", image]).output();
     }
+    let _ = Command::new("docker")
+        .args(["volume", "rm", MODEL_VOLUME, FILES_VOLUME])
+        .output();
     drop(registry);
     result?;
     eprintln!(
-        "\ndemo complete: packed, carried, verified offline, loaded and ran {} images",
-        2
+        "\ndemo complete: packed, carried, verified offline; loaded and ran 2 images, restored 1 model and its files"
     );
     Ok(())
 }

@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 
 use crate::cache::BlobCache;
 use crate::lock::ModelSources;
-use crate::ollama::OllamaRegistry;
+use crate::ollama::{Follow, OllamaRegistry};
 use crate::plan::{plan, BlobSource, Plan, PlannedBlob, Sources};
 use crate::registry::Registry;
 use crate::PackError;
@@ -172,38 +172,56 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     })
 }
 
-/// Which blobs the writer must wait for, and how their downloads ended.
+/// Which blobs the writer must wait for, and how their downloads are going: a large model
+/// blob can be followed while its parts arrive.
 struct Ready {
-    state: Mutex<HashMap<Digest, Option<Result<(), String>>>>,
+    state: Mutex<HashMap<Digest, Pending>>,
     cv: Condvar,
+}
+
+enum Pending {
+    Waiting,
+    Following(Arc<Follow>),
+    Done(Result<(), String>),
+}
+
+/// Where the writer reads a blob from.
+enum BlobFrom {
+    Cache,
+    Follow(Arc<Follow>),
 }
 
 impl Ready {
     fn new(pending: impl Iterator<Item = Digest>) -> Ready {
         Ready {
-            state: Mutex::new(pending.map(|d| (d, None)).collect()),
+            state: Mutex::new(pending.map(|d| (d, Pending::Waiting)).collect()),
             cv: Condvar::new(),
         }
     }
 
-    fn mark(&self, d: Digest, r: Result<(), String>) {
+    fn set(&self, d: Digest, p: Pending) {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(d, Some(r));
+            .insert(d, p);
         self.cv.notify_all();
     }
 
-    /// Blocks until `d` is in the cache (at once if it never was missing).
-    fn wait(&self, d: &Digest) -> std::io::Result<()> {
+    fn mark(&self, d: Digest, r: Result<(), String>) {
+        self.set(d, Pending::Done(r));
+    }
+
+    /// Blocks until `d` is in the cache (at once if it never was missing) or can be followed.
+    fn wait(&self, d: &Digest) -> std::io::Result<BlobFrom> {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             match g.get(d) {
-                None | Some(Some(Ok(()))) => return Ok(()),
-                Some(Some(Err(m))) => {
+                None | Some(Pending::Done(Ok(()))) => return Ok(BlobFrom::Cache),
+                Some(Pending::Following(f)) => return Ok(BlobFrom::Follow(f.clone())),
+                Some(Pending::Done(Err(m))) => {
                     return Err(std::io::Error::other(format!("download failed: {m}")))
                 }
-                Some(None) => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(Pending::Waiting) => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
             }
         }
     }
@@ -247,8 +265,17 @@ async fn download(
                             .await
                     }
                     BlobSource::Model(name) => {
+                        let follow = |f: Arc<Follow>| ready.set(b.digest, Pending::Following(f));
                         ollama
-                            .fetch_blob(name, b.digest, b.size, cache, jobs, &on_bytes)
+                            .fetch_blob(
+                                name,
+                                b.digest,
+                                b.size,
+                                cache,
+                                jobs,
+                                &on_bytes,
+                                Some(&follow),
+                            )
                             .await
                     }
                     BlobSource::File(p) => Err(PackError::Environment(format!(
@@ -333,10 +360,11 @@ fn write_file(
                     _ => {
                         let p = match sources.get(&e.digest) {
                             Some(BlobSource::File(p)) => p.clone(),
-                            _ => {
-                                ready.wait(&e.digest)?;
-                                cache.path(&e.digest)
-                            }
+                            _ => match ready.wait(&e.digest)? {
+                                BlobFrom::Cache => cache.path(&e.digest),
+                                // Hashed by the writer like every other source.
+                                BlobFrom::Follow(f) => return Ok(Box::new(f.reader())),
+                            },
                         };
                         std::fs::File::open(&p)
                             .map(|f| Box::new(f) as Box<dyn Read>)

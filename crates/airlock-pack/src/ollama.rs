@@ -299,7 +299,9 @@ impl OllamaRegistry {
 
     /// Fetches a blob into the cache: one stream for small blobs, parallel `Range` parts
     /// (at most `jobs` at once) for large ones, resumable across runs. Verified before it
-    /// gets its real name.
+    /// gets its real name. `on_follow` receives a handle to read the blob in order while it
+    /// arrives.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fetch_blob(
         &self,
         name: &ModelName,
@@ -308,7 +310,38 @@ impl OllamaRegistry {
         cache: &BlobCache,
         jobs: usize,
         on_bytes: &(dyn Fn(i64) + Sync),
+        on_follow: Option<&(dyn Fn(Arc<Follow>) + Sync)>,
     ) -> Result<(), PackError> {
+        match self
+            .fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow)
+            .await?
+        {
+            Fetched::Done => Ok(()),
+            // Parts kept from an earlier run did not add up (a crash lost bytes the journal
+            // claimed): they are gone now; fetch the whole blob once more from scratch.
+            Fetched::StaleResume => {
+                match self
+                    .fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow)
+                    .await?
+                {
+                    Fetched::Done => Ok(()),
+                    Fetched::StaleResume => unreachable!("a fresh fetch resumes nothing"),
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_blob_once(
+        &self,
+        name: &ModelName,
+        digest: Digest,
+        size: u64,
+        cache: &BlobCache,
+        jobs: usize,
+        on_bytes: &(dyn Fn(i64) + Sync),
+        on_follow: Option<&(dyn Fn(Arc<Follow>) + Sync)>,
+    ) -> Result<Fetched, PackError> {
         let url = self.url(name, &format!("blobs/{digest}"))?;
         let part = (size / 16).clamp(MIN_PART, MAX_PART);
         let partial = cache.partial_path(&digest);
@@ -335,6 +368,15 @@ impl OllamaRegistry {
         on_bytes(resumed as i64);
         let file = Arc::new(file);
         let progress = Arc::new(Progressive::new(parts.len(), &journal));
+        // Only a fresh download is followed: bytes kept from an earlier run are checked by the
+        // whole-blob hash first (a stale journal means fetching again).
+        if let (Some(on_follow), 0) = (on_follow, resumed) {
+            on_follow(Arc::new(Follow {
+                file: file.clone(),
+                parts: parts.clone(),
+                progress: progress.clone(),
+            }));
+        }
         let hasher = {
             let (file, progress, parts) = (file.clone(), progress.clone(), parts.clone());
             std::thread::spawn(move || hash_in_order(&file, &parts, &progress))
@@ -391,13 +433,18 @@ impl OllamaRegistry {
         if computed != Some(digest) {
             journal.remove();
             let _ = std::fs::remove_file(&partial);
+            on_bytes(-(size as i64));
+            if resumed > 0 {
+                return Ok(Fetched::StaleResume);
+            }
             return Err(PackError::Integrity(format!(
                 "{name}: digest mismatch for blob {digest} from the registry: computed {}",
                 computed.map(|d| d.to_string()).unwrap_or_default()
             )));
         }
         journal.remove();
-        cache.commit(&partial, &digest).map_err(env)
+        cache.commit(&partial, &digest).map_err(env)?;
+        Ok(Fetched::Done)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -480,6 +527,11 @@ impl OllamaRegistry {
     }
 }
 
+enum Fetched {
+    Done,
+    StaleResume,
+}
+
 /// Which parts of a partial blob are complete: one line per finished part index, after a
 /// first line naming the blob size and part size (a journal for another layout is ignored).
 struct Journal {
@@ -532,10 +584,65 @@ impl Journal {
     }
 }
 
-/// Parts finished so far, shared with the hashing thread.
+/// Parts finished so far, shared with the hashing thread and the bundle writer.
 struct Progressive {
     state: Mutex<(Vec<bool>, bool)>,
     cv: Condvar,
+}
+
+/// A blob still downloading, readable in order as far as its parts have arrived: the bundle
+/// writer follows the download instead of waiting for its end. What it reads is hashed by
+/// the writer itself (every bundle entry is), so following trusts nothing new.
+pub struct Follow {
+    file: Arc<File>,
+    parts: Vec<(u64, u64)>,
+    progress: Arc<Progressive>,
+}
+
+impl std::fmt::Debug for Follow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Follow")
+    }
+}
+
+impl Follow {
+    /// A reader of the whole blob that blocks until the bytes it needs have arrived.
+    pub fn reader(self: &Arc<Self>) -> FollowReader {
+        FollowReader {
+            follow: self.clone(),
+            pos: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct FollowReader {
+    follow: Arc<Follow>,
+    pos: u64,
+}
+
+impl std::io::Read for FollowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let f = &self.follow;
+        let size = f.parts.last().map(|p| p.1).unwrap_or(0);
+        if self.pos >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        // The part holding `pos` must be complete before its bytes are read.
+        let i = f
+            .parts
+            .iter()
+            .position(|&(s, e)| s <= self.pos && self.pos < e)
+            .expect("pos inside the blob");
+        if !f.progress.wait(i) {
+            return Err(std::io::Error::other("the download failed"));
+        }
+        let end = f.parts[i].1;
+        let n = ((end - self.pos) as usize).min(buf.len());
+        f.file.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl Progressive {

@@ -408,7 +408,15 @@ pub async fn plan(
         } else {
             if !cache.has(&m.config.digest, m.config.size) {
                 src.ollama
-                    .fetch_blob(name, m.config.digest, m.config.size, cache, 1, &|_| {})
+                    .fetch_blob(
+                        name,
+                        m.config.digest,
+                        m.config.size,
+                        cache,
+                        1,
+                        &|_| {},
+                        None,
+                    )
                     .await?;
             }
             cache.get_bytes(&m.config.digest).ok_or_else(|| {

@@ -24,7 +24,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::open::{open_bundle, Access};
-use crate::restore::{commit, RestoreOptions, RestoredFile, RestoredModel, Staging};
+use crate::restore::{
+    commit, RestoreOptions, RestoredFile, RestoredModel, Sink, SinkSpec, Staging,
+};
 use crate::UnpackError;
 
 const CHUNK: usize = 1 << 20;
@@ -129,7 +131,7 @@ impl Write for ChanWriter {
 /// where model and file blobs are written while streaming.
 struct Route {
     images: Vec<ImageRecord>,
-    sinks: std::collections::HashMap<Digest, Vec<std::path::PathBuf>>,
+    sinks: std::collections::HashMap<Digest, Vec<SinkSpec>>,
 }
 
 struct LoadVisitor {
@@ -137,7 +139,7 @@ struct LoadVisitor {
     selected: Vec<ImageRecord>,
     needed: HashSet<Digest>,
     manifests: BTreeMap<Digest, Entry>,
-    sinks: std::collections::HashMap<Digest, Vec<std::path::PathBuf>>,
+    sinks: std::collections::HashMap<Digest, Vec<SinkSpec>>,
     header_tx: Option<std::sync::mpsc::Sender<Verified>>,
     route_rx: std::sync::mpsc::Receiver<Result<Route, String>>,
 }
@@ -198,11 +200,9 @@ impl Visitor for LoadVisitor {
         if !to_engine && files.is_empty() {
             return Ok(());
         }
-        let mut outs: Vec<Box<dyn Write>> = Vec::new();
-        for p in &files {
-            let f = std::fs::File::create(p)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-            outs.push(Box::new(io::BufWriter::with_capacity(1 << 20, f)));
+        let mut outs: Vec<Sink> = Vec::new();
+        for spec in &files {
+            outs.push(Sink::open(spec, entry.size)?);
         }
         if to_engine {
             self.out
@@ -213,8 +213,8 @@ impl Visitor for LoadVisitor {
             files: outs,
         };
         airlock_bundle::hashing::copy_large(data, &mut tee)?;
-        for f in &mut tee.files {
-            f.flush()?;
+        for f in tee.files {
+            f.finish()?;
         }
         if to_engine {
             tarfmt::write_padding(&mut self.out, entry.size)?;
@@ -243,7 +243,7 @@ impl Visitor for LoadVisitor {
 /// Writes one entry's bytes to the engine upload and to temp files at once.
 struct Tee<'a> {
     engine: Option<&'a mut ChanWriter>,
-    files: Vec<Box<dyn Write>>,
+    files: Vec<Sink>,
 }
 
 impl Write for Tee<'_> {

@@ -27,6 +27,8 @@ use bollard::Docker;
 use bytes::Bytes;
 use serde::Serialize;
 
+use airlock_bundle::readahead::WriteBehind;
+
 use crate::volume::{volume_exists, Existing, Helper};
 use crate::UnpackError;
 
@@ -90,8 +92,8 @@ impl std::fmt::Display for Conflict {
 /// What happens where, decided before any blob is read.
 #[derive(Debug, Default)]
 pub struct Staging {
-    /// Per blob, the temp files it is written to while streaming.
-    pub sinks: HashMap<Digest, Vec<PathBuf>>,
+    /// Per blob, where it goes while streaming.
+    pub sinks: HashMap<Digest, Vec<SinkSpec>>,
     spool: Option<tempfile::TempDir>,
     host_models: Vec<HostModel>,
     /// Per models directory: blobs to rename into place.
@@ -107,8 +109,7 @@ struct HostModel {
     record: ModelRecord,
     name: ModelName,
     dir: PathBuf,
-    written: usize,
-    present: usize,
+    blobs: Vec<Digest>,
 }
 
 #[derive(Debug)]
@@ -271,6 +272,7 @@ async fn prepare_with(
     st: &mut Staging,
     reader: Option<&Helper>,
 ) -> Result<(), UnpackError> {
+    let size_of: HashMap<Digest, u64> = h.entries.iter().map(|e| (e.digest, e.size)).collect();
     let mut spooled: BTreeSet<Digest> = BTreeSet::new();
     let mut need_spool = |st: &mut Staging, d: Digest| -> Result<(), UnpackError> {
         if st.spool.is_none() {
@@ -284,7 +286,7 @@ async fn prepare_with(
         }
         if spooled.insert(d) {
             let p = st.spool_path(&d);
-            st.sinks.entry(d).or_default().push(p);
+            st.sinks.entry(d).or_default().push(SinkSpec::Write(p));
         }
         Ok(())
     };
@@ -308,45 +310,47 @@ async fn prepare_with(
             Target::Path(dir) => {
                 let dir = PathBuf::from(dir);
                 let blob_dir = dir.join("blobs");
-                let (mut written, mut present) = (0, 0);
-                for d in blobs {
+                for d in &blobs {
+                    let d = *d;
                     let pending = st.host_blobs.entry(dir.clone()).or_default();
                     if pending.contains_key(&d) {
-                        written += 1;
                         continue;
                     }
                     let final_path = dir.join(ollama::blob_path(&d));
-                    match host_existing(&final_path)? {
-                        Existing::File { digest, .. } if digest == d => {
-                            present += 1;
-                            continue;
-                        }
-                        Existing::Missing | Existing::File { .. } => {}
-                        other => {
-                            return Err(UnpackError::Conflict(format!(
-                                "{}: is {}, not a blob file",
-                                final_path.display(),
-                                describe(&other)
-                            )))
-                        }
-                    }
-                    fs::create_dir_all(&blob_dir).map_err(|e| env(&blob_dir, e))?;
                     let tmp = blob_dir.join(format!(
                         "sha256-{}-partial-airlock-{}",
                         d.hex(),
                         std::process::id()
                     ));
-                    st.sinks.entry(d).or_default().push(tmp.clone());
+                    // A blob already there with the right size is compared byte for byte
+                    // with the bundle's (which is hashed as it streams): equal means present
+                    // and verified without hashing it a second time; a difference switches
+                    // to writing the temp file, which then replaces the damaged blob.
+                    let spec = match fs::symlink_metadata(&final_path) {
+                        Ok(m) if m.is_file() && Some(&m.len()) == size_of.get(&d) => {
+                            SinkSpec::Compare {
+                                existing: final_path.clone(),
+                                temp: tmp.clone(),
+                            }
+                        }
+                        Ok(m) if !m.is_file() => {
+                            return Err(UnpackError::Conflict(format!(
+                                "{}: is not a regular file, where the blob {d} goes",
+                                final_path.display()
+                            )))
+                        }
+                        _ => SinkSpec::Write(tmp.clone()),
+                    };
+                    fs::create_dir_all(&blob_dir).map_err(|e| env(&blob_dir, e))?;
+                    st.sinks.entry(d).or_default().push(spec);
                     st.temps.push(tmp.clone());
                     st.host_blobs.entry(dir.clone()).or_default().insert(d, tmp);
-                    written += 1;
                 }
                 st.host_models.push(HostModel {
                     record: m.clone(),
                     name,
                     dir,
-                    written,
-                    present,
+                    blobs,
                 });
             }
             Target::Volume(v) => {
@@ -450,22 +454,182 @@ async fn prepare_with(
     Ok(())
 }
 
+/// Where a blob goes while the bundle streams.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    /// A temp file.
+    Write(PathBuf),
+    /// A blob already in place: compared with the stream; written to `temp` only from the
+    /// first difference on (the equal prefix copied from `existing`).
+    Compare { existing: PathBuf, temp: PathBuf },
+}
+
+/// An open [`SinkSpec`].
+pub enum Sink {
+    Direct(io::BufWriter<fs::File>),
+    Behind(WriteBehind<fs::File>),
+    Compare {
+        existing: io::BufReader<fs::File>,
+        existing_path: PathBuf,
+        temp: PathBuf,
+        big: bool,
+        pos: u64,
+        buf: Vec<u8>,
+        diverged: Option<Box<Sink>>,
+    },
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Direct(_) => "Sink::Direct",
+            Sink::Behind(_) => "Sink::Behind",
+            Sink::Compare { .. } => "Sink::Compare",
+        })
+    }
+}
+
+fn io_at(p: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+impl Sink {
+    /// Opens a sink for an entry of `size` bytes.
+    pub fn open(spec: &SinkSpec, size: u64) -> io::Result<Sink> {
+        // Large blobs are written on their own thread while the reader hashes: with sha256
+        // at ~2 GB/s, writing in line would add half again to a model's load time.
+        let big = size >= 4 << 20;
+        match spec {
+            SinkSpec::Write(p) => Sink::create(p, big),
+            SinkSpec::Compare { existing, temp } => Ok(Sink::Compare {
+                existing: io::BufReader::with_capacity(
+                    1 << 20,
+                    fs::File::open(existing).map_err(|e| io_at(existing, e))?,
+                ),
+                existing_path: existing.clone(),
+                temp: temp.clone(),
+                big,
+                pos: 0,
+                buf: Vec::new(),
+                diverged: None,
+            }),
+        }
+    }
+
+    fn create(p: &Path, big: bool) -> io::Result<Sink> {
+        let f = fs::File::create(p).map_err(|e| io_at(p, e))?;
+        Ok(if big {
+            Sink::Behind(WriteBehind::spawn(f, 1 << 20, 4))
+        } else {
+            Sink::Direct(io::BufWriter::with_capacity(1 << 20, f))
+        })
+    }
+
+    /// From here on, write: the temp file starts with the existing file's first `pos`
+    /// bytes, which equalled the stream's.
+    fn diverge(existing_path: &Path, temp: &Path, big: bool, pos: u64) -> io::Result<Sink> {
+        use std::io::Read as _;
+        let mut w = Sink::create(temp, big)?;
+        let mut src = fs::File::open(existing_path)
+            .map_err(|e| io_at(existing_path, e))?
+            .take(pos);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n])?;
+        }
+        Ok(w)
+    }
+
+    pub fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        use std::io::Read as _;
+        match self {
+            Sink::Direct(w) => w.write_all(b),
+            Sink::Behind(w) => w.write_all(b),
+            Sink::Compare {
+                existing,
+                existing_path,
+                temp,
+                big,
+                pos,
+                buf,
+                diverged,
+            } => {
+                if let Some(w) = diverged {
+                    return w.write_all(b);
+                }
+                buf.resize(b.len(), 0);
+                let same = existing.read_exact(buf).is_ok() && buf[..] == b[..];
+                if same {
+                    *pos += b.len() as u64;
+                    return Ok(());
+                }
+                let mut w = Sink::diverge(existing_path, temp, *big, *pos)?;
+                w.write_all(b)?;
+                *diverged = Some(Box::new(w));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> io::Result<()> {
+        use std::io::Read as _;
+        match self {
+            Sink::Direct(mut w) => w.flush(),
+            Sink::Behind(w) => w.finish().map(drop),
+            Sink::Compare {
+                mut existing,
+                existing_path,
+                temp,
+                big,
+                pos,
+                diverged,
+                ..
+            } => match diverged {
+                Some(w) => w.finish(),
+                None => {
+                    // Equal so far; a longer existing file still differs.
+                    if existing.read(&mut [0u8; 1])? == 0 {
+                        Ok(())
+                    } else {
+                        Sink::diverge(&existing_path, &temp, big, pos)?.finish()
+                    }
+                }
+            },
+        }
+    }
+}
+
 /// Makes everything visible, after the whole bundle verified.
 pub async fn commit(
     st: &mut Staging,
     docker: Option<&Docker>,
 ) -> Result<(Vec<RestoredModel>, Vec<RestoredFile>), UnpackError> {
     let mut models = Vec::new();
-    // Host models directories: blobs, then manifests.
+    // Host models directories: blobs, then manifests. A blob without a temp file matched
+    // the one already there byte for byte.
+    let mut written: BTreeSet<(PathBuf, Digest)> = BTreeSet::new();
     for (dir, blobs) in std::mem::take(&mut st.host_blobs) {
         for (d, tmp) in blobs {
+            if !tmp.exists() {
+                continue;
+            }
             let final_path = dir.join(ollama::blob_path(&d));
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
                 .map_err(|e| env(&tmp, e))?;
             fs::rename(&tmp, &final_path).map_err(|e| env(&final_path, e))?;
+            written.insert((dir.clone(), d));
         }
     }
     for hm in &st.host_models {
+        let n_written = hm
+            .blobs
+            .iter()
+            .filter(|d| written.contains(&(hm.dir.clone(), **d)))
+            .count();
         let manifest = fs::read(st.spool_path(&hm.record.manifest))
             .map_err(|e| env(&st.spool_path(&hm.record.manifest), e))?;
         let replaced = write_manifest(&hm.dir, &hm.name, &manifest)?;
@@ -473,8 +637,8 @@ pub async fn commit(
             name: hm.name.to_string(),
             target: hm.dir.display().to_string(),
             manifest: hm.record.manifest,
-            blobs_written: hm.written,
-            blobs_present: hm.present,
+            blobs_written: n_written,
+            blobs_present: hm.blobs.len() - n_written,
             replaced,
         });
     }
@@ -712,4 +876,39 @@ fn tar_stream(
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_sinks_write_only_from_the_first_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let run = |existing: &[u8]| -> Option<Vec<u8>> {
+            let e = dir.path().join("existing");
+            let t = dir.path().join("temp");
+            let _ = fs::remove_file(&t);
+            fs::write(&e, existing).unwrap();
+            let spec = SinkSpec::Compare {
+                existing: e,
+                temp: t.clone(),
+            };
+            let mut s = Sink::open(&spec, data.len() as u64).unwrap();
+            for c in data.chunks(100_000) {
+                s.write_all(c).unwrap();
+            }
+            s.finish().unwrap();
+            fs::read(&t).ok()
+        };
+        assert_eq!(run(&data), None, "equal: nothing written");
+        let mut damaged = data.clone();
+        damaged[3_333_333] ^= 1;
+        assert_eq!(run(&damaged).as_deref(), Some(&data[..]), "one bit off");
+        let mut longer = data.clone();
+        longer.push(0);
+        assert_eq!(run(&longer).as_deref(), Some(&data[..]), "longer");
+        assert_eq!(run(&data[..1000]).as_deref(), Some(&data[..]), "shorter");
+    }
 }
