@@ -157,6 +157,27 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
         );
     }
 
+    // extract writes the Ollama store and the files beside the OCI layout.
+    let x = w.path("extracted");
+    assert_ok(&w.unpack("extract", &bundle, &["--to", x.to_str().unwrap()]));
+    assert_eq!(
+        snapshot(&x.join("ollama/models")),
+        expected_store(&model, &parsed)
+    );
+    let run_sh = x.join(format!("files/volume/{files_volume}/etc/bin/run.sh"));
+    assert_eq!(
+        std::fs::metadata(&run_sh).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    let prom = x.join(format!(
+        "files/path/{}/prometheus.yml",
+        host_files.display().to_string().trim_start_matches('/')
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&prom).unwrap(),
+        format!("# {}\n", w.marker)
+    );
+
     let _guard = docker_lock();
     let models_dir = w.path("ollama-models");
     let report = json_of(&w.unpack(
@@ -458,9 +479,12 @@ fn a_local_store_is_packed_without_network_and_checked() {
     let store = w.path("store");
     let name = ModelName::parse("tiny:q4").unwrap();
     model.install_local(&store, &name);
+    // The same model under a second tag: every blob is carried once.
+    model.install_local(&store, &ModelName::parse("tiny:latest").unwrap());
     std::fs::write(
         w.spec(),
-        "name = \"e2e\"\n[[model]]\nname = \"tiny:q4\"\nsource = \"local\"\n",
+        "name = \"e2e\"\n[ollama]\nsource = \"local\"\n\
+         [[model]]\nname = \"tiny:q4\"\n[[model]]\nname = \"tiny:latest\"\n",
     )
     .unwrap();
     // Both lock and build run with no network at all.
@@ -493,12 +517,18 @@ fn a_local_store_is_packed_without_network_and_checked() {
         ])
     };
     assert_ok(&build(&out));
-    let o = w.unpack("inspect", &out, &[]);
-    assert_ok(&o);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("tiny:q4"),
-        "{}",
-        text(&o)
+    let o = w.unpack("inspect", &out, &["--json"]);
+    let inspected = json_of(&o);
+    assert_eq!(
+        inspected["models"].as_array().unwrap().len(),
+        2,
+        "{inspected}"
+    );
+    // oci-layout, index.json, then the manifest and five blobs once for both tags.
+    assert_eq!(
+        inspected["entries"].as_array().unwrap().len(),
+        2 + 1 + 5,
+        "{inspected}"
     );
     let models_dir = w.path("restored");
     assert_ok(&w.unpack(
@@ -506,7 +536,12 @@ fn a_local_store_is_packed_without_network_and_checked() {
         &out,
         &["--ollama-models", models_dir.to_str().unwrap()],
     ));
-    assert_eq!(snapshot(&models_dir), expected_store(&model, &name));
+    let mut want = expected_store(&model, &name);
+    want.insert(
+        "manifests/registry.ollama.ai/library/tiny/latest".into(),
+        format!("644 {}", model.digest),
+    );
+    assert_eq!(snapshot(&models_dir), want);
 
     // A blob that rotted in the store (same size, one bit) is refused, named, and no
     // bundle is written.

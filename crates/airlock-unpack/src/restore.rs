@@ -7,7 +7,9 @@
 //!    files unless `--overwrite`, and say where each blob must be written while streaming.
 //! 2. While streaming, blobs go to temp files only: for a host models directory, temp files
 //!    in its `blobs/` (same filesystem, for the rename); for volumes and files, a spool
-//!    directory under the work dir.
+//!    directory under the work dir. A blob already in a models directory is compared with
+//!    the stream (which the reader hashes) instead of being hashed again, and written only
+//!    from its first difference on.
 //! 3. [`commit`], only after the whole bundle verified: blobs renamed into place, each
 //!    model's manifest written last and atomically (so `ollama list` never shows a half
 //!    model), files written through temp + rename, volumes filled with one archive per model
@@ -131,14 +133,6 @@ struct PlannedFile {
 }
 
 impl Staging {
-    pub fn is_empty(&self) -> bool {
-        self.host_models.is_empty() && self.volume_models.is_empty() && self.files.is_empty()
-    }
-
-    pub fn needs_engine(&self) -> bool {
-        !self.volumes.is_empty()
-    }
-
     fn spool_path(&self, d: &Digest) -> PathBuf {
         self.spool
             .as_ref()
