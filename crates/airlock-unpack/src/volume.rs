@@ -111,7 +111,11 @@ impl Helper {
         let created = docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(format!("airlock-helper-{}", std::process::id())),
+                    name: Some(format!(
+                        "airlock-helper-{}-{}",
+                        std::process::id(),
+                        rand_suffix()
+                    )),
                     ..Default::default()
                 }),
                 ContainerCreateBody {
