@@ -542,6 +542,21 @@ fn a_local_store_is_packed_without_network_and_checked() {
         format!("644 {}", model.digest),
     );
     assert_eq!(snapshot(&models_dir), want);
+    // `--ollama-models` without a directory means Ollama's own: $OLLAMA_MODELS.
+    let env_models = w.path("env-models");
+    let o = Command::new("unshare")
+        .arg("-n")
+        .arg(unpack_bin())
+        .arg("load")
+        .arg(&out)
+        .arg("--trust")
+        .arg(w.path("pack-keys/airlock.pub"))
+        .arg("--ollama-models")
+        .env("OLLAMA_MODELS", &env_models)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_eq!(snapshot(&env_models), want);
 
     // A blob that rotted in the store (same size, one bit) is refused, named, and no
     // bundle is written.

@@ -79,8 +79,8 @@ enum Command {
         platform: Option<Platform>,
         /// Restore every model into this Ollama models directory instead of the bundle's
         /// targets; without DIR: $OLLAMA_MODELS, else ~/.ollama/models.
-        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", conflicts_with = "ollama_volume")]
-        ollama_models: Option<PathBuf>,
+        #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with = "ollama_volume")]
+        ollama_models: Option<Option<PathBuf>>,
         /// Restore every model into this Docker named volume (mounted by Ollama at
         /// /root/.ollama) instead of the bundle's targets.
         #[arg(long, value_name = "NAME")]
@@ -411,10 +411,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
             let models_to = match (ollama_models, ollama_volume) {
-                (Some(dir), _) if dir.as_os_str().is_empty() => Some(Target::Path(absolute(
+                (Some(None), _) => Some(Target::Path(absolute(
                     &airlock_bundle::ollama::default_models_dir(),
                 )?)),
-                (Some(dir), _) => Some(Target::Path(absolute(&dir)?)),
+                (Some(Some(dir)), _) => Some(Target::Path(absolute(&dir)?)),
                 (None, Some(v)) => Some(Target::Volume(v)),
                 (None, None) => None,
             };

@@ -422,7 +422,7 @@ pub fn load(
         staging.abort();
         return Err(e);
     }
-    let committed = rt.block_on(commit(&mut staging, docker));
+    let committed = rt.block_on(commit(&mut staging, docker, progress));
     let (models, files) = match committed {
         Ok(v) => v,
         Err(e) => {

@@ -29,6 +29,7 @@ use bollard::Docker;
 use bytes::Bytes;
 use serde::Serialize;
 
+use airlock_bundle::progress::Progress;
 use airlock_bundle::readahead::WriteBehind;
 
 use crate::volume::{volume_exists, Existing, Helper};
@@ -601,6 +602,7 @@ impl Sink {
 pub async fn commit(
     st: &mut Staging,
     docker: Option<&Docker>,
+    progress: &Progress,
 ) -> Result<(Vec<RestoredModel>, Vec<RestoredFile>), UnpackError> {
     let mut models = Vec::new();
     // Host models directories: blobs, then manifests. A blob without a temp file matched
@@ -657,7 +659,7 @@ pub async fn commit(
         let docker = docker.expect("engine connected when volumes are targets");
         let volumes: Vec<String> = st.volumes.iter().cloned().collect();
         let mut helper = Helper::start(docker, &volumes, true).await?;
-        let r = fill_volumes(st, &helper, &mut models).await;
+        let r = fill_volumes(st, &helper, &mut models, progress).await;
         helper.remove().await;
         r?;
     }
@@ -747,7 +749,27 @@ async fn fill_volumes(
     st: &Staging,
     helper: &Helper,
     models: &mut Vec<RestoredModel>,
+    progress: &Progress,
 ) -> Result<(), UnpackError> {
+    // One bar per archive: a model's blobs can be gigabytes.
+    let put = |volume: &str, items: Vec<TarItem>| {
+        let total: u64 = items
+            .iter()
+            .map(|i| match i {
+                TarItem::File(_, src, _) => fs::metadata(src).map(|m| m.len()).unwrap_or(0),
+                TarItem::Dir(..) => 0,
+            })
+            .sum();
+        let bar = progress.bytes(total, volume);
+        let on = bar.clone();
+        let body = tar_stream(items, Box::new(move |n| on.inc(n)));
+        let volume = volume.to_string();
+        async move {
+            let r = helper.put(&volume, body).await;
+            progress.remove(&bar);
+            r
+        }
+    };
     for vm in &st.volume_models {
         let mut entries: Vec<TarItem> = vec![
             TarItem::Dir("models".into(), 0o755),
@@ -772,7 +794,7 @@ async fn fill_volumes(
             st.spool_path(&vm.record.manifest),
             0o644,
         ));
-        helper.put(&vm.volume, tar_stream(entries)).await?;
+        put(&vm.volume, entries).await?;
         models.push(RestoredModel {
             name: vm.name.to_string(),
             target: format!("volume {}", vm.volume),
@@ -801,7 +823,7 @@ async fn fill_volumes(
     }
     for (v, items) in per_volume {
         if !items.is_empty() {
-            helper.put(v, tar_stream(items)).await?;
+            put(v, items).await?;
         }
     }
     Ok(())
@@ -815,10 +837,15 @@ enum TarItem {
 /// A tar built on a blocking thread from spooled files and streamed in 1 MiB chunks.
 fn tar_stream(
     items: Vec<TarItem>,
+    on_bytes: Box<dyn Fn(u64) + Send>,
 ) -> impl futures::Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(4);
     std::thread::spawn(move || {
-        struct Chan(tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>, Vec<u8>);
+        struct Chan(
+            tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>,
+            Vec<u8>,
+            Box<dyn Fn(u64) + Send>,
+        );
         impl io::Write for Chan {
             fn write(&mut self, b: &[u8]) -> io::Result<usize> {
                 self.1.extend_from_slice(b);
@@ -830,6 +857,7 @@ fn tar_stream(
             fn flush(&mut self) -> io::Result<()> {
                 if !self.1.is_empty() {
                     let chunk = Bytes::from(std::mem::take(&mut self.1));
+                    (self.2)(chunk.len() as u64);
                     self.0.blocking_send(Ok(chunk)).map_err(|_| {
                         io::Error::new(io::ErrorKind::BrokenPipe, "engine closed the upload")
                     })?;
@@ -839,7 +867,7 @@ fn tar_stream(
         }
         let tx2 = tx.clone();
         let r = (|| -> io::Result<()> {
-            let mut b = tar::Builder::new(Chan(tx, Vec::with_capacity(1 << 20)));
+            let mut b = tar::Builder::new(Chan(tx, Vec::with_capacity(1 << 20), on_bytes));
             b.mode(tar::HeaderMode::Deterministic);
             for item in items {
                 let mut h = tar::Header::new_gnu();
