@@ -300,6 +300,10 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
         parsed.manifest_path().display()
     );
     assert!(sums.contains(&mline.as_str()), "{mline} missing: {listing}");
+    // Again into the volume: every blob there is read back, hashed, and not sent again.
+    let again = json_of(&w.unpack("load", &bundle, &["--json"]));
+    assert_eq!(again["models"][0]["blobs_written"], 0, "{again}");
+    assert_eq!(again["models"][0]["blobs_present"], 5, "{again}");
     // No helper container or image is left behind.
     let leftovers = docker(&["ps", "-a", "--filter", "label=io.airlock.helper", "-q"]);
     assert!(

@@ -27,15 +27,18 @@ pub const EXIT_REGISTRY: u8 = 9;
 const AFTER_HELP: &str = "\
 Typical use, on the connected machine:
   airlock-pack keygen -o ~/.config/airlock           # once: the signing key pair
-  airlock-pack lock manifests/llm-stack.toml         # pin every tag to a digest
+  airlock-pack lock manifests/llm-stack.toml         # pin every image and model to a digest
   airlock-pack build manifests/llm-stack.toml -o llm-stack.airlock \\
       --sign-key ~/.config/airlock/airlock.key --recipients-file gap-host.pub
+
+Models already pulled with `ollama pull`: add --from-local to lock and build (no download;
+the store is --ollama-models DIR, else $OLLAMA_MODELS, else ~/.ollama/models).
 
 Exit codes: 0 ok, 2 usage, 3 content failed verification, 7 environment (disk, files),
 8 lock out of date (run `lock --update`), 9 registry unreachable or refused.";
 
 #[derive(Debug, Parser)]
-#[command(name = "airlock-pack", version, about = "Pin, pull and pack container images into one signed, encrypted bundle for an air-gapped host.", after_help = AFTER_HELP)]
+#[command(name = "airlock-pack", version, about = "Pin, pull and pack container images, Ollama models and files into one signed, encrypted bundle for an air-gapped host.", after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

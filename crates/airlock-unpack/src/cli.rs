@@ -35,7 +35,7 @@ Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered
 10 an existing file differs from the bundle's (nothing changed; see load --overwrite).";
 
 #[derive(Debug, Parser)]
-#[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline and load it into the local Docker engine.", after_help = AFTER_HELP)]
+#[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -340,7 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if !h.models.is_empty() {
                     println!();
                     println!(
-                        "{:<48} {:>10}  {:<8} {:<10} {:<8} TARGET",
+                        "{:<56} {:>10}  {:<8} {:<10} {:<8} TARGET",
                         "MODEL", "SIZE", "FORMAT", "FAMILY", "QUANT"
                     );
                     for m in &h.models {
@@ -349,7 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             .map(|n| n.short())
                             .unwrap_or_else(|_| m.name.clone());
                         println!(
-                            "{:<48} {:>10}  {:<8} {:<10} {:<8} {}",
+                            "{:<56} {:>10}  {:<8} {:<10} {:<8} {}",
                             short,
                             human(model_size(h, m)),
                             info.model_format,
