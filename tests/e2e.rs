@@ -114,6 +114,19 @@ fn interop_with_age_minisign_and_skopeo() {
     // The real age decrypts it with the host identity airlock-unpack wrote.
     let plain = w.path("plain.tar");
     age_decrypt(&w.path("host/host.key"), &bundle, &plain);
+    // And what the real age encrypts, airlock-unpack decrypts (its payload reader is its
+    // own): re-encrypt the plaintext to the host and verify that.
+    let by_age = w.path("by-age.airlock");
+    let recipient = std::fs::read_to_string(w.path("host/host.pub")).unwrap();
+    run_ok(
+        Command::new("age")
+            .arg("-r")
+            .arg(recipient.trim())
+            .arg("-o")
+            .arg(&by_age)
+            .arg(&plain),
+    );
+    assert_ok(&w.unpack("verify", &by_age, &[]));
 
     // tar x gives the header, its signature and an OCI layout.
     let layout = w.path("layout");

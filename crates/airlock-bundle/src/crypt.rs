@@ -7,6 +7,7 @@ use std::path::Path;
 
 use age::secrecy::{ExposeSecret as _, SecretString};
 
+use crate::agestream::{AgeHeader, PayloadReader};
 use crate::BundleError;
 
 /// Every age file starts with this line.
@@ -182,35 +183,27 @@ pub fn decrypting_reader<R: BufRead + Send + 'static>(
     if !head.starts_with(AGE_MAGIC) {
         return Ok((Box::new(input), false));
     }
-    let decryptor = age::Decryptor::new_buffered(input)
-        .map_err(|e| BundleError::Decrypt(format!("invalid age header: {e}")))?;
-    let reader = if decryptor.is_scrypt() {
+    let header = AgeHeader::read(&mut input)?;
+    let key = if header.is_scrypt() {
         let pass = dec.passphrase.as_ref().and_then(|f| f()).ok_or_else(|| {
             BundleError::Decrypt("the bundle is passphrase-encrypted; no passphrase given".into())
         })?;
         let id = age::scrypt::Identity::new(pass);
-        decryptor
-            .decrypt(std::iter::once(&id as &dyn age::Identity))
-            .map_err(|e| BundleError::Decrypt(e.to_string()))?
+        header.unwrap(&[&id as &dyn age::Identity])?
     } else {
         if dec.identities.is_empty() {
             return Err(BundleError::Decrypt(
                 "the bundle is encrypted; pass --identity FILE or set AIRLOCK_IDENTITY".into(),
             ));
         }
-        decryptor
-            .decrypt(
-                dec.identities
-                    .iter()
-                    .map(|i| i.as_ref() as &dyn age::Identity),
-            )
-            .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => BundleError::Decrypt(
-                    "none of the given identities can decrypt it (wrong --identity?)".into(),
-                ),
-                other => BundleError::Decrypt(other.to_string()),
-            })?
+        let ids: Vec<&dyn age::Identity> = dec
+            .identities
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity)
+            .collect();
+        header.unwrap(&ids)?
     };
+    let reader = PayloadReader::new(input, &key)?;
     // Decryption gets a thread of its own, so that the reader's hashing runs beside it.
     Ok((
         Box::new(crate::readahead::ReadAhead::spawn(reader, 1 << 20, 4)),

@@ -5,6 +5,7 @@
 //! This crate performs no network I/O; `airlock-unpack` depends on it on the air-gapped side.
 //! The format itself is specified in `docs/FORMAT.md`.
 
+pub mod agestream;
 pub mod crypt;
 pub mod digest;
 pub mod error;
