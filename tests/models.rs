@@ -379,6 +379,27 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
     ));
 
     let reqs = front.requests()[refused..].to_vec();
+    // The blobs the writer followed were committed to the cache: a rebuild fetches none.
+    let out2 = w.path("redirect-again.airlock");
+    assert_ok(&pack(
+        &[
+            "build",
+            spec,
+            "-o",
+            out2.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ],
+        true,
+    ));
+    let refetched: Vec<_> = front.requests()[refused + reqs.len()..]
+        .iter()
+        .filter(|r| r.path.contains("/blob"))
+        .cloned()
+        .collect();
+    assert!(refetched.is_empty(), "a warm rebuild fetched {refetched:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
     let front_reqs: Vec<_> = reqs
         .iter()
         .filter(|r| r.listener == Listener::Front)

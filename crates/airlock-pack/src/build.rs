@@ -208,7 +208,14 @@ impl Ready {
     }
 
     fn mark(&self, d: Digest, r: Result<(), String>) {
-        self.set(d, Pending::Done(r));
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // A followed blob that arrived completely stays followed: the writer verifies it
+        // and moves it into the cache.
+        if !(r.is_ok() && matches!(g.get(&d), Some(Pending::Following(_)))) {
+            g.insert(d, Pending::Done(r));
+        }
+        drop(g);
+        self.cv.notify_all();
     }
 
     /// Blocks until `d` is in the cache (at once if it never was missing) or can be followed.
@@ -345,11 +352,17 @@ fn write_file(
             inner: enc,
             on: on_bytes,
         };
+        // A followed blob is committed to the cache once the writer verified it, which
+        // write_bundle has done by the time it asks for the next entry (or returns).
+        let mut verifying: Option<Arc<Follow>> = None;
         write_bundle(
             &mut counting,
             header,
             key,
             &mut |e: &Entry| -> std::io::Result<Box<dyn Read>> {
+                if let Some(f) = verifying.take() {
+                    f.commit()?;
+                }
                 match e.path.as_str() {
                     airlock_bundle::header::OCI_LAYOUT_PATH => {
                         Ok(Box::new(std::io::Cursor::new(plan.oci_layout.clone())))
@@ -363,7 +376,11 @@ fn write_file(
                             _ => match ready.wait(&e.digest)? {
                                 BlobFrom::Cache => cache.path(&e.digest),
                                 // Hashed by the writer like every other source.
-                                BlobFrom::Follow(f) => return Ok(Box::new(f.reader())),
+                                BlobFrom::Follow(f) => {
+                                    let reader = f.reader();
+                                    verifying = Some(f);
+                                    return Ok(Box::new(reader));
+                                }
                             },
                         };
                         std::fs::File::open(&p)
@@ -375,6 +392,9 @@ fn write_file(
                 }
             },
         )?;
+        if let Some(f) = verifying.take() {
+            f.commit().map_err(env)?;
+        }
         let sink = counting
             .inner
             .finish()

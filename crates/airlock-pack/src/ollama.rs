@@ -316,7 +316,7 @@ impl OllamaRegistry {
             .fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow)
             .await?
         {
-            Fetched::Done => Ok(()),
+            Fetched::Done | Fetched::Handed => Ok(()),
             // Parts kept from an earlier run did not add up (a crash lost bytes the journal
             // claimed): they are gone now; fetch the whole blob once more from scratch.
             Fetched::StaleResume => {
@@ -324,7 +324,7 @@ impl OllamaRegistry {
                     .fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow)
                     .await?
                 {
-                    Fetched::Done => Ok(()),
+                    Fetched::Done | Fetched::Handed => Ok(()),
                     Fetched::StaleResume => unreachable!("a fresh fetch resumes nothing"),
                 }
             }
@@ -369,18 +369,24 @@ impl OllamaRegistry {
         let file = Arc::new(file);
         let progress = Arc::new(Progressive::new(parts.len(), &journal));
         // Only a fresh download is followed: bytes kept from an earlier run are checked by the
-        // whole-blob hash first (a stale journal means fetching again).
-        if let (Some(on_follow), 0) = (on_follow, resumed) {
+        // whole-blob hash first (a stale journal means fetching again). A followed blob is
+        // hashed by the bundle writer, which commits it to the cache once it verified: one
+        // sha256 pass instead of two.
+        let following = on_follow.is_some() && resumed == 0;
+        if let (Some(on_follow), true) = (on_follow, following) {
             on_follow(Arc::new(Follow {
                 file: file.clone(),
                 parts: parts.clone(),
                 progress: progress.clone(),
+                partial: partial.clone(),
+                journal: journal.path.clone(),
+                dest: cache.path(&digest),
             }));
         }
-        let hasher = {
+        let hasher = (!following).then(|| {
             let (file, progress, parts) = (file.clone(), progress.clone(), parts.clone());
             std::thread::spawn(move || hash_in_order(&file, &parts, &progress))
-        };
+        });
         let todo: Vec<usize> = (0..parts.len()).filter(|i| !progress.is_done(*i)).collect();
         let results = futures::stream::iter(todo)
             .map(|i| {
@@ -417,9 +423,12 @@ impl OllamaRegistry {
         if first_err.is_some() {
             progress.fail();
         }
-        let computed = hasher
-            .join()
-            .map_err(|_| PackError::Environment("hashing thread panicked".into()))?;
+        let computed = match hasher {
+            Some(h) => h
+                .join()
+                .map_err(|_| PackError::Environment("hashing thread panicked".into()))?,
+            None => Ok(None),
+        };
         if let Some(e) = first_err {
             // Finished parts stay in the journal: the next run resumes from them.
             return Err(match e {
@@ -428,6 +437,9 @@ impl OllamaRegistry {
                 }
                 o => o,
             });
+        }
+        if following {
+            return Ok(Fetched::Handed);
         }
         let computed = computed.map_err(env)?;
         if computed != Some(digest) {
@@ -529,6 +541,8 @@ impl OllamaRegistry {
 
 enum Fetched {
     Done,
+    /// Every part arrived; the follower verifies and commits.
+    Handed,
     StaleResume,
 }
 
@@ -592,11 +606,15 @@ struct Progressive {
 
 /// A blob still downloading, readable in order as far as its parts have arrived: the bundle
 /// writer follows the download instead of waiting for its end. What it reads is hashed by
-/// the writer itself (every bundle entry is), so following trusts nothing new.
+/// the writer itself (every bundle entry is), and only then is the blob committed to the
+/// cache ([`Follow::commit`]), so following trusts nothing new.
 pub struct Follow {
     file: Arc<File>,
     parts: Vec<(u64, u64)>,
     progress: Arc<Progressive>,
+    partial: PathBuf,
+    journal: PathBuf,
+    dest: PathBuf,
 }
 
 impl std::fmt::Debug for Follow {
@@ -606,7 +624,16 @@ impl std::fmt::Debug for Follow {
 }
 
 impl Follow {
-    /// A reader of the whole blob that blocks until the bytes it needs have arrived.
+    /// Moves the blob into the cache under its digest. Only for the follower, once what it
+    /// read verified against the digest.
+    pub fn commit(&self) -> std::io::Result<()> {
+        std::fs::rename(&self.partial, &self.dest)?;
+        let _ = std::fs::remove_file(&self.journal);
+        Ok(())
+    }
+
+    /// A reader of the whole blob that blocks until the bytes it needs have arrived. What it
+    /// yields is unverified until the reader's own hash says otherwise.
     pub fn reader(self: &Arc<Self>) -> FollowReader {
         FollowReader {
             follow: self.clone(),
