@@ -1,5 +1,7 @@
 //! age encryption of the bundle stream: recipients for the packing side, identities and
 //! passphrases for the unpacking side, and detection of plain (unencrypted) bundles.
+//! Writing uses the `age` crate; reading uses its identities to unwrap the file key and
+//! [`crate::agestream`] for the payload.
 
 use std::fs;
 use std::io::{self, BufRead, Write};
