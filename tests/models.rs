@@ -684,6 +684,26 @@ fn refusals_leave_models_and_files_untouched() {
         ],
     );
     unchanged("corrupt blob");
+    // Into a models directory that does not exist yet: after a refusal it still does not.
+    let fresh = w.path("fresh/ollama/models");
+    let o = Command::new("unshare")
+        .arg("-n")
+        .arg(unpack_bin())
+        .arg("load")
+        .arg(&corrupt)
+        .arg("--trust")
+        .arg(w.path("pack-keys/airlock.pub"))
+        .arg("--ollama-models")
+        .arg(&fresh)
+        .arg("--overwrite")
+        .env("AIRLOCK_WORK_DIR", w.path("work"))
+        .output()
+        .unwrap();
+    assert_refused(&o, 3, &["expected"]);
+    assert!(
+        !w.path("fresh").exists(),
+        "a refused load left directories behind"
+    );
 
     // 3. A validly signed header whose model name climbs out of the store.
     let evil = resign(&w, &plain, |v| {

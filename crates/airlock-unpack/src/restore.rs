@@ -105,6 +105,8 @@ pub struct Staging {
     files: Vec<PlannedFile>,
     volumes: BTreeSet<String>,
     temps: Vec<PathBuf>,
+    /// Directories created for temp files, outermost first: removed again on abort.
+    created_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -147,7 +149,24 @@ impl Staging {
         for t in self.temps.drain(..) {
             let _ = fs::remove_file(t);
         }
+        // Only empty ones go: a directory that gained anything else is left alone.
+        for d in self.created_dirs.drain(..).rev() {
+            let _ = fs::remove_dir(d);
+        }
         self.spool = None;
+    }
+
+    /// `create_dir_all`, remembering which directories did not exist before.
+    fn create_dirs(&mut self, dir: &Path) -> Result<(), UnpackError> {
+        let mut missing = Vec::new();
+        let mut p = Some(dir);
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            missing.push(d.to_path_buf());
+            p = d.parent();
+        }
+        fs::create_dir_all(dir).map_err(|e| env(dir, e))?;
+        self.created_dirs.extend(missing.into_iter().rev());
+        Ok(())
     }
 }
 
@@ -336,7 +355,7 @@ async fn prepare_with(
                         }
                         _ => SinkSpec::Write(tmp.clone()),
                     };
-                    fs::create_dir_all(&blob_dir).map_err(|e| env(&blob_dir, e))?;
+                    st.create_dirs(&blob_dir)?;
                     st.sinks.entry(d).or_default().push(spec);
                     st.temps.push(tmp.clone());
                     st.host_blobs.entry(dir.clone()).or_default().insert(d, tmp);
