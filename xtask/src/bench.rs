@@ -578,6 +578,75 @@ fn models(bins: &Path) -> anyhow::Result<()> {
         peer: cp.secs,
         ours: again,
     });
+    let _ = std::fs::remove_dir_all(&restored);
+
+    // Into a Docker volume: no target in the issue; the peer is `docker cp` of the same store
+    // into a fresh volume through a created container (the same archive API we use).
+    let volume = format!("airlock-bench-{}", std::process::id());
+    let rm_volume = || {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &volume])
+            .output();
+    };
+    let empty = w.join("empty.tar");
+    std::fs::write(&empty, [0u8; 1024])?;
+    sh(Command::new("docker")
+        .args(["import"])
+        .arg(&empty)
+        .arg("airlock-bench-empty:1"))?;
+    let docker_cp = || -> anyhow::Result<Measured> {
+        rm_volume();
+        let cid = capture(Command::new("docker").args([
+            "create",
+            "-v",
+            &format!("{volume}:/root/.ollama"),
+            "airlock-bench-empty:1",
+            "/none",
+        ]))?;
+        let cid = cid.trim().to_string();
+        let m = measure(
+            Command::new("docker")
+                .arg("cp")
+                .arg(format!("{}/.", store.display()))
+                .arg(format!("{cid}:/root/.ollama/models")),
+        );
+        let _ = Command::new("docker").args(["rm", "-f", &cid]).output();
+        m
+    };
+    let a = docker_cp()?;
+    let b = docker_cp()?;
+    let cp_vol = if a.secs <= b.secs { a } else { b };
+    let mut into_volume = Command::new(&unpack);
+    into_volume
+        .arg("load")
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(w.join("keys/airlock.pub"))
+        .arg("--ollama-volume")
+        .arg(&volume)
+        .arg("-q")
+        .env("AIRLOCK_WORK_DIR", w.join("work"));
+    let vol = best_of_two(&rm_volume, &mut into_volume)?;
+    rows.push(Row {
+        name: "unpack load into a Docker volume".into(),
+        ratio: format!("{:.2}x the time of docker cp", vol.secs / cp_vol.secs),
+        ok: true,
+        peer: cp_vol.secs,
+        ours: vol,
+    });
+    let vol_again = measure(&mut into_volume)?;
+    rows.push(Row {
+        name: "  again (all present, read back)".into(),
+        ratio: format!("{:.2}x the time of docker cp", vol_again.secs / cp_vol.secs),
+        ok: true,
+        peer: cp_vol.secs,
+        ours: vol_again,
+    });
+    rm_volume();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "airlock-bench-empty:1"])
+        .output();
+
     let size = std::fs::metadata(&bundle)?.len();
     if std::env::var_os("AIRLOCK_BENCH_KEEP").is_some() {
         eprintln!("bench: kept {} (AIRLOCK_BENCH_KEEP)", work.keep().display());

@@ -395,8 +395,16 @@ impl OllamaRegistry {
                 async move {
                     let (start, end) = parts[i];
                     let r = retry(|| async {
-                        self.fetch_part(name, url, file, start, end, parts.len() == 1, on_bytes)
-                            .await
+                        self.fetch_part(
+                            name,
+                            url,
+                            file,
+                            (start, end),
+                            parts.len() == 1,
+                            on_bytes,
+                            &|n| progress.fill(i, n),
+                        )
+                        .await
                     })
                     .await
                     .map_err(|e| match e {
@@ -465,11 +473,13 @@ impl OllamaRegistry {
         name: &ModelName,
         url: &Url,
         file: &File,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
         whole: bool,
         on_bytes: &(dyn Fn(i64) + Sync),
+        on_filled: &(dyn Fn(u64) + Sync),
     ) -> Result<(), PackError> {
+        on_filled(0);
+        let mut reported = 0u64;
         let mut h = HeaderMap::new();
         if !whole {
             let r = format!("bytes={start}-{}", end - 1);
@@ -517,6 +527,11 @@ impl OllamaRegistry {
                     .map_err(|e| PackError::Environment(format!("writing blob part: {e}")))?;
                 at += c.len() as u64;
                 got += c.len() as u64;
+                // Tell a follower every MiB, not every network chunk.
+                if at - start >= reported + (1 << 20) || at == end {
+                    reported = at - start;
+                    on_filled(reported);
+                }
                 on_bytes(c.len() as i64);
                 if at == end {
                     break;
@@ -600,8 +615,15 @@ impl Journal {
 
 /// Parts finished so far, shared with the hashing thread and the bundle writer.
 struct Progressive {
-    state: Mutex<(Vec<bool>, bool)>,
+    state: Mutex<PartsState>,
     cv: Condvar,
+}
+
+struct PartsState {
+    done: Vec<bool>,
+    /// Bytes written so far from the start of each part (its current attempt).
+    filled: Vec<u64>,
+    failed: bool,
 }
 
 /// A blob still downloading, readable in order as far as its parts have arrived: the bundle
@@ -655,17 +677,18 @@ impl std::io::Read for FollowReader {
         if self.pos >= size || buf.is_empty() {
             return Ok(0);
         }
-        // The part holding `pos` must be complete before its bytes are read.
+        // Read only bytes the part's download has written: the writer stays right behind
+        // the first unfinished part instead of waiting for whole parts.
         let i = f
             .parts
             .iter()
             .position(|&(s, e)| s <= self.pos && self.pos < e)
             .expect("pos inside the blob");
-        if !f.progress.wait(i) {
+        let (start, end) = f.parts[i];
+        let Some(filled) = f.progress.wait_past(i, self.pos - start, end - start) else {
             return Err(std::io::Error::other("the download failed"));
-        }
-        let end = f.parts[i].1;
-        let n = ((end - self.pos) as usize).min(buf.len());
+        };
+        let n = ((start + filled - self.pos) as usize).min(buf.len());
         f.file.read_exact_at(&mut buf[..n], self.pos)?;
         self.pos += n as u64;
         Ok(n)
@@ -679,30 +702,59 @@ impl Progressive {
             done[i] = true;
         }
         Progressive {
-            state: Mutex::new((done, false)),
+            state: Mutex::new(PartsState {
+                done,
+                filled: vec![0; n],
+                failed: false,
+            }),
             cv: Condvar::new(),
         }
     }
+    fn lock(&self) -> std::sync::MutexGuard<'_, PartsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
     fn is_done(&self, i: usize) -> bool {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0[i]
+        self.lock().done[i]
     }
     fn finish(&self, i: usize) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0[i] = true;
+        self.lock().done[i] = true;
+        self.cv.notify_all();
+    }
+    /// Part `i` holds `bytes` valid bytes from its start (a retry starts again from 0).
+    fn fill(&self, i: usize, bytes: u64) {
+        self.lock().filled[i] = bytes;
         self.cv.notify_all();
     }
     fn fail(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.lock().failed = true;
         self.cv.notify_all();
     }
     /// Waits for part `i`; false if the download failed first.
     fn wait(&self, i: usize) -> bool {
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
         loop {
-            if g.0[i] {
+            if g.done[i] {
                 return true;
             }
-            if g.1 {
+            if g.failed {
                 return false;
+            }
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    /// Waits until part `i` (of `len` bytes) holds more than `offset` bytes; returns how many
+    /// it holds, or `None` if the download failed first.
+    fn wait_past(&self, i: usize, offset: u64, len: u64) -> Option<u64> {
+        let mut g = self.lock();
+        loop {
+            if g.done[i] {
+                return Some(len);
+            }
+            if g.filled[i] > offset {
+                return Some(g.filled[i]);
+            }
+            if g.failed {
+                return None;
             }
             g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
         }
