@@ -304,6 +304,33 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     let again = json_of(&w.unpack("load", &bundle, &["--json"]));
     assert_eq!(again["models"][0]["blobs_written"], 0, "{again}");
     assert_eq!(again["models"][0]["blobs_present"], 5, "{again}");
+    // A blob damaged inside the volume (same size) is found by its hash and sent again.
+    docker(&[
+        "run", "--rm", "--network", "none", "-v", &format!("{model_volume}:/root/.ollama"), &w.hello,
+        "/bin/busybox", "sh", "-c",
+        &format!(
+            "printf X | /bin/busybox dd of=/root/.ollama/models/blobs/sha256-{} bs=1 seek=1000 conv=notrunc",
+            model.layers[0].digest.hex()
+        ),
+    ]);
+    let repaired = json_of(&w.unpack("load", &bundle, &["--json"]));
+    assert_eq!(repaired["models"][0]["blobs_written"], 1, "{repaired}");
+    let sum = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{model_volume}:/root/.ollama"),
+        &w.hello,
+        "/bin/busybox",
+        "sha256sum",
+        &format!(
+            "/root/.ollama/models/blobs/sha256-{}",
+            model.layers[0].digest.hex()
+        ),
+    ]);
+    assert!(sum.starts_with(&model.layers[0].digest.hex()), "{sum}");
     // No helper container or image is left behind.
     let leftovers = docker(&["ps", "-a", "--filter", "label=io.airlock.helper", "-q"]);
     assert!(

@@ -405,6 +405,7 @@ pub fn load(
             p
         }
         Err(e) => {
+            rt.block_on(staging.release());
             staging.abort();
             return Err(e);
         }
@@ -426,6 +427,7 @@ pub fn load(
     let (models, files) = match committed {
         Ok(v) => v,
         Err(e) => {
+            rt.block_on(staging.release());
             staging.abort();
             return Err(e);
         }

@@ -20,6 +20,7 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use airlock_bundle::hashing::digest_reader;
 use airlock_bundle::header::{FileRecord, Header, ModelRecord, Target};
@@ -107,6 +108,23 @@ pub struct Staging {
     temps: Vec<PathBuf>,
     /// Directories created for temp files, outermost first: removed again on abort.
     created_dirs: Vec<PathBuf>,
+    /// Per spooled blob, who needs it: `None` always, `Some(check)` unless the check finds
+    /// the blob already in its volume.
+    spool_needs: BTreeMap<Digest, Vec<Option<Arc<PresentCell>>>>,
+    /// Volume blobs of the right size already there, being hashed while the bundle streams.
+    checks: Vec<VolumeCheck>,
+    /// The helper those checks read through; removed once they are done.
+    reader: Option<Helper>,
+}
+
+/// What a background check found: `Some(true)` once the blob in the volume hashed right.
+pub type PresentCell = Mutex<Option<bool>>;
+
+#[derive(Debug)]
+struct VolumeCheck {
+    volume: String,
+    digest: Digest,
+    task: tokio::task::JoinHandle<Result<bool, UnpackError>>,
 }
 
 #[derive(Debug)]
@@ -122,9 +140,11 @@ struct VolumeModel {
     record: ModelRecord,
     name: ModelName,
     volume: String,
-    /// Blobs this model's archive carries (not present, not carried by an earlier model).
+    /// Blobs this model's archive may carry (not carried by an earlier model); those a
+    /// background check finds in place are left out at commit.
     send: Vec<Digest>,
-    present: usize,
+    /// Distinct blobs (config and layers) the model has.
+    blob_count: usize,
     replaced: Option<Digest>,
 }
 
@@ -154,6 +174,37 @@ impl Staging {
             let _ = fs::remove_dir(d);
         }
         self.spool = None;
+    }
+
+    /// Stops background checks and removes their helper container (call before [`abort`]
+    /// when an engine was used).
+    ///
+    /// [`abort`]: Staging::abort
+    pub async fn release(&mut self) {
+        for c in self.checks.drain(..) {
+            c.task.abort();
+        }
+        if let Some(mut r) = self.reader.take() {
+            r.remove().await;
+        }
+    }
+
+    /// Waits for the background checks: which (volume, blob) pairs are already in place.
+    async fn settle(&mut self) -> Result<BTreeSet<(String, Digest)>, UnpackError> {
+        let mut present = BTreeSet::new();
+        for c in self.checks.drain(..) {
+            let found = c
+                .task
+                .await
+                .map_err(|e| UnpackError::Engine(format!("checking a volume: {e}")))??;
+            if found {
+                present.insert((c.volume, c.digest));
+            }
+        }
+        if let Some(mut r) = self.reader.take() {
+            r.remove().await;
+        }
+        Ok(present)
     }
 
     /// `create_dir_all`, remembering which directories did not exist before.
@@ -207,6 +258,7 @@ fn host_existing(p: &Path) -> Result<Existing, UnpackError> {
 fn describe(e: &Existing) -> String {
     match e {
         Existing::File { digest, .. } => format!("content {digest}"),
+        Existing::Sized(size) => format!("a file of {size} bytes"),
         Existing::Dir => "a directory".into(),
         Existing::Other => "a symlink or special file".into(),
         Existing::Missing => "nothing".into(),
@@ -254,11 +306,10 @@ pub async fn prepare(
         }
     }
     let result = prepare_with(h, opts, &mut st, reader.as_ref()).await;
-    if let Some(mut r) = reader {
-        r.remove().await;
-    }
+    st.reader = reader;
     st.volumes = volumes;
     if let Err(e) = result {
+        st.release().await;
         st.abort();
         return Err(e);
     }
@@ -287,8 +338,10 @@ async fn prepare_with(
     reader: Option<&Helper>,
 ) -> Result<(), UnpackError> {
     let size_of: HashMap<Digest, u64> = h.entries.iter().map(|e| (e.digest, e.size)).collect();
-    let mut spooled: BTreeSet<Digest> = BTreeSet::new();
-    let mut need_spool = |st: &mut Staging, d: Digest| -> Result<(), UnpackError> {
+    let need_spool = |st: &mut Staging,
+                      d: Digest,
+                      unless: Option<Arc<PresentCell>>|
+     -> Result<(), UnpackError> {
         if st.spool.is_none() {
             fs::create_dir_all(&opts.work_dir).map_err(|e| env(&opts.work_dir, e))?;
             st.spool = Some(
@@ -298,10 +351,7 @@ async fn prepare_with(
                     .map_err(|e| env(&opts.work_dir, e))?,
             );
         }
-        if spooled.insert(d) {
-            let p = st.spool_path(&d);
-            st.sinks.entry(d).or_default().push(SinkSpec::Write(p));
-        }
+        st.spool_needs.entry(d).or_default().push(unless);
         Ok(())
     };
 
@@ -312,7 +362,7 @@ async fn prepare_with(
             UnpackError::Bundle(airlock_bundle::BundleError::Malformed(e.to_string()))
         })?;
         // The manifest is needed in every case (it is written last, from the spool).
-        need_spool(st, m.manifest)?;
+        need_spool(st, m.manifest, None)?;
         let blobs: Vec<Digest> = {
             let mut seen = BTreeSet::new();
             std::iter::once(m.config)
@@ -369,26 +419,47 @@ async fn prepare_with(
             }
             Target::Volume(v) => {
                 let mut send = Vec::new();
-                let mut present = 0;
+                let blob_count = blobs.len();
                 for d in blobs {
                     if sent_to_volume.contains(&(v.clone(), d)) {
                         continue;
                     }
                     let rel = format!("models/{}", ollama::blob_path(&d).display());
-                    match existing_in(reader, &Target::Volume(v.clone()), &rel, None).await? {
-                        Existing::File { digest, .. } if digest == d => {
-                            present += 1;
-                            continue;
+                    // Only the size is read now; a blob of the right size is hashed in the
+                    // background while the bundle streams, and sent only if it differs.
+                    let existing = match reader.filter(|r| r.has(&v)) {
+                        Some(r) => r.file(&v, &rel).stat().await?,
+                        None => Existing::Missing,
+                    };
+                    let unless = match existing {
+                        Existing::Sized(size) if Some(&size) == size_of.get(&d) => {
+                            let cell: Arc<PresentCell> = Arc::default();
+                            let file = reader.expect("stat went through the reader").file(&v, &rel);
+                            let c = cell.clone();
+                            let task = tokio::spawn(async move {
+                                let found = matches!(
+                                    file.existing().await?,
+                                    Existing::File { digest, .. } if digest == d
+                                );
+                                *c.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                                Ok(found)
+                            });
+                            st.checks.push(VolumeCheck {
+                                volume: v.clone(),
+                                digest: d,
+                                task,
+                            });
+                            Some(cell)
                         }
-                        Existing::Missing | Existing::File { .. } => {}
+                        Existing::Missing | Existing::Sized(_) | Existing::File { .. } => None,
                         other => {
                             return Err(UnpackError::Conflict(format!(
                                 "volume {v}: {rel} is {}, not a blob file",
                                 describe(&other)
                             )))
                         }
-                    }
-                    need_spool(st, d)?;
+                    };
+                    need_spool(st, d, unless)?;
                     sent_to_volume.insert((v.clone(), d));
                     send.push(d);
                 }
@@ -403,7 +474,7 @@ async fn prepare_with(
                     name,
                     volume: v,
                     send,
-                    present,
+                    blob_count,
                     replaced,
                 });
             }
@@ -446,13 +517,27 @@ async fn prepare_with(
             }
         };
         if let (Some(d), "written" | "overwritten") = (&f.digest, action) {
-            need_spool(st, *d)?;
+            need_spool(st, *d, None)?;
         }
         st.files.push(PlannedFile {
             record: f.clone(),
             action,
             previous,
         });
+    }
+    // Spool sinks: unconditional if anything needs the blob regardless, else skipped once
+    // every check that could spare it found it in place.
+    for (d, needs) in std::mem::take(&mut st.spool_needs) {
+        let path = st.spool_path(&d);
+        let spec = if needs.iter().any(Option::is_none) {
+            SinkSpec::Write(path)
+        } else {
+            SinkSpec::SpoolUnlessPresent {
+                path,
+                checks: needs.into_iter().flatten().collect(),
+            }
+        };
+        st.sinks.entry(d).or_default().push(spec);
     }
     if !conflicts.is_empty() {
         return Err(UnpackError::Conflict(format!(
@@ -476,10 +561,17 @@ pub enum SinkSpec {
     /// A blob already in place: compared with the stream; written to `temp` only from the
     /// first difference on (the equal prefix copied from `existing`).
     Compare { existing: PathBuf, temp: PathBuf },
+    /// A spool file, not written if every check has already found the blob in its volume.
+    SpoolUnlessPresent {
+        path: PathBuf,
+        checks: Vec<Arc<PresentCell>>,
+    },
 }
 
 /// An open [`SinkSpec`].
 pub enum Sink {
+    /// Not needed after all: the bytes are dropped (they are still hashed by the reader).
+    Skip,
     Direct(io::BufWriter<fs::File>),
     Behind(WriteBehind<fs::File>),
     Compare {
@@ -496,6 +588,7 @@ pub enum Sink {
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Sink::Skip => "Sink::Skip",
             Sink::Direct(_) => "Sink::Direct",
             Sink::Behind(_) => "Sink::Behind",
             Sink::Compare { .. } => "Sink::Compare",
@@ -515,6 +608,16 @@ impl Sink {
         let big = size >= 4 << 20;
         match spec {
             SinkSpec::Write(p) => Sink::create(p, big),
+            SinkSpec::SpoolUnlessPresent { path, checks } => {
+                let all_present = checks
+                    .iter()
+                    .all(|c| *c.lock().unwrap_or_else(|p| p.into_inner()) == Some(true));
+                if all_present {
+                    Ok(Sink::Skip)
+                } else {
+                    Sink::create(path, big)
+                }
+            }
             SinkSpec::Compare { existing, temp } => Ok(Sink::Compare {
                 existing: io::BufReader::with_capacity(
                     1 << 20,
@@ -561,6 +664,7 @@ impl Sink {
     pub fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
         use std::io::Read as _;
         match self {
+            Sink::Skip => Ok(()),
             Sink::Direct(w) => w.write_all(b),
             Sink::Behind(w) => w.write_all(b),
             Sink::Compare {
@@ -592,6 +696,7 @@ impl Sink {
     pub fn finish(self) -> io::Result<()> {
         use std::io::Read as _;
         match self {
+            Sink::Skip => Ok(()),
             Sink::Direct(mut w) => w.flush(),
             Sink::Behind(w) => w.finish().map(drop),
             Sink::Compare {
@@ -676,9 +781,10 @@ pub async fn commit(
     // Volumes: models (one archive each, manifest last), then files (one archive per volume).
     if !st.volumes.is_empty() {
         let docker = docker.expect("engine connected when volumes are targets");
+        let present = st.settle().await?;
         let volumes: Vec<String> = st.volumes.iter().cloned().collect();
         let mut helper = Helper::start(docker, &volumes, true).await?;
-        let r = fill_volumes(st, &helper, &mut models, progress).await;
+        let r = fill_volumes(st, &helper, &mut models, &present, progress).await;
         helper.remove().await;
         r?;
     }
@@ -768,6 +874,7 @@ async fn fill_volumes(
     st: &Staging,
     helper: &Helper,
     models: &mut Vec<RestoredModel>,
+    present: &BTreeSet<(String, Digest)>,
     progress: &Progress,
 ) -> Result<(), UnpackError> {
     // One bar per archive: a model's blobs can be gigabytes.
@@ -794,7 +901,14 @@ async fn fill_volumes(
             TarItem::Dir("models".into(), 0o755),
             TarItem::Dir("models/blobs".into(), 0o755),
         ];
+        let mut n_present = vm.blob_count - vm.send.len();
+        let mut n_sent = 0;
         for d in &vm.send {
+            if present.contains(&(vm.volume.clone(), *d)) {
+                n_present += 1;
+                continue;
+            }
+            n_sent += 1;
             entries.push(TarItem::File(
                 format!("models/{}", ollama::blob_path(d).display()),
                 st.spool_path(d),
@@ -818,8 +932,8 @@ async fn fill_volumes(
             name: vm.name.to_string(),
             target: format!("volume {}", vm.volume),
             manifest: vm.record.manifest,
-            blobs_written: vm.send.len(),
-            blobs_present: vm.present,
+            blobs_written: n_sent,
+            blobs_present: n_present,
             replaced: vm.replaced,
         });
     }

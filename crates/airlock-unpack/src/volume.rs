@@ -33,7 +33,12 @@ fn engine(what: &str, e: impl std::fmt::Display) -> UnpackError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Existing {
     Missing,
-    File { digest: Digest, size: u64 },
+    File {
+        digest: Digest,
+        size: u64,
+    },
+    /// A file, from [`VolumeFile::stat`]: its size only.
+    Sized(u64),
     Dir,
     Other,
 }
@@ -159,31 +164,18 @@ impl Helper {
     /// Reads `rel` (relative to the volume root) and hashes it, without trusting anything
     /// that is already there.
     pub async fn existing(&self, volume: &str, rel: &str) -> Result<Existing, UnpackError> {
-        let path = format!("{}/{rel}", self.mount(volume));
-        let mut stream = self.docker.download_from_container(
-            self.container(),
-            Some(DownloadFromContainerOptions { path: path.clone() }),
-        );
-        let mut parser = TarHasher::default();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(b) => {
-                    if parser
-                        .feed(&b)
-                        .map_err(|e| engine(&format!("reading {volume}:{rel}"), e))?
-                    {
-                        break;
-                    }
-                }
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => return Ok(Existing::Missing),
-                Err(e) => return Err(engine(&format!("reading {volume}:{rel}"), e)),
-            }
+        self.file(volume, rel).existing().await
+    }
+
+    /// A file in a mounted volume, readable without borrowing the helper (for background
+    /// checks; the helper must outlive them).
+    pub fn file(&self, volume: &str, rel: &str) -> VolumeFile {
+        VolumeFile {
+            docker: self.docker.clone(),
+            container: self.container().to_string(),
+            path: format!("{}/{rel}", self.mount(volume)),
+            what: format!("{volume}:{rel}"),
         }
-        parser
-            .result()
-            .map_err(|e| engine(&format!("reading {volume}:{rel}"), e))
     }
 
     /// Extracts a tar (paths relative to the volume root) into the volume.
@@ -235,6 +227,56 @@ impl Helper {
     }
 }
 
+/// One path inside a helper's volume.
+#[derive(Debug, Clone)]
+pub struct VolumeFile {
+    docker: Docker,
+    container: String,
+    path: String,
+    what: String,
+}
+
+impl VolumeFile {
+    /// What is there, hashed if it is a file.
+    pub async fn existing(self) -> Result<Existing, UnpackError> {
+        self.read(false).await
+    }
+
+    /// What is there, with a file's size but no digest (only the archive's first header is
+    /// read).
+    pub async fn stat(self) -> Result<Existing, UnpackError> {
+        self.read(true).await
+    }
+
+    async fn read(self, header_only: bool) -> Result<Existing, UnpackError> {
+        let mut stream = self.docker.download_from_container(
+            &self.container,
+            Some(DownloadFromContainerOptions {
+                path: self.path.clone(),
+            }),
+        );
+        let mut parser = TarHasher {
+            header_only,
+            ..TarHasher::default()
+        };
+        let what = format!("reading {}", self.what);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => {
+                    if parser.feed(&b).map_err(|e| engine(&what, e))? {
+                        break;
+                    }
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(Existing::Missing),
+                Err(e) => return Err(engine(&what, e)),
+            }
+        }
+        parser.result().map_err(|e| engine(&what, e))
+    }
+}
+
 /// Imports an image whose root filesystem is empty: the helper's image.
 async fn import_empty_image(docker: &Docker) -> Result<String, UnpackError> {
     let tag = format!("helper-{}-{}", std::process::id(), rand_suffix());
@@ -280,6 +322,8 @@ struct TarHasher {
     done: bool,
     /// Bytes of an extension entry (long name, PAX) still to be skipped.
     skip: u64,
+    /// Stop after the first header: kind and size, no digest.
+    header_only: bool,
 }
 
 impl TarHasher {
@@ -327,7 +371,7 @@ impl TarHasher {
                 });
                 self.remaining = size;
                 self.size = size;
-                if size == 0 {
+                if size == 0 || self.header_only {
                     self.done = true;
                 }
                 continue;
@@ -349,6 +393,9 @@ impl TarHasher {
             Some(Existing::File { .. }) => {
                 if !self.done {
                     return Err("the engine's archive ended early".into());
+                }
+                if self.header_only {
+                    return Ok(Existing::Sized(self.size));
                 }
                 Ok(Existing::File {
                     digest: Digest::from_bytes(self.hasher.finalize().into()),
