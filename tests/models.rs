@@ -522,6 +522,45 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
         std::fs::read(x.join("ollama/models").join(parsed.manifest_path())).unwrap(),
         model.manifest
     );
+
+    // A registry that serves other bytes (same size) under the digest: refused with the
+    // digests named, no bundle written, and nothing kept in the cache.
+    let mut bytes = std::fs::read(&big.path).unwrap();
+    bytes[(MODEL_BYTES / 3) as usize] ^= 0x20;
+    std::fs::write(&big.path, &bytes).unwrap();
+    let bad = w.path("bad.airlock");
+    let o = pack_in(
+        "cache-bad",
+        &[
+            "build",
+            spec,
+            "-o",
+            bad.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ],
+        true,
+    );
+    assert_refused(
+        &o,
+        3,
+        &[
+            &format!("expected {}", big.digest),
+            "does not match its digest",
+        ],
+    );
+    assert!(!bad.exists());
+    // The bad blob is gone; the other blobs may stay as resumable partials.
+    let kept: Vec<_> = std::fs::read_dir(w.path("cache-bad/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&big.digest.hex()))
+        .collect();
+    assert!(kept.is_empty(), "kept {kept:?}");
+    assert!(!w
+        .path(&format!("cache-bad/blobs/sha256/{}", big.digest.hex()))
+        .exists());
 }
 
 #[test]

@@ -443,6 +443,15 @@ fn evict_corrupt(
         ));
     }
     let path = cache.path(&d);
+    if !path.exists() {
+        // A blob the writer followed while it downloaded: the registry sent other bytes.
+        let partial = cache.partial_path(&d);
+        let _ = std::fs::remove_file(partial.with_extension("parts"));
+        let _ = std::fs::remove_file(&partial);
+        return PackError::Integrity(format!(
+            "{e}\nthe registry sent content that does not match its digest; nothing was kept"
+        ));
+    }
     let _ = std::fs::remove_file(&path);
     PackError::Integrity(format!(
         "{e}\nthe cached copy {} was corrupt and has been removed: run the build again to fetch it anew",
