@@ -3,8 +3,9 @@
 //!
 //! It runs in three steps around the one pass over the bundle:
 //! 1. [`prepare`], once the signed header is read: decide every target, look at what is
-//!    already there (existing blobs and files are hashed, never trusted), refuse conflicting
-//!    files unless `--overwrite`, and say where each blob must be written while streaming.
+//!    already there (never trusted: existing files are hashed, existing volume blobs are
+//!    hashed in the background while the bundle streams), refuse conflicting files unless
+//!    `--overwrite`, and say where each blob must be written while streaming.
 //! 2. While streaming, blobs go to temp files only: for a host models directory, temp files
 //!    in its `blobs/` (same filesystem, for the rename); for volumes and files, a spool
 //!    directory under the work dir. A blob already in a models directory is compared with
@@ -13,7 +14,8 @@
 //! 3. [`commit`], only after the whole bundle verified: blobs renamed into place, each
 //!    model's manifest written last and atomically (so `ollama list` never shows a half
 //!    model), files written through temp + rename, volumes filled with one archive per model
-//!    whose manifest entry comes last. [`Staging::abort`] removes every temp file instead.
+//!    whose manifest entry comes last. [`Staging::release`] and [`Staging::abort`] remove
+//!    the helper and every temp file instead.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -265,9 +267,10 @@ fn describe(e: &Existing) -> String {
     }
 }
 
-/// Decides every write before a blob is read. Existing blobs are hashed (a blob with the
-/// right digest is kept, a damaged one is replaced); existing files that differ are
-/// conflicts, refused unless `overwrite`.
+/// Decides every write before a blob is read. Blobs already in place are checked (compared
+/// with the stream in a directory, hashed in the background in a volume): kept if right,
+/// replaced if damaged. Existing files that differ are conflicts, refused unless
+/// `overwrite`.
 pub async fn prepare(
     h: &Header,
     opts: &RestoreOptions,
