@@ -78,7 +78,8 @@ enum Command {
         #[arg(long)]
         platform: Option<Platform>,
         /// Restore every model into this Ollama models directory instead of the bundle's
-        /// targets; without DIR: $OLLAMA_MODELS, else ~/.ollama/models.
+        /// targets; without DIR (put it after the bundle): $OLLAMA_MODELS, else
+        /// ~/.ollama/models.
         #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with = "ollama_volume")]
         ollama_models: Option<Option<PathBuf>>,
         /// Restore every model into this Docker named volume (mounted by Ollama at
@@ -108,7 +109,7 @@ Where things go:
 
 Nothing is visible until the whole bundle verified: model blobs go to temp files and each
 model's manifest is written last, so `ollama list` never shows a half-loaded model. Blobs
-already present are hashed and kept when they match. Volumes are filled through the Engine API
+already present are checked against the bundle and kept when they match. Volumes are filled through the Engine API
 with a never-started helper container (its empty image is created and removed on the fly).";
 
 #[derive(Debug, Args)]
