@@ -227,6 +227,31 @@ fn env(p: &Path, e: io::Error) -> UnpackError {
     UnpackError::Environment(format!("{}: {e}", p.display()))
 }
 
+const SPOOL_PREFIX: &str = ".airlock-spool-";
+
+/// Removes spools left by loads that were killed (their process is gone): a spool can hold
+/// gigabytes. A spool whose process id is in use, by that load or by a stranger that
+/// reused the id, is left alone.
+fn remove_stale_spools(work_dir: &Path) {
+    let Ok(entries) = fs::read_dir(work_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(SPOOL_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The target a model goes to: the command line's, else the bundle's.
 pub fn model_target(m: &ModelRecord, opts: &RestoreOptions) -> Target {
     opts.models_to.clone().unwrap_or_else(|| m.target.clone())
@@ -347,9 +372,10 @@ async fn prepare_with(
      -> Result<(), UnpackError> {
         if st.spool.is_none() {
             fs::create_dir_all(&opts.work_dir).map_err(|e| env(&opts.work_dir, e))?;
+            remove_stale_spools(&opts.work_dir);
             st.spool = Some(
                 tempfile::Builder::new()
-                    .prefix(".airlock-spool-")
+                    .prefix(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
                     .tempdir_in(&opts.work_dir)
                     .map_err(|e| env(&opts.work_dir, e))?,
             );
@@ -1039,6 +1065,31 @@ fn tar_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spools_of_dead_loads_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // No process can have an id above pid_max.
+        let dead = dir
+            .path()
+            .join(format!("{SPOOL_PREFIX}{}-abc", pid_max + 1));
+        let live = dir
+            .path()
+            .join(format!("{SPOOL_PREFIX}{}-abc", std::process::id()));
+        let other = dir.path().join("unrelated");
+        for d in [&dead, &live, &other] {
+            fs::create_dir_all(d.join("sub")).unwrap();
+            fs::write(d.join("sub/blob"), b"x").unwrap();
+        }
+        remove_stale_spools(dir.path());
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+    }
 
     #[test]
     fn compare_sinks_write_only_from_the_first_difference() {
