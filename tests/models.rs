@@ -523,6 +523,33 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
         model.manifest
     );
 
+    // A server without Range support: one probe, then the blob in one piece, not once
+    // per part.
+    front.ignore_ranges(true);
+    let mark = front.requests().len();
+    let whole = w.path("whole.airlock");
+    assert_ok(&pack_in(
+        "cache-norange",
+        &[
+            "build",
+            spec,
+            "-o",
+            whole.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ],
+        true,
+    ));
+    front.ignore_ranges(false);
+    let gets: Vec<_> = front.requests()[mark..]
+        .iter()
+        .filter(|r| r.listener == Listener::Blobs && r.path.contains(&big.digest.hex()))
+        .map(|r| r.range.clone())
+        .collect();
+    assert_eq!(gets, [Some("bytes=0-0".to_string()), None], "{gets:?}");
+    assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&out).unwrap());
+
     // A registry that serves other bytes (same size) under the digest: refused with the
     // digests named, no bundle written, and nothing kept in the cache.
     let mut bytes = std::fs::read(&big.path).unwrap();

@@ -343,7 +343,12 @@ impl OllamaRegistry {
         on_follow: Option<&(dyn Fn(Arc<Follow>) + Sync)>,
     ) -> Result<Fetched, PackError> {
         let url = self.url(name, &format!("blobs/{digest}"))?;
-        let part = (size / 16).clamp(MIN_PART, MAX_PART);
+        let mut part = (size / 16).clamp(MIN_PART, MAX_PART);
+        // A server without Range support would send the whole blob for every part: ask it
+        // for one byte first, and fetch in one piece if it does not answer 206.
+        if part < size && !retry(|| self.ranges_supported(name, &url)).await? {
+            part = size;
+        }
         let partial = cache.partial_path(&digest);
         let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", partial.display()));
         let parts: Vec<(u64, u64)> = (0..size.div_ceil(part).max(1))
@@ -465,6 +470,15 @@ impl OllamaRegistry {
         journal.remove();
         cache.commit(&partial, &digest).map_err(env)?;
         Ok(Fetched::Done)
+    }
+
+    /// Whether the blob at `url` is served in ranges (`206` for `bytes=0-0`).
+    async fn ranges_supported(&self, name: &ModelName, url: &Url) -> Result<bool, PackError> {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
+        let resp = self.get(name, url.clone(), h).await?;
+        // Whatever else comes back (an error included) is for the real request to report.
+        Ok(resp.status() == StatusCode::PARTIAL_CONTENT)
     }
 
     #[allow(clippy::too_many_arguments)]

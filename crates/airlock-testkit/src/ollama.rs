@@ -558,6 +558,8 @@ struct Shared {
     /// The base64 token the front wants after `Basic `.
     auth: Option<String>,
     blobs_addr: String,
+    /// Answer every blob GET with the whole blob (200), like a server without `Range`.
+    ignore_ranges: AtomicBool,
 }
 
 /// A loopback Ollama-style registry for one model, to test redirects and auth. The front
@@ -603,6 +605,7 @@ impl RedirectRegistry {
                 .collect(),
             auth: auth.map(|(u, p)| base64(format!("{u}:{p}").as_bytes())),
             blobs_addr: blobs.clone(),
+            ignore_ranges: AtomicBool::new(false),
         });
         let accept_threads = [(front_l, Listener::Front), (blobs_l, Listener::Blobs)]
             .into_iter()
@@ -617,6 +620,11 @@ impl RedirectRegistry {
             shared,
             accept_threads,
         }
+    }
+
+    /// From now on, behave like a server that does not support `Range` (or stop again).
+    pub fn ignore_ranges(&self, on: bool) {
+        self.shared.ignore_ranges.store(on, Ordering::SeqCst);
     }
 
     /// Every request so far, in the order they were read.
@@ -816,6 +824,7 @@ fn blobs(shared: &Shared, path: &str, range: Option<&str>) -> Answer {
         ("Content-Type", "application/octet-stream".to_string()),
         ("Accept-Ranges", "bytes".to_string()),
     ];
+    let range = range.filter(|_| !shared.ignore_ranges.load(Ordering::SeqCst));
     let (status, start, len) = match range.and_then(|r| parse_range(r, *size)) {
         None => (200, 0, *size),
         Some(Ok((a, b))) => {
