@@ -343,6 +343,9 @@ fn write_file(
         .ok_or_else(|| PackError::Usage(format!("{}: not a file name", output.display())))?;
     let tmp = output.with_file_name(format!(".{}.partial", file_name.to_string_lossy()));
     let file = std::fs::File::create(&tmp).map_err(env)?;
+    // A followed blob is committed to the cache once the writer verified it, which
+    // write_bundle has done by the time it asks for the next entry (or returns).
+    let mut verifying: Option<Arc<Follow>> = None;
     let result = (|| {
         let sink = BufWriter::with_capacity(1 << 20, file);
         // Encryption and file output run on their own thread while this one reads and
@@ -352,9 +355,6 @@ fn write_file(
             inner: enc,
             on: on_bytes,
         };
-        // A followed blob is committed to the cache once the writer verified it, which
-        // write_bundle has done by the time it asks for the next entry (or returns).
-        let mut verifying: Option<Arc<Follow>> = None;
         write_bundle(
             &mut counting,
             header,
@@ -413,18 +413,21 @@ fn write_file(
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(evict_corrupt(e, cache, &sources))
+            Err(evict_corrupt(e, cache, &sources, verifying.as_deref()))
         }
     }
 }
 
 /// A cache entry that no longer matches its digest (disk corruption, a hand edit) is
-/// removed, so that the next run fetches it again instead of failing forever. A local file
-/// (an Ollama store blob, a `[[files]]` source) that changed or rotted is named, not touched.
+/// removed, so that the next run fetches it again instead of failing forever. A blob the
+/// writer was following as it downloaded is dropped (the registry sent other bytes). A
+/// local file (an Ollama store blob, a `[[files]]` source) that changed or rotted is named,
+/// not touched.
 fn evict_corrupt(
     e: PackError,
     cache: &BlobCache,
     sources: &HashMap<Digest, &BlobSource>,
+    followed: Option<&Follow>,
 ) -> PackError {
     use airlock_bundle::BundleError::{DigestMismatch, SizeMismatch};
     let PackError::Bundle(DigestMismatch { entry, .. } | SizeMismatch { entry, .. }) = &e else {
@@ -442,16 +445,13 @@ fn evict_corrupt(
             p.display()
         ));
     }
-    let path = cache.path(&d);
-    if !path.exists() {
-        // A blob the writer followed while it downloaded: the registry sent other bytes.
-        let partial = cache.partial_path(&d);
-        let _ = std::fs::remove_file(partial.with_extension("parts"));
-        let _ = std::fs::remove_file(&partial);
+    if let Some(f) = followed.filter(|f| f.digest == d) {
+        f.discard();
         return PackError::Integrity(format!(
             "{e}\nthe registry sent content that does not match its digest; nothing was kept"
         ));
     }
+    let path = cache.path(&d);
     let _ = std::fs::remove_file(&path);
     PackError::Integrity(format!(
         "{e}\nthe cached copy {} was corrupt and has been removed: run the build again to fetch it anew",

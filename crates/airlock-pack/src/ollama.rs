@@ -27,10 +27,9 @@ use reqwest::{StatusCode, Url};
 use sha2::Digest as _;
 
 use crate::cache::BlobCache;
+use crate::registry::retry;
 use crate::PackError;
 
-const ATTEMPTS: u32 = 4;
-const BACKOFF: Duration = Duration::from_millis(500);
 const MAX_REDIRECTS: usize = 5;
 /// Parts are size/16, within these bounds (Ollama itself uses 100 MB – 1 GB; smaller parts
 /// keep resume fine-grained on slow links at a negligible cost in requests).
@@ -60,26 +59,6 @@ fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
-}
-
-async fn retry<T, F, Fut>(mut f: F) -> Result<T, PackError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, PackError>>,
-{
-    let mut delay = BACKOFF;
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate: Bearer …` challenge.
@@ -312,23 +291,13 @@ impl OllamaRegistry {
         on_bytes: &(dyn Fn(i64) + Sync),
         on_follow: Option<&(dyn Fn(Arc<Follow>) + Sync)>,
     ) -> Result<(), PackError> {
-        match self
-            .fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow)
-            .await?
-        {
-            Fetched::Done | Fetched::Handed => Ok(()),
-            // Parts kept from an earlier run did not add up (a crash lost bytes the journal
-            // claimed): they are gone now; fetch the whole blob once more from scratch.
-            Fetched::StaleResume => {
-                match self
-                    .fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow)
-                    .await?
-                {
-                    Fetched::Done | Fetched::Handed => Ok(()),
-                    Fetched::StaleResume => unreachable!("a fresh fetch resumes nothing"),
-                }
-            }
+        let fetch = || self.fetch_blob_once(name, digest, size, cache, jobs, on_bytes, on_follow);
+        // Parts kept from an earlier run that did not add up (a crash lost bytes the journal
+        // claimed) are gone by now: fetch once more, from scratch, which resumes nothing.
+        if let Fetched::StaleResume = fetch().await? {
+            fetch().await?;
         }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -380,6 +349,7 @@ impl OllamaRegistry {
         let following = on_follow.is_some() && resumed == 0;
         if let (Some(on_follow), true) = (on_follow, following) {
             on_follow(Arc::new(Follow {
+                digest,
                 file: file.clone(),
                 parts: parts.clone(),
                 progress: progress.clone(),
@@ -645,6 +615,8 @@ struct PartsState {
 /// the writer itself (every bundle entry is), and only then is the blob committed to the
 /// cache ([`Follow::commit`]), so following trusts nothing new.
 pub struct Follow {
+    /// The blob being followed.
+    pub digest: Digest,
     file: Arc<File>,
     parts: Vec<(u64, u64)>,
     progress: Arc<Progressive>,
@@ -666,6 +638,12 @@ impl Follow {
         std::fs::rename(&self.partial, &self.dest)?;
         let _ = std::fs::remove_file(&self.journal);
         Ok(())
+    }
+
+    /// Drops what was downloaded: the follower found it does not match the digest.
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.partial);
+        let _ = std::fs::remove_file(&self.journal);
     }
 
     /// A reader of the whole blob that blocks until the bytes it needs have arrived. What it

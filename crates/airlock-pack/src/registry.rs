@@ -50,7 +50,9 @@ fn registry_err(r: &ImageRef, what: &str, e: impl std::fmt::Display) -> PackErro
     PackError::Registry(format!("{r}: {what}: {e}"))
 }
 
-async fn retry<T, F, Fut>(mut f: F) -> Result<T, PackError>
+/// Runs `f` until it succeeds, fails for good, or has failed `ATTEMPTS` times, doubling the
+/// pause between attempts. Shared by the OCI and the Ollama registry clients.
+pub(crate) async fn retry<T, F, Fut>(mut f: F) -> Result<T, PackError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PackError>>,
