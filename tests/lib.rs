@@ -206,7 +206,19 @@ impl World {
     /// `airlock-unpack CMD BUNDLE --trust pack.pub --identity host.key EXTRA…`, run with no
     /// network at all.
     pub fn unpack(&self, cmd: &str, bundle: &Path, extra: &[&str]) -> Output {
+        self.unpack_env(cmd, bundle, extra, &[])
+    }
+
+    /// [`World::unpack`] with extra environment variables.
+    pub fn unpack_env(
+        &self,
+        cmd: &str,
+        bundle: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
         let mut c = Command::new("unshare");
+        c.envs(env.iter().copied());
         c.arg("-n")
             .arg(unpack_bin())
             .arg(cmd)

@@ -90,6 +90,23 @@ fn docker(args: &[&str]) -> String {
     run_ok(Command::new("docker").args(args))
 }
 
+/// Runs a shell `script` in a container of `image` (no network) with `volume` at `mount`.
+fn in_volume(volume: &str, mount: &str, image: &str, script: &str) -> String {
+    docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{volume}:{mount}"),
+        image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
 /// A world whose registry also serves a generated Ollama model as `library/tiny:latest`.
 fn model_world(seed: u64) -> (World, OllamaModel, String) {
     let w = World::new();
@@ -208,11 +225,12 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     );
 
     // Files into a volume, read back by a container of the loaded image.
-    let listing = docker(&[
-        "run", "--rm", "--network", "none", "-v", &format!("{files_volume}:/data"), &w.hello,
-        "/bin/busybox", "sh", "-c",
+    let listing = in_volume(
+        &files_volume,
+        "/data",
+        &w.hello,
         "cd /data && for f in etc etc/bin etc/bin/run.sh etc/prometheus.yml; do /bin/busybox stat -c '%a %n' $f; done && /bin/busybox cat etc/prometheus.yml",
-    ]);
+    );
     assert_eq!(
         listing,
         format!(
@@ -222,15 +240,18 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     );
 
     // A second load changes nothing and writes nothing: every blob is verified in place.
-    let mtimes: Vec<i64> = model
-        .blobs()
-        .iter()
-        .map(|b| {
-            std::fs::metadata(models_dir.join(format!("blobs/sha256-{}", b.digest.hex())))
-                .unwrap()
-                .mtime_nsec()
-        })
-        .collect();
+    let mtimes = || -> Vec<i64> {
+        model
+            .blobs()
+            .iter()
+            .map(|b| {
+                std::fs::metadata(models_dir.join(format!("blobs/sha256-{}", b.digest.hex())))
+                    .unwrap()
+                    .mtime_nsec()
+            })
+            .collect()
+    };
+    let mtimes_before = mtimes();
     let again = json_of(&w.unpack(
         "load",
         &bundle,
@@ -245,16 +266,11 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
             "{f}"
         );
     }
-    let mtimes_after: Vec<i64> = model
-        .blobs()
-        .iter()
-        .map(|b| {
-            std::fs::metadata(models_dir.join(format!("blobs/sha256-{}", b.digest.hex())))
-                .unwrap()
-                .mtime_nsec()
-        })
-        .collect();
-    assert_eq!(mtimes, mtimes_after, "present blobs must not be rewritten");
+    assert_eq!(
+        mtimes_before,
+        mtimes(),
+        "present blobs must not be rewritten"
+    );
     assert_eq!(snapshot(&models_dir), expected_store(&model, &parsed));
 
     // A blob that rotted in place (same size, one bit) is found and replaced, nothing else.
@@ -276,11 +292,12 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
         report["models"][0]["target"],
         format!("volume {model_volume}")
     );
-    let listing = docker(&[
-        "run", "--rm", "--network", "none", "-v", &format!("{model_volume}:/root/.ollama"), &w.hello,
-        "/bin/busybox", "sh", "-c",
+    let listing = in_volume(
+        &model_volume,
+        "/root/.ollama",
+        &w.hello,
         "cd /root/.ollama/models && /bin/busybox find . -type f | /bin/busybox sort && /bin/busybox sha256sum blobs/* $(/bin/busybox find manifests -type f)",
-    ]);
+    );
     let mut want: Vec<String> = model
         .blobs()
         .iter()
@@ -305,31 +322,24 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     assert_eq!(again["models"][0]["blobs_written"], 0, "{again}");
     assert_eq!(again["models"][0]["blobs_present"], 5, "{again}");
     // A blob damaged inside the volume (same size) is found by its hash and sent again.
-    docker(&[
-        "run", "--rm", "--network", "none", "-v", &format!("{model_volume}:/root/.ollama"), &w.hello,
-        "/bin/busybox", "sh", "-c",
-        &format!(
-            "printf X | /bin/busybox dd of=/root/.ollama/models/blobs/sha256-{} bs=1 seek=1000 conv=notrunc",
-            model.layers[0].digest.hex()
-        ),
-    ]);
+    let damaged = format!(
+        "/root/.ollama/models/blobs/sha256-{}",
+        model.layers[0].digest.hex()
+    );
+    in_volume(
+        &model_volume,
+        "/root/.ollama",
+        &w.hello,
+        &format!("printf X | /bin/busybox dd of={damaged} bs=1 seek=1000 conv=notrunc"),
+    );
     let repaired = json_of(&w.unpack("load", &bundle, &["--json"]));
     assert_eq!(repaired["models"][0]["blobs_written"], 1, "{repaired}");
-    let sum = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        &format!("{model_volume}:/root/.ollama"),
+    let sum = in_volume(
+        &model_volume,
+        "/root/.ollama",
         &w.hello,
-        "/bin/busybox",
-        "sha256sum",
-        &format!(
-            "/root/.ollama/models/blobs/sha256-{}",
-            model.layers[0].digest.hex()
-        ),
-    ]);
+        &format!("/bin/busybox sha256sum {damaged}"),
+    );
     assert!(sum.starts_with(&model.layers[0].digest.hex()), "{sum}");
     // No helper container or image is left behind.
     let leftovers = docker(&["ps", "-a", "--filter", "label=io.airlock.helper", "-q"]);
@@ -662,17 +672,12 @@ fn a_local_store_is_packed_without_network_and_checked() {
     assert_eq!(snapshot(&models_dir), want);
     // `--ollama-models` without a directory means Ollama's own: $OLLAMA_MODELS.
     let env_models = w.path("env-models");
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(unpack_bin())
-        .arg("load")
-        .arg(&out)
-        .arg("--trust")
-        .arg(w.path("pack-keys/airlock.pub"))
-        .arg("--ollama-models")
-        .env("OLLAMA_MODELS", &env_models)
-        .output()
-        .unwrap();
+    let o = w.unpack_env(
+        "load",
+        &out,
+        &["--ollama-models"],
+        &[("OLLAMA_MODELS", env_models.to_str().unwrap())],
+    );
     assert_ok(&o);
     assert_eq!(snapshot(&env_models), want);
 
@@ -726,20 +731,19 @@ fn refusals_leave_models_and_files_untouched() {
     std::fs::write(host_files.join("prometheus.yml"), "# edited on the host\n").unwrap();
     let before_models = snapshot(&models_dir);
     let before_files = snapshot(&host_files);
+    let work = w.path("work");
     let load = |bundle: &Path, extra: &[&str]| {
         let mut args = vec!["--ollama-models", models_dir.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let mut c = Command::new("unshare");
-        c.arg("-n")
-            .arg(unpack_bin())
-            .arg("load")
-            .arg(bundle)
-            .arg("--trust")
-            .arg(w.path("pack-keys/airlock.pub"))
-            .args(&args)
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("AIRLOCK_WORK_DIR", w.path("work"));
-        c.output().unwrap()
+        w.unpack_env(
+            "load",
+            bundle,
+            &args,
+            &[
+                ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+                ("AIRLOCK_WORK_DIR", work.to_str().unwrap()),
+            ],
+        )
     };
     let unchanged = |what: &str| {
         assert_eq!(
@@ -779,19 +783,12 @@ fn refusals_leave_models_and_files_untouched() {
     unchanged("corrupt blob");
     // Into a models directory that does not exist yet: after a refusal it still does not.
     let fresh = w.path("fresh/ollama/models");
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(unpack_bin())
-        .arg("load")
-        .arg(&corrupt)
-        .arg("--trust")
-        .arg(w.path("pack-keys/airlock.pub"))
-        .arg("--ollama-models")
-        .arg(&fresh)
-        .arg("--overwrite")
-        .env("AIRLOCK_WORK_DIR", w.path("work"))
-        .output()
-        .unwrap();
+    let o = w.unpack_env(
+        "load",
+        &corrupt,
+        &["--ollama-models", fresh.to_str().unwrap(), "--overwrite"],
+        &[("AIRLOCK_WORK_DIR", work.to_str().unwrap())],
+    );
     assert_refused(&o, 3, &["expected"]);
     assert!(
         !w.path("fresh").exists(),

@@ -76,19 +76,49 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     Ok(Measured { secs, rss_kib, cpu })
 }
 
-/// The fastest of `n` runs (the usual way to take noise out of short measurements).
-fn measure_best(n: usize, cmd: &mut Command) -> anyhow::Result<Measured> {
+/// The faster of two measurements, with the larger peak RSS of the two.
+fn faster(a: Measured, b: Measured) -> Measured {
+    let rss_kib = a.rss_kib.max(b.rss_kib);
+    if b.secs < a.secs {
+        Measured { rss_kib, ..b }
+    } else {
+        Measured { rss_kib, ..a }
+    }
+}
+
+/// The fastest of `n` runs, each after `reset` (outputs of the last run removed): the
+/// usual way to take noise out of short measurements.
+fn measure_best(n: usize, reset: &dyn Fn(), cmd: &mut Command) -> anyhow::Result<Measured> {
+    reset();
     let mut best = measure(cmd)?;
     for _ in 1..n {
-        let m = measure(cmd)?;
-        if m.secs < best.secs {
-            best = Measured {
-                rss_kib: best.rss_kib.max(m.rss_kib),
-                ..m
-            };
-        }
+        reset();
+        best = faster(best, measure(cmd)?);
     }
     Ok(best)
+}
+
+/// A peer and ours taken in turns, `n` runs each (each after its reset), so that both see
+/// the same moments of this shared machine; the best of each.
+fn in_turns(
+    n: usize,
+    peer: (&dyn Fn(), &mut Command),
+    ours: (&dyn Fn(), &mut Command),
+) -> anyhow::Result<(Measured, Measured)> {
+    let (peer_reset, peer_cmd) = peer;
+    let (ours_reset, ours_cmd) = ours;
+    let mut best: Option<(Measured, Measured)> = None;
+    for _ in 0..n {
+        peer_reset();
+        let p = measure(peer_cmd)?;
+        ours_reset();
+        let o = measure(ours_cmd)?;
+        best = Some(match best {
+            None => (p, o),
+            Some((bp, bo)) => (faster(bp, p), faster(bo, o)),
+        });
+    }
+    Ok(best.expect("at least one run"))
 }
 
 fn mib(kib: u64) -> String {
@@ -279,6 +309,7 @@ fn images(bins: &Path, big: bool) -> anyhow::Result<()> {
     )?;
     let age = measure_best(
         3,
+        &|| {},
         Command::new("age")
             .arg("-d")
             .arg("-i")
@@ -296,6 +327,7 @@ fn images(bins: &Path, big: bool) -> anyhow::Result<()> {
     };
     let verify = measure_best(
         3,
+        &|| {},
         Command::new(&unpack)
             .arg("verify")
             .arg(&bundle)
@@ -308,6 +340,7 @@ fn images(bins: &Path, big: bool) -> anyhow::Result<()> {
     rows.push(speed(verify, "unpack verify (encrypted)", true));
     let verify_plain = measure_best(
         3,
+        &|| {},
         Command::new(&unpack)
             .arg("verify")
             .arg(w.join("plain.airlock"))
@@ -344,28 +377,21 @@ fn images(bins: &Path, big: bool) -> anyhow::Result<()> {
             .arg(&save)
             .stdout(std::process::Stdio::null()),
     )?;
-    let mut docker_best: Option<Measured> = None;
-    let mut ours_best: Option<Measured> = None;
-    for _ in 0..2 {
-        let d = measure(
+    let reset = || rmi(&tags);
+    let (docker_load, ours) = in_turns(
+        2,
+        (
+            &reset,
             Command::new("docker")
                 .arg("load")
                 .arg("-q")
                 .arg("-i")
                 .arg(&save),
-        )?;
-        rmi(&tags);
-        let o = measure(&mut ours_cmd)?;
-        rmi(&tags);
-        if docker_best.as_ref().is_none_or(|b| d.secs < b.secs) {
-            docker_best = Some(d);
-        }
-        if ours_best.as_ref().is_none_or(|b| o.secs < b.secs) {
-            ours_best = Some(o);
-        }
-    }
+        ),
+        (&reset, &mut ours_cmd),
+    )?;
+    rmi(&tags);
     let _ = std::fs::remove_file(&save);
-    let (docker_load, ours) = (docker_best.expect("measured"), ours_best.expect("measured"));
     rows.push(Row {
         name: "unpack load".into(),
         ratio: format!(
@@ -414,20 +440,6 @@ fn report(rows: &[Row], what: &str, size: u64) -> anyhow::Result<()> {
         if rss_ok { "met" } else { "MISSED" }
     );
     Ok(())
-}
-
-/// Best of two, each run preceded by `reset` (outputs removed) and measured after a sync.
-fn best_of_two(reset: &dyn Fn(), cmd: &mut Command) -> anyhow::Result<Measured> {
-    reset();
-    let a = measure(cmd)?;
-    reset();
-    let b = measure(cmd)?;
-    let rss_kib = a.rss_kib.max(b.rss_kib);
-    Ok(if a.secs <= b.secs {
-        Measured { rss_kib, ..a }
-    } else {
-        Measured { rss_kib, ..b }
-    })
 }
 
 /// A 2 GiB model: pack from the loopback registry vs `curl -o` of the blob; load into a
@@ -483,23 +495,24 @@ fn models(bins: &Path) -> anyhow::Result<()> {
         .arg("-q")
         .arg("--cache")
         .arg(w.join("cache"));
-    let (mut curl, mut ours): (Option<Measured>, Option<Measured>) = (None, None);
-    for _ in 0..3 {
-        let _ = std::fs::remove_file(&blob_out);
-        let c = measure(&mut curl_cmd)?;
-        let _ = std::fs::remove_file(&blob_out);
-        let _ = std::fs::remove_dir_all(w.join("cache"));
-        let _ = std::fs::remove_file(&bundle);
-        let o = measure(&mut pack_cmd)?;
-        if curl.as_ref().is_none_or(|b| c.secs < b.secs) {
-            curl = Some(c);
-        }
-        if ours.as_ref().is_none_or(|b| o.secs < b.secs) {
-            ours = Some(o);
-        }
-    }
+    let (curl, ours) = in_turns(
+        3,
+        (
+            &|| {
+                let _ = std::fs::remove_file(&blob_out);
+            },
+            &mut curl_cmd,
+        ),
+        (
+            &|| {
+                let _ = std::fs::remove_file(&blob_out);
+                let _ = std::fs::remove_dir_all(w.join("cache"));
+                let _ = std::fs::remove_file(&bundle);
+            },
+            &mut pack_cmd,
+        ),
+    )?;
     let _ = std::fs::remove_dir_all(w.join("cache"));
-    let (curl, ours) = (curl.expect("measured"), ours.expect("measured"));
     rows.push(Row {
         name: "pack build, 2 GiB model, cold".into(),
         ratio: format!("{:.2}x the time of curl -o", ours.secs / curl.secs),
@@ -518,7 +531,8 @@ fn models(bins: &Path) -> anyhow::Result<()> {
             .stdout(std::process::Stdio::null()),
     )?;
     let cp_dest = w.join("cp-dest");
-    let cp = best_of_two(
+    let cp = measure_best(
+        2,
         &|| {
             let _ = std::fs::remove_dir_all(&cp_dest);
         },
@@ -526,18 +540,21 @@ fn models(bins: &Path) -> anyhow::Result<()> {
     )?;
     let _ = std::fs::remove_dir_all(&cp_dest);
     let restored = w.join("restored");
-    let ours = best_of_two(
+    let mut into_dir = Command::new(&unpack);
+    into_dir
+        .arg("load")
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(w.join("keys/airlock.pub"))
+        .arg("--ollama-models")
+        .arg(&restored)
+        .arg("-q");
+    let ours = measure_best(
+        2,
         &|| {
             let _ = std::fs::remove_dir_all(&restored);
         },
-        Command::new(&unpack)
-            .arg("load")
-            .arg(&bundle)
-            .arg("--trust")
-            .arg(w.join("keys/airlock.pub"))
-            .arg("--ollama-models")
-            .arg(&restored)
-            .arg("-q"),
+        &mut into_dir,
     )?;
     rows.push(Row {
         name: "unpack load, 2 GiB model, into a dir".into(),
@@ -548,7 +565,8 @@ fn models(bins: &Path) -> anyhow::Result<()> {
     });
     // The floor of any load that verifies: sha256 of the same bytes, with the fastest tool
     // on this machine (SHA-NI). `cp -r` verifies nothing, so it can beat this floor.
-    let floor = best_of_two(
+    let floor = measure_best(
+        2,
         &|| {},
         Command::new("openssl")
             .args(["dgst", "-sha256"])
@@ -561,16 +579,7 @@ fn models(bins: &Path) -> anyhow::Result<()> {
         peer: cp.secs,
         ours: floor,
     });
-    let again = measure(
-        Command::new(&unpack)
-            .arg("load")
-            .arg(&bundle)
-            .arg("--trust")
-            .arg(w.join("keys/airlock.pub"))
-            .arg("--ollama-models")
-            .arg(&restored)
-            .arg("-q"),
-    )?;
+    let again = measure(&mut into_dir)?;
     rows.push(Row {
         name: "unpack load again (all present)".into(),
         ratio: format!("{:.2}x the time of cp -r", again.secs / cp.secs),
@@ -626,7 +635,7 @@ fn models(bins: &Path) -> anyhow::Result<()> {
         .arg(&volume)
         .arg("-q")
         .env("AIRLOCK_WORK_DIR", w.join("work"));
-    let vol = best_of_two(&rm_volume, &mut into_volume)?;
+    let vol = measure_best(2, &rm_volume, &mut into_volume)?;
     rows.push(Row {
         name: "unpack load into a Docker volume".into(),
         ratio: format!("{:.2}x the time of docker cp", vol.secs / cp_vol.secs),
