@@ -366,11 +366,11 @@ pub fn load(
         };
         let decided = rt.block_on(decide(&verified, platform.clone(), restore));
         let route = match decided {
-            Ok((route, st, eng, all)) => {
-                staging = st;
-                engine_info = eng;
-                all_selected = all;
-                route
+            Ok(d) => {
+                staging = d.staging;
+                engine_info = d.engine;
+                all_selected = d.selected;
+                d.route
             }
             Err(e) => {
                 let _ = route_tx.send(Err(e.to_string()));
@@ -448,7 +448,7 @@ async fn decide(
     v: &Verified,
     platform: Option<Platform>,
     restore: &RestoreOptions,
-) -> Result<(Route, Staging, Option<(Docker, String)>, Vec<ImageRecord>), UnpackError> {
+) -> Result<Decision, UnpackError> {
     let h = &v.header;
     let mut engine_info = None;
     if !h.images.is_empty() || crate::restore::wants_engine(h, restore) {
@@ -485,12 +485,29 @@ async fn decide(
     let docker = engine_info.as_ref().map(|(d, _, _)| d);
     let staging = crate::restore::prepare(h, restore, docker).await?;
     let sinks = staging.sinks.clone();
-    Ok((
-        Route { images, sinks },
+    Ok(Decision {
+        route: Route { images, sinks },
         staging,
-        engine_info.map(|(d, desc, _)| (d, desc)),
-        all,
-    ))
+        engine: engine_info.map(|(d, desc, _)| (d, desc)),
+        selected: all,
+    })
+}
+
+/// What [`decide`] settled once the header verified.
+struct Decision {
+    /// For the bundle reader: images to send, where blobs go.
+    route: Route,
+    staging: Staging,
+    /// The engine and how to describe it, when images or volumes needed it.
+    engine: Option<(Docker, String)>,
+    /// Every image for the engine's platform, loaded now or already there.
+    selected: Vec<ImageRecord>,
+}
+
+/// An engine's image ID is the config digest (classic store) or the manifest digest
+/// (containerd store).
+fn is_image(id: &str, i: &ImageRecord) -> bool {
+    id == i.config.to_string() || id == i.manifest.to_string()
 }
 
 /// The tag already names this exact image: loading it again would change nothing.
@@ -499,10 +516,7 @@ async fn already_loaded(docker: &Docker, i: &ImageRecord) -> bool {
         return false;
     };
     match docker.inspect_image(&name).await {
-        Ok(inspect) => {
-            let id = inspect.id.unwrap_or_default();
-            id == i.config.to_string() || id == i.manifest.to_string()
-        }
+        Ok(inspect) => is_image(&inspect.id.unwrap_or_default(), i),
         Err(_) => false,
     }
 }
@@ -553,7 +567,7 @@ async fn check_tags(
             UnpackError::Engine(format!("{name} is not in the engine after loading: {e}"))
         })?;
         let id = inspect.id.unwrap_or_default();
-        if id != i.config.to_string() && id != i.manifest.to_string() {
+        if !is_image(&id, i) {
             return Err(UnpackError::Engine(format!(
                 "{name}: the engine reports image ID {id}, expected {} (config) or {} (manifest)",
                 i.config, i.manifest

@@ -840,7 +840,7 @@ fn write_manifest(
     let manifests = dir.join("manifests");
     let final_path = dir.join(name.manifest_path());
     let parent = final_path.parent().expect("manifest has a parent");
-    create_dirs(&manifests, parent)?;
+    create_dirs_0755(&manifests, parent)?;
     let previous = match fs::read(&final_path) {
         Ok(b) => Some(Digest::of(&b)).filter(|d| *d != Digest::of(bytes)),
         Err(_) => None,
@@ -860,7 +860,7 @@ fn write_manifest(
 }
 
 /// Creates `leaf` and its parents below `root` with mode 0755.
-fn create_dirs(root: &Path, leaf: &Path) -> Result<(), UnpackError> {
+fn create_dirs_0755(root: &Path, leaf: &Path) -> Result<(), UnpackError> {
     fs::create_dir_all(leaf).map_err(|e| env(leaf, e))?;
     let mut p = leaf;
     while p.starts_with(root) {
