@@ -400,8 +400,9 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
     assert_ok(&pack(&["lock", spec], true));
     let out = w.path("redirect.airlock");
     let key = w.path("pack-keys/airlock.key");
-    assert_ok(&pack(
-        &[
+    // `airlock-pack build` into `out` with the given cache, with credentials.
+    let build_in = |cache: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
             "build",
             spec,
             "-o",
@@ -409,27 +410,16 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
             "--sign-key",
             key.to_str().unwrap(),
             "--quiet",
-            "--jobs",
-            "4",
-        ],
-        true,
-    ));
+        ];
+        args.extend_from_slice(extra);
+        pack_in(cache, &args, true)
+    };
+    assert_ok(&build_in("cache", &out, &["--jobs", "4"]));
 
     let reqs = front.requests()[refused..].to_vec();
     // The blobs the writer followed were committed to the cache: a rebuild fetches none.
     let out2 = w.path("redirect-again.airlock");
-    assert_ok(&pack(
-        &[
-            "build",
-            spec,
-            "-o",
-            out2.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--quiet",
-        ],
-        true,
-    ));
+    assert_ok(&build_in("cache", &out2, &[]));
     let refetched: Vec<_> = front.requests()[refused + reqs.len()..]
         .iter()
         .filter(|r| r.path.contains("/blob"))
@@ -486,19 +476,7 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
         .unwrap();
         let mark = front.requests().len();
         let o = w.path(&format!("{cache}.airlock"));
-        assert_ok(&pack_in(
-            cache,
-            &[
-                "build",
-                spec,
-                "-o",
-                o.to_str().unwrap(),
-                "--sign-key",
-                key.to_str().unwrap(),
-                "--quiet",
-            ],
-            true,
-        ));
+        assert_ok(&build_in(cache, &o, &[]));
         assert_ok(&w.unpack("verify", &o, &[]));
         front.requests()[mark..]
             .iter()
@@ -538,19 +516,7 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
     front.ignore_ranges(true);
     let mark = front.requests().len();
     let whole = w.path("whole.airlock");
-    assert_ok(&pack_in(
-        "cache-norange",
-        &[
-            "build",
-            spec,
-            "-o",
-            whole.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--quiet",
-        ],
-        true,
-    ));
+    assert_ok(&build_in("cache-norange", &whole, &[]));
     front.ignore_ranges(false);
     let gets: Vec<_> = front.requests()[mark..]
         .iter()
@@ -566,19 +532,7 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
     bytes[(MODEL_BYTES / 3) as usize] ^= 0x20;
     std::fs::write(&big.path, &bytes).unwrap();
     let bad = w.path("bad.airlock");
-    let o = pack_in(
-        "cache-bad",
-        &[
-            "build",
-            spec,
-            "-o",
-            bad.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--quiet",
-        ],
-        true,
-    );
+    let o = build_in("cache-bad", &bad, &[]);
     assert_refused(
         &o,
         3,
