@@ -27,6 +27,23 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// Volumes and images a test made, removed when it ends, passed or failed.
+struct Cleanup {
+    volumes: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&self.volumes)
+            .output();
+        let images: Vec<&str> = self.images.iter().map(String::as_str).collect();
+        docker_rmi(&images);
+    }
+}
+
 /// Appends TOML to the world's spec.
 fn append_spec(w: &World, extra: &str) {
     let mut s = std::fs::read_to_string(w.spec()).unwrap();
@@ -139,6 +156,11 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     let parsed = ModelName::parse(&name).unwrap();
     let model_volume = unique("airlock-e2e-models");
     let files_volume = unique("airlock-e2e-files");
+    // Removed however the test ends: a failed assertion must not leave them in the engine.
+    let _cleanup = Cleanup {
+        volumes: vec![model_volume.clone(), files_volume.clone()],
+        images: vec![w.hello.clone()],
+    };
     let host_files = w.path("host-files");
     write_files(&w.path("conf"), &w.marker);
     w.write_spec(&["linux/amd64"], &[&w.hello]);
@@ -349,11 +371,6 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     );
     let images = docker(&["images", "-q", "airlock-helper"]);
     assert!(images.trim().is_empty(), "helper images left: {images}");
-
-    let _ = Command::new("docker")
-        .args(["volume", "rm", &model_volume, &files_volume])
-        .output();
-    docker_rmi(&[&w.hello]);
 }
 
 #[test]
