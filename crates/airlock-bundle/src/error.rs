@@ -49,8 +49,17 @@ pub enum BundleError {
         "the bundle is not signed by a trusted key: signed by key id {key_id}; trusted: {trusted}"
     )]
     UntrustedSigner { key_id: String, trusted: String },
-    #[error("invalid signature on airlock/header.json (key id {key_id}): {detail}")]
-    BadSignature { key_id: String, detail: String },
+    #[error("invalid signature on {file} (key id {key_id}): {detail}")]
+    BadSignature {
+        key_id: String,
+        file: String,
+        detail: String,
+    },
+    #[error("{}: the bundle's parts do not match their signed sums:\n  {}", sums.display(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Parts {
+        sums: PathBuf,
+        problems: Vec<crate::parts::PartProblem>,
+    },
     #[error("no trusted keys: pass --trust PUB or put *.pub files into the trust directory")]
     NoTrustedKeys,
     #[error("unsupported bundle format {format} version {found}: this reader implements {supported_format} version {supported}")]
@@ -97,6 +106,7 @@ impl BundleError {
             | UnexpectedEntry { .. }
             | Malformed(_)
             | CorruptCiphertext { .. }
+            | Parts { .. }
             | Read { .. } => ErrorClass::Integrity,
             UntrustedSigner { .. } | BadSignature { .. } | NoTrustedKeys => ErrorClass::Trust,
             UnsupportedVersion { .. } => ErrorClass::Version,

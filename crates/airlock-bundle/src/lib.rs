@@ -14,6 +14,7 @@ pub mod header;
 pub mod lock;
 pub mod oci;
 pub mod ollama;
+pub mod parts;
 #[cfg(feature = "progress")]
 pub mod progress;
 pub mod readahead;

@@ -221,6 +221,17 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
     }
 }
 
+/// Dropped unfinished (a failed write), the thread is still waited for, so that whatever
+/// the inner writer cleans up on drop (temporary files) is gone when the caller returns.
+impl<W: Write + Send + 'static> Drop for WriteBehind<W> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl<W: Write + Send + 'static> Write for WriteBehind<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = self.chunk - self.buf.len();

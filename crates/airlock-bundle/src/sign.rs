@@ -107,21 +107,26 @@ impl SigningKey {
         self.key_id
     }
 
-    /// A minisign signature file (prehashed `ED` algorithm) over `data`.
+    /// A minisign signature file (prehashed `ED` algorithm) over a bundle header.
     pub fn sign(&self, data: &[u8]) -> String {
+        self.sign_with(data, TRUSTED_COMMENT)
+    }
+
+    /// A minisign signature over `data` with `trusted_comment` (signed too, one line).
+    pub fn sign_with(&self, data: &[u8], trusted_comment: &str) -> String {
         let prehash = Blake2b512::digest(data);
         let sig = self.key.sign(&prehash).to_bytes();
         let mut sig_line = Vec::with_capacity(74);
         sig_line.extend_from_slice(b"ED");
         sig_line.extend_from_slice(&self.keynum);
         sig_line.extend_from_slice(&sig);
-        let mut global = Vec::with_capacity(64 + TRUSTED_COMMENT.len());
+        let mut global = Vec::with_capacity(64 + trusted_comment.len());
         global.extend_from_slice(&sig);
-        global.extend_from_slice(TRUSTED_COMMENT.as_bytes());
+        global.extend_from_slice(trusted_comment.as_bytes());
         let global_sig = self.key.sign(&global).to_bytes();
         let b64 = base64::engine::general_purpose::STANDARD;
         format!(
-            "untrusted comment: signature from airlock secret key {}\n{}\ntrusted comment: {TRUSTED_COMMENT}\n{}\n",
+            "untrusted comment: signature from airlock secret key {}\n{}\ntrusted comment: {trusted_comment}\n{}\n",
             self.key_id,
             b64.encode(&sig_line),
             b64.encode(global_sig)
@@ -251,11 +256,23 @@ impl TrustSet {
             .join(", ")
     }
 
-    /// Checks `sig_text` over `data`; returns the signer's key id.
+    /// Checks the header signature `sig_text` over `data`; returns the signer's key id.
     pub fn verify(&self, data: &[u8], sig_text: &str) -> Result<KeyId, BundleError> {
+        self.verify_file(Path::new(crate::header::HEADER_PATH), data, sig_text)
+    }
+
+    /// Checks `sig_text` over `data`, the content of `file` (named in errors).
+    pub fn verify_file(
+        &self,
+        file: &Path,
+        data: &[u8],
+        sig_text: &str,
+    ) -> Result<KeyId, BundleError> {
+        let file = file.display().to_string();
         let sig = minisign::SignatureBox::from_string(sig_text).map_err(|e| {
             BundleError::BadSignature {
                 key_id: "unknown".into(),
+                file: file.clone(),
                 detail: format!("unreadable signature: {e}"),
             }
         })?;
@@ -272,11 +289,19 @@ impl TrustSet {
         minisign::verify(&key.key, &sig, Cursor::new(data), true, false, false).map_err(|e| {
             BundleError::BadSignature {
                 key_id: signer.to_string(),
+                file,
                 detail: e.to_string(),
             }
         })?;
         Ok(signer)
     }
+}
+
+/// The trusted comment of a signature (only meaningful once the signature verified).
+pub fn trusted_comment(sig_text: &str) -> Option<String> {
+    minisign::SignatureBox::from_string(sig_text)
+        .ok()
+        .and_then(|s| s.trusted_comment().ok())
 }
 
 /// Reads the key id out of a signature without verifying it (for `--insecure-skip-signature`

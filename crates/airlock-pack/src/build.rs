@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use airlock_bundle::crypt::{encrypting_writer, Encryption};
 use airlock_bundle::header::{Entry, Header, FORMAT_NAME, FORMAT_VERSION};
 use airlock_bundle::lock::Lock;
+use airlock_bundle::parts::{remove_stale, write_sums, Part, PartWriter};
 use airlock_bundle::progress::{human, Progress};
 use airlock_bundle::readahead::WriteBehind;
 use airlock_bundle::sign::SigningKey;
@@ -35,6 +36,8 @@ pub struct BuildOptions {
     pub cache: BlobCache,
     pub models: ModelSources,
     pub jobs: usize,
+    /// Cut the bundle into parts of at most this many bytes (`--split`).
+    pub split: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -49,6 +52,11 @@ pub struct BuildSummary {
     pub downloaded_bytes: u64,
     pub encrypted: bool,
     pub key_id: String,
+    /// The files written: the bundle (or its parts), then the sums and their signature.
+    pub parts: Vec<airlock_bundle::parts::Part>,
+    pub sums: PathBuf,
+    /// Files of an earlier build of the same name that this one replaced.
+    pub removed: Vec<String>,
 }
 
 pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSummary, PackError> {
@@ -127,13 +135,21 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
             Arc::new(plan),
             opts.cache.clone(),
         );
-        let (output, key, encryption) = (opts.output.clone(), opts.sign_key, opts.encryption);
+        let (output, key, encryption, split) = (
+            opts.output.clone(),
+            opts.sign_key,
+            opts.encryption,
+            opts.split,
+        );
         tokio::task::spawn_blocking(move || {
             write_file(
-                &output,
+                &Output {
+                    path: &output,
+                    split,
+                    key: &key,
+                    encryption: &encryption,
+                },
                 &header,
-                &key,
-                &encryption,
                 &plan,
                 &cache,
                 &ready,
@@ -157,7 +173,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     progress.remove(&write_bar);
     // A failed download explains a failed write better than the writer's own error.
     let downloaded = downloaded?;
-    let file_bytes = written?;
+    let written = written?;
     Ok(BuildSummary {
         output: opts.output,
         images,
@@ -165,10 +181,13 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         files,
         blobs,
         payload_bytes,
-        file_bytes,
+        file_bytes: written.parts.iter().map(|p| p.size).sum(),
         downloaded_bytes: downloaded,
         encrypted,
         key_id,
+        parts: written.parts,
+        sums: written.sums,
+        removed: written.removed,
     })
 }
 
@@ -324,33 +343,53 @@ impl<W: Write> Write for Counting<'_, W> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where and how the bundle is written.
+struct Output<'a> {
+    path: &'a Path,
+    split: Option<u64>,
+    key: &'a SigningKey,
+    encryption: &'a Encryption,
+}
+
+/// What [`write_file`] left on disk.
+struct Written {
+    parts: Vec<Part>,
+    sums: PathBuf,
+    removed: Vec<String>,
+}
+
 fn write_file(
-    output: &Path,
+    out: &Output<'_>,
     header: &Header,
-    key: &SigningKey,
-    encryption: &Encryption,
     plan: &Plan,
     cache: &BlobCache,
     ready: &Ready,
     on_bytes: &dyn Fn(u64),
-) -> Result<u64, PackError> {
+) -> Result<Written, PackError> {
+    let output = out.path;
     let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", output.display()));
     let sources: HashMap<Digest, &BlobSource> =
         plan.blobs.iter().map(|b| (b.digest, &b.from)).collect();
-    let file_name = output
+    let base = output
         .file_name()
-        .ok_or_else(|| PackError::Usage(format!("{}: not a file name", output.display())))?;
-    let tmp = output.with_file_name(format!(".{}.partial", file_name.to_string_lossy()));
-    let file = std::fs::File::create(&tmp).map_err(env)?;
+        .ok_or_else(|| PackError::Usage(format!("{}: not a file name", output.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Parts are written under temporary names, hashed as they are written (on the
+    // encryption thread, which has the cycles to spare), and renamed when all is done.
+    let parts = PartWriter::new(&dir, &base, out.split);
     // A followed blob is committed to the cache once the writer verified it, which
     // write_bundle has done by the time it asks for the next entry (or returns).
     let mut verifying: Option<Arc<Follow>> = None;
     let result = (|| {
-        let sink = BufWriter::with_capacity(1 << 20, file);
+        let sink = BufWriter::with_capacity(1 << 20, parts);
         // Encryption and file output run on their own thread while this one reads and
         // hashes: two cores, two jobs.
-        let enc = WriteBehind::spawn(encrypting_writer(sink, encryption)?, 1 << 20, 4);
+        let enc = WriteBehind::spawn(encrypting_writer(sink, out.encryption)?, 1 << 20, 4);
         let mut counting = Counting {
             inner: enc,
             on: on_bytes,
@@ -358,7 +397,7 @@ fn write_file(
         write_bundle(
             &mut counting,
             header,
-            key,
+            out.key,
             &mut |e: &Entry| -> std::io::Result<Box<dyn Read>> {
                 if let Some(f) = verifying.take() {
                     f.commit()?;
@@ -401,20 +440,24 @@ fn write_file(
             .map_err(env)?
             .finish()
             .map_err(env)?;
-        let file = sink.into_inner().map_err(|e| env(e.into_error()))?;
         // No fsync: a bundle torn by a crash is refused by `verify` (every byte is covered
         // by the signature), and an fsync of gigabytes costs seconds on every build.
-        Ok::<_, PackError>(file.metadata().map_err(env)?.len())
+        sink.into_inner()
+            .map_err(|e| env(e.into_error()))?
+            .finish()
+            .map_err(env)
     })();
     match result {
-        Ok(len) => {
-            std::fs::rename(&tmp, output).map_err(env)?;
-            Ok(len)
+        Ok(parts) => {
+            let removed = remove_stale(&dir, &base, &parts);
+            let (sums, _) = write_sums(&dir, &base, &parts, out.split, out.key)?;
+            Ok(Written {
+                parts,
+                sums,
+                removed,
+            })
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(evict_corrupt(e, cache, &sources, verifying.as_deref()))
-        }
+        Err(e) => Err(evict_corrupt(e, cache, &sources, verifying.as_deref())),
     }
 }
 

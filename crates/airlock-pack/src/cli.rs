@@ -31,6 +31,11 @@ Typical use, on the connected machine:
   airlock-pack build manifests/llm-stack.toml -o llm-stack.airlock \\
       --sign-key ~/.config/airlock/airlock.key --recipients-file gap-host.pub
 
+The bundle comes with llm-stack.airlock.sums and .sums.minisig: a transfer station checks
+it with standard tools, without the decryption key (in the bundle's directory):
+  minisign -Vm llm-stack.airlock.sums -p airlock.pub && sha256sum -c llm-stack.airlock.sums
+For media: --split fat32 (or 4G, 700M, dvd, bd25) writes llm-stack.airlock.001, .002, …
+
 Models already pulled with `ollama pull`: add --from-local to lock and build (no download;
 the store is --ollama-models DIR, else $OLLAMA_MODELS, else ~/.ollama/models).
 
@@ -107,6 +112,11 @@ struct BuildArgs {
     /// Encrypt with a passphrase instead (from AIRLOCK_PASSPHRASE, else a prompt).
     #[arg(long, conflicts_with_all = ["recipients", "recipients_files"])]
     passphrase: bool,
+    /// Cut the bundle into parts of at most SIZE for media: NAME.001, NAME.002, … Sizes like
+    /// 4G, 4GiB, 700M (powers of 1024), 4GB (powers of 1000), or fat32 (4 GiB − 1 byte),
+    /// dvd (4.7 GB), bd25 (25 GB). Split or not, NAME.sums and NAME.sums.minisig are written.
+    #[arg(long, value_name = "SIZE", value_parser = airlock_bundle::parts::parse_size)]
+    split: Option<u64>,
     /// Concurrent blob downloads (and Range parts per large model blob).
     #[arg(short, long, default_value_t = 4)]
     jobs: usize,
@@ -274,11 +284,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cache: cache(&args.common)?,
                 models: model_sources(&args.common),
                 jobs: args.jobs,
+                split: args.split,
             };
             let s = runtime()?.block_on(build(opts, &progress))?;
+            if !s.removed.is_empty() {
+                progress.say(format!(
+                    "removed {} left by an earlier build of this bundle",
+                    s.removed.join(", ")
+                ));
+            }
             println!(
-                "{}: {} images, {} models, {} files, {} blobs, {} ({} downloaded), {}, signed by {}",
+                "{}{}: {} images, {} models, {} files, {} blobs, {} ({} downloaded), {}, signed by {}",
                 s.output.display(),
+                if s.parts.len() > 1 {
+                    format!(" in {} parts", s.parts.len())
+                } else {
+                    String::new()
+                },
                 s.images,
                 s.models,
                 s.files,
@@ -291,6 +313,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "not encrypted"
                 },
                 s.key_id
+            );
+            println!(
+                "{} (check: minisign -Vm {} -p airlock.pub && sha256sum -c {})",
+                s.sums.display(),
+                s.sums.display(),
+                s.sums.file_name().unwrap_or_default().to_string_lossy()
             );
             Ok(())
         }

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::open::{open_bundle, Access};
+use crate::open::{open_bundle, Access, BundleOnDisk};
 use crate::restore::RestoreOptions;
 use crate::{exit, UnpackError};
 use airlock_bundle::header::Target;
@@ -48,8 +48,17 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Check signature, every digest and size. Reads everything, writes nothing.
-    Verify(Common),
+    /// Check signature, every digest and size. Reads everything, writes nothing. Without an
+    /// identity (for an encrypted bundle) or with --outer-only: check the signed sums of
+    /// every part instead, which needs no decryption key.
+    #[command(after_help = VERIFY_HELP)]
+    Verify {
+        #[command(flatten)]
+        common: Common,
+        /// Only check the parts against NAME.sums and its signature (no key needed).
+        #[arg(long)]
+        outer_only: bool,
+    },
     /// Show what a bundle carries (reads only the signed header).
     Inspect {
         #[command(flatten)]
@@ -112,9 +121,19 @@ model's manifest is written last, so `ollama list` never shows a half-loaded mod
 already present are checked against the bundle and kept when they match. Volumes are filled through the Engine API
 with a never-started helper container (its empty image is created and removed on the fly).";
 
+const VERIFY_HELP: &str = "\
+Two layers:
+  outer  NAME.sums lists the sha256 of the bundle file or of each part (NAME.001, …), and
+         NAME.sums.minisig signs it with the pack key. Checking it needs no decryption key:
+         a transfer station can do it, with this command or with standard tools:
+           minisign -Vm NAME.sums -p airlock.pub && sha256sum -c NAME.sums
+         A missing, extra, renamed, reordered or corrupt part is named.
+  inner  the signed header inside lists every entry's digest and size; with --identity (or
+         for a bundle that is not encrypted) every entry is decrypted and checked.";
+
 #[derive(Debug, Args)]
 struct Common {
-    /// The bundle file.
+    /// The bundle: its file, its first (or any) part, or its .sums file.
     bundle: PathBuf,
     /// Trust signatures by this minisign public key (repeatable).
     #[arg(long)]
@@ -186,14 +205,42 @@ fn signer_text(v: &Verified) -> String {
 fn read_with(c: &Common, label: &str, visitor: &mut dyn Visitor) -> Result<Verified, UnpackError> {
     let progress = Progress::new(Mode::detect(c.quiet));
     let access = c.access()?;
-    let (input, bar) = open_bundle(&c.bundle, &progress, label)?;
+    let on_disk = BundleOnDisk::locate(&c.bundle, &access, &progress)?;
+    read_located(&on_disk, &access, &progress, label, visitor)
+}
+
+fn read_located(
+    on_disk: &BundleOnDisk,
+    access: &Access,
+    progress: &Progress,
+    label: &str,
+    visitor: &mut dyn Visitor,
+) -> Result<Verified, UnpackError> {
+    let (input, bar) = on_disk.open(progress, label)?;
     let opts = ReadOptions {
         trust: access.trust(),
         decryption: &access.decryption,
     };
     let r = read_bundle(input, &opts, visitor);
     progress.remove(&bar);
-    Ok(r?)
+    r.map_err(|e| on_disk.explain(e.into()))
+}
+
+/// `verify` of the outer layer only: the signed sums of every part.
+fn verify_outer(on_disk: &BundleOnDisk, progress: &Progress) -> Result<(), UnpackError> {
+    let sums = on_disk.check_outer(progress)?;
+    let n = on_disk.files.parts.len();
+    println!(
+        "OK {}: {n} {}, {}, sums signed by {}; contents not decrypted (give --identity to check every entry)",
+        sums.path.display(),
+        if n == 1 { "file" } else { "parts" },
+        human(on_disk.files.total_size()),
+        match sums.signer {
+            Some(k) => format!("key {k} (verified)"),
+            None => "unknown (NOT verified)".into(),
+        }
+    );
+    Ok(())
 }
 
 /// Bytes of a model's manifest, config and layers.
@@ -249,8 +296,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{recipient}");
             Ok(())
         }
-        Command::Verify(c) => {
-            let v = read_with(&c, "verify", &mut Drain)
+        Command::Verify {
+            common: c,
+            outer_only,
+        } => {
+            let progress = Progress::new(Mode::detect(c.quiet));
+            let access = c.access()?;
+            let on_disk = BundleOnDisk::locate(&c.bundle, &access, &progress)
+                .with_context(|| c.bundle.display().to_string())?;
+            // No identity for a bundle encrypted to keys, with sums: the outer layer is what
+            // can be checked. (A passphrase bundle asks for its passphrase instead.)
+            let no_key =
+                c.identity.is_empty() && on_disk.sums.is_some() && on_disk.encrypted_to_keys()?;
+            if outer_only || no_key {
+                return verify_outer(&on_disk, &progress)
+                    .with_context(|| c.bundle.display().to_string());
+            }
+            let v = read_located(&on_disk, &access, &progress, "verify", &mut Drain)
                 .with_context(|| c.bundle.display().to_string())?;
             println!(
                 "OK {}: {} entries, {} verified, signed by {}{}",
@@ -382,12 +444,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract { common, to } => {
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
-            let (input, bar) = open_bundle(&common.bundle, &progress, "extract")?;
+            let (input, bar, on_disk) = open_bundle(&common.bundle, &access, &progress, "extract")?;
             let opts = ReadOptions {
                 trust: access.trust(),
                 decryption: &access.decryption,
             };
-            let r = crate::extract::extract(input, &opts, &to);
+            let r = crate::extract::extract(input, &opts, &to).map_err(|e| on_disk.explain(e));
             progress.remove(&bar);
             let v = r.with_context(|| common.bundle.display().to_string())?;
             println!(

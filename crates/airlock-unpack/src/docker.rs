@@ -322,7 +322,7 @@ pub fn load(
         .build()
         .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
 
-    let (input, bar) = open_bundle(path, progress, "load")?;
+    let (input, bar, on_disk) = open_bundle(path, access, progress, "load")?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
     let (header_tx, header_rx) = std::sync::mpsc::channel();
     let (route_tx, route_rx) = std::sync::mpsc::channel();
@@ -407,7 +407,7 @@ pub fn load(
         Err(e) => {
             rt.block_on(staging.release());
             staging.abort();
-            return Err(e);
+            return Err(on_disk.explain(e));
         }
     };
 

@@ -39,6 +39,12 @@ pub enum UnpackError {
     Usage(String),
     #[error("{0}")]
     Conflict(String),
+    /// A failed read, with which of the bundle's parts is at fault.
+    #[error("{inner}\n{parts}")]
+    Parts {
+        inner: Box<UnpackError>,
+        parts: BundleError,
+    },
 }
 
 impl UnpackError {
@@ -48,6 +54,7 @@ impl UnpackError {
             UnpackError::Engine(_) | UnpackError::Environment(_) => exit::ENVIRONMENT,
             UnpackError::Usage(_) => exit::USAGE,
             UnpackError::Conflict(_) => exit::CONFLICT,
+            UnpackError::Parts { inner, .. } => inner.exit_code(),
         }
     }
 }

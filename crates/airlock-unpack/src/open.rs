@@ -5,10 +5,11 @@ use std::io::{IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
 
 use airlock_bundle::crypt::Decryption;
+use airlock_bundle::parts::{BundleFiles, PartProblem, PartsReader, SignedSums};
 use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::Trust;
 use airlock_bundle::sign::{TrustSet, TrustedKey};
-use airlock_bundle::BundleError;
+use airlock_bundle::{BundleError, ErrorClass};
 
 use crate::UnpackError;
 
@@ -77,36 +78,164 @@ impl Access {
     }
 }
 
-/// The bundle file, feeding a progress bar as it is read.
+/// The bundle's files as found on disk, with the sums checked as far as they can be without
+/// reading content.
+#[derive(Debug)]
+pub struct BundleOnDisk {
+    pub files: BundleFiles,
+    pub sums: Option<SignedSums>,
+}
+
+impl BundleOnDisk {
+    /// Finds the bundle from the first part, any part, the sums file or the bundle file.
+    /// With a sums file, its signature is checked (a bad one is refused; a missing one is
+    /// only a warning, since the signed header inside covers every byte anyway), and a
+    /// missing or wrong-sized part is named (by [`BundleOnDisk::open`]) before anything is
+    /// read.
+    pub fn locate(path: &Path, access: &Access, progress: &Progress) -> Result<Self, UnpackError> {
+        let files = BundleFiles::locate(path)?;
+        let sums = match (&files.sums, files.sums_signature()) {
+            (Some(_), Some(sig)) if !sig.exists() => {
+                progress.say(format!(
+                    "warning: {} is missing: the sums are not checked (the bundle's own signature still is)",
+                    sig.display()
+                ));
+                None
+            }
+            (Some(_), _) => Some(SignedSums::load(&files, access.trust.as_ref())?),
+            (None, _) => None,
+        };
+        Ok(BundleOnDisk { files, sums })
+    }
+
+    /// Whether the bundle is age-encrypted to recipients' keys (as opposed to a passphrase,
+    /// or not at all), from the age header at the start of its first part.
+    pub fn encrypted_to_keys(&self) -> Result<bool, UnpackError> {
+        let first = &self.files.parts[0];
+        let mut head = Vec::with_capacity(4096);
+        std::fs::File::open(first)
+            .and_then(|f| f.take(4096).read_to_end(&mut head))
+            .map_err(|e| UnpackError::Usage(format!("{}: {e}", first.display())))?;
+        let age = head.starts_with(b"age-encryption.org/v1\n");
+        let scrypt = head.windows(10).any(|w| w == b"\n-> scrypt");
+        Ok(age && !scrypt)
+    }
+
+    /// The parts as one stream, feeding a byte bar labelled `label`.
+    pub fn open(
+        &self,
+        progress: &Progress,
+        label: &str,
+    ) -> Result<(ProgressFile, indicatif::ProgressBar), UnpackError> {
+        if let Some(s) = &self.sums {
+            let problems = s.check_layout(&self.files);
+            let (fatal, strays): (Vec<_>, Vec<_>) = problems
+                .into_iter()
+                .partition(|p| !matches!(p, PartProblem::Extra { .. }));
+            for p in strays {
+                progress.say(format!("warning: {p}"));
+            }
+            if !fatal.is_empty() {
+                // Worth hashing the rest to say where a missing part went (renamed?).
+                let problems = match s.check_all(&self.files, &|_| {}) {
+                    Ok(all) if !all.is_empty() => all,
+                    _ => fatal,
+                };
+                return Err(BundleError::Parts {
+                    sums: s.path.clone(),
+                    problems,
+                }
+                .into());
+            }
+        }
+        let reader = self.files.reader()?;
+        let bar = progress.bytes(self.files.total_size(), label);
+        Ok((
+            ProgressFile {
+                inner: reader,
+                bar: bar.clone(),
+            },
+            bar,
+        ))
+    }
+
+    /// The outer check alone: every part hashed against the signed sums (no key needed).
+    pub fn check_outer(&self, progress: &Progress) -> Result<&SignedSums, UnpackError> {
+        if let (Some(_), None, Some(sig)) =
+            (&self.files.sums, &self.sums, self.files.sums_signature())
+        {
+            return Err(BundleError::BadSignature {
+                key_id: "none".into(),
+                file: sig.display().to_string(),
+                detail: "the signature file is missing".into(),
+            }
+            .into());
+        }
+        let sums = self.sums.as_ref().ok_or_else(|| {
+            UnpackError::Usage(format!(
+                "{}: no signed sums beside the bundle ({}.sums and .sums.minisig): the outer layer cannot be checked without the key; give --identity to check the content",
+                self.files.parts[0].display(),
+                self.files.base
+            ))
+        })?;
+        let bar = progress.bytes(self.files.total_size(), "verify parts");
+        let problems = sums.check_all(&self.files, &|n| bar.inc(n));
+        progress.remove(&bar);
+        let problems = problems?;
+        if problems.is_empty() {
+            Ok(sums)
+        } else {
+            Err(BundleError::Parts {
+                sums: sums.path.clone(),
+                problems,
+            }
+            .into())
+        }
+    }
+
+    /// A failed read of a bundle with sums says which part is at fault: the parts are
+    /// hashed against their signed sums, and any difference is added to the error.
+    pub fn explain(&self, e: UnpackError) -> UnpackError {
+        let integrity = matches!(&e, UnpackError::Bundle(b) if b.class() == ErrorClass::Integrity);
+        let Some(sums) = self.sums.as_ref().filter(|_| integrity) else {
+            return e;
+        };
+        match sums.check_all(&self.files, &|_| {}) {
+            Ok(problems) if !problems.is_empty() => UnpackError::Parts {
+                inner: Box::new(e),
+                parts: BundleError::Parts {
+                    sums: sums.path.clone(),
+                    problems,
+                },
+            },
+            _ => e,
+        }
+    }
+}
+
+/// The bundle's parts, feeding a progress bar as they are read.
 #[derive(Debug)]
 pub struct ProgressFile {
-    file: std::fs::File,
+    inner: PartsReader,
     bar: indicatif::ProgressBar,
 }
 
 impl Read for ProgressFile {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read(buf)?;
+        let n = self.inner.read(buf)?;
         self.bar.inc(n as u64);
         Ok(n)
     }
 }
 
-/// Opens the bundle with a byte bar labelled `label`.
+/// Opens the bundle named by `path` (file, part or sums) with a byte bar labelled `label`.
 pub fn open_bundle(
     path: &Path,
+    access: &Access,
     progress: &Progress,
     label: &str,
-) -> Result<(ProgressFile, indicatif::ProgressBar), UnpackError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| UnpackError::Usage(format!("{}: {e}", path.display())))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = progress.bytes(size, label);
-    Ok((
-        ProgressFile {
-            file,
-            bar: bar.clone(),
-        },
-        bar,
-    ))
+) -> Result<(ProgressFile, indicatif::ProgressBar, BundleOnDisk), UnpackError> {
+    let on_disk = BundleOnDisk::locate(path, access, progress)?;
+    let (input, bar) = on_disk.open(progress, label)?;
+    Ok((input, bar, on_disk))
 }
