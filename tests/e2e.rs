@@ -353,12 +353,12 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
         vec!["corrupt".into()],
     ));
     // A newer format version, validly signed.
-    let b = resign(&w, &plain, |v| v["version"] = Value::from(3));
+    let b = resign(&w, &plain, |v| v["version"] = Value::from(4));
     cases.push((
         "unknown-version",
-        write_variant(&w, "v3.airlock", &b),
+        write_variant(&w, "v4.airlock", &b),
         6,
-        vec!["version 3".into()],
+        vec!["version 4".into()],
     ));
     // A signed header whose entry path tries to escape.
     let b = resign(&w, &plain, |v| {

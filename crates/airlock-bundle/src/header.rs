@@ -7,9 +7,9 @@ use crate::oci::Platform;
 use crate::{BundleError, Digest};
 
 pub const FORMAT_NAME: &str = "airlock-bundle";
-/// Version 2 added `models` and `files`; a version 1 header is a version 2 header without
-/// them, so readers accept both.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added `models` and `files`, version 3 `expected_present` (delta bundles); an
+/// older header is a newer one without those fields, so readers accept all three.
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const HEADER_PATH: &str = "airlock/header.json";
 pub const SIGNATURE_PATH: &str = "airlock/header.json.minisig";
@@ -34,6 +34,23 @@ pub struct Header {
     pub models: Vec<ModelRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileRecord>,
+    /// A delta bundle leaves out blobs the target host already has (`build --have`); these
+    /// are they, and `load` checks they are there before loading anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_present: Vec<Present>,
+}
+
+/// A blob a delta bundle leaves out because the host has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Present {
+    pub digest: Digest,
+    pub size: u64,
+    /// For an image layer: the chain ID (of the layer and all below it in the image) the
+    /// Docker engine must have; the engine loads a layer it has under that chain ID without
+    /// reading it. Absent for a model blob, which must be in the model's Ollama store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,8 +261,33 @@ impl Header {
                 return bad(format!("model {} is listed twice for {}", m.name, m.target));
             }
         }
+        let model_present: std::collections::HashSet<&Digest> = self
+            .expected_present
+            .iter()
+            .filter(|p| p.chain_id.is_none())
+            .map(|p| &p.digest)
+            .collect();
+        let layer_present: std::collections::HashSet<&Digest> = self
+            .expected_present
+            .iter()
+            .filter(|p| p.chain_id.is_some())
+            .map(|p| &p.digest)
+            .collect();
+        for p in &self.expected_present {
+            if seen.contains(p.digest.blob_path().as_str()) {
+                return bad(format!("{} is both carried and expected present", p.digest));
+            }
+        }
+        for m in &self.models {
+            if !seen.contains(m.manifest.blob_path().as_str()) {
+                return bad(format!(
+                    "model {} refers to {}, which the bundle lacks",
+                    m.name, m.manifest
+                ));
+            }
+        }
         for d in blobs_of_models {
-            if !seen.contains(d.blob_path().as_str()) {
+            if !seen.contains(d.blob_path().as_str()) && !model_present.contains(d) {
                 return bad(format!("a model refers to {d}, which the bundle lacks"));
             }
         }
@@ -283,11 +325,16 @@ impl Header {
             }
         }
         for img in &self.images {
-            for d in std::iter::once(&img.manifest)
-                .chain(std::iter::once(&img.config))
-                .chain(&img.layers)
-            {
+            for d in std::iter::once(&img.manifest).chain(std::iter::once(&img.config)) {
                 if !seen.contains(d.blob_path().as_str()) {
+                    return bad(format!(
+                        "image {} refers to {d}, which the bundle lacks",
+                        img.reference
+                    ));
+                }
+            }
+            for d in &img.layers {
+                if !seen.contains(d.blob_path().as_str()) && !layer_present.contains(d) {
                     return bad(format!(
                         "image {} refers to {d}, which the bundle lacks",
                         img.reference
@@ -354,6 +401,7 @@ mod tests {
                     digest: Some(blob),
                 },
             ],
+            expected_present: vec![],
         }
     }
 
@@ -371,6 +419,32 @@ mod tests {
         v1.models.clear();
         v1.files.clear();
         assert_eq!(Header::parse(&v1.to_bytes()).unwrap(), v1);
+        // A delta: a model blob left out, an image layer left out with its chain ID.
+        let mut delta = h.clone();
+        let weights = Digest::of(b"weights");
+        let layer = Digest::of(b"layer");
+        delta.models[0].layers.push(weights);
+        delta.images.push(ImageRecord {
+            reference: "r/a:1".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            manifest: Digest::of(b"blob"),
+            config: Digest::of(b"blob"),
+            layers: vec![layer],
+            index: None,
+        });
+        delta.expected_present = vec![
+            Present {
+                digest: weights,
+                size: 9,
+                chain_id: None,
+            },
+            Present {
+                digest: layer,
+                size: 9,
+                chain_id: Some(Digest::of(b"chain")),
+            },
+        ];
+        assert_eq!(Header::parse(&delta.to_bytes()).unwrap(), delta);
     }
 
     #[test]
@@ -415,6 +489,47 @@ mod tests {
                 Box::new(|h| h.models[0].layers.push(Digest::of(b"other"))),
             ),
             ("twice", Box::new(|h| h.files.push(h.files[1].clone()))),
+            (
+                "both carried and expected present",
+                Box::new(|h| {
+                    h.expected_present.push(Present {
+                        digest: Digest::of(b"blob"),
+                        size: 4,
+                        chain_id: None,
+                    })
+                }),
+            ),
+            (
+                "a model manifest is always carried",
+                Box::new(|h| {
+                    let m = Digest::of(b"manifest-elsewhere");
+                    h.models[0].manifest = m;
+                    h.expected_present.push(Present {
+                        digest: m,
+                        size: 4,
+                        chain_id: None,
+                    })
+                }),
+            ),
+            (
+                "a layer's chain-less record does not stand in for an image layer",
+                Box::new(|h| {
+                    let l = Digest::of(b"layer-elsewhere");
+                    h.images.push(ImageRecord {
+                        reference: "r/a:1".into(),
+                        platform: "linux/amd64".parse().unwrap(),
+                        manifest: Digest::of(b"blob"),
+                        config: Digest::of(b"blob"),
+                        layers: vec![l],
+                        index: None,
+                    });
+                    h.expected_present.push(Present {
+                        digest: l,
+                        size: 4,
+                        chain_id: None,
+                    })
+                }),
+            ),
             (
                 "under a file",
                 Box::new(|h| {

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod error;
 pub mod hashing;
 pub mod header;
+pub mod inventory;
 pub mod lock;
 pub mod oci;
 pub mod ollama;

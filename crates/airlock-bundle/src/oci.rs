@@ -239,6 +239,15 @@ pub struct ImageConfig {
     pub os: String,
     #[serde(default)]
     pub variant: Option<String>,
+    /// The layers' uncompressed digests (what the engine knows a layer by).
+    #[serde(default)]
+    pub rootfs: Option<RootFs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(default)]
+    pub diff_ids: Vec<Digest>,
 }
 
 #[cfg(test)]

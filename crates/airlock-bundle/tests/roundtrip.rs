@@ -63,6 +63,7 @@ fn sample() -> (Header, HashMap<String, Vec<u8>>) {
         images: vec![],
         models: vec![],
         files: vec![],
+        expected_present: vec![],
     };
     (header, blobs)
 }

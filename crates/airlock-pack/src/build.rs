@@ -38,6 +38,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Cut the bundle into parts of at most this many bytes (`--split`).
     pub split: Option<u64>,
+    /// The target host's inventory: leave out what it has (`--have`, a delta bundle).
+    pub have: Option<airlock_bundle::inventory::Inventory>,
 }
 
 #[derive(Debug)]
@@ -72,7 +74,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let lock = Lock::load(&lock_path)?;
     let registry = Registry::new(&spec.insecure_registries());
     let ollama = OllamaRegistry::new(&spec.insecure_registries());
-    let plan = plan(
+    let mut plan = plan(
         &spec,
         &opts.spec_path,
         &lock,
@@ -86,6 +88,31 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     )
     .await?;
 
+    let expected_present = match &opts.have {
+        Some(inv) => {
+            let left_out = plan.leave_out(inv);
+            progress.say(format!(
+                "delta against {} (inventory of {}): leaving out {} blobs ({}) the host has",
+                if inv.host.is_empty() { "?" } else { &inv.host },
+                inv.created,
+                left_out
+                    .iter()
+                    .map(|p| p.digest)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len(),
+                human(
+                    left_out
+                        .iter()
+                        .map(|p| (p.digest, p.size))
+                        .collect::<std::collections::HashMap<_, _>>()
+                        .values()
+                        .sum()
+                )
+            ));
+            left_out
+        }
+        None => Vec::new(),
+    };
     let created = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(_) => crate::lock::now_rfc3339(),
         Err(_) => lock.created.clone(),
@@ -100,6 +127,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         images: plan.images.clone(),
         models: plan.models.clone(),
         files: plan.files.clone(),
+        expected_present,
     };
     let payload_bytes = header.payload_size();
     let encrypted = !matches!(opts.encryption, Encryption::None);

@@ -117,6 +117,11 @@ struct BuildArgs {
     /// dvd (4.7 GB), bd25 (25 GB). Split or not, NAME.sums and NAME.sums.minisig are written.
     #[arg(long, value_name = "SIZE", value_parser = airlock_bundle::parts::parse_size)]
     split: Option<u64>,
+    /// Build a delta bundle for the host this inventory describes (written there by
+    /// `airlock-unpack inventory`): image layers and model blobs it already has are left
+    /// out, recorded in the signed header as expected present, and checked by `load`.
+    #[arg(long, value_name = "INVENTORY")]
+    have: Option<PathBuf>,
     /// Concurrent blob downloads (and Range parts per large model blob).
     #[arg(short, long, default_value_t = 4)]
     jobs: usize,
@@ -285,6 +290,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 models: model_sources(&args.common),
                 jobs: args.jobs,
                 split: args.split,
+                have: match &args.have {
+                    Some(p) => Some(airlock_bundle::inventory::Inventory::parse(
+                        &std::fs::read(p)
+                            .map_err(|e| PackError::Usage(format!("{}: {e}", p.display())))?,
+                        &p.display().to_string(),
+                    )?),
+                    None => None,
+                },
             };
             let s = runtime()?.block_on(build(opts, &progress))?;
             if !s.removed.is_empty() {

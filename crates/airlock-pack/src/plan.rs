@@ -2,11 +2,13 @@
 //! image needs, which blobs each pinned model needs, and which local files the spec carries;
 //! small documents fetched, large blobs listed for download, all in a fixed order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use airlock_bundle::header::Present;
 use airlock_bundle::header::{
     Entry, FileRecord, ImageRecord, ModelRecord, Target, INDEX_PATH, OCI_LAYOUT_PATH,
 };
+use airlock_bundle::inventory::{chain_ids, Inventory, StoredBlob};
 use airlock_bundle::lock::{Drift, Lock};
 use airlock_bundle::oci::{
     self, AnyManifest, Descriptor, ImageConfig, ImageIndex, ImageManifest, OciPlatform, Platform,
@@ -61,10 +63,66 @@ pub struct Plan {
     /// index.json of the bundle's OCI layout.
     pub index_json: Vec<u8>,
     pub oci_layout: Vec<u8>,
+    /// Each image config's diff IDs (what a delta build needs to compute chain IDs).
+    pub diff_ids: HashMap<Digest, Vec<Digest>>,
 }
 
 impl Plan {
     /// Header entries in tar order.
+    /// Leaves out every blob the host of `have` already has: an image layer whose chain ID
+    /// (the layer on exactly the layers below it) the engine has, for every image that uses
+    /// it, and a model blob that is in one of its Ollama stores. Manifests, configs and
+    /// files are always carried. Returns what was left out, for the header.
+    pub fn leave_out(&mut self, have: &Inventory) -> Vec<Present> {
+        let chains = have.chain_ids();
+        let stored = have.model_blobs();
+        let size: HashMap<Digest, u64> = self.blobs.iter().map(|b| (b.digest, b.size)).collect();
+        let mut needed: HashSet<Digest> = HashSet::new();
+        let mut present: Vec<Present> = Vec::new();
+        for img in &self.images {
+            needed.insert(img.manifest);
+            needed.insert(img.config);
+            let ids = self.diff_ids.get(&img.config).map(|d| chain_ids(d));
+            for (i, layer) in img.layers.iter().enumerate() {
+                match ids.as_ref().filter(|c| c.len() == img.layers.len()) {
+                    Some(c) if chains.contains(&c[i]) => present.push(Present {
+                        digest: *layer,
+                        size: size[layer],
+                        chain_id: Some(c[i]),
+                    }),
+                    _ => {
+                        needed.insert(*layer);
+                    }
+                }
+            }
+        }
+        for m in &self.models {
+            needed.insert(m.manifest);
+            for d in std::iter::once(&m.config).chain(&m.layers) {
+                let blob = StoredBlob {
+                    digest: *d,
+                    size: size[d],
+                };
+                if stored.contains(&blob) {
+                    present.push(Present {
+                        digest: *d,
+                        size: size[d],
+                        chain_id: None,
+                    });
+                } else {
+                    needed.insert(*d);
+                }
+            }
+        }
+        needed.extend(self.files.iter().filter_map(|f| f.digest));
+        present.retain(|p| !needed.contains(&p.digest));
+        let mut seen = HashSet::new();
+        present.retain(|p| seen.insert((p.digest, p.chain_id)));
+        let gone: HashSet<Digest> = present.iter().map(|p| p.digest).collect();
+        self.blobs.retain(|b| !gone.contains(&b.digest));
+        present
+    }
+
     pub fn entries(&self) -> Vec<Entry> {
         let mut v = vec![
             Entry {
@@ -233,6 +291,7 @@ pub async fn plan(
     }
 
     let mut images = Vec::new();
+    let mut diff_ids = HashMap::new();
     let mut sources: HashMap<Digest, (Descriptor, ImageRef)> = HashMap::new();
     for (r, l) in &locked {
         progress.say(format!("planning {}", l.reference));
@@ -282,6 +341,9 @@ pub async fn plan(
             let cfg_bytes = document(registry, cache, r, &m.config, false).await?;
             let cfg: ImageConfig = serde_json::from_slice(&cfg_bytes)
                 .map_err(|e| PackError::Registry(format!("{r}: unreadable image config: {e}")))?;
+            if let Some(rootfs) = &cfg.rootfs {
+                diff_ids.insert(m.config.digest, rootfs.diff_ids.clone());
+            }
             if index.is_none() {
                 // A single-platform image: its config says what it is.
                 platform = Platform {
@@ -458,6 +520,7 @@ pub async fn plan(
         blobs,
         index_json,
         oci_layout: oci::OCI_LAYOUT.to_vec(),
+        diff_ids,
     })
 }
 
@@ -578,6 +641,89 @@ fn walk_files(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+
+    /// A layer is left out only where the host has it on the same layers below (its chain
+    /// ID), for every image that uses it; a model blob where a store has it, size and all.
+    #[test]
+    fn a_delta_leaves_out_layers_by_chain_and_model_blobs_by_digest() {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let blob = |name: &str| PlannedBlob {
+            digest: d(name),
+            size: name.len() as u64,
+            media_type: "x".into(),
+            from: BlobSource::File(PathBuf::from(name)),
+        };
+        let image = |r: &str, config: &str, layers: &[&str]| ImageRecord {
+            reference: r.into(),
+            platform: "linux/amd64".parse().unwrap(),
+            manifest: d(&format!("m-{r}")),
+            config: d(config),
+            layers: layers.iter().map(|l| d(l)).collect(),
+            index: None,
+        };
+        let mut plan = Plan {
+            images: vec![
+                image("a", "cfg-a", &["base", "app"]),
+                // `app` again, but on another base: another chain.
+                image("b", "cfg-b", &["other", "app"]),
+            ],
+            models: vec![ModelRecord {
+                name: "registry.ollama.ai/library/m:latest".into(),
+                manifest: d("mm"),
+                config: d("mc"),
+                layers: vec![d("weights"), d("license")],
+                target: Target::Volume("ollama-data".into()),
+                info: None,
+            }],
+            blobs: [
+                "m-a", "cfg-a", "base", "app", "m-b", "cfg-b", "other", "mm", "mc", "weights",
+                "license",
+            ]
+            .iter()
+            .map(|n| blob(n))
+            .collect(),
+            ..Plan::default()
+        };
+        let diff = |l: &str| d(&format!("diff-{l}"));
+        plan.diff_ids
+            .insert(d("cfg-a"), vec![diff("base"), diff("app")]);
+        plan.diff_ids
+            .insert(d("cfg-b"), vec![diff("other"), diff("app")]);
+        let mut have = Inventory::new("t".into(), "now".into(), "gap".into());
+        have.images.push(airlock_bundle::inventory::EngineImage {
+            id: "x".into(),
+            tags: vec![],
+            diff_ids: vec![diff("base"), diff("app")],
+        });
+        have.ollama.push(airlock_bundle::inventory::OllamaStore {
+            target: Target::Volume("ollama-data".into()),
+            blobs: vec![
+                StoredBlob {
+                    digest: d("weights"),
+                    size: 7,
+                },
+                // Same digest, other size: not the same blob.
+                StoredBlob {
+                    digest: d("license"),
+                    size: 1,
+                },
+                // A manifest is always carried.
+                StoredBlob {
+                    digest: d("mm"),
+                    size: 2,
+                },
+            ],
+        });
+        let present = plan.leave_out(&have);
+        let left: Vec<Digest> = present.iter().map(|p| p.digest).collect();
+        // `base` (same chain), `weights`; not `app` (image b needs it on `other`), not the
+        // license (size differs), not the manifest.
+        assert_eq!(left, vec![d("base"), d("weights")]);
+        assert_eq!(present[0].chain_id, Some(diff("base")));
+        assert_eq!(present[1].chain_id, None);
+        assert_eq!(plan.blobs.len(), 9);
+        assert!(!plan.blobs.iter().any(|b| b.digest == d("base")));
+    }
 
     #[test]
     fn the_shipped_llm_stack_spec_resolves() {

@@ -32,7 +32,8 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
 7 environment (Docker engine unreachable, disk full, cannot write),
-10 an existing file differs from the bundle's (nothing changed; see load --overwrite).";
+10 an existing file differs from the bundle's (nothing changed; see load --overwrite),
+11 a delta bundle relies on blobs this host lacks (nothing loaded; see inventory).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
@@ -77,6 +78,27 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// List the blobs this host already has (Docker engine images with their layers' diff
+    /// IDs, Ollama stores), for `airlock-pack build --have FILE`: a delta bundle that
+    /// leaves them out.
+    #[command(after_help = INVENTORY_HELP)]
+    Inventory {
+        /// Write the inventory here (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// An Ollama models directory to list (repeatable) [default: $OLLAMA_MODELS, else
+        /// ~/.ollama/models, if it exists].
+        #[arg(long, value_name = "DIR")]
+        ollama_models: Vec<PathBuf>,
+        /// A Docker volume holding an Ollama store to list (repeatable) [default: ollama-data,
+        /// if it exists].
+        #[arg(long, value_name = "NAME")]
+        ollama_volume: Vec<String>,
+        /// Do not list the Docker engine's images (and do not contact the engine unless a
+        /// volume is named).
+        #[arg(long)]
+        no_engine: bool,
+    },
     /// Verify, then load images into the Docker engine at DOCKER_HOST and restore models and
     /// files into their volumes and directories, all or nothing.
     #[command(after_help = LOAD_HELP)]
@@ -120,6 +142,15 @@ Nothing is visible until the whole bundle verified: model blobs go to temp files
 model's manifest is written last, so `ollama list` never shows a half-loaded model. Blobs
 already present are checked against the bundle and kept when they match. Volumes are filled through the Engine API
 with a never-started helper container (its empty image is created and removed on the fly).";
+
+const INVENTORY_HELP: &str = "\
+A delta bundle, in three steps:
+  gap host:        airlock-unpack inventory -o host.inventory     (carry it out)
+  connected side:  airlock-pack build SPEC -o update.airlock --have host.inventory …
+  gap host:        airlock-unpack load update.airlock …
+The delta leaves out every image layer and model blob the inventory lists, per layer, and
+its signed header records them as expected present. load checks they are here before it
+loads anything, and refuses (exit 11) naming each one that is not.";
 
 const VERIFY_HELP: &str = "\
 Two layers:
@@ -363,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })).collect::<Vec<_>>(),
                     "files": h.files,
                     "entries": h.entries,
+                    "expected_present": h.expected_present,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -380,6 +412,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         ", not encrypted"
                     }
                 );
+                if !h.expected_present.is_empty() {
+                    let left: std::collections::HashMap<_, _> = h
+                        .expected_present
+                        .iter()
+                        .map(|p| (p.digest, p.size))
+                        .collect();
+                    println!(
+                        "delta    leaves out {} blobs ({}) the target host has; load checks them",
+                        left.len(),
+                        human(left.values().sum())
+                    );
+                }
                 println!();
                 println!(
                     "{:<56} {:<14} {:>10}  MANIFEST",
@@ -452,6 +496,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = crate::extract::extract(input, &opts, &to).map_err(|e| on_disk.explain(e));
             progress.remove(&bar);
             let v = r.with_context(|| common.bundle.display().to_string())?;
+            if !v.header.expected_present.is_empty() {
+                progress.say(format!(
+                    "warning: a delta bundle: {} blobs it leaves out (the target host has them) are not in {}",
+                    v.header.expected_present.len(),
+                    to.display()
+                ));
+            }
             println!(
                 "extracted {} images, {} models and {} files into {} (signed by {})",
                 v.header.images.len(),
@@ -459,6 +510,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 v.header.files.iter().filter(|f| !f.is_dir()).count(),
                 to.display(),
                 signer_text(&v)
+            );
+            Ok(())
+        }
+        Command::Inventory {
+            output,
+            ollama_models,
+            ollama_volume,
+            no_engine,
+        } => {
+            let mut sources = crate::inventory::Sources {
+                engine: !no_engine,
+                models_dirs: ollama_models,
+                volumes: ollama_volume,
+            };
+            if sources.models_dirs.is_empty() && sources.volumes.is_empty() {
+                let dir = airlock_bundle::ollama::default_models_dir();
+                if dir.is_dir() {
+                    sources.models_dirs.push(dir);
+                }
+                if !no_engine {
+                    sources.volumes.push("ollama-data".into());
+                }
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let inv = rt.block_on(crate::inventory::take(&sources))?;
+            let bytes = inv.to_bytes();
+            match &output {
+                Some(p) => std::fs::write(p, &bytes)
+                    .map_err(|e| UnpackError::Environment(format!("{}: {e}", p.display())))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+            eprintln!(
+                "inventory: {} images ({} layers), {} Ollama stores ({} blobs){}",
+                inv.images.len(),
+                inv.chain_ids().len(),
+                inv.ollama.len(),
+                inv.model_blobs().len(),
+                output
+                    .map(|p| format!(" -> {}", p.display()))
+                    .unwrap_or_default()
             );
             Ok(())
         }

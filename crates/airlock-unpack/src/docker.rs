@@ -483,7 +483,18 @@ async fn decide(
         }
     }
     let docker = engine_info.as_ref().map(|(d, _, _)| d);
-    let staging = crate::restore::prepare(h, restore, docker).await?;
+    let mut staging = crate::restore::prepare(h, restore, docker).await?;
+    // A delta bundle: what it left out must be here before anything is loaded.
+    let mut missing = match docker {
+        Some(d) => missing_layers(d, h, &images).await?,
+        None => Vec::new(),
+    };
+    missing.append(&mut staging.missing);
+    if !missing.is_empty() {
+        staging.release().await;
+        staging.abort();
+        return Err(UnpackError::NotPresent(missing));
+    }
     let sinks = staging.sinks.clone();
     Ok(Decision {
         route: Route { images, sinks },
@@ -491,6 +502,45 @@ async fn decide(
         engine: engine_info.map(|(d, desc, _)| (d, desc)),
         selected: all,
     })
+}
+
+/// The layers a delta bundle left out for `loading` whose chain ID the engine lacks.
+async fn missing_layers(
+    docker: &Docker,
+    h: &airlock_bundle::Header,
+    loading: &[ImageRecord],
+) -> Result<Vec<String>, UnpackError> {
+    let wanted: Vec<_> = h
+        .expected_present
+        .iter()
+        .filter_map(|p| p.chain_id.map(|c| (p, c)))
+        .filter(|(p, _)| loading.iter().any(|i| i.layers.contains(&p.digest)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let have: HashSet<Digest> = crate::inventory::engine_images(docker)
+        .await?
+        .iter()
+        .flat_map(|i| airlock_bundle::inventory::chain_ids(&i.diff_ids))
+        .collect();
+    Ok(wanted
+        .into_iter()
+        .filter(|(_, c)| !have.contains(c))
+        .map(|(p, c)| {
+            let users: Vec<&str> = loading
+                .iter()
+                .filter(|i| i.layers.contains(&p.digest))
+                .map(|i| i.reference.as_str())
+                .collect();
+            format!(
+                "image layer {} ({} bytes, chain ID {c}) of {}, in the Docker engine",
+                p.digest,
+                p.size,
+                users.join(", ")
+            )
+        })
+        .collect())
 }
 
 /// What [`decide`] settled once the header verified.

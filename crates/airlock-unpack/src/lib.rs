@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod docker;
 pub mod extract;
+pub mod inventory;
 pub mod open;
 pub mod restore;
 pub mod volume;
@@ -24,6 +25,8 @@ pub mod exit {
     pub const ENVIRONMENT: u8 = 7;
     /// Existing data differs from the bundle's and was left alone (see `--overwrite`).
     pub const CONFLICT: u8 = 10;
+    /// A delta bundle relies on blobs this host lacks (nothing was loaded).
+    pub const NOT_PRESENT: u8 = 11;
 }
 
 /// Failures of the unpacking side beyond the bundle format's own.
@@ -39,6 +42,8 @@ pub enum UnpackError {
     Usage(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("this is a delta bundle, and this host lacks {} of the blobs it left out (built against another host's inventory, or they were removed since); nothing was loaded:\n  {}", .0.len(), .0.join("\n  "))]
+    NotPresent(Vec<String>),
     /// A failed read, with which of the bundle's parts is at fault.
     #[error("{inner}\n{parts}")]
     Parts {
@@ -54,6 +59,7 @@ impl UnpackError {
             UnpackError::Engine(_) | UnpackError::Environment(_) => exit::ENVIRONMENT,
             UnpackError::Usage(_) => exit::USAGE,
             UnpackError::Conflict(_) => exit::CONFLICT,
+            UnpackError::NotPresent(_) => exit::NOT_PRESENT,
             UnpackError::Parts { inner, .. } => inner.exit_code(),
         }
     }

@@ -117,6 +117,8 @@ pub struct Staging {
     checks: Vec<VolumeCheck>,
     /// The helper those checks read through; removed once they are done.
     reader: Option<Helper>,
+    /// Blobs a delta bundle expects in place that are not (or not intact).
+    pub missing: Vec<String>,
 }
 
 /// What a background check found: `Some(true)` once the blob in the volume hashed right.
@@ -344,6 +346,16 @@ pub async fn prepare(
     Ok(st)
 }
 
+/// A blob file a delta bundle relies on: there, the right size, the right content.
+fn host_blob_intact(path: &Path, d: Digest, size: u64) -> bool {
+    match fs::File::open(path) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() == size) => {
+            airlock_bundle::hashing::digest_reader(f).is_ok_and(|(got, _)| got == d)
+        }
+        _ => false,
+    }
+}
+
 async fn existing_in(
     reader: Option<&Helper>,
     target: &Target,
@@ -366,6 +378,12 @@ async fn prepare_with(
     reader: Option<&Helper>,
 ) -> Result<(), UnpackError> {
     let size_of: HashMap<Digest, u64> = h.entries.iter().map(|e| (e.digest, e.size)).collect();
+    let left_out: HashMap<Digest, u64> = h
+        .expected_present
+        .iter()
+        .filter(|p| p.chain_id.is_none())
+        .map(|p| (p.digest, p.size))
+        .collect();
     let need_spool = |st: &mut Staging,
                       d: Digest,
                       unless: Option<Arc<PresentCell>>|
@@ -410,6 +428,17 @@ async fn prepare_with(
                         continue;
                     }
                     let final_path = dir.join(ollama::blob_path(&d));
+                    if let Some(size) = left_out.get(&d).filter(|_| !size_of.contains_key(&d)) {
+                        // Left out of a delta bundle: it must be here already, intact.
+                        if !host_blob_intact(&final_path, d, *size) {
+                            st.missing.push(format!(
+                                "model blob {d} ({size} bytes) of {} in {}",
+                                m.name,
+                                final_path.display()
+                            ));
+                        }
+                        continue;
+                    }
                     let tmp = blob_dir.join(format!(
                         "sha256-{}-partial-airlock-{}",
                         d.hex(),
@@ -454,6 +483,21 @@ async fn prepare_with(
                         continue;
                     }
                     let rel = format!("models/{}", ollama::blob_path(&d).display());
+                    if let Some(size) = left_out.get(&d).filter(|_| !size_of.contains_key(&d)) {
+                        // Left out of a delta bundle: it must be in the volume, intact.
+                        let found = match reader.filter(|r| r.has(&v)) {
+                            Some(r) => r.existing(&v, &rel).await?,
+                            None => Existing::Missing,
+                        };
+                        if !matches!(found, Existing::File { digest, .. } if digest == d) {
+                            st.missing.push(format!(
+                                "model blob {d} ({size} bytes) of {} in volume {v}:/{rel}",
+                                m.name
+                            ));
+                        }
+                        sent_to_volume.insert((v.clone(), d));
+                        continue;
+                    }
                     // Only the size is read now; a blob of the right size is hashed in the
                     // background while the bundle streams, and sent only if it differs.
                     let existing = match reader.filter(|r| r.has(&v)) {

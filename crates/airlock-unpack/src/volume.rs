@@ -178,6 +178,53 @@ impl Helper {
         }
     }
 
+    /// The regular files under `rel` in `volume`, read whole: for small trees only (Ollama's
+    /// manifests). More than `limit` bytes of archive is refused.
+    pub async fn read_small_tree(
+        &self,
+        volume: &str,
+        rel: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, UnpackError> {
+        let what = format!("reading {volume}:{rel}");
+        let mut stream = self.docker.download_from_container(
+            self.container(),
+            Some(DownloadFromContainerOptions {
+                path: format!("{}/{rel}", self.mount(volume)),
+            }),
+        );
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => archive.extend_from_slice(&b),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(Vec::new()),
+                Err(e) => return Err(engine(&what, e)),
+            }
+            if archive.len() > limit {
+                return Err(engine(&what, format!("more than {limit} bytes")));
+            }
+        }
+        let mut out = Vec::new();
+        let mut ar = tar::Archive::new(archive.as_slice());
+        for e in ar.entries().map_err(|e| engine(&what, e))? {
+            let mut e = e.map_err(|e| engine(&what, e))?;
+            if !e.header().entry_type().is_file() {
+                continue;
+            }
+            let path = e
+                .path()
+                .map_err(|e| engine(&what, e))?
+                .to_string_lossy()
+                .into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).map_err(|e| engine(&what, e))?;
+            out.push((path, data));
+        }
+        Ok(out)
+    }
+
     /// Extracts a tar (paths relative to the volume root) into the volume.
     pub async fn put(
         &self,

@@ -1,0 +1,165 @@
+//! Delta bundles: the gap host's inventory goes out, a bundle that leaves out every layer
+//! the host has comes in, and `load` checks the left-out layers are there first.
+
+use std::process::Command;
+
+use airlock_testkit::{fixtures, ImageSpec, Layer};
+use airlock_tests::*;
+use serde_json::Value;
+
+fn header(w: &World, bundle: &std::path::Path) -> Value {
+    let o = w.unpack("inspect", bundle, &["--json"]);
+    assert_ok(&o);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
+    let w = World::new();
+    w.lock_images(&["linux/amd64"], &[&w.hello, &w.second]);
+    let full = w.build("full.airlock", false);
+    let _guard = docker_lock();
+    let tags = [w.hello.as_str(), w.second.as_str()];
+    let before = docker_images();
+    let result = std::panic::catch_unwind(|| {
+        assert_ok(&w.unpack("load", &full, &[]));
+
+        // Bump one image: the same tag gets one more layer on top.
+        let layers = w.path("layers2");
+        let extra = Layer::files(
+            &layers,
+            &[(
+                "marker.txt",
+                format!("second {}\n", w.marker).as_bytes(),
+                0o644,
+            )],
+        );
+        let bump = Layer::files(
+            &layers,
+            &[(
+                "bumped.txt",
+                format!("bumped {}\n", w.marker).as_bytes(),
+                0o644,
+            )],
+        );
+        fixtures::push(
+            &w.registry.addr,
+            "e2e/second:v1",
+            &[ImageSpec::new(
+                vec![w.busybox_layer.clone(), extra.clone(), bump.clone()],
+                &["/bin/busybox", "cat", "/bumped.txt"],
+            )],
+        );
+        let spec = w.spec();
+        assert_ok(&w.pack(&["lock", spec.to_str().unwrap(), "--update"]));
+
+        // The gap host's inventory, taken with no network.
+        let inv = w.path("host.inventory");
+        let o = Command::new("unshare")
+            .arg("-n")
+            .arg(unpack_bin())
+            .args(["inventory", "-o"])
+            .arg(&inv)
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        let inventory: Value = serde_json::from_slice(&std::fs::read(&inv).unwrap()).unwrap();
+        assert!(
+            inventory["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["diff_ids"][0] == w.busybox_layer.diff_id.to_string().as_str()),
+            "{inventory}"
+        );
+
+        let key = w.path("pack-keys/airlock.key");
+        let host = w.path("host/host.pub");
+        let delta = w.path("delta.airlock");
+        let o = w.pack(&[
+            "build",
+            spec.to_str().unwrap(),
+            "-o",
+            delta.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--recipients-file",
+            host.to_str().unwrap(),
+            "--have",
+            inv.to_str().unwrap(),
+        ]);
+        assert_ok(&o);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("leaving out 2 blobs"),
+            "{}",
+            text(&o)
+        );
+        // Only the new layer, and the small documents, travel.
+        let h = header(&w, &delta);
+        let carried: Vec<String> = h["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["digest"].as_str().unwrap().to_string())
+            .collect();
+        assert!(carried.contains(&bump.digest.to_string()));
+        for shared in [&w.busybox_layer, &extra] {
+            assert!(!carried.contains(&shared.digest.to_string()));
+        }
+        let present: Vec<String> = h["expected_present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["digest"].as_str().unwrap().to_string())
+            .collect();
+        assert!(present.contains(&w.busybox_layer.digest.to_string()), "{h}");
+        assert!(present.contains(&extra.digest.to_string()), "{h}");
+        let (full_size, delta_size) = (
+            std::fs::metadata(&full).unwrap().len(),
+            std::fs::metadata(&delta).unwrap().len(),
+        );
+        assert!(
+            delta_size + w.busybox_layer.size < full_size,
+            "delta {delta_size} vs full {full_size}"
+        );
+
+        // On a host without those layers the delta is refused, naming them, and nothing
+        // is loaded.
+        docker_rmi(&tags);
+        let bare = docker_images();
+        let o = w.unpack("load", &delta, &[]);
+        assert_refused(
+            &o,
+            11,
+            &[
+                "delta bundle",
+                &w.busybox_layer.digest.to_string(),
+                &extra.digest.to_string(),
+                "nothing was loaded",
+            ],
+        );
+        assert_eq!(docker_images(), bare, "a refused delta loads nothing");
+
+        // On the host it was made for, it loads and runs.
+        assert_ok(&w.unpack("load", &full, &[]));
+        let o = w.unpack("load", &delta, &["--json"]);
+        assert_ok(&o);
+        let out =
+            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.second]));
+        assert_eq!(out.trim(), format!("bumped {}", w.marker));
+    });
+    // Images by ID too: the bumped tag left the old image untagged.
+    let mut ids: Vec<String> = Vec::new();
+    for b in [full.clone(), w.path("delta.airlock")] {
+        if b.exists() {
+            let h = header(&w, &b);
+            for i in h["images"].as_array().unwrap() {
+                ids.push(i["config"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    docker_rmi(&tags);
+    docker_rmi(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(docker_images(), before);
+    result.unwrap();
+}
