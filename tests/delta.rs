@@ -127,7 +127,42 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
         // is loaded.
         docker_rmi(&tags);
         let bare = docker_images();
-        let o = w.unpack("load", &delta, &[]);
+        run_ok(
+            Command::new(pack_bin())
+                .args(["keygen", "-o"])
+                .arg(w.path("report-keys")),
+        );
+        let report = w.path("refused.json");
+        let report_key = w.path("report-keys/airlock.key");
+        let o = w.unpack(
+            "load",
+            &delta,
+            &[
+                "--report",
+                report.to_str().unwrap(),
+                "--report-sign-key",
+                report_key.to_str().unwrap(),
+            ],
+        );
+        // The refusal is on record, signed.
+        let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(r["result"], "refused", "{r}");
+        assert_eq!(r["exit_code"], 11, "{r}");
+        assert_eq!(r["operation"], "load");
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains(&w.busybox_layer.digest.to_string()),
+            "{r}"
+        );
+        run_ok(
+            Command::new("minisign")
+                .arg("-Vm")
+                .arg(&report)
+                .arg("-p")
+                .arg(w.path("report-keys/airlock.pub")),
+        );
         assert_refused(
             &o,
             11,
@@ -142,8 +177,36 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
 
         // On the host it was made for, it loads and runs.
         assert_ok(&w.unpack("load", &full, &[]));
-        let o = w.unpack("load", &delta, &["--json"]);
+        let report = w.path("loaded.json");
+        let o = w.unpack(
+            "load",
+            &delta,
+            &["--json", "--report", report.to_str().unwrap()],
+        );
         assert_ok(&o);
+        // The report on stdout and in the file: what was verified and where it went.
+        let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let printed: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["header_digest"], printed["header_digest"]);
+        assert_eq!(r["result"], "ok");
+        assert_eq!(r["header_digest"], h["header_digest"], "{r}");
+        assert_eq!(r["signer"], h["signer"]);
+        assert_eq!(r["signature_verified"], true);
+        let sums = std::fs::read(w.path("delta.airlock.sums")).unwrap();
+        assert_eq!(
+            r["bundle"]["sums_digest"],
+            airlock_bundle::Digest::of(&sums).to_string().as_str()
+        );
+        assert!(r["started"].as_str().unwrap() <= r["finished"].as_str().unwrap());
+        assert!(r["tool"].as_str().unwrap().starts_with("airlock-unpack "));
+        let second = r["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["reference"] == w.second.as_str())
+            .unwrap();
+        assert_eq!(second["already_present"], false);
+        assert!(!report.with_extension("json.minisig").exists());
         let out =
             run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.second]));
         assert_eq!(out.trim(), format!("bumped {}", w.marker));

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::open::{open_bundle, Access, BundleOnDisk};
+use crate::report::ReportSink;
 use crate::restore::RestoreOptions;
 use crate::{exit, UnpackError};
 use airlock_bundle::header::Target;
@@ -128,6 +129,8 @@ enum Command {
         /// Print the load report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
 }
 
@@ -180,6 +183,19 @@ struct Common {
     quiet: bool,
 }
 
+/// Where the audit report of a load or push goes.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the JSON report (bundle digests, signer, what went where with digests, times,
+    /// version, and the error if refused) to FILE, whether the run succeeds or not.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Sign the report with this minisign secret key (FILE.minisig, checkable with
+    /// `minisign -Vm FILE -p KEY.pub`); its password from AIRLOCK_KEY_PASSWORD.
+    #[arg(long, value_name = "KEY", requires = "report")]
+    pub report_sign_key: Option<PathBuf>,
+}
+
 impl Common {
     fn access(&self) -> Result<Access, UnpackError> {
         Access::new(&self.trust, self.insecure_skip_signature, &self.identity)
@@ -192,20 +208,23 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = e
-                .chain()
-                .find_map(|c| {
-                    c.downcast_ref::<UnpackError>()
-                        .map(UnpackError::exit_code)
-                        .or_else(|| {
-                            c.downcast_ref::<airlock_bundle::BundleError>()
-                                .map(crate::bundle_exit_code)
-                        })
-                })
-                .unwrap_or(exit::INTERNAL);
-            ExitCode::from(code)
+            ExitCode::from(exit_code_of(&e))
         }
     }
+}
+
+/// The documented exit code for a failure.
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    e.chain()
+        .find_map(|c| {
+            c.downcast_ref::<UnpackError>()
+                .map(UnpackError::exit_code)
+                .or_else(|| {
+                    c.downcast_ref::<airlock_bundle::BundleError>()
+                        .map(crate::bundle_exit_code)
+                })
+        })
+        .unwrap_or(exit::INTERNAL)
 }
 
 struct Drain;
@@ -559,11 +578,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common,
             platform,
             json,
+            report,
             ollama_models,
             ollama_volume,
             overwrite,
             work_dir,
         } => {
+            let report_sink =
+                ReportSink::new(report.report, json, report.report_sign_key.as_deref())?;
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
             let models_to = match (ollama_models, ollama_volume) {
@@ -587,22 +609,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_else(|| PathBuf::from("/var/tmp"))
                 }),
             };
-            let report =
+            let loaded =
                 crate::docker::load(&common.bundle, &access, platform, &restore, &progress)
-                    .with_context(|| common.bundle.display().to_string())?;
+                    .with_context(|| common.bundle.display().to_string());
+            let body = loaded.as_ref().map(|r| {
+                json!({
+                    "header_digest": r.verified.header_digest,
+                    "bundle_name": r.verified.header.name,
+                    "signer": r.verified.signer.map(|k| k.to_string()),
+                    "signature_verified": r.verified.signature_checked,
+                    "encrypted": r.verified.encrypted,
+                    "engine": r.engine,
+                    "images": r.images,
+                    "models": r.models,
+                    "files": r.files,
+                    "expected_present": r.verified.header.expected_present,
+                })
+            });
+            report_sink.write("load", &common.bundle, &body)?;
+            let report = loaded?;
             if json {
-                let out = json!({
-                    "bundle": common.bundle,
-                    "header_digest": report.verified.header_digest,
-                    "signer": report.verified.signer.map(|k| k.to_string()),
-                    "signature_verified": report.verified.signature_checked,
-                    "engine": report.engine,
-                    "images": report.images,
-                    "models": report.models,
-                    "files": report.files,
-                    "tool": airlock_bundle::tool_version("airlock-unpack"),
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 for i in &report.images {
                     let how = if i.already_present {

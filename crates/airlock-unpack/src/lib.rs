@@ -8,6 +8,7 @@ pub mod docker;
 pub mod extract;
 pub mod inventory;
 pub mod open;
+pub mod report;
 pub mod restore;
 pub mod volume;
 
