@@ -226,3 +226,152 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
     assert_eq!(docker_images(), before);
     result.unwrap();
 }
+
+/// Model blobs: a delta leaves out what the host's models directory holds, loads where it
+/// is, and is refused (nothing written) where it is not or where it rotted.
+#[test]
+fn a_model_delta_relies_on_the_store_and_checks_it() {
+    use airlock_bundle::ollama::ModelName;
+    use airlock_testkit::ollama::OllamaModel;
+    let w = World::new();
+    let store = w.path("store");
+    let a = OllamaModel::generate(&w.path("a-src"), 8 << 20, 21);
+    a.install_local(&store, &ModelName::parse("tiny:v1").unwrap());
+    let b = OllamaModel::generate(&w.path("b-src"), 4 << 20, 22);
+    b.install_local(&store, &ModelName::parse("other:v1").unwrap());
+    let spec = w.spec();
+    let write_spec = |models: &[&str]| {
+        let mut s =
+            "name = \"e2e\"\n[ollama]\nsource = \"local\"\npath = \"/unused\"\n".to_string();
+        for m in models {
+            s.push_str(&format!("[[model]]\nname = \"{m}\"\n"));
+        }
+        std::fs::write(&spec, s).unwrap();
+    };
+    let key = w.path("pack-keys/airlock.key");
+    let pack = |args: &[&str]| {
+        let o = Command::new("unshare")
+            .arg("-n")
+            .arg(pack_bin())
+            .args(args)
+            .arg("--cache")
+            .arg(w.path("cache"))
+            .arg("--ollama-models")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        o
+    };
+    let build = |out: &str, extra: &[&str]| {
+        let out = w.path(out);
+        let mut args = vec![
+            "build",
+            spec.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend(extra);
+        pack(&args);
+        out
+    };
+    // No engine anywhere: a models directory needs none.
+    let no_engine = [("DOCKER_HOST", "unix:///nonexistent.sock")];
+    let host = w.path("host-models");
+    let into =
+        |dir: &std::path::Path| vec!["--ollama-models".to_string(), dir.display().to_string()];
+
+    write_spec(&["tiny:v1"]);
+    pack(&["lock", spec.to_str().unwrap()]);
+    let full = build("full.airlock", &[]);
+    let args = into(&host);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_ok(&w.unpack_env("load", &full, &args, &no_engine));
+
+    // The inventory of that directory; then the spec gains a model.
+    let inv = w.path("host.inventory");
+    let o = Command::new("unshare")
+        .arg("-n")
+        .arg(unpack_bin())
+        .args(["inventory", "--no-engine", "--ollama-models"])
+        .arg(&host)
+        .arg("-o")
+        .arg(&inv)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    write_spec(&["tiny:v1", "other:v1"]);
+    pack(&["lock", spec.to_str().unwrap()]);
+    let delta = build("delta.airlock", &["--have", inv.to_str().unwrap()]);
+    let h = header(&w, &delta);
+    let carried: Vec<&str> = h["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    let weights_a = a.layers[0].digest.to_string();
+    assert!(!carried.contains(&weights_a.as_str()), "{h}");
+    assert!(carried.contains(&b.layers[0].digest.to_string().as_str()));
+    assert!(h["expected_present"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["digest"] == weights_a.as_str() && p.get("chain_id").is_none()));
+
+    // Elsewhere: refused, naming the blob, nothing written.
+    let empty = w.path("elsewhere");
+    let args = into(&empty);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_refused(
+        &w.unpack_env("load", &delta, &args, &no_engine),
+        11,
+        &[&weights_a, "nothing was loaded"],
+    );
+    assert!(
+        !empty.join("manifests").exists(),
+        "a refused delta writes no manifest"
+    );
+
+    // Where it was made for: loads; the left-out blobs count as present.
+    let args = into(&host);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = w.unpack_env(
+        "load",
+        &delta,
+        &[&args[..], &["--json"]].concat(),
+        &no_engine,
+    );
+    assert_ok(&o);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let other = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str().unwrap().contains("/other:"))
+        .unwrap();
+    assert!(other["blobs_written"].as_u64().unwrap() > 0, "{r}");
+    assert!(host
+        .join("manifests/registry.ollama.ai/library/other/v1")
+        .is_file());
+
+    // A left-out blob that rotted in place (same size) is not present.
+    let blob = host.join(format!("blobs/sha256-{}", a.layers[0].digest.hex()));
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, flip(&bytes, 1000)).unwrap();
+    std::fs::remove_file(host.join("manifests/registry.ollama.ai/library/other/v1")).unwrap();
+    assert_refused(
+        &w.unpack_env("load", &delta, &args, &no_engine),
+        11,
+        &[&weights_a],
+    );
+    assert!(
+        !host
+            .join("manifests/registry.ollama.ai/library/other/v1")
+            .exists(),
+        "nothing was loaded"
+    );
+}
