@@ -112,7 +112,7 @@ pub fn run() -> anyhow::Result<()> {
 
     step(
         6,
-        "airlock-pack build: one signed bundle, encrypted to the gap host",
+        "airlock-pack build: one signed bundle, encrypted to the gap host, in 8 MiB parts with signed sums",
     );
     let bundle = w.join("demo.airlock");
     sh(Command::new(&pack)
@@ -124,31 +124,46 @@ pub fn run() -> anyhow::Result<()> {
         .arg(w.join("pack-keys/airlock.key"))
         .arg("--recipients-file")
         .arg(w.join("host/host.pub"))
+        .args(["--split", "8M"])
         .arg("--cache")
         .arg(w.join("cache")))?;
 
+    step(
+        7,
+        "a transfer station, with standard tools and no key: minisign -Vm demo.airlock.sums && sha256sum -c",
+    );
+    sh(Command::new("minisign")
+        .arg("-Vm")
+        .arg(w.join("demo.airlock.sums"))
+        .arg("-p")
+        .arg(w.join("pack-keys/airlock.pub")))?;
+    sh(Command::new("sha256sum")
+        .args(["-c", "demo.airlock.sums"])
+        .current_dir(w))?;
+
+    let first_part = w.join("demo.airlock.001");
     let offline = |args: &[&str]| -> Command {
         let mut c = Command::new("unshare");
-        c.arg("-n").arg(&unpack).args(args).arg(&bundle);
+        c.arg("-n").arg(&unpack).args(args).arg(&first_part);
         c.arg("--trust").arg(w.join("pack-keys/airlock.pub"));
         c.arg("--identity").arg(w.join("host/host.key"));
         c
     };
     step(
-        7,
-        "on the gap host (unshare -n: no network at all): verify, inspect",
+        8,
+        "on the gap host (unshare -n: no network at all): verify (reading across the parts), inspect",
     );
     sh(&mut offline(&["verify"]))?;
     sh(&mut offline(&["inspect"]))?;
 
     step(
-        8,
+        9,
         "on the gap host: load images into the engine, the model and files into volumes (all or nothing)",
     );
     sh(&mut offline(&["load"]))?;
 
     step(
-        9,
+        10,
         "run the loaded images, and look into the restored volumes",
     );
     let result = (|| {
@@ -181,7 +196,7 @@ pub fn run() -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(())
     })();
 
-    step(10, "cleaning up");
+    step(11, "cleaning up");
     for image in [&hello, &motd] {
         let _ = Command::new("docker").args(["rmi", "-f", image]).output();
     }
