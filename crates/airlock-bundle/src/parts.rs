@@ -444,8 +444,8 @@ impl BundleFiles {
         })
     }
 
-    /// Files in the bundle's directory that look like its parts but are not listed (a part
-    /// renamed, copied, or left from another build).
+    /// Files in the bundle's directory named like its parts (`base.…`) but not listed: a
+    /// part renamed, copied, or left from another build.
     pub fn strays(&self) -> Vec<PathBuf> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -456,7 +456,7 @@ impl BundleFiles {
             .map(|e| e.path())
             .filter(|p| {
                 let n = p.file_name().unwrap_or_default().to_string_lossy();
-                n.starts_with(&self.base)
+                n.starts_with(&format!("{}.", self.base))
                     && !n.starts_with(&format!("{}{SUMS_SUFFIX}", self.base))
                     && !self.parts.iter().any(|q| q == p)
             })
@@ -952,6 +952,9 @@ mod tests {
             let found = sums.check_all(&files, &|_| {}).unwrap();
             found.iter().map(|x| x.to_string()).collect::<Vec<_>>()
         };
+        assert!(check().is_empty(), "{:?}", check());
+        // Another bundle beside it is not a stray of this one.
+        std::fs::write(dir.path().join("b.airlock-old.001"), b"x").unwrap();
         assert!(check().is_empty(), "{:?}", check());
 
         // A flipped byte in part 3.
