@@ -8,6 +8,9 @@
 //!   of a 2 GiB Ollama model from the loopback registry vs `curl -o` of its blob, and
 //!   `airlock-unpack load` into a models directory vs `cp -r` of the same store
 //!
+//! - push (`cargo xtask bench push`): `airlock-unpack push` into a fresh loopback registry vs
+//!   `skopeo copy oci:… docker://…` of the same images (see `bench/push.rs`)
+//!
 //! Fixtures are generated: about 1 GiB of images (4 GiB with `--big`) with a shared base layer
 //! and incompressible layers, and a model with a 2 GiB random blob. Peak RSS comes from GNU
 //! time. `AIRLOCK_BENCH_KEEP=1` keeps the work directory (bundles, keys) for experiments.
@@ -20,6 +23,8 @@ use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
 use anyhow::{bail, Context as _};
 
 use crate::util::{build_bins, capture, install_deps, sh};
+
+mod push;
 
 struct Measured {
     secs: f64,
@@ -145,6 +150,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let bins = build_bins(true)?;
     if args.iter().any(|a| a == "models") {
         return models(&bins);
+    }
+    if args.iter().any(|a| a == "push") {
+        return push::run(&bins);
     }
     images(&bins, big)?;
     if std::env::var("AIRLOCK_BENCH_ONLY").is_ok_and(|v| v == "pack") {
