@@ -195,8 +195,11 @@ fn a_corrupt_bundle_pushes_no_tag() {
          for r in e2e/hello:v1 e2e/second:v1; do\n\
            skopeo inspect --raw --tls-verify=false docker://{GAP}/$r >/dev/null 2>&1 && echo $r >>{o}/tags\n\
          done\n\
+         $UNPACK push {good} --registry 127.0.0.1:1 --insecure --trust $TRUST --quiet 2>{o}/unreachable\n\
+         echo $? >{o}/unreachable-code\n\
          true\n",
         b = corrupt.display(),
+        good = plain.display(),
         o = out.display()
     );
     let o = in_gap(&w, "gap-registry", &script);
@@ -210,9 +213,69 @@ fn a_corrupt_bundle_pushes_no_tag() {
         stderr.contains(&format!("expected {}", w.busybox_layer.digest)),
         "{stderr}"
     );
+    // A registry that is not there: retried, then exit 9 naming it.
+    let unreachable = std::fs::read_to_string(out.join("unreachable")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("unreachable-code"))
+            .unwrap()
+            .trim(),
+        "9",
+        "{unreachable}"
+    );
+    assert!(
+        unreachable.contains("registry 127.0.0.1:1"),
+        "{unreachable}"
+    );
     assert!(
         !out.join("tags").exists(),
         "tags exist after a refused push: {:?}",
         std::fs::read_to_string(out.join("tags"))
+    );
+}
+
+/// Credentials come from REGISTRY_AUTH_FILE (docker's `auths` format); without them a
+/// registry that wants a password refuses with exit code 9, naming the registry.
+#[test]
+fn push_answers_basic_auth_with_registry_auth_file() {
+    use base64::Engine as _;
+    let w = World::new();
+    w.lock_images(&["linux/amd64"], &[&w.hello]);
+    let bundle = w.build("plain.airlock", true);
+    let target = airlock_testkit::TestRegistry::start_with_auth("gap", "s3cret");
+    let push = |env: &[(&str, &std::path::Path)]| {
+        let mut c = Command::new(unpack_bin());
+        c.arg("push")
+            .arg(&bundle)
+            .args([
+                "--registry",
+                &target.addr,
+                "--insecure",
+                "--quiet",
+                "--trust",
+            ])
+            .arg(w.path("pack-keys/airlock.pub"))
+            .env_remove("AIRLOCK_TRUST_DIR")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("DOCKER_CONFIG", w.path("no-docker-config"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    assert_refused(&push(&[]), 9, &[&target.addr, "401"]);
+    let auth = w.path("auth.json");
+    let token = base64::engine::general_purpose::STANDARD.encode("gap:s3cret");
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#, target.addr),
+    )
+    .unwrap();
+    let o = push(&[("REGISTRY_AUTH_FILE", &auth)]);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("pushed {}/e2e/hello:v1", target.addr)),
+        "{}",
+        text(&o)
     );
 }

@@ -649,6 +649,15 @@ pub fn push(
         Ok::<_, UnpackError>(())
     })?;
 
+    // A tag already at the bundle's digest has every blob it names (the registry checked
+    // that when the tag was pushed): they count as present.
+    for it in items.iter().filter(|it| it.unchanged) {
+        for d in &it.blobs {
+            actions
+                .entry((it.dest.repository.clone(), *d))
+                .or_insert(Action::Present);
+        }
+    }
     let mut report = PushReport {
         registry: opts.registry.clone(),
         header_digest: verified.header_digest,
@@ -686,11 +695,7 @@ pub fn push(
             manifest: it.top,
             blobs_uploaded: count(Action::Uploaded),
             blobs_mounted: count(Action::Mounted),
-            blobs_present: if it.unchanged {
-                it.blobs.len()
-            } else {
-                count(Action::Present)
-            },
+            blobs_present: count(Action::Present),
             status: if it.unchanged {
                 Status::Unchanged
             } else {
