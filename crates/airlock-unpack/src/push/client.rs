@@ -74,9 +74,10 @@ impl Client {
     /// A client for `registry` (`host[:port]`): https, or http when `insecure`.
     pub fn new(registry: &str, insecure: bool) -> Result<Client, UnpackError> {
         let scheme = if insecure { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{registry}/"))
-            .ok()
-            .filter(|u| u.path() == "/" && u.host_str().is_some() && u.username().is_empty())
+        let base = Some(registry)
+            .filter(|r| !r.is_empty() && !r.contains(['/', '@', '?', '#']))
+            .and_then(|r| Url::parse(&format!("{scheme}://{r}/")).ok())
+            .filter(|u| u.path() == "/" && u.host_str().is_some())
             .ok_or_else(|| {
                 UnpackError::Usage(format!(
                     "--registry {registry:?}: expected HOST or HOST:PORT (no scheme, no path)"
@@ -491,5 +492,51 @@ async fn body_excerpt(resp: Response) -> String {
             format!(": {cut}")
         }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_is_a_host_and_port_only() {
+        let c = Client::new("registry.gap:5000", false).unwrap();
+        assert_eq!(c.base.as_str(), "https://registry.gap:5000/");
+        let c = Client::new("127.0.0.1:5000", true).unwrap();
+        assert_eq!(c.base.as_str(), "http://127.0.0.1:5000/");
+        for bad in [
+            "",
+            "https://registry.gap",
+            "registry.gap/path",
+            "user@registry.gap",
+            "registry.gap:notaport",
+        ] {
+            assert!(Client::new(bad, false).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn upload_locations_stay_on_the_registry() {
+        let c = Client::new("127.0.0.1:5000", true).unwrap();
+        let loc = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(LOCATION, v.parse().unwrap());
+            c.location(&h, "test")
+        };
+        assert_eq!(
+            loc("/v2/a/blobs/uploads/u?_state=x").unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=x"
+        );
+        assert!(loc("http://127.0.0.1:5000/v2/a/blobs/uploads/u").is_ok());
+        for elsewhere in [
+            "http://127.0.0.1:5001/v2/a/blobs/uploads/u",
+            "https://127.0.0.1:5000/v2/a/blobs/uploads/u",
+            "http://storage.example/upload",
+        ] {
+            let e = loc(elsewhere).unwrap_err().to_string();
+            assert!(e.contains("another origin"), "{elsewhere}: {e}");
+        }
+        assert!(c.location(&HeaderMap::new(), "test").is_err());
     }
 }
