@@ -10,6 +10,8 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("busybox", "busybox-static"),
     ("unshare", "util-linux"),
+    // `ip link set lo up` inside the push test's network namespace.
+    ("ip", "iproute2"),
     ("ssh-keygen", "openssh-client"),
 ];
 
