@@ -136,7 +136,8 @@ Example:
   ollama pull registry.gap:5000/library/llama3:8b          # add --insecure for plain HTTP
 
 Blobs the registry already has are not sent again (a second push reports \"unchanged\"); a blob
-several repositories need is uploaded once and mounted into the others. Blobs stream from the
+several repositories need is uploaded once and mounted into the others (copied across when
+the registry refuses the mount). Blobs stream from the
 bundle into the registry, which checks each digest; tags (manifests) are pushed only after the
 whole bundle verified, so a corrupt bundle (exit 3) leaves no new tag.
 

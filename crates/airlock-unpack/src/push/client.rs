@@ -397,6 +397,44 @@ impl Client {
         Ok(())
     }
 
+    /// Copies blob `digest` from `from` into `repo` through this client, for a registry
+    /// that refused to mount it: a GET streamed into a monolithic upload (never in memory),
+    /// checked by the registry against `digest`. A download redirected elsewhere (object
+    /// storage) is not followed.
+    pub async fn copy_blob(
+        &self,
+        repo: &str,
+        from: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), UnpackError> {
+        let url = self.url(&format!("v2/{from}/blobs/{digest}"));
+        let what = format!("GET {from} blob {digest} (to copy it into {repo})");
+        let resp = self
+            .send(&what, &scopes(repo, Some(from)), &|| {
+                self.http.get(url.clone())
+            })
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.err(format!(
+                "{what}: HTTP {}{}",
+                resp.status(),
+                resp.headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| format!(" to {l}: not followed, push talks to this registry only"))
+                    .unwrap_or_default()
+            )));
+        }
+        self.upload(
+            repo,
+            digest,
+            size,
+            reqwest::Body::wrap_stream(resp.bytes_stream()),
+        )
+        .await
+    }
+
     /// Mounts `digest` from `from` into `repo`. `Ok(false)` when the registry refused the
     /// mount (it answered 202 with an upload session instead, which is cancelled).
     pub async fn mount(

@@ -9,7 +9,9 @@
 //! 2. The bundle streams: each blob still missing is uploaded while it is read (POST for a
 //!    session, one monolithic PUT with a Content-Length, the body fed from the reader thread
 //!    through a bounded channel), never held in memory. A blob several repositories need is
-//!    uploaded once and mounted into the others. The registry checks each digest (`?digest=`).
+//!    uploaded once and mounted into the others; where the registry refuses the mount, it
+//!    is copied across from the repository that has it (GET streamed into an upload). The
+//!    registry checks each digest (`?digest=`).
 //! 3. Only once the reader has checked every digest and the end of the archive are the
 //!    manifests PUT, i.e. the tags become visible: a corrupt, truncated or tampered bundle
 //!    pushes no tag at all.
@@ -170,7 +172,6 @@ struct BlobDone {
     digest: Digest,
     uploaded: Vec<String>,
     mounted: Vec<String>,
-    refused: Vec<String>,
 }
 
 type Upload = tokio::task::JoinHandle<Result<BlobDone, UnpackError>>;
@@ -310,14 +311,16 @@ async fn upload_blob(
         digest,
         uploaded: plan.upload_to.clone(),
         mounted: Vec::new(),
-        refused: Vec::new(),
     };
     let from = &plan.upload_to[0];
     for repo in &plan.mount_into {
         if client.mount(repo, from, &digest).await? {
             done.mounted.push(repo.clone());
         } else {
-            done.refused.push(repo.clone());
+            // Mount refused (202: the session it opened is cancelled). The bundle's bytes
+            // have streamed by, but the registry has them: copy them across.
+            client.copy_blob(repo, from, &digest, size).await?;
+            done.uploaded.push(repo.clone());
         }
     }
     Ok(done)
@@ -621,7 +624,6 @@ pub fn push(
     };
 
     // Every digest checked. Wait for the uploads, then make the tags visible.
-    let mut refused = Vec::new();
     for r in rt.block_on(futures::future::join_all(uploads)) {
         let done = r.map_err(|e| UnpackError::Environment(format!("upload task: {e}")))??;
         for repo in done.uploaded {
@@ -630,16 +632,6 @@ pub fn push(
         for repo in done.mounted {
             actions.insert((repo, done.digest), Action::Mounted);
         }
-        for repo in done.refused {
-            refused.push(format!("{} into {repo}", done.digest));
-        }
-    }
-    if !refused.is_empty() {
-        return Err(client.err(format!(
-            "the registry refused to mount {} (cross-repository mount); no tag was pushed. \
-             Run push again: blobs already there are skipped and these are uploaded normally",
-            refused.join(", ")
-        )));
     }
     let h = &verified.header;
     rt.block_on(async {
