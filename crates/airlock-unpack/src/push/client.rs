@@ -39,7 +39,6 @@ enum AuthMode {
     },
 }
 
-#[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
@@ -49,6 +48,16 @@ pub struct Client {
     mode: Mutex<AuthMode>,
     /// Bearer tokens by the scopes they were asked for.
     tokens: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens and passwords stay out of debug output.
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("creds", &self.creds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Scopes a request needs: the repository it writes to, and the one a mount reads from.
