@@ -279,3 +279,67 @@ fn push_answers_basic_auth_with_registry_auth_file() {
         text(&o)
     );
 }
+
+/// A registry that wants bearer tokens (distribution's `auth: token`, checking ES256 JWTs
+/// from a token service on loopback): push answers the 401 challenge, logs in to the realm
+/// with the user and password from the docker config, and pushes with the tokens it gets.
+#[test]
+fn push_gets_bearer_tokens_from_the_registry_token_service() {
+    use base64::Engine as _;
+    let w = World::new();
+    w.lock_images(&["linux/amd64"], &[&w.hello, &w.second]);
+    let bundle = w.build("plain.airlock", true);
+    let target = airlock_testkit::token::TokenRegistry::start("gap", "t0ken-pass");
+    let docker_config = w.path("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("gap:t0ken-pass");
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            target.registry.addr
+        ),
+    )
+    .unwrap();
+    let push_with = |config: &Path| {
+        Command::new(unpack_bin())
+            .arg("push")
+            .arg(&bundle)
+            .args([
+                "--registry",
+                &target.registry.addr,
+                "--insecure",
+                "--quiet",
+                "--json",
+                "--trust",
+            ])
+            .arg(w.path("pack-keys/airlock.pub"))
+            .env_remove("AIRLOCK_TRUST_DIR")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("DOCKER_CONFIG", config)
+            .output()
+            .unwrap()
+    };
+    let push = || push_with(&docker_config);
+    // Without credentials the token service says no: exit 9, naming the realm.
+    assert_refused(
+        &push_with(&w.path("no-docker-config")),
+        9,
+        &[&target.registry.addr, "token service", &target.realm, "401"],
+    );
+    assert_eq!(target.issued.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let o = push();
+    assert_ok(&o);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for it in report["images"].as_array().unwrap() {
+        assert_eq!(it["status"], "pushed", "{report:#}");
+    }
+    // The shared busybox layer was mounted across, which needs a token for both scopes.
+    assert_eq!(report["blobs_mounted"], 1, "{report:#}");
+    let issued = target.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(issued >= 2, "only {issued} tokens issued");
+    let again = push();
+    assert_ok(&again);
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report["blobs_uploaded"], 0, "{report:#}");
+}

@@ -12,6 +12,8 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     // `ip link set lo up` inside the push test's network namespace.
     ("ip", "iproute2"),
+    // A certificate for the token-auth registry's token service.
+    ("openssl", "openssl"),
     ("ssh-keygen", "openssh-client"),
 ];
 
