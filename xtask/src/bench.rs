@@ -10,6 +10,8 @@
 //!
 //! - parts (`cargo xtask bench parts`, also run last): `airlock-unpack verify --outer-only`
 //!   of a 4 GiB bundle in 4 parts vs `sha256sum` and `openssl dgst -sha256` of the parts
+//! - push (`cargo xtask bench push`): `airlock-unpack push` into a fresh loopback registry vs
+//!   `skopeo copy oci:… docker://…` of the same images (see `bench/push.rs`)
 //!
 //! Fixtures are generated: about 1 GiB of images (4 GiB with `--big`) with a shared base layer
 //! and incompressible layers, and a model with a 2 GiB random blob. Peak RSS comes from GNU
@@ -23,6 +25,8 @@ use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
 use anyhow::{bail, Context as _};
 
 use crate::util::{build_bins, capture, install_deps, sh};
+
+mod push;
 
 struct Measured {
     secs: f64,
@@ -152,12 +156,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "parts") {
         return parts(&bins);
     }
+    if args.iter().any(|a| a == "push") {
+        return push::run(&bins);
+    }
     images(&bins, big)?;
     if std::env::var("AIRLOCK_BENCH_ONLY").is_ok_and(|v| v == "pack") {
         return Ok(());
     }
     models(&bins)?;
-    parts(&bins)
+    parts(&bins)?;
+    push::run(&bins)
 }
 
 /// A 4 GiB bundle in 4 parts: `verify --outer-only` (the signed sums, no key) vs

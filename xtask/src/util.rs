@@ -74,6 +74,18 @@ pub fn ci() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The strictly offline build (no `push`) must stay warning-free too.
+    sh(cargo().args([
+        "clippy",
+        "-p",
+        "airlock-unpack",
+        "--no-default-features",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     sh(cargo().args(["test", "--workspace"]))?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod fixtures;
 pub mod ollama;
 pub mod registry;
+pub mod token;
 pub mod tools;
 
 pub use fixtures::{ImageSpec, Layer};

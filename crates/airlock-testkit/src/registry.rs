@@ -15,15 +15,20 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start() -> TestRegistry {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// A registry that requires HTTP basic auth (htpasswd with a bcrypt hash).
     pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Some((user, password)))
+        Self::start_with(Some((user, password)), None)
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> TestRegistry {
+    /// A registry with this `auth:` section of the configuration (e.g. `auth: token: …`).
+    pub fn start_with_auth_yaml(auth_yaml: &str) -> TestRegistry {
+        Self::start_with(None, Some(auth_yaml))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>, auth_yaml: Option<&str>) -> TestRegistry {
         // A free port from the kernel can be taken by another process before the registry
         // binds it: try a few times.
         for _ in 0..5 {
@@ -47,6 +52,9 @@ impl TestRegistry {
                     "auth:\n  htpasswd:\n    realm: airlock-test\n    path: {}\n",
                     htpasswd.display()
                 ));
+            }
+            if let Some(a) = auth_yaml {
+                yaml.push_str(a);
             }
             std::fs::write(&config, yaml).unwrap();
             let child = Command::new("docker-registry")

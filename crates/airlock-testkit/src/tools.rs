@@ -10,6 +10,10 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("busybox", "busybox-static"),
     ("unshare", "util-linux"),
+    // `ip link set lo up` inside the push test's network namespace.
+    ("ip", "iproute2"),
+    // A certificate for the token-auth registry's token service.
+    ("openssl", "openssl"),
     ("ssh-keygen", "openssh-client"),
 ];
 

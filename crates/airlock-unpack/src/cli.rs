@@ -33,8 +33,9 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
 7 environment (Docker engine unreachable, disk full, cannot write),
-10 an existing file differs from the bundle's (nothing changed; see load --overwrite),
-11 a delta bundle relies on blobs this host lacks (nothing loaded; see inventory).";
+9 registry unreachable or refused (push), 10 an existing file differs from the bundle's
+(nothing changed; see load --overwrite), 11 a delta bundle relies on blobs this host lacks
+(nothing loaded; see inventory).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
@@ -132,7 +133,54 @@ enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Verify, then push the images and Ollama models into an OCI registry inside the gap
+    /// (distribution, Harbor, zot); tags appear only once the whole bundle verified.
+    #[cfg(feature = "push")]
+    #[command(after_help = PUSH_HELP)]
+    Push {
+        #[command(flatten)]
+        common: Common,
+        /// The registry to push to: HOST or HOST:PORT. The only host push ever contacts.
+        #[arg(long, value_name = "HOST:PORT")]
+        registry: String,
+        /// Speak plain HTTP to the registry instead of HTTPS.
+        #[arg(long)]
+        insecure: bool,
+        /// Put every repository under this path (e.g. mirror/ gives
+        /// HOST:PORT/mirror/library/busybox:1.36).
+        #[arg(long, value_name = "PATH/")]
+        prefix: Option<String>,
+        /// Print the push report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
 }
+
+#[cfg(feature = "push")]
+const PUSH_HELP: &str = "\
+Naming: the source registry host is dropped and --prefix put in front:
+  docker.io/library/busybox:1.36          -> HOST:PORT/[PREFIX]library/busybox:1.36
+  registry.ollama.ai/library/llama3:8b    -> HOST:PORT/[PREFIX]library/llama3:8b (lowercased)
+An image carried for several platforms is pushed as an image index of those platforms (a new
+digest when the source index had more); one platform is pushed as its manifest.
+
+Example:
+  airlock-unpack push llm-stack.airlock --registry registry.gap:5000 --identity /etc/airlock/host.key
+  docker pull registry.gap:5000/library/busybox:1.36
+  ollama pull registry.gap:5000/library/llama3:8b          # add --insecure for plain HTTP
+
+Blobs the registry already has are not sent again (a second push reports \"unchanged\"); a blob
+several repositories need is uploaded once and mounted into the others (copied across when
+the registry refuses the mount). Blobs stream from the
+bundle into the registry, which checks each digest; tags (manifests) are pushed only after the
+whole bundle verified, so a corrupt bundle (exit 3) leaves no new tag.
+
+Credentials: REGISTRY_AUTH_FILE, else `auths` in $DOCKER_CONFIG/config.json or
+~/.docker/config.json (as `docker login` writes them); Basic and Bearer-token registries work.
+Requests are retried with back-off on connection errors and 5xx; exit code 9 when the
+registry stays unreachable or refuses.";
 
 const LOAD_HELP: &str = "\
 Where things go:
@@ -670,6 +718,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         format!(" (engine: {})", report.engine)
                     }
+                ));
+            }
+            Ok(())
+        }
+        #[cfg(feature = "push")]
+        Command::Push {
+            common,
+            registry,
+            insecure,
+            prefix,
+            json,
+            report: report_args,
+        } => {
+            let report_sink = ReportSink::new(
+                report_args.report,
+                json,
+                report_args.report_sign_key.as_deref(),
+            )?;
+            let progress = Progress::new(Mode::detect(common.quiet));
+            let access = common.access()?;
+            let opts = crate::push::PushOptions {
+                registry,
+                insecure,
+                prefix: crate::push::naming::normalize_prefix(prefix.as_deref())
+                    .map_err(UnpackError::Usage)?,
+            };
+            let pushed = crate::push::push(&common.bundle, &access, &opts, &progress)
+                .with_context(|| common.bundle.display().to_string());
+            let body = pushed
+                .as_ref()
+                .map(|r| serde_json::to_value(r).expect("report serialises"));
+            report_sink.write("push", &common.bundle, &body)?;
+            let report = pushed?;
+            if !json {
+                for i in report.images.iter().chain(&report.models) {
+                    println!(
+                        "{} {} ({}; blobs: {} uploaded, {} mounted, {} present)",
+                        match i.status {
+                            crate::push::Status::Pushed => "pushed",
+                            crate::push::Status::Unchanged => "unchanged",
+                        },
+                        i.reference,
+                        i.manifest,
+                        i.blobs_uploaded,
+                        i.blobs_mounted,
+                        i.blobs_present
+                    );
+                }
+                progress.say(format!(
+                    "verified; {} images and {} models in {} ({} blobs, {} uploaded, {} mounted, {} already there)",
+                    report.images.len(),
+                    report.models.len(),
+                    report.registry,
+                    report.blobs_uploaded + report.blobs_mounted + report.blobs_present,
+                    report.blobs_uploaded,
+                    report.blobs_mounted,
+                    report.blobs_present
                 ));
             }
             Ok(())

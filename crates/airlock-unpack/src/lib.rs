@@ -1,13 +1,18 @@
 //! `airlock-unpack`: verifies an airlock bundle on the air-gapped host and makes its content
 //! usable: an OCI layout on disk (`extract`), or images in the local Docker engine plus
 //! Ollama models and files in host directories or Docker volumes (`load`).
-//! It performs no network I/O; the only socket it opens is the Docker engine's.
+//! It performs no network I/O; the only socket it opens is the Docker engine's. The one
+//! exception is `push` (the `push` feature, on by default): it talks to the single OCI
+//! registry named on its command line, and nothing else. Without the feature the binary has
+//! no HTTP client at all.
 
 pub mod cli;
 pub mod docker;
 pub mod extract;
 pub mod inventory;
 pub mod open;
+#[cfg(feature = "push")]
+pub mod push;
 pub mod report;
 pub mod restore;
 pub mod volume;
@@ -24,6 +29,8 @@ pub mod exit {
     pub const DECRYPT: u8 = 5;
     pub const VERSION: u8 = 6;
     pub const ENVIRONMENT: u8 = 7;
+    /// `push`: the registry is unreachable or refused (the same code as airlock-pack's).
+    pub const REGISTRY: u8 = 9;
     /// Existing data differs from the bundle's and was left alone (see `--overwrite`).
     pub const CONFLICT: u8 = 10;
     /// A delta bundle relies on blobs this host lacks (nothing was loaded).
@@ -51,6 +58,9 @@ pub enum UnpackError {
         inner: Box<UnpackError>,
         parts: BundleError,
     },
+    /// `push`: the target registry could not be reached or refused a request.
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
 }
 
 impl UnpackError {
@@ -62,6 +72,7 @@ impl UnpackError {
             UnpackError::Conflict(_) => exit::CONFLICT,
             UnpackError::NotPresent(_) => exit::NOT_PRESENT,
             UnpackError::Parts { inner, .. } => inner.exit_code(),
+            UnpackError::Registry { .. } => exit::REGISTRY,
         }
     }
 }

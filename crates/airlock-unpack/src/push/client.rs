@@ -1,0 +1,589 @@
+//! A small client for the distribution API's push side (HEAD and PUT of manifests, HEAD,
+//! mount and monolithic upload of blobs), speaking only to the one registry named on the
+//! command line.
+//!
+//! Requests that carry no stream are retried with back-off on connection errors, 429 and
+//! 5xx. A blob body streamed from the bundle cannot be replayed, so its PUT is tried once;
+//! a re-run skips what arrived (every blob is HEADed first). Redirects are never followed,
+//! and an upload `Location` on another origin is refused: credentials and content go to
+//! the named registry only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use airlock_bundle::oci::MANIFEST_ACCEPT;
+use airlock_bundle::Digest;
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+
+use super::auth::{parse_challenge, Challenge, Credentials};
+use crate::UnpackError;
+
+/// How often a request without a streamed body is tried, and the first pause.
+const ATTEMPTS: u32 = 4;
+const BACKOFF: Duration = Duration::from_millis(500);
+
+/// How the registry wants to be authenticated, learnt from its first challenge.
+#[derive(Debug, Clone)]
+enum AuthMode {
+    /// No challenge seen yet: requests go out without credentials.
+    Unknown,
+    Basic,
+    Bearer {
+        realm: Url,
+        service: Option<String>,
+    },
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    /// `host[:port]` as given on the command line.
+    pub registry: String,
+    creds: Credentials,
+    mode: Mutex<AuthMode>,
+    /// Bearer tokens by the scopes they were asked for.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens and passwords stay out of debug output.
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("creds", &self.creds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Scopes a request needs: the repository it writes to, and the one a mount reads from.
+fn scopes(repo: &str, from: Option<&str>) -> Vec<String> {
+    let mut s = vec![format!("repository:{repo}:pull,push")];
+    if let Some(f) = from {
+        s.push(format!("repository:{f}:pull"));
+    }
+    s
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+fn retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+impl Client {
+    /// A client for `registry` (`host[:port]`): https, or http when `insecure`.
+    pub fn new(registry: &str, insecure: bool) -> Result<Client, UnpackError> {
+        let scheme = if insecure { "http" } else { "https" };
+        let base = Some(registry)
+            .filter(|r| !r.is_empty() && !r.contains(['/', '@', '?', '#']))
+            .and_then(|r| Url::parse(&format!("{scheme}://{r}/")).ok())
+            .filter(|u| u.path() == "/" && u.host_str().is_some())
+            .ok_or_else(|| {
+                UnpackError::Usage(format!(
+                    "--registry {registry:?}: expected HOST or HOST:PORT (no scheme, no path)"
+                ))
+            })?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .user_agent(concat!("airlock-unpack/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UnpackError::Environment(format!("HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base,
+            registry: registry.to_string(),
+            creds: Credentials::lookup(registry),
+            mode: Mutex::new(AuthMode::Unknown),
+            tokens: Mutex::default(),
+        })
+    }
+
+    pub fn err(&self, message: impl Into<String>) -> UnpackError {
+        UnpackError::Registry {
+            registry: self.registry.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("registry paths are valid URLs")
+    }
+
+    /// The `Authorization` header for `scopes`, fetching a token when the registry uses
+    /// bearer tokens and none is cached for them.
+    async fn authorization(&self, scopes: &[String]) -> Result<Option<String>, UnpackError> {
+        let mode = self.mode.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match mode {
+            AuthMode::Unknown => Ok(None),
+            AuthMode::Basic => Ok(self.creds.basic_header()),
+            AuthMode::Bearer { realm, service } => {
+                let key = scopes.join(" ");
+                if let Some(t) = self
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let t = self.token(&realm, service.as_deref(), scopes).await?;
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, t.clone());
+                Ok(Some(format!("Bearer {t}")))
+            }
+        }
+    }
+
+    /// Learns the auth scheme from a 401's challenge. Returns whether a retry can succeed.
+    fn learn(&self, resp: &Response, scopes: &[String]) -> Result<bool, UnpackError> {
+        let header = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
+        match parse_challenge(header) {
+            Some(Challenge::Basic) => {
+                if self.creds.basic_header().is_none() {
+                    return Err(self.err(format!(
+                        "HTTP 401: the registry wants a user and password and none is configured for {} \
+                         (REGISTRY_AUTH_FILE, or `auths` in $DOCKER_CONFIG/config.json or ~/.docker/config.json)",
+                        self.registry
+                    )));
+                }
+                let first = !matches!(*mode, AuthMode::Basic);
+                *mode = AuthMode::Basic;
+                Ok(first)
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let realm = Url::parse(&realm)
+                    .map_err(|e| self.err(format!("token realm {realm:?}: {e}")))?;
+                if realm.host_str() != self.base.host_str() {
+                    return Err(self.err(format!(
+                        "the token service {realm} is not on {}: push contacts only the registry named on the command line",
+                        self.registry
+                    )));
+                }
+                // A stale token for these scopes is dropped: the next attempt asks again.
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&scopes.join(" "));
+                *mode = AuthMode::Bearer { realm, service };
+                Ok(true)
+            }
+            None => Err(self.err(format!(
+                "HTTP 401 with a challenge push cannot answer: {header:?}"
+            ))),
+        }
+    }
+
+    /// A token from the registry's token service for `scopes`.
+    async fn token(
+        &self,
+        realm: &Url,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String, UnpackError> {
+        let mut url = realm.clone();
+        let mut form = Url::parse("http://form.invalid/").expect("static URL");
+        {
+            let mut q = form.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let req = match &self.creds {
+            Credentials::IdentityToken(t) => {
+                form.query_pairs_mut()
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", t)
+                    .append_pair("client_id", "airlock");
+                self.http
+                    .post(url)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.query().unwrap_or("").to_string())
+            }
+            creds => {
+                url.set_query(form.query());
+                let req = self.http.get(url);
+                match creds.basic_header() {
+                    Some(b) => req.header(AUTHORIZATION, b),
+                    None => req,
+                }
+            }
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("token service {realm}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(self.err(format!(
+                "token service {realm}: HTTP {}{}",
+                resp.status(),
+                body_excerpt(resp).await
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Tok {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Tok = resp
+            .json()
+            .await
+            .map_err(|e| self.err(format!("token service {realm}: {e}")))?;
+        t.token
+            .or(t.access_token)
+            .ok_or_else(|| self.err(format!("token service {realm} sent no token")))
+    }
+
+    /// Sends a request without a streamed body, answering auth challenges and retrying
+    /// transient failures. `what` names it in errors.
+    async fn send(
+        &self,
+        what: &str,
+        scopes: &[String],
+        make: &(dyn Fn() -> RequestBuilder + Sync),
+    ) -> Result<Response, UnpackError> {
+        let mut delay = BACKOFF;
+        let mut attempt = 1;
+        let mut challenges = 0;
+        loop {
+            let mut req = make();
+            if let Some(a) = self.authorization(scopes).await? {
+                req = req.header(AUTHORIZATION, a);
+            }
+            match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && challenges < 2 => {
+                    challenges += 1;
+                    if self.learn(&resp, scopes)? {
+                        continue;
+                    }
+                    return Ok(resp);
+                }
+                // Transient: 5xx, 429, connection errors; the pause doubles each time.
+                Ok(resp) if retryable_status(resp.status()) && attempt < ATTEMPTS => {}
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < ATTEMPTS && !e.is_builder() => {}
+                Err(e) => return Err(self.err(format!("{what}: {}", error_chain(&e)))),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// Whether `repo` has blob `digest`.
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool, UnpackError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
+        let what = format!("HEAD {repo} blob {digest}");
+        let resp = self
+            .send(&what, &scopes(repo, None), &|| {
+                self.http.request(Method::HEAD, url.clone())
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.err(format!("{what}: HTTP {s}"))),
+        }
+    }
+
+    /// The digest `reference` (a tag or digest) resolves to in `repo`, if it exists.
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, UnpackError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let what = format!("HEAD {repo} manifest {reference}");
+        let accept = MANIFEST_ACCEPT.join(", ");
+        let resp = self
+            .send(&what, &scopes(repo, None), &|| {
+                self.http
+                    .request(Method::HEAD, url.clone())
+                    .header(ACCEPT, accept.clone())
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.err(format!("{what}: HTTP {s}"))),
+        }
+    }
+
+    /// The absolute upload URL a `Location` header names, on this registry only.
+    fn location(&self, headers: &HeaderMap, what: &str) -> Result<Url, UnpackError> {
+        let loc = headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.err(format!("{what}: no Location in the answer")))?;
+        let url = self
+            .base
+            .join(loc)
+            .map_err(|e| self.err(format!("{what}: Location {loc:?}: {e}")))?;
+        if !same_origin(&url, &self.base) {
+            return Err(self.err(format!(
+                "{what}: the registry sent the upload to {url}, another origin: refused"
+            )));
+        }
+        Ok(url)
+    }
+
+    /// Starts an upload session in `repo`; returns its URL.
+    async fn start_upload(&self, repo: &str, digest: &Digest) -> Result<Url, UnpackError> {
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/"));
+        let what = format!("POST {repo} upload of {digest}");
+        let resp = self
+            .send(&what, &scopes(repo, None), &|| {
+                self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.err(format!(
+                "{what}: HTTP {}{}",
+                resp.status(),
+                body_excerpt(resp).await
+            )));
+        }
+        self.location(resp.headers(), &what)
+    }
+
+    /// Uploads a blob whose bytes arrive on `body` (exactly `size` of them): POST for a
+    /// session, then one monolithic PUT with a Content-Length (no chunked encoding).
+    pub async fn upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), UnpackError> {
+        let mut url = self.start_upload(repo, digest).await?;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let what = format!("PUT {repo} blob {digest} ({size} bytes)");
+        let mut req = self
+            .http
+            .put(url)
+            .header(CONTENT_LENGTH, size)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(a) = self.authorization(&scopes(repo, None)).await? {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("{what}: {}", error_chain(&e))))?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.err(format!(
+                "{what}: HTTP {}{}",
+                resp.status(),
+                body_excerpt(resp).await
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies blob `digest` from `from` into `repo` through this client, for a registry
+    /// that refused to mount it: a GET streamed into a monolithic upload (never in memory),
+    /// checked by the registry against `digest`. A download redirected elsewhere (object
+    /// storage) is not followed.
+    pub async fn copy_blob(
+        &self,
+        repo: &str,
+        from: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), UnpackError> {
+        let url = self.url(&format!("v2/{from}/blobs/{digest}"));
+        let what = format!("GET {from} blob {digest} (to copy it into {repo})");
+        let resp = self
+            .send(&what, &scopes(repo, Some(from)), &|| {
+                self.http.get(url.clone())
+            })
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.err(format!(
+                "{what}: HTTP {}{}",
+                resp.status(),
+                resp.headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| format!(" to {l}: not followed, push talks to this registry only"))
+                    .unwrap_or_default()
+            )));
+        }
+        self.upload(
+            repo,
+            digest,
+            size,
+            reqwest::Body::wrap_stream(resp.bytes_stream()),
+        )
+        .await
+    }
+
+    /// Mounts `digest` from `from` into `repo`. `Ok(false)` when the registry refused the
+    /// mount (it answered 202 with an upload session instead, which is cancelled).
+    pub async fn mount(
+        &self,
+        repo: &str,
+        from: &str,
+        digest: &Digest,
+    ) -> Result<bool, UnpackError> {
+        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from);
+        let what = format!("mount of {digest} from {from} into {repo}");
+        let sc = scopes(repo, Some(from));
+        let resp = self
+            .send(&what, &sc, &|| {
+                self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Ok(session) = self.location(resp.headers(), &what) {
+                    let _ = self
+                        .send(&what, &sc, &|| self.http.delete(session.clone()))
+                        .await;
+                }
+                Ok(false)
+            }
+            s => Err(self.err(format!("{what}: HTTP {s}{}", body_excerpt(resp).await))),
+        }
+    }
+
+    /// PUTs a manifest (or index) under `reference` (a tag or its digest) and checks the
+    /// digest the registry computed.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(), UnpackError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let expected = Digest::of(&bytes);
+        let what = format!("PUT {repo}:{reference} manifest {expected} ({media_type})");
+        let resp = self
+            .send(&what, &scopes(repo, None), &|| {
+                self.http
+                    .put(url.clone())
+                    .header(CONTENT_TYPE, media_type)
+                    .body(bytes.clone())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.err(format!(
+                "{what}: HTTP {}{}",
+                resp.status(),
+                body_excerpt(resp).await
+            )));
+        }
+        let got = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match got {
+            Some(g) if g != expected.to_string() => Err(self.err(format!(
+                "{what}: the registry stored it as {g}, expected {expected}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A reqwest error with its causes (the connection error is usually the useful part).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// The start of an error body (distribution sends `{"errors":[{"code":…,"message":…}]}`).
+async fn body_excerpt(resp: Response) -> String {
+    match resp.text().await {
+        Ok(t) if !t.trim().is_empty() => {
+            let t = t.trim();
+            let cut: String = t.chars().take(300).collect();
+            format!(": {cut}")
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_is_a_host_and_port_only() {
+        let c = Client::new("registry.gap:5000", false).unwrap();
+        assert_eq!(c.base.as_str(), "https://registry.gap:5000/");
+        let c = Client::new("127.0.0.1:5000", true).unwrap();
+        assert_eq!(c.base.as_str(), "http://127.0.0.1:5000/");
+        for bad in [
+            "",
+            "https://registry.gap",
+            "registry.gap/path",
+            "user@registry.gap",
+            "registry.gap:notaport",
+        ] {
+            assert!(Client::new(bad, false).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn upload_locations_stay_on_the_registry() {
+        let c = Client::new("127.0.0.1:5000", true).unwrap();
+        let loc = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(LOCATION, v.parse().unwrap());
+            c.location(&h, "test")
+        };
+        assert_eq!(
+            loc("/v2/a/blobs/uploads/u?_state=x").unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=x"
+        );
+        assert!(loc("http://127.0.0.1:5000/v2/a/blobs/uploads/u").is_ok());
+        for elsewhere in [
+            "http://127.0.0.1:5001/v2/a/blobs/uploads/u",
+            "https://127.0.0.1:5000/v2/a/blobs/uploads/u",
+            "http://storage.example/upload",
+        ] {
+            let e = loc(elsewhere).unwrap_err().to_string();
+            assert!(e.contains("another origin"), "{elsewhere}: {e}");
+        }
+        assert!(c.location(&HeaderMap::new(), "test").is_err());
+    }
+}
