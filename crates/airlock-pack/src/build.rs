@@ -407,16 +407,17 @@ fn write_file(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // Parts are written under temporary names, hashed as they are written (on the
-    // encryption thread, which has the cycles to spare), and renamed when all is done.
+    // Parts are written under temporary names, hashed as they are written, and renamed
+    // when all is done.
     let parts = PartWriter::new(&dir, &base, out.split);
     // A followed blob is committed to the cache once the writer verified it, which
     // write_bundle has done by the time it asks for the next entry (or returns).
     let mut verifying: Option<Arc<Follow>> = None;
     let result = (|| {
-        let sink = BufWriter::with_capacity(1 << 20, parts);
-        // Encryption and file output run on their own thread while this one reads and
-        // hashes: two cores, two jobs.
+        // Three stages on their own threads: this one reads and hashes entries, the next
+        // encrypts, the last hashes the parts and writes them. On one thread, encryption
+        // and the part hashes made the writer the bottleneck of an encrypted build.
+        let sink = WriteBehind::spawn(BufWriter::with_capacity(1 << 20, parts), 1 << 20, 4);
         let enc = WriteBehind::spawn(encrypting_writer(sink, out.encryption)?, 1 << 20, 4);
         let mut counting = Counting {
             inner: enc,
@@ -470,7 +471,9 @@ fn write_file(
             .map_err(env)?;
         // No fsync: a bundle torn by a crash is refused by `verify` (every byte is covered
         // by the signature), and an fsync of gigabytes costs seconds on every build.
-        sink.into_inner()
+        sink.finish()
+            .map_err(env)?
+            .into_inner()
             .map_err(|e| env(e.into_error()))?
             .finish()
             .map_err(env)
