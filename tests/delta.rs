@@ -122,6 +122,12 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
             delta_size + w.busybox_layer.size < full_size,
             "delta {delta_size} vs full {full_size}"
         );
+        eprintln!(
+            "delta: {delta_size} bytes, {} entries (full bundle: {full_size} bytes); left out {} blobs, carried the new layer of {} bytes",
+            carried.len(),
+            present.len(),
+            bump.size
+        );
 
         // On a host without those layers the delta is refused, naming them, and nothing
         // is loaded.
