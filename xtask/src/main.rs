@@ -21,7 +21,7 @@ fn main() -> ExitCode {
                  demo          loopback registry + generated images -> pack -> unpack (offline) -> docker run\n  \
                  ci            install test dependencies, fmt, clippy, all tests (what .ci/run does)\n  \
                  bench [--big] throughput and peak memory against skopeo, age and docker load\n  \
-                 bench models | bench push   only the model rows | push vs skopeo copy into a registry\n  \
+                 bench models|parts|push  one section: models, verify --outer-only of parts, push\n  \
                  install-deps  apt-get install what tests and demo need"
             );
             return ExitCode::from(2);
