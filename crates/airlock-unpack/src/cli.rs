@@ -321,7 +321,7 @@ fn read_located(
     };
     let r = read_bundle(input, &opts, visitor);
     progress.remove(&bar);
-    r.map_err(|e| on_disk.explain(e.into()))
+    r.map_err(|e| on_disk.explain(e.into(), progress))
 }
 
 /// `verify` of the outer layer only: the signed sums of every part.
@@ -560,7 +560,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 trust: access.trust(),
                 decryption: &access.decryption,
             };
-            let r = crate::extract::extract(input, &opts, &to).map_err(|e| on_disk.explain(e));
+            let r = crate::extract::extract(input, &opts, &to)
+                .map_err(|e| on_disk.explain(e, &progress));
             progress.remove(&bar);
             let v = r.with_context(|| common.bundle.display().to_string())?;
             if !v.header.expected_present.is_empty() {

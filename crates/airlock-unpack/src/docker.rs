@@ -407,7 +407,7 @@ pub fn load(
         Err(e) => {
             rt.block_on(staging.release());
             staging.abort();
-            return Err(on_disk.explain(e));
+            return Err(on_disk.explain(e, progress));
         }
     };
 

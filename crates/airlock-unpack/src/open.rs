@@ -137,7 +137,10 @@ impl BundleOnDisk {
             }
             if !fatal.is_empty() {
                 // Worth hashing the rest to say where a missing part went (renamed?).
-                let problems = match s.check_all(&self.files, &|_| {}) {
+                let bar = progress.bytes(self.files.total_size(), "which part?");
+                let all = s.check_all(&self.files, &|n| bar.inc(n));
+                progress.remove(&bar);
+                let problems = match all {
                     Ok(all) if !all.is_empty() => all,
                     _ => fatal,
                 };
@@ -195,12 +198,15 @@ impl BundleOnDisk {
 
     /// A failed read of a bundle with sums says which part is at fault: the parts are
     /// hashed against their signed sums, and any difference is added to the error.
-    pub fn explain(&self, e: UnpackError) -> UnpackError {
+    pub fn explain(&self, e: UnpackError, progress: &Progress) -> UnpackError {
         let integrity = matches!(&e, UnpackError::Bundle(b) if b.class() == ErrorClass::Integrity);
         let Some(sums) = self.sums.as_ref().filter(|_| integrity) else {
             return e;
         };
-        match sums.check_all(&self.files, &|_| {}) {
+        let bar = progress.bytes(self.files.total_size(), "which part?");
+        let found = sums.check_all(&self.files, &|n| bar.inc(n));
+        progress.remove(&bar);
+        match found {
             Ok(problems) if !problems.is_empty() => UnpackError::Parts {
                 inner: Box::new(e),
                 parts: BundleError::Parts {

@@ -626,7 +626,7 @@ pub fn push(
                     u.abort();
                 }
             }
-            return Err(on_disk.explain(e.into()));
+            return Err(on_disk.explain(e.into(), progress));
         }
     };
     let Some((mut items, mut actions)) = planned else {
