@@ -1,7 +1,7 @@
 //! age encryption of the bundle stream: recipients for the packing side, identities and
 //! passphrases for the unpacking side, and detection of plain (unencrypted) bundles.
-//! Writing uses the `age` crate; reading uses its identities to unwrap the file key and
-//! [`crate::agestream`] for the payload.
+//! The `age` crate's recipients wrap the file key and its identities unwrap it;
+//! [`crate::agestream`] does the framing and the payload both ways.
 
 use std::fs;
 use std::io::{self, BufRead, Write};
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use age::secrecy::{ExposeSecret as _, SecretString};
 
-use crate::agestream::{AgeHeader, PayloadReader};
+use crate::agestream::{write_header, AgeHeader, PayloadReader, PayloadWriter};
 use crate::BundleError;
 
 /// Every age file starts with this line.
@@ -67,33 +67,35 @@ pub fn read_recipients_file(
 }
 
 /// Wraps `out` so that what is written is encrypted as configured. The returned writer must
-/// be finished with [`finish_encryption`].
+/// be finished with [`EncWriter::finish`].
 pub fn encrypting_writer<W: Write + 'static>(
-    out: W,
+    mut out: W,
     enc: &Encryption,
 ) -> Result<EncWriter<W>, BundleError> {
-    let encryptor =
-        match enc {
-            Encryption::None => return Ok(EncWriter::Plain(out)),
-            Encryption::Recipients(rs) => age::Encryptor::with_recipients(
-                rs.iter().map(|r| r.as_ref() as &dyn age::Recipient),
-            )
-            .map_err(|e| BundleError::Usage(format!("cannot encrypt to these recipients: {e}")))?,
-            Encryption::Passphrase(p) => age::Encryptor::with_user_passphrase(p.clone()),
-        };
-    let w = encryptor
-        .wrap_output(out)
-        .map_err(|e| BundleError::Output {
-            entry: "age header".into(),
-            source: e,
-        })?;
-    Ok(EncWriter::Age(w))
+    let file_key = match enc {
+        Encryption::None => return Ok(EncWriter::Plain(out)),
+        Encryption::Recipients(rs) => write_header(
+            &mut out,
+            &rs.iter()
+                .map(|r| r.as_ref() as &dyn age::Recipient)
+                .collect::<Vec<_>>(),
+        )?,
+        Encryption::Passphrase(p) => {
+            let r = age::scrypt::Recipient::new(p.clone());
+            write_header(&mut out, &[&r as &dyn age::Recipient])?
+        }
+    };
+    let w = PayloadWriter::new(out, &file_key).map_err(|e| BundleError::Output {
+        entry: "age header".into(),
+        source: e,
+    })?;
+    Ok(EncWriter::Age(Box::new(w)))
 }
 
 /// Either a plain or an age-encrypting writer.
 pub enum EncWriter<W: Write> {
     Plain(W),
-    Age(age::stream::StreamWriter<W>),
+    Age(Box<PayloadWriter<W>>),
 }
 
 impl<W: Write> std::fmt::Debug for EncWriter<W> {
