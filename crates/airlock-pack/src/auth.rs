@@ -1,5 +1,5 @@
-//! Registry credentials, looked up the way docker and podman do: `REGISTRY_AUTH_FILE` first,
-//! then `~/.docker/config.json` (`DOCKER_CONFIG` honoured) with its credential helpers.
+//! Registry credentials for the pulls, from what the user stored
+//! ([`airlock_bundle::registry_auth::stored_credential`]; Docker Hub under docker's key).
 //! No credentials means anonymous access (with the bearer-token dance where required).
 
 use oci_client::secrets::RegistryAuth;
@@ -13,17 +13,9 @@ pub fn credentials_for(registry: &str) -> RegistryAuth {
     } else {
         registry
     };
-    if let Some(path) = std::env::var_os("REGISTRY_AUTH_FILE") {
-        if let Ok(f) = std::fs::File::open(&path) {
-            if let Ok(c) = docker_credential::get_credential_from_reader(f, server) {
-                return to_auth(c);
-            }
-        }
-    }
-    match docker_credential::get_credential(server) {
-        Ok(c) => to_auth(c),
-        Err(_) => RegistryAuth::Anonymous,
-    }
+    airlock_bundle::registry_auth::stored_credential(server)
+        .map(to_auth)
+        .unwrap_or(RegistryAuth::Anonymous)
 }
 
 fn to_auth(c: docker_credential::DockerCredential) -> RegistryAuth {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use airlock_bundle::oci::DOCKER_MANIFEST;
 use airlock_bundle::ollama::ModelName;
+use airlock_bundle::registry_auth::{parse_challenge, Challenge};
 use airlock_bundle::Digest;
 use futures::StreamExt as _;
 use oci_client::secrets::RegistryAuth;
@@ -59,22 +60,6 @@ fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// `key="value"` pairs of a `WWW-Authenticate: Bearer …` challenge.
-fn parse_challenge(h: &str) -> Option<std::collections::HashMap<String, String>> {
-    let rest = h
-        .strip_prefix("Bearer ")
-        .or_else(|| h.strip_prefix("bearer "))?;
-    let mut out = std::collections::HashMap::new();
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        out.insert(
-            k.trim().to_lowercase(),
-            v.trim().trim_matches('"').to_string(),
-        );
-    }
-    Some(out)
 }
 
 impl OllamaRegistry {
@@ -128,22 +113,21 @@ impl OllamaRegistry {
     /// Answers a Bearer challenge with a token from the registry's token service (with the
     /// docker credentials for the host, if any). Returns whether a token was obtained.
     async fn login(&self, name: &ModelName, challenge: &str) -> Result<bool, PackError> {
-        let Some(c) = parse_challenge(challenge) else {
+        let Some(Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        }) = parse_challenge(challenge)
+        else {
             return Ok(false);
         };
-        let Some(realm) = c.get("realm") else {
-            return Ok(false);
-        };
-        let mut url = Url::parse(realm).map_err(|e| reg_err(name, "token realm", e))?;
+        let mut url = Url::parse(&realm).map_err(|e| reg_err(name, "token realm", e))?;
         {
             let mut q = url.query_pairs_mut();
-            if let Some(s) = c.get("service") {
+            if let Some(s) = &service {
                 q.append_pair("service", s);
             }
-            let scope = c
-                .get("scope")
-                .cloned()
-                .unwrap_or_else(|| format!("repository:{}:pull", name.repository()));
+            let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", name.repository()));
             q.append_pair("scope", &scope);
         }
         let mut req = self.client.get(url);
@@ -783,13 +767,17 @@ mod tests {
 
     #[test]
     fn challenges_and_origins() {
-        let c = parse_challenge(
+        let Some(Challenge::Bearer { realm, service, .. }) = parse_challenge(
             r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
-        )
-        .unwrap();
-        assert_eq!(c["realm"], "https://auth.example/token");
-        assert_eq!(c["service"], "registry.example");
-        assert!(parse_challenge("Basic realm=x").is_none());
+        ) else {
+            panic!("not a bearer challenge")
+        };
+        assert_eq!(realm, "https://auth.example/token");
+        assert_eq!(service.as_deref(), Some("registry.example"));
+        assert!(!matches!(
+            parse_challenge("Basic realm=x"),
+            Some(Challenge::Bearer { .. })
+        ));
         let a = Url::parse("http://127.0.0.1:5000/v2/x").unwrap();
         assert!(same_origin(
             &a,

@@ -20,8 +20,9 @@ use reqwest::header::{
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
-use super::auth::{parse_challenge, Challenge, Credentials};
+use super::auth::Credentials;
 use crate::UnpackError;
+use airlock_bundle::registry_auth::{parse_challenge, Challenge};
 
 /// How often a request without a streamed body is tried, and the first pause.
 const ATTEMPTS: u32 = 4;
