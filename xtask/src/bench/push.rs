@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
+use airlock_testkit::TestRegistry;
 
-use super::{faster, measure, mib, Measured};
+use super::{faster, fixture_images, keys_spec_and_lock, measure, mib, Measured};
 use crate::util::sh;
 
 pub fn run(bins: &Path) -> anyhow::Result<()> {
@@ -19,47 +19,9 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
     let w = work.path();
     eprintln!("bench: generating 1 GiB of fixture images");
-    // The same shape as the image rows: a shared 256 MiB base under 3 images with their own
-    // 64 + 192 MiB, so the base is uploaded once and mounted twice.
-    let layers = w.join("layers");
-    let base = Layer::random(&layers, 256 << 20, 1);
-    let busybox = Layer::busybox(&layers);
-    let mut tags = Vec::new();
-    for i in 0..3u64 {
-        let ls = vec![
-            busybox.clone(),
-            base.clone(),
-            Layer::random(&layers, 64 << 20, 10 + i),
-            Layer::random(&layers, 192 << 20, 20 + i),
-        ];
-        let tag = format!("bench/img{i}:v1");
-        fixtures::push(
-            &source.addr,
-            &tag,
-            &[ImageSpec::new(ls, &["/bin/busybox", "true"])],
-        );
-        tags.push(tag);
-    }
-    std::fs::remove_dir_all(&layers)?;
-    let spec = w.join("bench.toml");
-    let mut s = String::from("name = \"bench\"\n");
-    for t in &tags {
-        s.push_str(&format!("[[image]]\nref = \"{}/{t}\"\n", source.addr));
-    }
-    s.push_str(&format!(
-        "[registries.\"{}\"]\ninsecure = true\n",
-        source.addr
-    ));
-    std::fs::write(&spec, s)?;
-    sh(Command::new(&pack)
-        .args(["keygen", "-o"])
-        .arg(w.join("keys")))?;
-    sh(Command::new(&pack)
-        .arg("lock")
-        .arg(&spec)
-        .arg("-q")
-        .arg("--cache")
-        .arg(w.join("cache")))?;
+    // The same images as the image rows: the shared base is uploaded once, mounted twice.
+    let tags = fixture_images(w, &source, 1)?;
+    let spec = keys_spec_and_lock(&pack, w, &source, &tags, &w.join("cache"))?;
     let bundle = w.join("plain.airlock");
     sh(Command::new(&pack)
         .arg("build")
