@@ -51,7 +51,7 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
             )],
         );
         let spec = w.spec();
-        assert_ok(&w.pack(&["lock", spec.to_str().unwrap(), "--update"]));
+        assert_ok(&w.pack(["lock", spec.to_str().unwrap(), "--update"]));
 
         // The gap host's inventory, taken with no network.
         let inv = w.path("host.inventory");
@@ -73,21 +73,10 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
             "{inventory}"
         );
 
-        let key = w.path("pack-keys/airlock.key");
-        let host = w.path("host/host.pub");
         let delta = w.path("delta.airlock");
-        let o = w.pack(&[
-            "build",
-            spec.to_str().unwrap(),
-            "-o",
-            delta.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--recipients-file",
-            host.to_str().unwrap(),
-            "--have",
-            inv.to_str().unwrap(),
-        ]);
+        let mut args = w.build_args(&delta, false);
+        args.extend(["--have".into(), inv.clone().into_os_string()]);
+        let o = w.pack(&args);
         assert_ok(&o);
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("leaving out 2 blobs"),
@@ -254,36 +243,20 @@ fn a_model_delta_relies_on_the_store_and_checks_it() {
         }
         std::fs::write(&spec, s).unwrap();
     };
-    let key = w.path("pack-keys/airlock.key");
-    let pack = |args: &[&str]| {
-        let o = Command::new("unshare")
-            .arg("-n")
-            .arg(pack_bin())
-            .args(args)
-            .arg("--cache")
-            .arg(w.path("cache"))
-            .arg("--ollama-models")
-            .arg(&store)
-            .output()
-            .unwrap();
+    let pack = |args: &[std::ffi::OsString]| {
+        let o = w.pack_offline(&store, args);
         assert_ok(&o);
         o
     };
     let build = |out: &str, extra: &[&str]| {
         let out = w.path(out);
-        let mut args = vec![
-            "build",
-            spec.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--quiet",
-        ];
-        args.extend(extra);
+        let mut args = w.build_args(&out, true);
+        args.push("--quiet".into());
+        args.extend(extra.iter().map(Into::into));
         pack(&args);
         out
     };
+    let lock = || pack(&["lock".into(), spec.clone().into_os_string()]);
     // No engine anywhere: a models directory needs none.
     let no_engine = [("DOCKER_HOST", "unix:///nonexistent.sock")];
     let host = w.path("host-models");
@@ -291,7 +264,7 @@ fn a_model_delta_relies_on_the_store_and_checks_it() {
         |dir: &std::path::Path| vec!["--ollama-models".to_string(), dir.display().to_string()];
 
     write_spec(&["tiny:v1"]);
-    pack(&["lock", spec.to_str().unwrap()]);
+    lock();
     let full = build("full.airlock", &[]);
     let args = into(&host);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -310,7 +283,7 @@ fn a_model_delta_relies_on_the_store_and_checks_it() {
         .unwrap();
     assert_ok(&o);
     write_spec(&["tiny:v1", "other:v1"]);
-    pack(&["lock", spec.to_str().unwrap()]);
+    lock();
     let delta = build("delta.airlock", &["--have", inv.to_str().unwrap()]);
     let h = header(&w, &delta);
     let carried: Vec<&str> = h["entries"]

@@ -510,9 +510,9 @@ fn lock_drift_is_refused_with_advice() {
     assert!(!out.exists());
 
     // lock (without --update) keeps the pin; --update moves it and says so.
-    assert_ok(&w.pack(&["lock", spec.to_str().unwrap()]));
+    assert_ok(&w.pack(["lock", spec.to_str().unwrap()]));
     assert_refused(&build(&w), 8, &["locked at"]);
-    let o = w.pack(&["lock", "--update", spec.to_str().unwrap()]);
+    let o = w.pack(["lock", "--update", spec.to_str().unwrap()]);
     assert_ok(&o);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(" -> sha256:"),
@@ -527,7 +527,7 @@ fn lock_drift_is_refused_with_advice() {
 
     // A platform the index lacks is named.
     w.write_spec(&["linux/s390x"], &[&w.multi]);
-    assert_ok(&w.pack(&["lock", spec.to_str().unwrap()]));
+    assert_ok(&w.pack(["lock", spec.to_str().unwrap()]));
     assert_refused(
         &build(&w),
         2,
@@ -714,6 +714,6 @@ fn transient_registry_failures_are_retried() {
     // A registry that stays down: a few tries, then the registry exit code and the URL.
     down.store(true, Ordering::SeqCst);
     let spec = w.spec();
-    let o = w.pack(&["lock", "--update", spec.to_str().unwrap()]);
+    let o = w.pack(["lock", "--update", spec.to_str().unwrap()]);
     assert_refused(&o, 9, &["registry error", &hello.replace(":v1", "")]);
 }

@@ -154,13 +154,52 @@ impl World {
     }
 
     /// `airlock-pack ARGS` with this world's cache.
-    pub fn pack(&self, args: &[&str]) -> Output {
+    pub fn pack<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
         Command::new(pack_bin())
             .args(args)
             .arg("--cache")
             .arg(self.path("cache"))
             .output()
             .unwrap()
+    }
+
+    /// `airlock-pack ARGS` with this world's cache, the models of the Ollama store `store`,
+    /// and no network at all.
+    pub fn pack_offline<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        store: &Path,
+        args: impl IntoIterator<Item = S>,
+    ) -> Output {
+        Command::new("unshare")
+            .arg("-n")
+            .arg(pack_bin())
+            .args(args)
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .arg("--ollama-models")
+            .arg(store)
+            .output()
+            .unwrap()
+    }
+
+    /// `build SPEC -o OUT --sign-key KEY`, plus `--recipients-file host.pub` unless `plain`:
+    /// what every build of this world starts with.
+    pub fn build_args(&self, out: &Path, plain: bool) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "build".into(),
+            self.spec().into(),
+            "-o".into(),
+            out.into(),
+            "--sign-key".into(),
+            self.path("pack-keys/airlock.key").into(),
+        ];
+        if !plain {
+            args.extend([
+                "--recipients-file".into(),
+                self.path("host/host.pub").into(),
+            ]);
+        }
+        args
     }
 
     /// Writes the spec for `images` and locks it.
@@ -171,27 +210,14 @@ impl World {
 
     pub fn lock(&self) {
         let spec = self.spec();
-        assert_ok(&self.pack(&["lock", spec.to_str().unwrap()]));
+        assert_ok(&self.pack(["lock", spec.to_str().unwrap()]));
     }
 
     /// Runs `airlock-pack build` for `name` (encrypted to the host unless `plain`).
     pub fn try_build(&self, name: &str, plain: bool) -> (PathBuf, Output) {
         let out = self.path(name);
-        let spec = self.spec();
-        let key = self.path("pack-keys/airlock.key");
-        let recipients = self.path("host/host.pub");
-        let mut args = vec![
-            "build",
-            spec.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--quiet",
-        ];
-        if !plain {
-            args.extend(["--recipients-file", recipients.to_str().unwrap()]);
-        }
+        let mut args = self.build_args(&out, plain);
+        args.push("--quiet".into());
         let o = self.pack(&args);
         (out, o)
     }

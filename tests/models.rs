@@ -587,33 +587,15 @@ fn a_local_store_is_packed_without_network_and_checked() {
     )
     .unwrap();
     // Both lock and build run with no network at all.
-    let offline_pack = |args: &[&str]| {
-        Command::new("unshare")
-            .arg("-n")
-            .arg(pack_bin())
-            .args(args)
-            .arg("--cache")
-            .arg(w.path("cache"))
-            .arg("--ollama-models")
-            .arg(&store)
-            .output()
-            .unwrap()
-    };
+    let offline_pack = |args: &[&str]| w.pack_offline(&store, args);
     let spec = w.spec();
     let spec = spec.to_str().unwrap();
     assert_ok(&offline_pack(&["lock", spec]));
     let out = w.path("local.airlock");
-    let key = w.path("pack-keys/airlock.key");
     let build = |o: &Path| {
-        offline_pack(&[
-            "build",
-            spec,
-            "-o",
-            o.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--quiet",
-        ])
+        let mut args = w.build_args(o, true);
+        args.push("--quiet".into());
+        w.pack_offline(&store, &args)
     };
     assert_ok(&build(&out));
     let o = w.unpack("inspect", &out, &["--json"]);

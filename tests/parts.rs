@@ -36,22 +36,10 @@ fn five_parts_round_trip_and_damage_is_named() {
     let dir = w.path("media");
     std::fs::create_dir(&dir).unwrap();
     let whole = dir.join("e2e.airlock");
-    let spec = w.spec();
-    let key = w.path("pack-keys/airlock.key");
-    let host = w.path("host/host.pub");
     let build = |extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            spec.to_str().unwrap(),
-            "-o",
-            whole.to_str().unwrap(),
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--recipients-file",
-            host.to_str().unwrap(),
-            "--quiet",
-        ];
-        args.extend(extra);
+        let mut args = w.build_args(&whole, false);
+        args.push("--quiet".into());
+        args.extend(extra.iter().map(Into::into));
         let o = w.pack(&args);
         assert_ok(&o);
         o
