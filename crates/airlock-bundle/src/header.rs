@@ -40,6 +40,14 @@ pub struct Header {
     pub expected_present: Vec<Present>,
 }
 
+/// How many distinct blobs `present` names, and their bytes (a layer used at several
+/// positions has a record per chain ID).
+pub fn left_out_totals(present: &[Present]) -> (usize, u64) {
+    let distinct: std::collections::HashMap<Digest, u64> =
+        present.iter().map(|p| (p.digest, p.size)).collect();
+    (distinct.len(), distinct.values().sum())
+}
+
 /// A blob a delta bundle leaves out because the host has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -713,13 +713,12 @@ impl SignedSums {
             .collect();
         let strays = files.strays();
         let all: Vec<PathBuf> = listed.iter().chain(&strays).cloned().collect();
-        let digests = hash_files(&all, on_bytes)?;
-        let digest_of = |p: &Path| {
-            all.iter()
-                .position(|q| q == p)
-                .map(|i| digests[i])
-                .expect("hashed")
-        };
+        let digests: std::collections::HashMap<&Path, Digest> = all
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(hash_files(&all, on_bytes)?)
+            .collect();
+        let digest_of = |p: &Path| digests[p];
         let name_of = |d: &Digest| {
             self.sums
                 .lines

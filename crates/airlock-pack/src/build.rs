@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use airlock_bundle::crypt::{encrypting_writer, Encryption};
-use airlock_bundle::header::{Entry, Header, FORMAT_NAME, FORMAT_VERSION};
+use airlock_bundle::header::{left_out_totals, Entry, Header, FORMAT_NAME, FORMAT_VERSION};
 use airlock_bundle::lock::Lock;
 use airlock_bundle::parts::{remove_stale, write_sums, Part, PartWriter};
 use airlock_bundle::progress::{human, Progress};
@@ -91,23 +91,12 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let expected_present = match &opts.have {
         Some(inv) => {
             let left_out = plan.leave_out(inv);
+            let (blobs, bytes) = left_out_totals(&left_out);
             progress.say(format!(
-                "delta against {} (inventory of {}): leaving out {} blobs ({}) the host has",
+                "delta against {} (inventory of {}): leaving out {blobs} blobs ({}) the host has",
                 if inv.host.is_empty() { "?" } else { &inv.host },
                 inv.created,
-                left_out
-                    .iter()
-                    .map(|p| p.digest)
-                    .collect::<std::collections::HashSet<_>>()
-                    .len(),
-                human(
-                    left_out
-                        .iter()
-                        .map(|p| (p.digest, p.size))
-                        .collect::<std::collections::HashMap<_, _>>()
-                        .values()
-                        .sum()
-                )
+                human(bytes)
             ));
             left_out
         }

@@ -480,15 +480,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 );
                 if !h.expected_present.is_empty() {
-                    let left: std::collections::HashMap<_, _> = h
-                        .expected_present
-                        .iter()
-                        .map(|p| (p.digest, p.size))
-                        .collect();
+                    let (blobs, bytes) =
+                        airlock_bundle::header::left_out_totals(&h.expected_present);
                     println!(
-                        "delta    leaves out {} blobs ({}) the target host has; load checks them",
-                        left.len(),
-                        human(left.values().sum())
+                        "delta    leaves out {blobs} blobs ({}) the target host has; load checks them",
+                        human(bytes)
                     );
                 }
                 println!();

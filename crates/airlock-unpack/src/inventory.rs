@@ -137,13 +137,10 @@ async fn volume_blobs(helper: &Helper, volume: &str) -> Result<Vec<StoredBlob>, 
 
 /// Takes the inventory of this host.
 pub async fn take(sources: &Sources) -> Result<Inventory, UnpackError> {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
     let mut inv = Inventory::new(
         airlock_bundle::tool_version("airlock-unpack"),
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        host,
+        crate::hostname(),
     );
     for dir in &sources.models_dirs {
         let abs = std::path::absolute(dir)

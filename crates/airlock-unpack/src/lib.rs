@@ -77,6 +77,13 @@ impl UnpackError {
     }
 }
 
+/// This host's name, for inventories and reports (empty if unknown).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 pub fn bundle_exit_code(b: &BundleError) -> u8 {
     match b.class() {
         ErrorClass::Integrity => exit::INTEGRITY,

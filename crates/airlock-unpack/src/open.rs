@@ -137,10 +137,7 @@ impl BundleOnDisk {
             }
             if !fatal.is_empty() {
                 // Worth hashing the rest to say where a missing part went (renamed?).
-                let bar = progress.bytes(self.files.total_size(), "which part?");
-                let all = s.check_all(&self.files, &|n| bar.inc(n));
-                progress.remove(&bar);
-                let problems = match all {
+                let problems = match self.hash_parts(s, progress, "which part?") {
                     Ok(all) if !all.is_empty() => all,
                     _ => fatal,
                 };
@@ -162,6 +159,19 @@ impl BundleOnDisk {
         ))
     }
 
+    /// Every part (and stray) hashed against the signed sums, with a byte bar.
+    fn hash_parts(
+        &self,
+        sums: &SignedSums,
+        progress: &Progress,
+        label: &str,
+    ) -> Result<Vec<PartProblem>, BundleError> {
+        let bar = progress.bytes(self.files.total_size(), label);
+        let found = sums.check_all(&self.files, &|n| bar.inc(n));
+        progress.remove(&bar);
+        found
+    }
+
     /// The outer check alone: every part hashed against the signed sums (no key needed).
     pub fn check_outer(&self, progress: &Progress) -> Result<&SignedSums, UnpackError> {
         if let (Some(_), None, Some(sig)) =
@@ -181,10 +191,7 @@ impl BundleOnDisk {
                 self.files.base
             ))
         })?;
-        let bar = progress.bytes(self.files.total_size(), "verify parts");
-        let problems = sums.check_all(&self.files, &|n| bar.inc(n));
-        progress.remove(&bar);
-        let problems = problems?;
+        let problems = self.hash_parts(sums, progress, "verify parts")?;
         if problems.is_empty() {
             Ok(sums)
         } else {
@@ -203,10 +210,7 @@ impl BundleOnDisk {
         let Some(sums) = self.sums.as_ref().filter(|_| integrity) else {
             return e;
         };
-        let bar = progress.bytes(self.files.total_size(), "which part?");
-        let found = sums.check_all(&self.files, &|n| bar.inc(n));
-        progress.remove(&bar);
-        match found {
+        match self.hash_parts(sums, progress, "which part?") {
             Ok(problems) if !problems.is_empty() => UnpackError::Parts {
                 inner: Box::new(e),
                 parts: BundleError::Parts {

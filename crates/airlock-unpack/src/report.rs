@@ -65,7 +65,7 @@ impl ReportSink {
             "report": REPORT_COMMENT,
             "operation": operation,
             "tool": airlock_bundle::tool_version("airlock-unpack"),
-            "host": std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+            "host": crate::hostname(),
             "started": self.started,
             "finished": now(),
             "bundle": bundle_files(bundle),
