@@ -25,6 +25,7 @@ pub mod registry_auth;
 pub mod sign;
 pub mod spec;
 pub mod tarfmt;
+pub mod text;
 pub mod writer;
 
 pub use digest::Digest;
