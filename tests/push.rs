@@ -291,6 +291,8 @@ fn push_answers_basic_auth_with_registry_auth_file() {
 /// A registry that wants bearer tokens (distribution's `auth: token`, checking ES256 JWTs
 /// from a token service on loopback): push answers the 401 challenge, logs in to the realm
 /// with the user and password from the docker config, and pushes with the tokens it gets.
+/// The token service listens on another port of a plain-http registry, so push sends it
+/// the password only once the operator names it with `--token-realm`.
 #[test]
 fn push_gets_bearer_tokens_from_the_registry_token_service() {
     use base64::Engine as _;
@@ -309,9 +311,9 @@ fn push_gets_bearer_tokens_from_the_registry_token_service() {
         ),
     )
     .unwrap();
-    let push_with = |config: &Path| {
-        Command::new(unpack_bin())
-            .arg("push")
+    let push_realm = |config: &Path, realm: Option<&str>| {
+        let mut c = Command::new(unpack_bin());
+        c.arg("push")
             .arg(&bundle)
             .args([
                 "--registry",
@@ -324,11 +326,25 @@ fn push_gets_bearer_tokens_from_the_registry_token_service() {
             .arg(w.path("pack-keys/airlock.pub"))
             .env_remove("AIRLOCK_TRUST_DIR")
             .env_remove("REGISTRY_AUTH_FILE")
-            .env("DOCKER_CONFIG", config)
-            .output()
-            .unwrap()
+            .env("DOCKER_CONFIG", config);
+        if let Some(r) = realm {
+            c.args(["--token-realm", r]);
+        }
+        c.output().unwrap()
     };
+    let push_with = |config: &Path| push_realm(config, Some(&target.realm));
     let push = || push_with(&docker_config);
+    // The realm is not the registry's origin: nothing is sent there unless named.
+    assert_refused(
+        &push_realm(&docker_config, None),
+        9,
+        &[
+            &target.registry.addr,
+            &target.realm,
+            "not at the registry's origin",
+        ],
+    );
+    assert_eq!(target.issued.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Without credentials the token service says no: exit 9, naming the realm.
     assert_refused(
         &push_with(&w.path("no-docker-config")),

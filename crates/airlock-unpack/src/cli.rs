@@ -150,6 +150,10 @@ enum Command {
         /// HOST:PORT/mirror/library/busybox:1.36).
         #[arg(long, value_name = "PATH/")]
         prefix: Option<String>,
+        /// The registry's token service, when it is not at the registry's own origin: the
+        /// only other place push sends the registry's credentials to.
+        #[arg(long, value_name = "URL")]
+        token_realm: Option<String>,
         /// Print the push report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -179,8 +183,11 @@ whole bundle verified, so a corrupt bundle (exit 3) leaves no new tag.
 
 Credentials: REGISTRY_AUTH_FILE, else `auths` in $DOCKER_CONFIG/config.json or
 ~/.docker/config.json (as `docker login` writes them); Basic and Bearer-token registries work.
+A Bearer token service (the challenge's realm) gets them only at the registry's own scheme,
+host and port, or over https on the registry's host for an https registry, or at the URL
+given with --token-realm; never over plain http for an https registry (exit 9 otherwise).
 Requests are retried with back-off on connection errors and 5xx; exit code 9 when the
-registry stays unreachable or refuses.";
+registry stays unreachable or refuses. Error answers are read up to 4 KiB, shown escaped.";
 
 const LOAD_HELP: &str = "\
 Where things go:
@@ -725,6 +732,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             registry,
             insecure,
             prefix,
+            token_realm,
             json,
             report: report_args,
         } => {
@@ -740,6 +748,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 insecure,
                 prefix: crate::push::naming::normalize_prefix(prefix.as_deref())
                     .map_err(UnpackError::Usage)?,
+                token_realm,
             };
             let pushed = crate::push::push(&common.bundle, &access, &opts, &progress)
                 .with_context(|| common.bundle.display().to_string());

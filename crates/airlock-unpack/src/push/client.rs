@@ -7,12 +7,19 @@
 //! a re-run skips what arrived (every blob is HEADed first). Redirects are never followed,
 //! and an upload `Location` on another origin is refused: credentials and content go to
 //! the named registry only.
+//!
+//! A `Bearer` challenge's token service (its realm) gets the user's credentials, so it must
+//! be the registry's own origin (scheme, host and port), or https on the registry's host
+//! when the registry is https, or the origin the operator named with `--token-realm`; plain
+//! http never, when the registry is https. Whatever the registry answers is read with a
+//! cap (a few KiB of an error body, 1 MiB of a token) and shown escaped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use airlock_bundle::oci::MANIFEST_ACCEPT;
+use airlock_bundle::text::{escape, escape_bytes};
 use airlock_bundle::Digest;
 use bytes::Bytes;
 use reqwest::header::{
@@ -27,6 +34,13 @@ use airlock_bundle::registry_auth::{parse_challenge, Challenge};
 /// How often a request without a streamed body is tried, and the first pause.
 const ATTEMPTS: u32 = 4;
 const BACKOFF: Duration = Duration::from_millis(500);
+/// How much of an error body is read and shown: distribution's errors fit many times over.
+pub const ERROR_BODY_CAP: usize = 4 << 10;
+/// A token service's answer longer than this is not a token.
+const TOKEN_BODY_CAP: usize = 1 << 20;
+/// How long an error body may take to arrive, however little of it is read.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(10);
+const TOKEN_BODY_TIME: Duration = Duration::from_secs(60);
 
 /// How the registry wants to be authenticated, learnt from its first challenge.
 #[derive(Debug, Clone)]
@@ -46,6 +60,8 @@ pub struct Client {
     /// `host[:port]` as given on the command line.
     pub registry: String,
     creds: Credentials,
+    /// `--token-realm`: a token service the operator named, on another origin.
+    token_realm: Option<Url>,
     mode: Mutex<AuthMode>,
     /// Bearer tokens by the scopes they were asked for.
     tokens: Mutex<HashMap<String, String>>,
@@ -76,13 +92,41 @@ fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
+/// Whether the registry at `base` may send the user's credentials to the token service at
+/// `realm`; `named` is the origin the operator allowed with `--token-realm`. `Err` says why
+/// not.
+fn check_realm(base: &Url, realm: &Url, named: Option<&Url>) -> Result<(), &'static str> {
+    if !matches!(realm.scheme(), "http" | "https") {
+        return Err("not an http or https URL");
+    }
+    // An https registry's credentials never travel in clear text, named or not.
+    if base.scheme() == "https" && realm.scheme() != "https" {
+        return Err("plain http for an https registry");
+    }
+    if same_origin(realm, base) || named.is_some_and(|n| same_origin(realm, n)) {
+        return Ok(());
+    }
+    // Another port of the registry's own host is another service, except where TLS still
+    // proves it is the host the operator named.
+    if base.scheme() == "https" && realm.host_str() == base.host_str() {
+        return Ok(());
+    }
+    Err("not at the registry's origin (scheme, host and port)")
+}
+
 fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
 }
 
 impl Client {
     /// A client for `registry` (`host[:port]`): https, or http when `insecure`.
-    pub fn new(registry: &str, insecure: bool) -> Result<Client, UnpackError> {
+    /// `token_realm` is a token service on another origin that the operator trusts with the
+    /// registry's credentials (`--token-realm URL`).
+    pub fn new(
+        registry: &str,
+        insecure: bool,
+        token_realm: Option<&str>,
+    ) -> Result<Client, UnpackError> {
         let scheme = if insecure { "http" } else { "https" };
         let base = Some(registry)
             .filter(|r| !r.is_empty() && !r.contains(['/', '@', '?', '#']))
@@ -93,6 +137,26 @@ impl Client {
                     "--registry {registry:?}: expected HOST or HOST:PORT (no scheme, no path)"
                 ))
             })?;
+        let token_realm = match token_realm {
+            None => None,
+            Some(t) => {
+                let u = Url::parse(t)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| {
+                        UnpackError::Usage(format!(
+                            "--token-realm {}: expected an http:// or https:// URL",
+                            escape(t)
+                        ))
+                    })?;
+                if base.scheme() == "https" && u.scheme() != "https" {
+                    return Err(UnpackError::Usage(format!(
+                        "--token-realm {u}: plain http for an https registry would send its credentials in clear text"
+                    )));
+                }
+                Some(u)
+            }
+        };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
@@ -105,6 +169,7 @@ impl Client {
             base,
             registry: registry.to_string(),
             creds: Credentials::lookup(registry),
+            token_realm,
             mode: Mutex::new(AuthMode::Unknown),
             tokens: Mutex::default(),
         })
@@ -170,14 +235,18 @@ impl Client {
                 Ok(first)
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let realm = Url::parse(&realm)
-                    .map_err(|e| self.err(format!("token realm {realm:?}: {e}")))?;
-                if realm.host_str() != self.base.host_str() {
+                let url = Url::parse(&realm)
+                    .map_err(|e| self.err(format!("token realm {}: {e}", escape(&realm))))?;
+                if let Err(why) = check_realm(&self.base, &url, self.token_realm.as_ref()) {
                     return Err(self.err(format!(
-                        "the token service {realm} is not on {}: push contacts only the registry named on the command line",
-                        self.registry
+                        "the registry asks for credentials at the token service {}, which is {why}: nothing was sent there \
+                         (the registry is {}; push contacts only the registry named on the command line; \
+                         name a token service you trust with --token-realm URL)",
+                        escape(&realm),
+                        self.base.origin().ascii_serialization(),
                     )));
                 }
+                let realm = url;
                 // A stale token for these scopes is dropped: the next attempt asks again.
                 self.tokens
                     .lock()
@@ -187,7 +256,8 @@ impl Client {
                 Ok(true)
             }
             None => Err(self.err(format!(
-                "HTTP 401 with a challenge push cannot answer: {header:?}"
+                "HTTP 401 with a challenge push cannot answer: {}",
+                escape(header)
             ))),
         }
     }
@@ -246,9 +316,11 @@ impl Client {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let t: Tok = resp
-            .json()
-            .await
+        let (body, short) = read_capped(resp, TOKEN_BODY_CAP, TOKEN_BODY_TIME).await;
+        if let Some(why) = short {
+            return Err(self.err(format!("token service {realm}: answer {why}")));
+        }
+        let t: Tok = serde_json::from_slice(&body)
             .map_err(|e| self.err(format!("token service {realm}: {e}")))?;
         t.token
             .or(t.access_token)
@@ -531,15 +603,38 @@ fn error_chain(e: &reqwest::Error) -> String {
     s
 }
 
-/// The start of an error body (distribution sends `{"errors":[{"code":…,"message":…}]}`).
-async fn body_excerpt(resp: Response) -> String {
-    match resp.text().await {
-        Ok(t) if !t.trim().is_empty() => {
-            let t = t.trim();
-            let cut: String = t.chars().take(300).collect();
-            format!(": {cut}")
+/// Reads at most `cap` bytes of a body, chunk by chunk, for at most `time`. Returns what
+/// arrived and, when that is not the whole body, why (the rest is never read: dropping the
+/// response closes the connection).
+async fn read_capped(mut resp: Response, cap: usize, time: Duration) -> (Vec<u8>, Option<String>) {
+    let deadline = tokio::time::Instant::now() + time;
+    let mut buf = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = cap - buf.len();
+                if chunk.len() > room {
+                    buf.extend_from_slice(&chunk[..room]);
+                    return (buf, Some(format!("truncated: more than {cap} bytes")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => return (buf, None),
+            Ok(Err(e)) => return (buf, Some(format!("cut short: {}", error_chain(&e)))),
+            Err(_) => return (buf, Some(format!("cut short: not complete after {time:?}"))),
         }
-        _ => String::new(),
+    }
+}
+
+/// The start of an error body (distribution sends `{"errors":[{"code":…,"message":…}]}`):
+/// at most [`ERROR_BODY_CAP`] bytes, escaped.
+async fn body_excerpt(resp: Response) -> String {
+    let (body, short) = read_capped(resp, ERROR_BODY_CAP, ERROR_BODY_TIME).await;
+    let text = body.trim_ascii();
+    match (text.is_empty(), short) {
+        (true, None) => String::new(),
+        (false, None) => format!(": {}", escape_bytes(text)),
+        (_, Some(why)) => format!(": {} [{why}]", escape_bytes(text)),
     }
 }
 
@@ -549,9 +644,9 @@ mod tests {
 
     #[test]
     fn the_registry_is_a_host_and_port_only() {
-        let c = Client::new("registry.gap:5000", false).unwrap();
+        let c = Client::new("registry.gap:5000", false, None).unwrap();
         assert_eq!(c.base.as_str(), "https://registry.gap:5000/");
-        let c = Client::new("127.0.0.1:5000", true).unwrap();
+        let c = Client::new("127.0.0.1:5000", true, None).unwrap();
         assert_eq!(c.base.as_str(), "http://127.0.0.1:5000/");
         for bad in [
             "",
@@ -560,13 +655,13 @@ mod tests {
             "user@registry.gap",
             "registry.gap:notaport",
         ] {
-            assert!(Client::new(bad, false).is_err(), "{bad:?} accepted");
+            assert!(Client::new(bad, false, None).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn upload_locations_stay_on_the_registry() {
-        let c = Client::new("127.0.0.1:5000", true).unwrap();
+        let c = Client::new("127.0.0.1:5000", true, None).unwrap();
         let loc = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(LOCATION, v.parse().unwrap());
@@ -586,5 +681,66 @@ mod tests {
             assert!(e.contains("another origin"), "{elsewhere}: {e}");
         }
         assert!(c.location(&HeaderMap::new(), "test").is_err());
+    }
+
+    #[test]
+    fn credentials_go_to_the_registry_origin_only() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let https = u("https://reg.gap:5000/");
+        let http = u("http://reg.gap:5000/");
+        // The registry's own origin, any path.
+        assert_eq!(
+            check_realm(&https, &u("https://reg.gap:5000/token"), None),
+            Ok(())
+        );
+        assert_eq!(
+            check_realm(&http, &u("http://reg.gap:5000/auth"), None),
+            Ok(())
+        );
+        // An https registry: https on its host, any port (TLS proves the host).
+        assert_eq!(
+            check_realm(&https, &u("https://reg.gap/service/token"), None),
+            Ok(())
+        );
+        assert_eq!(
+            check_realm(&https, &u("https://reg.gap:5001/auth"), None),
+            Ok(())
+        );
+        for (base, realm) in [
+            // Never clear text for an https registry.
+            (&https, "http://reg.gap:5000/token"),
+            (&https, "http://reg.gap/token"),
+            // Another port over http is another service on that host.
+            (&http, "http://reg.gap:5001/token"),
+            (&http, "http://reg.gap/token"),
+            (&http, "https://reg.gap/token"),
+            // Another host.
+            (&https, "https://auth.elsewhere/token"),
+            (&https, "https://reg.gap.evil/token"),
+            (&http, "http://127.0.0.1:5000/token"),
+            (&https, "ftp://reg.gap/token"),
+        ] {
+            assert!(
+                check_realm(base, &u(realm), None).is_err(),
+                "{realm} accepted for {base}"
+            );
+        }
+        // A token service the operator named is accepted at that origin only, and an https
+        // registry's credentials still never go over http.
+        let named = u("http://reg.gap:5001/");
+        assert_eq!(
+            check_realm(&http, &u("http://reg.gap:5001/token"), Some(&named)),
+            Ok(())
+        );
+        assert!(check_realm(&http, &u("http://reg.gap:5002/token"), Some(&named)).is_err());
+        assert!(check_realm(&https, &u("http://reg.gap:5001/token"), Some(&named)).is_err());
+        let named = u("https://auth.lab/");
+        assert_eq!(
+            check_realm(&https, &u("https://auth.lab/jwt"), Some(&named)),
+            Ok(())
+        );
+        assert!(Client::new("reg.gap", false, Some("http://auth.lab/")).is_err());
+        assert!(Client::new("reg.gap", true, Some("http://auth.lab/")).is_ok());
+        assert!(Client::new("reg.gap", true, Some("auth.lab")).is_err());
     }
 }

@@ -68,6 +68,9 @@ pub struct PushOptions {
     pub insecure: bool,
     /// `--prefix`, validated (see [`naming::normalize_prefix`]).
     pub prefix: String,
+    /// `--token-realm`: a token service on another origin that may get the registry's
+    /// credentials (see [`client::Client::new`]).
+    pub token_realm: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -563,7 +566,11 @@ pub fn push(
         .enable_all()
         .build()
         .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
-    let client = Arc::new(Client::new(&opts.registry, opts.insecure)?);
+    let client = Arc::new(Client::new(
+        &opts.registry,
+        opts.insecure,
+        opts.token_realm.as_deref(),
+    )?);
 
     let (input, bar, on_disk) = open_bundle(path, access, progress, "push")?;
     let (header_tx, header_rx) = std::sync::mpsc::channel();
