@@ -2,12 +2,16 @@
 //! passphrases for the unpacking side, and detection of plain (unencrypted) bundles.
 //! The `age` crate's recipients wrap the file key and its identities unwrap it;
 //! [`crate::agestream`] does the framing and the payload both ways.
+//!
+//! Secrets held here are wiped when dropped: passphrases are `SecretString`s, identity file
+//! bytes and identity file text are [`Zeroizing`] buffers.
 
 use std::fs;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 
 use age::secrecy::{ExposeSecret as _, SecretString};
+use zeroize::Zeroizing;
 
 use crate::agestream::{write_header, AgeHeader, PayloadReader, PayloadWriter};
 use crate::BundleError;
@@ -150,7 +154,7 @@ impl Decryption {
     /// Loads an identity file: age identities (`AGE-SECRET-KEY-1…`, as `age-keygen` and
     /// `airlock-unpack keygen` write) or an unencrypted OpenSSH private key.
     pub fn add_identity_file(&mut self, path: &Path) -> Result<(), BundleError> {
-        let text = fs::read(path).map_err(|e| BundleError::io(path, e))?;
+        let text = Zeroizing::new(fs::read(path).map_err(|e| BundleError::io(path, e))?);
         let key_err = |detail: String| BundleError::Key {
             path: path.to_path_buf(),
             detail,
@@ -222,10 +226,15 @@ pub fn generate_identity() -> (SecretString, String) {
     (id.to_string(), recipient)
 }
 
-/// The identity file text `age-keygen` would write.
-pub fn identity_file_text(secret: &SecretString, recipient: &str, created: &str) -> String {
-    format!(
+/// The identity file text `age-keygen` would write (it holds the secret key: wiped when
+/// dropped).
+pub fn identity_file_text(
+    secret: &SecretString,
+    recipient: &str,
+    created: &str,
+) -> Zeroizing<String> {
+    Zeroizing::new(format!(
         "# created: {created}\n# public key: {recipient}\n{}\n",
         secret.expose_secret()
-    )
+    ))
 }

@@ -1,15 +1,23 @@
 //! minisign keys and signatures. Keys and signature files are byte-compatible with the
 //! `minisign` CLI. Signing is deterministic (plain Ed25519, no random nonce) so that a
 //! rebuilt bundle is byte-identical; verification goes through the `minisign` crate.
+//!
+//! Writing keys ([`KeyDir`], [`write_private`], [`write_public`]) is shared by both
+//! binaries' `keygen`: key files are only ever created new, never through a symbolic link,
+//! with their modes set on the open file whatever the umask. Secret key text and passwords
+//! are held in [`Zeroizing`] buffers, wiped when dropped.
 
 use std::fmt;
 use std::fs;
-use std::io::Cursor;
+use std::io::{Cursor, Write as _};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use blake2::{Blake2b512, Digest as _};
 use ed25519_dalek::Signer as _;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use zeroize::Zeroizing;
 
 use crate::BundleError;
 
@@ -60,12 +68,15 @@ const SK_SEED: std::ops::Range<usize> = 62..94;
 
 impl SigningKey {
     /// Loads a minisign secret key file; `password` is needed if the key is encrypted.
-    pub fn load(path: &Path, password: Option<String>) -> Result<SigningKey, BundleError> {
+    pub fn load(
+        path: &Path,
+        password: Option<Zeroizing<String>>,
+    ) -> Result<SigningKey, BundleError> {
         let key_err = |detail: String| BundleError::Key {
             path: path.to_path_buf(),
             detail,
         };
-        let text = fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?);
         let sk_box =
             minisign::SecretKeyBox::from_string(&text).map_err(|e| key_err(e.to_string()))?;
         let encrypted = sk_box
@@ -80,19 +91,20 @@ impl SigningKey {
                         .into(),
                 )
             })?;
+            // minisign takes the password by value and does not wipe its copy.
             sk_box
-                .into_secret_key(Some(pw))
+                .into_secret_key(Some(String::clone(&pw)))
                 .map_err(|e| key_err(format!("cannot decrypt ({e}); wrong password?")))?
         } else {
             sk_box
                 .into_unencrypted_secret_key()
                 .map_err(|e| key_err(e.to_string()))?
         };
-        let bytes = sk.to_bytes();
+        let bytes = Zeroizing::new(sk.to_bytes());
         if bytes.len() < SK_SEED.end {
             return Err(key_err("truncated secret key".into()));
         }
-        let mut seed = [0u8; 32];
+        let mut seed = Zeroizing::new([0u8; 32]);
         seed.copy_from_slice(&bytes[SK_SEED]);
         let mut keynum = [0u8; 8];
         keynum.copy_from_slice(&bytes[SK_KEYNUM]);
@@ -134,55 +146,219 @@ impl SigningKey {
     }
 }
 
-/// Writes a fresh key pair as `dir/airlock.key` (mode 0600) and `dir/airlock.pub`.
-/// With a password the secret key is encrypted the way `minisign -G` does it.
+/// Writes a fresh key pair as `dir/airlock.key` (mode 0600) and `dir/airlock.pub` (0644)
+/// into [`KeyDir::create`]`(dir)`. With a password the secret key is encrypted the way
+/// `minisign -G` does it.
 pub fn generate_keypair(
     dir: &Path,
-    password: Option<String>,
+    password: Option<Zeroizing<String>>,
 ) -> Result<(PathBuf, PathBuf, KeyId), BundleError> {
+    let keys = KeyDir::create(dir)?;
+    keys.check_free(&["airlock.key", "airlock.pub"])?;
     let keypair = match &password {
-        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw.clone())),
+        // minisign takes the password by value and does not wipe its copy.
+        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(String::clone(pw))),
         None => minisign::KeyPair::generate_unencrypted_keypair(),
     }
     .map_err(|e| BundleError::Usage(format!("key generation failed: {e}")))?;
     let key_id = KeyId::from_slice(keypair.pk.keynum());
-    let sk_text = keypair
-        .sk
-        .to_box(Some(&format!("airlock secret key {key_id}")))
-        .map_err(|e| BundleError::Usage(e.to_string()))?
-        .into_string();
+    let sk_text = Zeroizing::new(
+        keypair
+            .sk
+            .to_box(Some(&format!("airlock secret key {key_id}")))
+            .map_err(|e| BundleError::Usage(e.to_string()))?
+            .into_string(),
+    );
     let pk_text = keypair
         .pk
         .to_box()
         .map_err(|e| BundleError::Usage(e.to_string()))?
         .into_string();
-    fs::create_dir_all(dir).map_err(|e| BundleError::io(dir, e))?;
-    let sk_path = dir.join("airlock.key");
-    let pk_path = dir.join("airlock.pub");
-    for p in [&sk_path, &pk_path] {
-        if p.exists() {
-            return Err(BundleError::Usage(format!(
-                "{} already exists; not overwriting a key",
-                p.display()
-            )));
-        }
-    }
-    write_private(&sk_path, sk_text.as_bytes())?;
-    fs::write(&pk_path, pk_text).map_err(|e| BundleError::io(&pk_path, e))?;
+    let (sk_path, pk_path) = keys.write_pair(
+        ("airlock.key", sk_text.as_bytes()),
+        ("airlock.pub", pk_text.as_bytes()),
+    )?;
     Ok((sk_path, pk_path, key_id))
 }
 
-/// Creates a file readable by its owner only.
+/// Mode of a directory `keygen` creates: it holds a secret key.
+pub const KEY_DIR_MODE: u32 = 0o700;
+/// Mode of a secret key file.
+pub const PRIVATE_MODE: u32 = 0o600;
+/// Mode of a public key file.
+pub const PUBLIC_MODE: u32 = 0o644;
+
+/// The directory `keygen` writes into, held open: every key file is created in the
+/// directory that was checked, whatever happens to its path meanwhile.
+#[derive(Debug)]
+pub struct KeyDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl KeyDir {
+    /// Opens `path` for new keys. A missing directory is created with mode 0700, set on it
+    /// whatever the umask (missing parents get 0755, less under a stricter umask). An existing one keeps its mode, but is
+    /// refused when it is a symbolic link, not a directory, or writable by others: someone
+    /// else could then replace the public key after it was written. The directories above it
+    /// are the operator's to keep private.
+    pub fn create(path: &Path) -> Result<KeyDir, BundleError> {
+        let refuse = |why: &str| {
+            BundleError::Usage(format!(
+                "key directory {}: {why}; not writing keys there",
+                path.display()
+            ))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            use std::os::unix::fs::DirBuilderExt as _;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| BundleError::io(parent, e))?;
+        }
+        let created = match rustix::fs::mkdirat(CWD, path, Mode::from_raw_mode(KEY_DIR_MODE)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(e) => return Err(BundleError::io(path, e.into())),
+        };
+        let fd = rustix::fs::openat(
+            CWD,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            // Linux says ENOTDIR for a link with O_DIRECTORY|O_NOFOLLOW, ELOOP elsewhere.
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+                match rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                        refuse("it is a symbolic link")
+                    }
+                    _ => refuse("not a directory"),
+                }
+            }
+            e => BundleError::io(path, e.into()),
+        })?;
+        if created {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(KEY_DIR_MODE))
+                .map_err(|e| BundleError::io(path, e.into()))?;
+        } else {
+            let st = rustix::fs::fstat(&fd).map_err(|e| BundleError::io(path, e.into()))?;
+            if st.st_mode & 0o002 != 0 {
+                return Err(refuse(&format!(
+                    "writable by others (mode {:o})",
+                    st.st_mode & 0o7777
+                )));
+            }
+        }
+        Ok(KeyDir {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// `dir/name`, as shown to the user.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Refuses when anything at all is at one of `names`: a file, or a symbolic link even
+    /// when it points nowhere (it would be written through).
+    pub fn check_free(&self, names: &[&str]) -> Result<(), BundleError> {
+        for name in names {
+            match rustix::fs::statat(&self.fd, *name, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(BundleError::io(self.join(name), e.into())),
+                Ok(st) => {
+                    let what = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                        " (a symbolic link)"
+                    } else {
+                        ""
+                    };
+                    return Err(BundleError::Usage(format!(
+                        "{}{what} already exists; not overwriting a key",
+                        self.join(name).display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `name` (mode 0600) holding `data`; never replaces anything.
+    pub fn write_private(&self, name: &str, data: &[u8]) -> Result<PathBuf, BundleError> {
+        let path = self.join(name);
+        create_new_at(self.fd.as_fd(), Path::new(name), &path, data, PRIVATE_MODE)?;
+        Ok(path)
+    }
+
+    /// Creates `name` (mode 0644) holding `data`; never replaces anything.
+    pub fn write_public(&self, name: &str, data: &[u8]) -> Result<PathBuf, BundleError> {
+        let path = self.join(name);
+        create_new_at(self.fd.as_fd(), Path::new(name), &path, data, PUBLIC_MODE)?;
+        Ok(path)
+    }
+
+    /// Writes a secret key and its public half: both, or neither (the secret one is removed
+    /// again when the public one cannot be written).
+    pub fn write_pair(
+        &self,
+        secret: (&str, &[u8]),
+        public: (&str, &[u8]),
+    ) -> Result<(PathBuf, PathBuf), BundleError> {
+        let sk = self.write_private(secret.0, secret.1)?;
+        match self.write_public(public.0, public.1) {
+            Ok(pk) => Ok((sk, pk)),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.fd, secret.0, AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Creates `path` (mode 0600) holding `data`: a new file only, never through a symbolic
+/// link, 0600 whatever the umask.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), BundleError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| BundleError::io(path, e))?;
-    f.write_all(data).map_err(|e| BundleError::io(path, e))
+    create_new_at(CWD, path, path, data, PRIVATE_MODE)
+}
+
+/// Creates `path` (mode 0644) holding `data`: a new file only, never through a symbolic
+/// link, 0644 whatever the umask.
+pub fn write_public(path: &Path, data: &[u8]) -> Result<(), BundleError> {
+    create_new_at(CWD, path, path, data, PUBLIC_MODE)
+}
+
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` at `name` in `dir`, then `fchmod` to `mode` (the umask only
+/// ever takes bits away) before anything is written. `shown` names it in errors.
+fn create_new_at(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    shown: &Path,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), BundleError> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(PRIVATE_MODE),
+    )
+    .map_err(|e| match e {
+        // A dangling symbolic link is "there" for O_EXCL: refused, not followed.
+        rustix::io::Errno::EXIST => BundleError::Usage(format!(
+            "{} already exists; not overwriting a key",
+            shown.display()
+        )),
+        e => BundleError::io(shown, e.into()),
+    })?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+        .map_err(|e| BundleError::io(shown, e.into()))?;
+    let mut f = fs::File::from(fd);
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| BundleError::io(shown, e))
 }
 
 /// A public key the reader trusts, and where it came from.
@@ -333,12 +509,45 @@ mod tests {
     #[test]
     fn encrypted_keys_need_the_password() {
         let dir = tempfile::tempdir().unwrap();
-        let (sk, pk, _) = generate_keypair(dir.path(), Some("pw".into())).unwrap();
+        let pw = || Some(Zeroizing::new("pw".to_string()));
+        let (sk, pk, _) = generate_keypair(dir.path(), pw()).unwrap();
         assert!(SigningKey::load(&sk, None).is_err());
-        assert!(SigningKey::load(&sk, Some("nope".into())).is_err());
-        let key = SigningKey::load(&sk, Some("pw".into())).unwrap();
+        assert!(SigningKey::load(&sk, Some(Zeroizing::new("nope".into()))).is_err());
+        let key = SigningKey::load(&sk, pw()).unwrap();
         let trust = TrustSet::new(vec![TrustedKey::load(&pk).unwrap()]);
         trust.verify(b"x", &key.sign(b"x")).unwrap();
+    }
+
+    #[test]
+    fn keys_are_created_new_and_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, keys.join("airlock.pub")).unwrap();
+        let err = generate_keypair(&keys, None).unwrap_err().to_string();
+        assert!(
+            err.contains("airlock.pub (a symbolic link) already exists"),
+            "{err}"
+        );
+        assert!(!elsewhere.exists() && !keys.join("airlock.key").exists());
+        // The link appearing after the check: O_EXCL refuses it all the same.
+        let kd = KeyDir::create(&keys).unwrap();
+        let err = kd
+            .write_public("airlock.pub", b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert!(!elsewhere.exists());
+
+        let fresh = dir.path().join("fresh");
+        let (sk, pk, _) = generate_keypair(&fresh, None).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            (mode(&fresh), mode(&sk), mode(&pk)),
+            (KEY_DIR_MODE, PRIVATE_MODE, PUBLIC_MODE)
+        );
     }
 
     #[test]

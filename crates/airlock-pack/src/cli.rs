@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use airlock_bundle::crypt::{parse_recipient, read_recipients_file, Encryption};
 use airlock_bundle::sign::{generate_keypair, SigningKey};
 use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
 
 use crate::build::{build, BuildOptions};
 use crate::cache::BlobCache;
@@ -51,9 +52,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write a minisign key pair (airlock.key, airlock.pub) for signing bundles.
+    /// Write a minisign key pair (airlock.key 0600, airlock.pub 0644) for signing bundles.
+    /// Both are created new, never over an existing file or through a symbolic link.
     Keygen {
-        /// Directory to write the key pair into.
+        /// Directory to write the key pair into. Created with mode 0700 if missing; an
+        /// existing one keeps its mode, but is refused if it is a symbolic link or writable
+        /// by others.
         #[arg(short, long)]
         output: PathBuf,
         /// Protect the secret key with a password (from AIRLOCK_KEY_PASSWORD, else a prompt).
@@ -151,18 +155,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn secret_from_env_or_prompt(var: &str, prompt: &str, confirm: bool) -> anyhow::Result<String> {
+/// A password or passphrase, wiped from memory when dropped.
+fn secret_from_env_or_prompt(
+    var: &str,
+    prompt: &str,
+    confirm: bool,
+) -> anyhow::Result<Zeroizing<String>> {
     if let Ok(v) = std::env::var(var) {
-        return Ok(v);
+        return Ok(Zeroizing::new(v));
     }
     if !std::io::stdin().is_terminal() {
         return Err(
             PackError::Usage(format!("{prompt}: set {var} (no terminal to prompt on)")).into(),
         );
     }
-    let first = rpassword::prompt_password(format!("{prompt}: "))?;
+    let first = Zeroizing::new(rpassword::prompt_password(format!("{prompt}: "))?);
     if confirm {
-        let again = rpassword::prompt_password(format!("{prompt} (again): "))?;
+        let again = Zeroizing::new(rpassword::prompt_password(format!("{prompt} (again): "))?);
         if first != again {
             return Err(PackError::Usage("the two entries differ".into()).into());
         }
@@ -171,12 +180,20 @@ fn secret_from_env_or_prompt(var: &str, prompt: &str, confirm: bool) -> anyhow::
 }
 
 fn load_sign_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
-    match SigningKey::load(path, std::env::var("AIRLOCK_KEY_PASSWORD").ok()) {
+    match SigningKey::load(
+        path,
+        std::env::var("AIRLOCK_KEY_PASSWORD")
+            .ok()
+            .map(Zeroizing::new),
+    ) {
         Ok(k) => Ok(k),
         Err(airlock_bundle::BundleError::Key { detail, .. })
             if detail.contains("password-protected") && std::io::stdin().is_terminal() =>
         {
-            let pw = rpassword::prompt_password(format!("password for {}: ", path.display()))?;
+            let pw = Zeroizing::new(rpassword::prompt_password(format!(
+                "password for {}: ",
+                path.display()
+            ))?);
             Ok(SigningKey::load(path, Some(pw))?)
         }
         Err(e) => Err(e.into()),
@@ -264,8 +281,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => {
             let progress = Progress::new(Mode::detect(args.common.quiet));
             let encryption = if args.passphrase {
-                let p = secret_from_env_or_prompt("AIRLOCK_PASSPHRASE", "bundle passphrase", true)?;
-                Encryption::Passphrase(p.into())
+                let mut p =
+                    secret_from_env_or_prompt("AIRLOCK_PASSPHRASE", "bundle passphrase", true)?;
+                // Moved, not copied, into the SecretString (which wipes it in turn).
+                Encryption::Passphrase(std::mem::take(&mut *p).into())
             } else {
                 let mut rs = Vec::new();
                 for r in &args.recipients {

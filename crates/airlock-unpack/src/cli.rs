@@ -9,7 +9,7 @@ use airlock_bundle::header::Entry;
 use airlock_bundle::oci::Platform;
 use airlock_bundle::progress::{human, Mode, Progress};
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
-use airlock_bundle::sign::write_private;
+use airlock_bundle::sign::KeyDir;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -46,8 +46,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write this host's age identity (host.key, 0600) and recipient (host.pub, also printed).
+    /// Write this host's age identity (host.key, 0600) and recipient (host.pub, 0644, also
+    /// printed). Both are created new, never over an existing file or through a symbolic
+    /// link.
     Keygen {
+        /// Directory to write them into. Created with mode 0700 if missing; an existing one
+        /// keeps its mode, but is refused if it is a symbolic link or writable by others.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -372,27 +376,18 @@ fn absolute(p: &std::path::Path) -> Result<String, UnpackError> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen { output } => {
-            std::fs::create_dir_all(&output)
-                .map_err(|e| UnpackError::Environment(format!("{}: {e}", output.display())))?;
+            let dir = KeyDir::create(&output)?;
+            dir.check_free(&["host.key", "host.pub"])?;
             let (secret, recipient) = generate_identity();
             let created =
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            let key = output.join("host.key");
-            let public = output.join("host.pub");
-            if key.exists() || public.exists() {
-                return Err(UnpackError::Usage(format!(
-                    "{} or {} already exists; not overwriting a key",
-                    key.display(),
-                    public.display()
-                ))
-                .into());
-            }
-            write_private(
-                &key,
-                identity_file_text(&secret, &recipient, &created).as_bytes(),
+            let (key, public) = dir.write_pair(
+                (
+                    "host.key",
+                    identity_file_text(&secret, &recipient, &created).as_bytes(),
+                ),
+                ("host.pub", format!("{recipient}\n").as_bytes()),
             )?;
-            std::fs::write(&public, format!("{recipient}\n"))
-                .map_err(|e| UnpackError::Environment(format!("{}: {e}", public.display())))?;
             eprintln!("wrote identity {} (never leaves this host)", key.display());
             eprintln!(
                 "wrote recipient {} (give it to the packing side: --recipients-file)",

@@ -3,18 +3,34 @@
 //! by which airlock, and how it ended. Written as JSON to `--report FILE` (and/or stdout
 //! with `--json`), optionally signed with a minisign key (`FILE.minisig`), for success and
 //! refusal alike: a refused bundle is worth a record too.
+//!
+//! `load` runs as root, and the report may go to a directory others can write. So the
+//! report's directory is opened once, before any work; each file is written to a new temp
+//! file there (`O_CREAT|O_EXCL|O_NOFOLLOW`, an unpredictable name, 0600 until complete) and
+//! renamed over FILE within that directory. FILE (or FILE.minisig) being a symbolic link is
+//! refused with exit code 7 before the load starts: nothing is ever written through a link.
+//! A new report is 0644 (it names paths, digests and keys, no secrets, and is meant to be
+//! read and carried out); a report replacing a regular file keeps that file's mode.
 
+use std::ffi::{OsStr, OsString};
+use std::io::Write as _;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use airlock_bundle::parts::BundleFiles;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::Digest;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::io::Errno;
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::UnpackError;
 
 /// The trusted comment of a report signature.
 pub const REPORT_COMMENT: &str = "airlock-unpack report v1";
+/// Mode of a new report (and its signature).
+pub const REPORT_MODE: u32 = 0o644;
 
 /// Where the report goes, decided (and the signing key loaded) before any work starts.
 #[derive(Debug)]
@@ -22,6 +38,8 @@ pub struct ReportSink {
     pub path: Option<PathBuf>,
     pub stdout: bool,
     pub key: Option<SigningKey>,
+    /// The report's directory, opened before any work.
+    dir: Option<OwnedFd>,
     started: String,
 }
 
@@ -38,14 +56,43 @@ impl ReportSink {
         let key = match sign_key {
             Some(k) => Some(SigningKey::load(
                 k,
-                std::env::var("AIRLOCK_KEY_PASSWORD").ok(),
+                std::env::var("AIRLOCK_KEY_PASSWORD")
+                    .ok()
+                    .map(Zeroizing::new),
             )?),
+            None => None,
+        };
+        let dir = match &path {
+            Some(p) => {
+                let (dir, name) = split(p)?;
+                let fd = rustix::fs::openat(
+                    CWD,
+                    dir,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| {
+                    UnpackError::Environment(format!(
+                        "report {}: its directory {}: {}",
+                        p.display(),
+                        dir.display(),
+                        std::io::Error::from(e)
+                    ))
+                })?;
+                // Refused now, not after a long load.
+                replaceable(fd.as_fd(), name, p)?;
+                if key.is_some() {
+                    replaceable(fd.as_fd(), &sig_name(name), &sig_path(p))?;
+                }
+                Some(fd)
+            }
             None => None,
         };
         Ok(ReportSink {
             path,
             stdout,
             key,
+            dir,
             started: now(),
         })
     }
@@ -91,18 +138,107 @@ impl ReportSink {
         if self.stdout {
             print!("{text}");
         }
-        if let Some(p) = &self.path {
-            let env = |p: &Path, e: std::io::Error| {
-                UnpackError::Environment(format!("report {}: {e}", p.display()))
-            };
-            std::fs::write(p, &text).map_err(|e| env(p, e))?;
+        if let (Some(p), Some(dir)) = (&self.path, &self.dir) {
+            let (_, name) = split(p)?;
+            replace_at(dir.as_fd(), name, p, text.as_bytes())?;
             if let Some(k) = &self.key {
-                let sig = sig_path(p);
-                std::fs::write(&sig, k.sign_with(text.as_bytes(), REPORT_COMMENT))
-                    .map_err(|e| env(&sig, e))?;
+                let sig = k.sign_with(text.as_bytes(), REPORT_COMMENT);
+                replace_at(dir.as_fd(), &sig_name(name), &sig_path(p), sig.as_bytes())?;
             }
         }
         Ok(())
+    }
+}
+
+/// The directory (`.` for a bare name) and file name of a report path.
+fn split(p: &Path) -> Result<(&Path, &OsStr), UnpackError> {
+    let name = p
+        .file_name()
+        .ok_or_else(|| UnpackError::Usage(format!("--report {}: not a file name", p.display())))?;
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+fn sig_name(name: &OsStr) -> OsString {
+    let mut s = name.to_owned();
+    s.push(".minisig");
+    s
+}
+
+fn env_err(shown: &Path, e: impl Into<std::io::Error>) -> UnpackError {
+    UnpackError::Environment(format!("report {}: {}", shown.display(), e.into()))
+}
+
+/// The mode a report written at `name` gets: a regular file's own, else [`REPORT_MODE`].
+/// Anything else at `name` (a symbolic link above all) is refused.
+fn replaceable(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<u32, UnpackError> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(REPORT_MODE),
+        Err(e) => Err(env_err(shown, e)),
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Ok(st.st_mode & 0o777),
+            FileType::Symlink => Err(UnpackError::Environment(format!(
+                "report {}: is a symbolic link; a report is never written through one \
+                 (remove the link, or name the file it points to)",
+                shown.display()
+            ))),
+            _ => Err(UnpackError::Environment(format!(
+                "report {}: exists and is not a regular file",
+                shown.display()
+            ))),
+        },
+    }
+}
+
+/// Writes `data` to a new temp file in `dir` and renames it over `name`: whatever is at
+/// `name` by then, a symbolic link included, is replaced, never written through.
+fn replace_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    shown: &Path,
+    data: &[u8],
+) -> Result<(), UnpackError> {
+    let mode = replaceable(dir, name, shown)?;
+    let (tmp, fd) = create_temp(dir).map_err(|e| env_err(shown, e))?;
+    let written = (|| {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(data)?;
+        f.sync_all()?;
+        rustix::fs::renameat(dir, &tmp, dir, name)?;
+        Ok::<_, std::io::Error>(())
+    })();
+    written.map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+        env_err(shown, e)
+    })
+}
+
+/// A new file `.airlock-report-RANDOM.tmp` in `dir`, mode 0600: created, never opened
+/// through a link, under a name no one can plant a file at beforehand.
+fn create_temp(dir: BorrowedFd<'_>) -> std::io::Result<(OsString, OwnedFd)> {
+    let mut tries = 0;
+    loop {
+        let mut random = [0u8; 12];
+        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
+        let mut name = OsString::from(".airlock-report-");
+        for b in random {
+            name.push(format!("{b:02x}"));
+        }
+        name.push(".tmp");
+        match rustix::fs::openat(
+            dir,
+            name.as_os_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(Errno::EXIST) if tries < 8 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
