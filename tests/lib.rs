@@ -244,6 +244,10 @@ impl World {
         env: &[(&str, &str)],
     ) -> Output {
         let mut c = Command::new("unshare");
+        // Each world has its own anti-rollback record and no policy file, unless a test
+        // says otherwise: loads in one test must not decide what another may load.
+        c.env("AIRLOCK_STATE_DIR", self.path("airlock-state"))
+            .env_remove("AIRLOCK_POLICY");
         c.envs(env.iter().copied());
         c.arg("-n")
             .arg(unpack_bin())
