@@ -695,6 +695,16 @@ impl LoadGuard {
             Some(p) => p.check(h, &signer, models_to, self.no_files),
             None => Vec::new(),
         };
+        // The trust files were read for the policy apart from the verification; a signer
+        // missing from them (trust changed in between) could escape its section.
+        if let (Some(p), Some(k), true) = (&self.policy, v.signer, v.signature_checked) {
+            if signer.is_empty() && !p.signers.is_empty() {
+                problems.push(format!(
+                    "the bundle is signed by key {k}, which none of the trust files read for the [signer.*] sections of {} holds (did the trust files change during the load?); run the load again",
+                    p.path.display()
+                ));
+            }
+        }
         // The stricter of --max-age and the policy's applies: the command line cannot
         // loosen what the operator wrote.
         let max_age = self
