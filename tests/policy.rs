@@ -17,8 +17,8 @@ use airlock_tests::*;
 use serde_json::{json, Value};
 
 /// A world with a local Ollama store (model `tiny:v1`) and a spec carrying that model and
-/// two `[[files]]` into host paths: `conf/` (0644, 0600) into `host/allowed`, and
-/// `tools/run.sh` (0755) into `host/elsewhere`. No images: no Docker engine needed.
+/// two `[[files]]` into host paths: `conf/` (0644, 0600) into `gap/allowed`, and
+/// `tools/run.sh` (0755) into `gap/elsewhere`. No images: no Docker engine needed.
 struct Fixture {
     w: World,
     store: PathBuf,
@@ -50,7 +50,7 @@ impl Fixture {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        let host = w.path("host");
+        let host = w.path("gap");
         std::fs::create_dir_all(&host).unwrap();
         let (allowed, elsewhere, models) = (
             host.join("allowed"),
@@ -96,7 +96,7 @@ impl Fixture {
         self.w.path("pack-keys/airlock.key")
     }
 
-    /// `airlock-unpack load BUNDLE --ollama-models host/models EXTRA…` with no network and
+    /// `airlock-unpack load BUNDLE --ollama-models gap/models EXTRA…` with no network and
     /// no Docker engine, trusting the pack key unless `env` names a trust dir.
     fn load(&self, bundle: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
         let mut c = Command::new("unshare");
@@ -131,7 +131,7 @@ impl Fixture {
 
     /// Everything under the host dirs: what a refused load must leave as it was.
     fn host(&self) -> BTreeMap<String, String> {
-        snapshot(&self.w.path("host"))
+        snapshot(&self.w.path("gap"))
     }
 
     fn model_manifest(&self) -> PathBuf {
@@ -184,7 +184,7 @@ fn a_policy_allows_refuses_naming_every_violation_and_writes_nothing() {
         &format!(
             "# what any trusted signer may do here\nfiles = [{:?}]\nmodels_dirs = [{:?}]\nmax_mode = \"0644\"\n",
             s(&f.allowed),
-            s(&f.w.path("host/other-models"))
+            s(&f.w.path("gap/other-models"))
         ),
     );
     let before = f.host();
@@ -217,7 +217,7 @@ fn a_policy_allows_refuses_naming_every_violation_and_writes_nothing() {
             &format!(
                 "model registry.ollama.ai/library/tiny:v1 into {} (the command line's target): not allowed by models_dirs = [{:?}]",
                 f.models.display(),
-                s(&f.w.path("host/other-models"))
+                s(&f.w.path("gap/other-models"))
             ),
             // Directories count too: a 0755 directory is beyond 0644.
             &format!(
@@ -334,13 +334,13 @@ fn a_policy_allows_refuses_naming_every_violation_and_writes_nothing() {
     );
     assert!(run_sh.is_file());
 
-    // A prefix is whole path components: the parent of both, spelled as a string prefix
-    // of one, allows neither "host/allowed-x"-like siblings nor anything else.
+    // A prefix is whole path components: "gap/allow" is a string prefix of "gap/allowed"
+    // but not a parent of it.
     let tricky = f.policy(
         "tricky.toml",
         &format!(
             "files = [{:?}]\nmodels = [\"*\"]\nmodels_dirs = [\"*\"]\n",
-            format!("{}/allow", f.w.path("host").display())
+            format!("{}/allow", f.w.path("gap").display())
         ),
     );
     let o = f.load(&bundle, &["--policy", s(&tricky)], &[]);
@@ -499,7 +499,7 @@ fn old_replayed_and_future_bundles_are_refused() {
     };
     let mid = variant("mid.airlock", now - 2 * day, &same);
     // The old one would write elsewhere: a refusal must leave that untouched.
-    let old_target = f.w.path("host/old-target");
+    let old_target = f.w.path("gap/old-target");
     let old = variant("old.airlock", now - 10 * day, &|v| {
         for file in v["files"].as_array_mut().unwrap() {
             if file["target"]["path"] == s(&f.allowed) {
