@@ -235,6 +235,15 @@ impl World {
         self.unpack_env(cmd, bundle, extra, &[])
     }
 
+    /// An anti-rollback record of its own for one load (`AIRLOCK_STATE_DIR`): for tests that
+    /// load re-signed variants of one bundle (one name and time, other content) and are about
+    /// something else. [`World::unpack`] keeps one record per world.
+    pub fn fresh_state_dir(&self) -> PathBuf {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.path(&format!("airlock-state-{n}"))
+    }
+
     /// [`World::unpack`] with extra environment variables.
     pub fn unpack_env(
         &self,

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod docker;
 pub mod extract;
+pub mod hostfs;
 pub mod inventory;
 pub mod open;
 pub mod policy;
