@@ -197,6 +197,12 @@ model's manifest is written last, so `ollama list` never shows a half-loaded mod
 already present are checked against the bundle and kept when they match. Volumes are filled through the Engine API
 with a never-started helper container (its empty image is created and removed on the fly).
 
+Host directories may belong to other users (the ollama user's models directory): no symlink
+below a target directory is followed (one in the way is refused, exit 10), temp files get
+unpredictable names and stay private (0600) until placed, and decrypted content waits in a
+private spool (0700) under the work dir. A target directory given as a symlink is followed
+only if root or you own the link and no one else can write the directory it is in.
+
 Policy: a trusted signature says who made a bundle, not what it may touch. Without a policy
 file any trusted signer may write any host path (new files need no --overwrite), any
 volume, any image tag and any model on this host, and load says so on stderr. With one
