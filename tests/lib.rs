@@ -235,6 +235,15 @@ impl World {
         self.unpack_env(cmd, bundle, extra, &[])
     }
 
+    /// An anti-rollback record of its own for one load (`AIRLOCK_STATE_DIR`): for tests that
+    /// load re-signed variants of one bundle (one name and time, other content) and are about
+    /// something else. [`World::unpack`] keeps one record per world.
+    pub fn fresh_state_dir(&self) -> PathBuf {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.path(&format!("airlock-state-{n}"))
+    }
+
     /// [`World::unpack`] with extra environment variables.
     pub fn unpack_env(
         &self,
@@ -244,6 +253,10 @@ impl World {
         env: &[(&str, &str)],
     ) -> Output {
         let mut c = Command::new("unshare");
+        // Each world has its own anti-rollback record and no policy file, unless a test
+        // says otherwise: loads in one test must not decide what another may load.
+        c.env("AIRLOCK_STATE_DIR", self.path("airlock-state"))
+            .env_remove("AIRLOCK_POLICY");
         c.envs(env.iter().copied());
         c.arg("-n")
             .arg(unpack_bin())

@@ -176,6 +176,8 @@ fn parts(bins: &Path) -> anyhow::Result<()> {
     let unpack = bins.join("airlock-unpack");
     let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
     let w = work.path();
+    // The gap side's anti-rollback record stays with this run, not in /var/lib/airlock.
+    std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
     eprintln!("bench: generating a 4 GiB model and packing it in 4 parts");
     let model = OllamaModel::generate(&w.join("model-src"), (4 << 30) - (8 << 20), 11);
     let name = airlock_bundle::ollama::ModelName::parse("library/big:latest")
@@ -320,6 +322,8 @@ fn images(bins: &Path, big: bool) -> anyhow::Result<()> {
     let registry = TestRegistry::start();
     let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
     let w = work.path();
+    // The gap side's anti-rollback record stays with this run, not in /var/lib/airlock.
+    std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
     eprintln!("bench: generating {} GiB of fixture images", scale);
     let tags = fixture_images(w, &registry, scale)?;
     let refs: Vec<String> = tags
@@ -575,6 +579,8 @@ fn models(bins: &Path) -> anyhow::Result<()> {
     let registry = TestRegistry::start();
     let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
     let w = work.path();
+    // The gap side's anti-rollback record stays with this run, not in /var/lib/airlock.
+    std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
     eprintln!("bench: generating a 2 GiB model");
     let model = OllamaModel::generate(&w.join("model-src"), 2 << 30, 7);
     model.push(&registry.addr, "library/big", "latest");

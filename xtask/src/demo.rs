@@ -39,6 +39,8 @@ pub fn run() -> anyhow::Result<()> {
     let registry = TestRegistry::start();
     let work = tempfile::tempdir()?;
     let w = work.path();
+    // The gap side's anti-rollback record stays with this run, not in /var/lib/airlock.
+    std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
     let layers = w.join("layers");
     let busybox = Layer::busybox(&layers);
     let note = Layer::files(

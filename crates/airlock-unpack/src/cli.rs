@@ -35,7 +35,8 @@ Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered
 7 environment (Docker engine unreachable, disk full, cannot write),
 9 registry unreachable or refused (push), 10 an existing file differs from the bundle's
 (nothing changed; see load --overwrite), 11 a delta bundle relies on blobs this host lacks
-(nothing loaded; see inventory).";
+(nothing loaded; see inventory), 12 refused by this host's policy: its policy file, or an
+older, too old or future-dated bundle (nothing loaded; see load --help).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
@@ -131,6 +132,8 @@ enum Command {
         /// [default: $TMPDIR, else /var/tmp].
         #[arg(long, env = "AIRLOCK_WORK_DIR", value_name = "DIR")]
         work_dir: Option<PathBuf>,
+        #[command(flatten)]
+        guard: Box<GuardArgs>,
         /// Print the load report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -203,7 +206,43 @@ Where things go:
 Nothing is visible until the whole bundle verified: model blobs go to temp files and each
 model's manifest is written last, so `ollama list` never shows a half-loaded model. Blobs
 already present are checked against the bundle and kept when they match. Volumes are filled through the Engine API
-with a never-started helper container (its empty image is created and removed on the fly).";
+with a never-started helper container (its empty image is created and removed on the fly).
+
+Host directories may belong to other users (the ollama user's models directory): no symlink
+below a target directory is followed (one in the way is refused, exit 10), temp files get
+unpredictable names and stay private (0600) until placed, and decrypted content waits in a
+private spool (0700) under the work dir. A target directory given as a symlink is followed
+only if root or you own the link and no one else can write the directory it is in.
+
+Policy: a trusted signature says who made a bundle, not what it may touch. Without a policy
+file any trusted signer may write any host path (new files need no --overwrite), any
+volume, any image tag and any model on this host, and load says so on stderr. With one
+(--policy FILE, $AIRLOCK_POLICY, else /etc/airlock/policy.toml) everything is denied unless
+listed; a category the file does not list allows nothing, [\"*\"] allows anything:
+  files       = [\"/opt/llm-stack\"]                                  # host path prefixes
+  volumes     = [\"ollama-data\", \"webui-*\"]                         # '*' only at the end
+  images      = [\"docker.io/ollama/ollama\", \"ghcr.io/open-webui/*\"]  # repositories, no tag
+  models      = [\"registry.ollama.ai/library/*\", \"llama3:8b\"]        # names, tag optional
+  models_dirs = [\"/usr/share/ollama/.ollama/models\"]                # exactly these dirs
+  max_mode    = \"0755\"                                              # no mode bit beyond
+  max_age     = \"30d\"                                               # refuse older bundles
+  [signer.pack]     # the key in trust.d/pack.pub (or --trust pack.pub) may do only what
+  files       = [\"/opt/llm-stack/conf\"]  # both the top level and its section allow;
+  images      = [\"*\"]                    # a section, too, allows nothing it does not list
+Path prefixes match whole components (/opt/llm does not cover /opt/llm-stack). Names compare
+after docker's and Ollama's normalisation (busybox is docker.io/library/busybox); a pattern
+ending in '*' compares with the full name. Unknown keys, relative or unnormalised paths and
+sections for keys not trusted are errors (exit 2), and so is a policy file others may write.
+The check runs once the signed header verified, before anything is written or the engine is
+contacted; every violation is listed, naming the rule and the record (exit 12).
+--ollama-models and --ollama-volume are checked against models_dirs and volumes too.
+
+Anti-rollback: this host records, per bundle name, the newest signed `created` it loaded and
+that bundle's header digest (DIR/state.json, see --state-dir). An older bundle of that name,
+or one as old with other content, is refused (exit 12) unless --allow-downgrade; the same
+bundle again loads. A bundle created more than a day in this host's future is refused too
+(recorded, it would block every later one: check the clocks), and with --max-age or the
+policy's max_age one created too long ago.";
 
 const INVENTORY_HELP: &str = "\
 A delta bundle, in three steps:
@@ -240,6 +279,32 @@ struct Common {
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// What this host allows a load: its policy, `--no-files`, anti-rollback and freshness.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The operator policy bounding what a trusted signer may do on this host (see
+    /// below) [default: /etc/airlock/policy.toml, if it exists].
+    #[arg(long, env = "AIRLOCK_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Skip every [[files]] record: load only images and models. The skipped files are
+    /// listed (and in the report); they are still verified with the rest of the bundle.
+    #[arg(long)]
+    pub no_files: bool,
+    /// Load a bundle although this host already loaded a newer one of the same name (or
+    /// one as old with other content): a deliberate rollback. The newer record is kept.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Refuse a bundle whose signed creation time is longer ago than AGE (30d, 12h, 2w);
+    /// with the policy's max_age too, the stricter one applies.
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+    /// Where this host records, per bundle name, the newest bundle it loaded (state.json;
+    /// a directory of its own, 0700, created on the first load)
+    /// [default: /var/lib/airlock].
+    #[arg(long, env = "AIRLOCK_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Where the audit report of a load or push goes.
@@ -362,6 +427,50 @@ fn model_size(h: &airlock_bundle::Header, m: &airlock_bundle::ModelRecord) -> u6
         .filter_map(|d| h.entry(&d.blob_path()))
         .map(|e| e.size)
         .sum()
+}
+
+/// The policy, `--no-files` and anti-rollback state for a load, all read before the bundle
+/// is: a broken policy or state file is refused before any work.
+fn load_guard(common: &Common, args: GuardArgs) -> Result<crate::policy::LoadGuard, UnpackError> {
+    let GuardArgs {
+        policy,
+        no_files,
+        allow_downgrade,
+        max_age,
+        state_dir,
+    } = args;
+    let policy = match crate::policy::locate(policy.as_deref())? {
+        Some(path) => {
+            // Section names are checked against the keys this load trusts; with the
+            // signature skipped there is no signer, and the top level alone applies.
+            let names = if common.insecure_skip_signature {
+                None
+            } else {
+                Some(crate::policy::TrustNames::read(&common.trust)?)
+            };
+            let p = crate::policy::Policy::load(&path, names.as_ref())?;
+            Some((p, names.unwrap_or_default()))
+        }
+        None => {
+            // Shown even with --quiet: it is not progress, and scripted loads are the ones
+            // nobody watches.
+            eprintln!("{}", crate::policy::no_policy_notice());
+            None
+        }
+    };
+    let (policy, trust_names) = match policy {
+        Some((p, n)) => (Some(p), n),
+        None => (None, Default::default()),
+    };
+    let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_STATE_DIR));
+    Ok(crate::policy::LoadGuard {
+        policy,
+        trust_names,
+        no_files,
+        max_age,
+        allow_downgrade,
+        state: crate::state::State::open(&state_dir)?,
+    })
 }
 
 /// An absolute path for a target given on the command line.
@@ -630,11 +739,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ollama_volume,
             overwrite,
             work_dir,
+            guard,
         } => {
             let report_sink =
                 ReportSink::new(report.report, json, report.report_sign_key.as_deref())?;
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
+            let mut guard = load_guard(&common, *guard)?;
             let models_to = match (ollama_models, ollama_volume) {
                 (Some(None), _) => Some(Target::Path(absolute(
                     &airlock_bundle::ollama::default_models_dir(),
@@ -656,9 +767,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_else(|| PathBuf::from("/var/tmp"))
                 }),
             };
-            let loaded =
-                crate::docker::load(&common.bundle, &access, platform, &restore, &progress)
-                    .with_context(|| common.bundle.display().to_string());
+            let loaded = crate::docker::load(
+                &common.bundle,
+                &access,
+                platform,
+                &restore,
+                &mut guard,
+                &progress,
+            )
+            .with_context(|| common.bundle.display().to_string());
+            let policy_used = guard.policy.as_ref().map(|p| {
+                json!({
+                    "path": p.path,
+                    "sha256": p.sha256,
+                })
+            });
             let body = loaded.as_ref().map(|r| {
                 json!({
                     "header_digest": r.verified.header_digest,
@@ -670,6 +793,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "images": r.images,
                     "models": r.models,
                     "files": r.files,
+                    "files_skipped": r.cleared.files_skipped.iter().map(|f| json!({
+                        "target": f.target.to_string(),
+                        "path": f.path,
+                        "reason": "--no-files",
+                    })).collect::<Vec<_>>(),
+                    "policy": policy_used,
+                    "rollback": r.cleared.rollback,
                     "expected_present": r.verified.header.expected_present,
                 })
             });
@@ -703,6 +833,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         None => println!("{} {} {}", f.action, f.target, f.path),
                     }
                 }
+                for f in report.cleared.files_skipped.iter().filter(|f| !f.is_dir()) {
+                    println!(
+                        "skipped (--no-files) {} {}",
+                        airlock_bundle::text::escape(&f.target.to_string()),
+                        airlock_bundle::text::escape(&f.path)
+                    );
+                }
+                progress.say(report.cleared.rollback.describe());
                 progress.say(format!(
                     "verified; {} images, {} models, {} files in place{}",
                     report.images.len(),

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::open::{open_bundle, Access};
+use crate::policy::{Cleared, LoadGuard};
 use crate::restore::{
     commit, RestoreOptions, RestoredFile, RestoredModel, Sink, SinkSpec, Staging,
 };
@@ -50,6 +51,8 @@ pub struct LoadReport {
     pub models: Vec<RestoredModel>,
     pub files: Vec<RestoredFile>,
     pub engine: String,
+    /// What the policy and anti-rollback let through (and `--no-files` skipped).
+    pub cleared: Cleared,
 }
 
 fn engine_err(e: impl std::fmt::Display) -> UnpackError {
@@ -308,12 +311,15 @@ fn repo_tag(reference: &str) -> Option<String> {
 }
 
 /// Loads the bundle at `path`: images into the engine, models and files into their host
-/// directories and volumes. Nothing becomes visible unless all of it verified.
+/// directories and volumes. Nothing becomes visible unless all of it verified, and nothing
+/// is written or sent unless `guard` (the host's policy, anti-rollback) let the verified
+/// header through; a successful load is recorded in `guard`'s state.
 pub fn load(
     path: &std::path::Path,
     access: &Access,
     platform: Option<Platform>,
     restore: &RestoreOptions,
+    guard: &mut LoadGuard,
     progress: &Progress,
 ) -> Result<LoadReport, UnpackError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -334,6 +340,8 @@ pub fn load(
     let mut staging = Staging::default();
     let mut engine_info: Option<(Docker, String)> = None;
     let mut all_selected: Vec<ImageRecord> = Vec::new();
+    let mut cleared: Option<Cleared> = None;
+    let checker: &LoadGuard = guard;
     let (produced, uploaded) = std::thread::scope(|s| {
         let producer = s.spawn(move || {
             let mut v = LoadVisitor {
@@ -364,12 +372,13 @@ pub fn load(
                 Ok(None),
             );
         };
-        let decided = rt.block_on(decide(&verified, platform.clone(), restore));
+        let decided = rt.block_on(decide(&verified, platform.clone(), restore, checker));
         let route = match decided {
             Ok(d) => {
                 staging = d.staging;
                 engine_info = d.engine;
                 all_selected = d.selected;
+                cleared = Some(d.cleared);
                 d.route
             }
             Err(e) => {
@@ -432,26 +441,47 @@ pub fn load(
             return Err(e);
         }
     };
+    guard.record(&verified).map_err(|e| {
+        UnpackError::Environment(format!(
+            "everything was loaded, but recording it for anti-rollback failed, so an older bundle of this name would not be refused until a later load is recorded: {e}"
+        ))
+    })?;
     Ok(LoadReport {
         verified,
         images,
         models,
         files,
         engine: engine_info.map(|(_, e)| e).unwrap_or_default(),
+        cleared: cleared.expect("decided before anything was loaded"),
     })
 }
 
-/// Decides, from the verified header: the engine (only if images or volumes need it), the
-/// images to load (those already in the engine under the right ID are skipped), and where
-/// model and file blobs go.
+/// Decides, from the verified header: first whether this host's policy and anti-rollback
+/// allow it at all (before the engine is contacted or anything is written), then the engine
+/// (only if images or volumes need it), the images to load (those already in the engine
+/// under the right ID are skipped), and where model and file blobs go.
 async fn decide(
     v: &Verified,
     platform: Option<Platform>,
     restore: &RestoreOptions,
+    guard: &LoadGuard,
 ) -> Result<Decision, UnpackError> {
+    let cleared = guard.check(v, restore.models_to.as_ref())?;
+    // --no-files: restoring sees a header without [[files]]; their blobs are still read and
+    // verified with the rest, and written nowhere.
+    let without_files;
+    let restored: &airlock_bundle::Header = if guard.no_files {
+        without_files = airlock_bundle::Header {
+            files: Vec::new(),
+            ..v.header.clone()
+        };
+        &without_files
+    } else {
+        &v.header
+    };
     let h = &v.header;
     let mut engine_info = None;
-    if !h.images.is_empty() || crate::restore::wants_engine(h, restore) {
+    if !h.images.is_empty() || crate::restore::wants_engine(restored, restore) {
         let docker = connect().await?;
         let info = docker.info().await.map_err(engine_err)?;
         let desc = format!(
@@ -483,7 +513,7 @@ async fn decide(
         }
     }
     let docker = engine_info.as_ref().map(|(d, _, _)| d);
-    let mut staging = crate::restore::prepare(h, restore, docker).await?;
+    let mut staging = crate::restore::prepare(restored, restore, docker).await?;
     // A delta bundle: what it left out must be here before anything is loaded.
     let mut missing = match docker {
         Some(d) => missing_layers(d, h, &images).await?,
@@ -501,6 +531,7 @@ async fn decide(
         staging,
         engine: engine_info.map(|(d, desc, _)| (d, desc)),
         selected: all,
+        cleared,
     })
 }
 
@@ -552,6 +583,7 @@ struct Decision {
     engine: Option<(Docker, String)>,
     /// Every image for the engine's platform, loaded now or already there.
     selected: Vec<ImageRecord>,
+    cleared: Cleared,
 }
 
 /// An engine's image ID is the config digest (classic store) or the manifest digest

@@ -1,39 +1,92 @@
 //! `extract`: the verified OCI layout (plus the signed header) written into a directory,
 //! with the bundle's models as an Ollama store under `ollama/models/` (hard links to the
 //! layout's blobs) and its files under `files/volume/<NAME>/…` and `files/path/<abs path>/…`.
-//! Everything goes into a temp sibling first and is renamed into place only after the last
-//! digest checked, so a refused bundle leaves nothing behind.
+//! Everything goes into a private temp sibling first (0700, its files 0600, written through
+//! descriptors) and gets its final modes and name only after the last digest checked, so a
+//! refused bundle leaves nothing behind and a killed extract leaves nothing readable (the
+//! next extract into the same parent removes it). A blob that holds a `[[files]]` file
+//! keeps that file's mode, so a 0600 secret is not readable in `blobs/` either.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use airlock_bundle::hashing::copy_large;
-use airlock_bundle::header::{Entry, HEADER_PATH, SIGNATURE_PATH};
+use airlock_bundle::header::{Entry, Target, HEADER_PATH, SIGNATURE_PATH};
+use airlock_bundle::ollama::{self, ModelName};
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_bundle::Digest;
 
+use crate::hostfs::{self, Dir, FsError, Kind};
 use crate::UnpackError;
 
+const TEMP_PREFIX: &str = ".airlock-extract-";
+
+/// Writes into the private temp tree (0700 at its root, so what is in it is private
+/// whatever its own mode) through descriptors: nothing in it is opened by path.
 struct ExtractVisitor {
-    tmp: PathBuf,
+    tmp: Dir,
     header: Option<airlock_bundle::Header>,
+    /// Directories made, relative to the temp root, and the mode each gets at the end.
+    dirs: BTreeMap<String, u32>,
+}
+
+fn io_of(e: FsError) -> io::Error {
+    match e {
+        FsError::Io { path, source } => {
+            io::Error::new(source.kind(), format!("{}: {source}", path.display()))
+        }
+        e => io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()),
+    }
+}
+
+/// `a/b/c` as (`a/b`, `c`).
+fn split(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
 }
 
 impl ExtractVisitor {
-    fn create(&self, rel: &str) -> io::Result<fs::File> {
+    /// The directory `rel` in the temp tree, made (0700 until the end) if missing.
+    fn dir(&mut self, rel: &str) -> io::Result<Dir> {
+        let mut at = String::new();
+        for c in rel.split('/').filter(|c| !c.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(c);
+            self.dirs.entry(at.clone()).or_insert(0o755);
+        }
+        self.tmp
+            .create_path(rel, 0o700, &mut Vec::new())
+            .map_err(io_of)
+    }
+
+    /// Creates a new file (0600) at `rel` in the temp tree.
+    fn create(&mut self, rel: &str) -> io::Result<fs::File> {
         // Paths come from a verified header whose entry paths were validated
         // (oci-layout, index.json, blobs/sha256/<hex>): no traversal possible.
-        let p = self.tmp.join(rel);
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        fs::File::create(p)
+        let (parent, leaf) = split(rel);
+        self.dir(parent)?.create_new(leaf).map_err(io_of)
+    }
+
+    /// Copies the file at `from` in the temp tree to a new file at `to`.
+    fn copy(&mut self, from: &str, to: &str) -> io::Result<fs::File> {
+        let (fp, fl) = split(from);
+        let mut src = self
+            .tmp
+            .open_path(fp)
+            .and_then(|d| d.open_read(fl))
+            .map_err(io_of)?;
+        let mut out = self.create(to)?;
+        io::copy(&mut src, &mut out)?;
+        Ok(out)
     }
 }
 
 impl Visitor for ExtractVisitor {
     fn header(&mut self, v: &Verified) -> Result<bool, airlock_bundle::BundleError> {
-        let write = |rel: &str, data: &[u8]| {
+        let mut write = |rel: &str, data: &[u8]| {
             self.create(rel)
                 .and_then(|mut f| f.write_all(data))
                 .map_err(|e| airlock_bundle::BundleError::Output {
@@ -47,14 +100,16 @@ impl Visitor for ExtractVisitor {
         Ok(true)
     }
 
-    /// Everything verified: lay out the models and files views.
+    /// Everything verified: lay out the models and files views, and give every file and
+    /// directory its final mode.
     fn finish(&mut self) -> Result<(), airlock_bundle::BundleError> {
         let h = self.header.take().expect("header read before finish");
-        self.views(&h)
-            .map_err(|e| airlock_bundle::BundleError::Output {
+        self.views(&h).and_then(|()| self.modes(&h)).map_err(|e| {
+            airlock_bundle::BundleError::Output {
                 entry: "ollama/ and files/".into(),
                 source: e,
-            })
+            }
+        })
     }
 
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
@@ -65,51 +120,83 @@ impl Visitor for ExtractVisitor {
 }
 
 impl ExtractVisitor {
-    fn views(&self, h: &airlock_bundle::Header) -> io::Result<()> {
-        use airlock_bundle::header::Target;
-        use airlock_bundle::ollama::{self, ModelName};
-        use std::os::unix::fs::PermissionsExt as _;
-        let blob = |d: &airlock_bundle::Digest| self.tmp.join(d.blob_path());
-        let store = self.tmp.join("ollama/models");
+    fn views(&mut self, h: &airlock_bundle::Header) -> io::Result<()> {
         for m in &h.models {
             // Validated with the header: every part is a safe path component.
             let name = ModelName::parse(&m.name).map_err(io::Error::other)?;
-            fs::create_dir_all(store.join("blobs"))?;
+            let store_blobs = self.dir("ollama/models/blobs")?;
+            let layout_blobs = self.dir("blobs/sha256")?;
             for d in std::iter::once(&m.config).chain(&m.layers) {
-                let to = store.join(ollama::blob_path(d));
-                if !to.exists() {
-                    fs::hard_link(blob(d), &to).or_else(|_| fs::copy(blob(d), &to).map(drop))?;
+                let to = ollama::blob_path(d)
+                    .file_name()
+                    .expect("blobs/sha256-HEX")
+                    .to_string_lossy()
+                    .into_owned();
+                if store_blobs.kind(&to).map_err(io_of)? == Kind::Missing
+                    && store_blobs.link_from(&layout_blobs, &d.hex(), &to).is_err()
+                {
+                    hostfs::set_mode(
+                        &self.copy(&d.blob_path(), &format!("ollama/models/blobs/{to}"))?,
+                        0o644,
+                    )?;
                 }
             }
-            let mpath = store.join(name.manifest_path());
-            fs::create_dir_all(mpath.parent().expect("parent"))?;
-            fs::copy(blob(&m.manifest), &mpath)?;
+            let mpath = format!("ollama/models/{}", name.manifest_path().display());
+            hostfs::set_mode(&self.copy(&m.manifest.blob_path(), &mpath)?, 0o644)?;
         }
-        let mut dirs = Vec::new();
         for f in &h.files {
             // Target paths and file paths were validated with the header (absolute and
             // normalised; relative without `..`).
             let base = match &f.target {
-                Target::Volume(v) => self.tmp.join("files/volume").join(v),
-                Target::Path(p) => self.tmp.join("files/path").join(p.trim_start_matches('/')),
+                Target::Volume(v) => format!("files/volume/{v}"),
+                Target::Path(p) => format!("files/path/{}", p.trim_start_matches('/')),
             };
-            let path = base.join(&f.path);
+            let path = format!("{base}/{}", f.path);
             let mode = f.mode_bits().map_err(io::Error::other)?;
             match &f.digest {
                 None => {
-                    fs::create_dir_all(&path)?;
-                    dirs.push((path, mode));
+                    self.dir(&path)?;
+                    self.dirs.insert(path, mode);
                 }
                 Some(d) => {
-                    fs::create_dir_all(path.parent().expect("parent"))?;
-                    fs::copy(blob(d), &path)?;
-                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                    hostfs::set_mode(&self.copy(&d.blob_path(), &path)?, mode)?;
                 }
             }
         }
-        // Directory modes last: a read-only directory must not stop its own files.
-        for (path, mode) in dirs.into_iter().rev() {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        Ok(())
+    }
+
+    /// Final modes, on descriptors: layout files 0644, except that a blob holding a
+    /// `[[files]]` file keeps that file's mode (a 0600 secret stays 0600 in `blobs/` too);
+    /// directories 0755 or their record's mode, deepest first.
+    fn modes(&mut self, h: &airlock_bundle::Header) -> io::Result<()> {
+        let mut file_modes: BTreeMap<Digest, u32> = BTreeMap::new();
+        for f in &h.files {
+            if let Some(d) = f.digest {
+                let mode = f.mode_bits().map_err(io::Error::other)?;
+                *file_modes.entry(d).or_insert(0o7777) &= mode;
+            }
+        }
+        let blobs = self.dir("blobs/sha256")?;
+        for e in &h.entries {
+            if e.path.starts_with("blobs/") {
+                let mode = file_modes.get(&e.digest).copied().unwrap_or(0o644);
+                let f = blobs.open_read(&e.digest.hex()).map_err(io_of)?;
+                hostfs::set_mode(&f, mode)?;
+            }
+        }
+        for rel in ["oci-layout", "index.json", HEADER_PATH, SIGNATURE_PATH] {
+            let (parent, leaf) = split(rel);
+            if let Ok(f) = self.tmp.open_path(parent).and_then(|d| d.open_read(leaf)) {
+                hostfs::set_mode(&f, 0o644)?;
+            }
+        }
+        // Deepest first: a read-only directory must not stop its own entries.
+        for (rel, mode) in self.dirs.iter().rev() {
+            self.tmp
+                .open_path(rel)
+                .and_then(|d| d.chmod(*mode))
+                .map_err(io_of)?;
         }
         Ok(())
     }
@@ -121,40 +208,69 @@ pub fn extract(
     opts: &ReadOptions<'_>,
     dest: &Path,
 ) -> Result<Verified, UnpackError> {
-    let env = |e: io::Error, p: &Path| UnpackError::Environment(format!("{}: {e}", p.display()));
-    if dest.exists() {
-        let empty = fs::read_dir(dest)
-            .map_err(|e| env(e, dest))?
-            .next()
-            .is_none();
-        if !empty {
+    let fs_err = |e: FsError| UnpackError::Environment(e.to_string());
+    let abs = std::path::absolute(dest)
+        .map_err(|e| UnpackError::Usage(format!("{}: {e}", dest.display())))?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(UnpackError::Usage(format!(
+            "{}: give a directory to create (a plain UTF-8 name)",
+            dest.display()
+        )));
+    };
+    let parent = Dir::open_trusted(parent, Some(&mut Vec::new())).map_err(fs_err)?;
+    match parent.kind(name).map_err(fs_err)? {
+        Kind::Missing => {}
+        Kind::Dir => {
+            let empty = parent
+                .open_dir(name)
+                .and_then(|d| d.entries())
+                .map_err(fs_err)?;
+            if !empty.is_empty() {
+                return Err(UnpackError::Usage(format!(
+                    "{} exists and is not empty",
+                    dest.display()
+                )));
+            }
+        }
+        Kind::Symlink => {
             return Err(UnpackError::Usage(format!(
-                "{} exists and is not empty",
+                "{} is a symlink; give the directory itself",
                 dest.display()
-            )));
+            )))
+        }
+        _ => {
+            return Err(UnpackError::Usage(format!(
+                "{} exists and is not a directory",
+                dest.display()
+            )))
         }
     }
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| env(e, parent))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".airlock-extract-")
-        .tempdir_in(parent)
-        .map_err(|e| env(e, parent))?;
+    // Leftovers of killed extracts: private, but they can be large.
+    hostfs::sweep_dead(&parent, TEMP_PREFIX);
+    let (tmp_name, tmp) = parent
+        .create_private_dir(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .map_err(fs_err)?;
     let mut visitor = ExtractVisitor {
-        tmp: tmp.path().to_path_buf(),
+        tmp,
         header: None,
+        dirs: BTreeMap::new(),
     };
-    let verified = read_bundle(input, opts, &mut visitor)?;
-    if dest.exists() {
-        fs::remove_dir(dest).map_err(|e| env(e, dest))?;
+    let placed = read_bundle(input, opts, &mut visitor)
+        .map_err(UnpackError::from)
+        .and_then(|verified| {
+            // Private until this point; now the tree gets its final mode and name.
+            visitor.tmp.chmod(0o755).map_err(fs_err)?;
+            if parent.kind(name).map_err(fs_err)? == Kind::Dir {
+                parent.remove_dir(name).map_err(fs_err)?;
+            }
+            parent
+                .rename(&tmp_name, &parent, name, false)
+                .map_err(fs_err)?;
+            Ok(verified)
+        });
+    if placed.is_err() {
+        let _ = parent.remove_tree(&tmp_name);
     }
-    let kept = tmp.keep();
-    fs::rename(&kept, dest).map_err(|e| {
-        let _ = fs::remove_dir_all(&kept);
-        env(e, dest)
-    })?;
-    Ok(verified)
+    placed
 }

@@ -9,12 +9,15 @@
 pub mod cli;
 pub mod docker;
 pub mod extract;
+pub mod hostfs;
 pub mod inventory;
 pub mod open;
+pub mod policy;
 #[cfg(feature = "push")]
 pub mod push;
 pub mod report;
 pub mod restore;
+pub mod state;
 pub mod volume;
 
 use airlock_bundle::{BundleError, ErrorClass};
@@ -35,6 +38,9 @@ pub mod exit {
     pub const CONFLICT: u8 = 10;
     /// A delta bundle relies on blobs this host lacks (nothing was loaded).
     pub const NOT_PRESENT: u8 = 11;
+    /// Refused by this host's policy: the operator's policy file, or anti-rollback and
+    /// freshness (nothing was loaded).
+    pub const POLICY: u8 = 12;
 }
 
 /// Failures of the unpacking side beyond the bundle format's own.
@@ -61,6 +67,20 @@ pub enum UnpackError {
     /// `push`: the target registry could not be reached or refused a request.
     #[error("registry {registry}: {message}")]
     Registry { registry: String, message: String },
+    /// Refused by this host's policy file ([`policy`]) or by anti-rollback and freshness
+    /// ([`state`]): every problem found, each naming the rule and the record. `policy` names
+    /// the policy file and its digest, when there is one.
+    #[error(
+        "refused by this host's policy{}, nothing was loaded; {} problem{}:\n  - {}",
+        .policy.as_ref().map(|p| format!(" ({p})")).unwrap_or_default(),
+        .problems.len(),
+        if .problems.len() == 1 { "" } else { "s" },
+        .problems.join("\n  - ")
+    )]
+    Policy {
+        policy: Option<String>,
+        problems: Vec<String>,
+    },
 }
 
 impl UnpackError {
@@ -73,6 +93,7 @@ impl UnpackError {
             UnpackError::NotPresent(_) => exit::NOT_PRESENT,
             UnpackError::Parts { inner, .. } => inner.exit_code(),
             UnpackError::Registry { .. } => exit::REGISTRY,
+            UnpackError::Policy { .. } => exit::POLICY,
         }
     }
 }

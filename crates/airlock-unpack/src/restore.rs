@@ -7,22 +7,28 @@
 //!    hashed in the background while the bundle streams), refuse conflicting files unless
 //!    `--overwrite`, and say where each blob must be written while streaming.
 //! 2. While streaming, blobs go to temp files only: for a host models directory, temp files
-//!    in its `blobs/` (same filesystem, for the rename); for volumes and files, a spool
-//!    directory under the work dir. A blob already in a models directory is compared with
-//!    the stream (which the reader hashes) instead of being hashed again, and written only
-//!    from its first difference on.
-//! 3. [`commit`], only after the whole bundle verified: blobs renamed into place, each
-//!    model's manifest written last and atomically (so `ollama list` never shows a half
-//!    model), files written through temp + rename, volumes filled with one archive per model
-//!    whose manifest entry comes last. [`Staging::release`] and [`Staging::abort`] remove
-//!    the helper and every temp file instead.
+//!    in its `blobs/` (same filesystem, for the rename); for volumes and files, a private
+//!    spool directory (0700, files 0600) under the work dir. A blob already in a models
+//!    directory is compared with the stream (which the reader hashes) instead of being
+//!    hashed again, and written only from its first difference on.
+//! 3. [`commit`], only after the whole bundle verified: every host file and manifest is
+//!    written to its temp first, then blobs, manifests and files are renamed into place
+//!    (each model's manifest after its blobs, so `ollama list` never shows a half model),
+//!    then volumes are filled with one archive per model whose manifest entry comes last.
+//!    [`Staging::release`] and [`Staging::abort`] remove the helper and every temp file
+//!    instead.
+//!
+//! Host directories may belong to other users (the `ollama` user owns its models
+//! directory), so every host write goes through [`crate::hostfs`]: held directory fds,
+//! no symlink followed below a target root, temps with unpredictable names created
+//! `O_EXCL|O_NOFOLLOW`, modes set on fds, renames inside the held directories.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use airlock_bundle::hashing::digest_reader;
 use airlock_bundle::header::{FileRecord, Header, ModelRecord, Target};
@@ -35,6 +41,7 @@ use serde::Serialize;
 use airlock_bundle::progress::Progress;
 use airlock_bundle::readahead::WriteBehind;
 
+use crate::hostfs::{self, Created, Dir, FileId, FsError, Kind};
 use crate::volume::{volume_exists, Existing, Helper};
 use crate::UnpackError;
 
@@ -100,16 +107,18 @@ impl std::fmt::Display for Conflict {
 pub struct Staging {
     /// Per blob, where it goes while streaming.
     pub sinks: HashMap<Digest, Vec<SinkSpec>>,
-    spool: Option<tempfile::TempDir>,
+    spool: Option<Spool>,
     host_models: Vec<HostModel>,
-    /// Per models directory: blobs to rename into place.
-    host_blobs: BTreeMap<PathBuf, BTreeMap<Digest, PathBuf>>,
+    /// Per models directory: the store, and the temps of blobs to rename into place.
+    stores: BTreeMap<PathBuf, Store>,
+    /// Host target roots that exist, held from the first look on.
+    roots: BTreeMap<String, Arc<Dir>>,
     volume_models: Vec<VolumeModel>,
     files: Vec<PlannedFile>,
     volumes: BTreeSet<String>,
-    temps: Vec<PathBuf>,
-    /// Directories created for temp files, outermost first: removed again on abort.
-    created_dirs: Vec<PathBuf>,
+    temps: Vec<TempSpec>,
+    /// Directories this load created, outermost first: removed again (if empty) on abort.
+    created_dirs: Vec<Created>,
     /// Per spooled blob, who needs it: `None` always, `Some(check)` unless the check finds
     /// the blob already in its volume.
     spool_needs: BTreeMap<Digest, Vec<Option<Arc<PresentCell>>>>,
@@ -123,6 +132,88 @@ pub struct Staging {
 
 /// What a background check found: `Some(true)` once the blob in the volume hashed right.
 pub type PresentCell = Mutex<Option<bool>>;
+
+/// A private directory under the work dir for content bound for volumes and files: 0700,
+/// its files 0600, removed with the staging (and by the next load if this one is killed).
+#[derive(Debug)]
+struct Spool {
+    work: Dir,
+    name: String,
+    dir: Arc<Dir>,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = self.work.remove_tree(&self.name);
+    }
+}
+
+/// A temp file to create when the stream reaches its blob: in a held directory, under an
+/// unpredictable name (or a fixed one inside the private spool), `O_CREAT|O_EXCL|O_NOFOLLOW`,
+/// mode 0600. What was created is recorded, so that commit places exactly that file.
+#[derive(Debug, Clone)]
+pub struct TempSpec {
+    dir: Arc<Dir>,
+    name: String,
+    created: Arc<OnceLock<FileId>>,
+}
+
+impl TempSpec {
+    fn named(dir: &Arc<Dir>, name: String) -> TempSpec {
+        TempSpec {
+            dir: dir.clone(),
+            name,
+            created: Arc::default(),
+        }
+    }
+
+    fn create(&self) -> io::Result<fs::File> {
+        let f = self.dir.create_new(&self.name).map_err(fs_io)?;
+        let _ = self.created.set(FileId::of_file(&f)?);
+        Ok(f)
+    }
+
+    /// The file, if it was created.
+    fn made(&self) -> Option<FileId> {
+        self.created.get().copied()
+    }
+
+    fn remove(&self) {
+        if self.made().is_some() {
+            let _ = self.dir.remove_file(&self.name);
+        }
+    }
+
+    /// Reopens what we created (checked to be the same file) for reading or `fchmod`.
+    fn reopen(&self) -> Result<fs::File, UnpackError> {
+        let f = self.dir.open_read(&self.name).map_err(|e| match e {
+            FsError::Refused { why, .. } => UnpackError::Conflict(format!(
+                "{}: was replaced by someone else while airlock-unpack was writing it ({why})",
+                self.path().display()
+            )),
+            e => fs_err(e),
+        })?;
+        if Some(FileId::of_file(&f).map_err(|e| env(&self.path(), e))?) != self.made() {
+            return Err(UnpackError::Conflict(format!(
+                "{}: was replaced by someone else while airlock-unpack was writing it",
+                self.path().display()
+            )));
+        }
+        Ok(f)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+}
+
+/// A host Ollama models directory, held.
+#[derive(Debug)]
+struct Store {
+    root: Arc<Dir>,
+    blobs: Arc<Dir>,
+    pending: BTreeMap<Digest, TempSpec>,
+}
 
 #[derive(Debug)]
 struct VolumeCheck {
@@ -160,22 +251,28 @@ struct PlannedFile {
 }
 
 impl Staging {
-    fn spool_path(&self, d: &Digest) -> PathBuf {
-        self.spool
+    fn spool_temp(&self, d: &Digest) -> TempSpec {
+        let spool = self
+            .spool
             .as_ref()
-            .expect("spool exists when something is spooled")
-            .path()
-            .join(d.hex())
+            .expect("spool exists when something is spooled");
+        TempSpec::named(&spool.dir, d.hex())
     }
 
-    /// Removes every temp file (the spool goes with the staging).
+    /// Opens a spooled blob.
+    fn spool_file(&self, d: &Digest) -> Result<fs::File, UnpackError> {
+        self.spool_temp(d).dir.open_read(&d.hex()).map_err(fs_err)
+    }
+
+    /// Removes every temp file and every directory this load created (the spool goes with
+    /// the staging).
     pub fn abort(&mut self) {
         for t in self.temps.drain(..) {
-            let _ = fs::remove_file(t);
+            t.remove();
         }
         // Only empty ones go: a directory that gained anything else is left alone.
         for d in self.created_dirs.drain(..).rev() {
-            let _ = fs::remove_dir(d);
+            d.undo();
         }
         self.spool = None;
     }
@@ -211,17 +308,50 @@ impl Staging {
         Ok(present)
     }
 
-    /// `create_dir_all`, remembering which directories did not exist before.
-    fn create_dirs(&mut self, dir: &Path) -> Result<(), UnpackError> {
-        let mut missing = Vec::new();
-        let mut p = Some(dir);
-        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            missing.push(d.to_path_buf());
-            p = d.parent();
+    /// A host target root, held: opened once (never through an untrusted symlink) and
+    /// reused; `None` if it does not exist yet. With `create`, it is made if missing.
+    fn root(&mut self, root: &str, create: bool) -> Result<Option<Arc<Dir>>, UnpackError> {
+        if let Some(d) = self.roots.get(root) {
+            return Ok(Some(d.clone()));
         }
-        fs::create_dir_all(dir).map_err(|e| env(dir, e))?;
-        self.created_dirs.extend(missing.into_iter().rev());
-        Ok(())
+        let opened = if create {
+            Dir::open_trusted(Path::new(root), Some(&mut self.created_dirs))
+        } else {
+            Dir::open_trusted(Path::new(root), None)
+        };
+        match opened {
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.roots.insert(root.to_string(), d.clone());
+                Ok(Some(d))
+            }
+            Err(e) if e.is_not_found() && !create => Ok(None),
+            Err(e) => Err(fs_err(e)),
+        }
+    }
+
+    /// A models directory's store, held (created when missing, like `ollama serve` does).
+    fn store(&mut self, dir: &Path) -> Result<&mut Store, UnpackError> {
+        if !self.stores.contains_key(dir) {
+            let root = self
+                .root(&dir.to_string_lossy(), true)?
+                .expect("created when missing");
+            let (blobs, new) = root.create_dir("blobs", 0o755).map_err(fs_err)?;
+            if new {
+                let parent = root.try_clone().map_err(fs_err)?;
+                self.created_dirs.push(Created::new(parent, "blobs"));
+            }
+            sweep_partials(&blobs);
+            self.stores.insert(
+                dir.to_path_buf(),
+                Store {
+                    root,
+                    blobs: Arc::new(blobs),
+                    pending: BTreeMap::new(),
+                },
+            );
+        }
+        Ok(self.stores.get_mut(dir).expect("just inserted"))
     }
 }
 
@@ -229,27 +359,45 @@ fn env(p: &Path, e: io::Error) -> UnpackError {
     UnpackError::Environment(format!("{}: {e}", p.display()))
 }
 
-const SPOOL_PREFIX: &str = ".airlock-spool-";
+/// A host write refused (a symlink or a swapped file in the way: exit 10) or failed (7).
+fn fs_err(e: FsError) -> UnpackError {
+    match e {
+        FsError::Refused { .. } => UnpackError::Conflict(e.to_string()),
+        FsError::Io { .. } => UnpackError::Environment(e.to_string()),
+    }
+}
 
-/// Removes spools left by loads that were killed (their process is gone): a spool can hold
-/// gigabytes. A spool whose process id is in use, by that load or by a stranger that
-/// reused the id, is left alone.
-fn remove_stale_spools(work_dir: &Path) {
-    let Ok(entries) = fs::read_dir(work_dir) else {
+fn fs_io(e: FsError) -> io::Error {
+    match e {
+        FsError::Io { path, source } => {
+            io::Error::new(source.kind(), format!("{}: {source}", path.display()))
+        }
+        e @ FsError::Refused { .. } => {
+            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
+        }
+    }
+}
+
+const SPOOL_PREFIX: &str = ".airlock-spool-";
+const PARTIAL_MARK: &str = "-partial-airlock-";
+
+/// Removes the temp blobs of loads that were killed (`sha256-HEX-partial-airlock-PID-…`
+/// whose process is gone): each is as large as a model layer. Ollama's own `-partial`
+/// downloads are left alone.
+fn sweep_partials(blobs: &Dir) {
+    let Ok(entries) = blobs.entries() else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+    for (name, kind) in entries {
         let Some(pid) = name
-            .strip_prefix(SPOOL_PREFIX)
-            .and_then(|rest| rest.split('-').next())
+            .split_once(PARTIAL_MARK)
+            .and_then(|(_, rest)| rest.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        let alive = Path::new("/proc").join(pid.to_string()).exists();
-        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = fs::remove_dir_all(e.path());
+        if kind != Kind::Dir && !hostfs::pid_alive(pid) {
+            let _ = blobs.remove_file(&name);
         }
     }
 }
@@ -269,18 +417,30 @@ pub fn wants_engine(h: &Header, opts: &RestoreOptions) -> bool {
             .any(|f| matches!(f.target, Target::Volume(_)))
 }
 
-/// Hashes a host file, if there is one.
-fn host_existing(p: &Path) -> Result<Existing, UnpackError> {
-    match fs::symlink_metadata(p) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Missing),
-        Err(e) => Err(env(p, e)),
-        Ok(m) if m.is_dir() => Ok(Existing::Dir),
-        Ok(m) if m.is_file() => {
-            let (digest, size) =
-                digest_reader(fs::File::open(p).map_err(|e| env(p, e))?).map_err(|e| env(p, e))?;
+/// Hashes a host file below a held target root, if there is one; nothing on the way is
+/// followed if it is a symlink.
+fn host_existing(root: Option<&Dir>, rel: &str) -> Result<Existing, UnpackError> {
+    let Some(root) = root else {
+        return Ok(Existing::Missing);
+    };
+    let (parent, leaf) = match rel.rsplit_once('/') {
+        Some((p, l)) => (p, l),
+        None => ("", rel),
+    };
+    let dir = match root.open_path(parent) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(Existing::Missing),
+        Err(e) => return Err(fs_err(e)),
+    };
+    match dir.kind(leaf).map_err(fs_err)? {
+        Kind::Missing => Ok(Existing::Missing),
+        Kind::Dir => Ok(Existing::Dir),
+        Kind::File { .. } => {
+            let f = dir.open_read(leaf).map_err(fs_err)?;
+            let (digest, size) = digest_reader(f).map_err(|e| env(&dir.path().join(leaf), e))?;
             Ok(Existing::File { digest, size })
         }
-        Ok(_) => Ok(Existing::Other),
+        Kind::Symlink | Kind::Other => Ok(Existing::Other),
     }
 }
 
@@ -347,9 +507,9 @@ pub async fn prepare(
 }
 
 /// A blob file a delta bundle relies on: there, the right size, the right content.
-fn host_blob_intact(path: &Path, d: Digest, size: u64) -> bool {
-    match fs::File::open(path) {
-        Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() == size) => {
+fn host_blob_intact(blobs: &Dir, name: &str, d: Digest, size: u64) -> bool {
+    match blobs.open_read(name) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.len() == size) => {
             airlock_bundle::hashing::digest_reader(f).is_ok_and(|(got, _)| got == d)
         }
         _ => false,
@@ -360,10 +520,10 @@ async fn existing_in(
     reader: Option<&Helper>,
     target: &Target,
     rel: &str,
-    host_root: Option<&Path>,
+    host_root: Option<&Dir>,
 ) -> Result<Existing, UnpackError> {
     match target {
-        Target::Path(_) => host_existing(&host_root.expect("host root").join(rel)),
+        Target::Path(_) => host_existing(host_root, rel),
         Target::Volume(v) => match reader {
             Some(r) if r.has(v) => r.existing(v, rel).await,
             _ => Ok(Existing::Missing),
@@ -389,14 +549,18 @@ async fn prepare_with(
                       unless: Option<Arc<PresentCell>>|
      -> Result<(), UnpackError> {
         if st.spool.is_none() {
-            fs::create_dir_all(&opts.work_dir).map_err(|e| env(&opts.work_dir, e))?;
-            remove_stale_spools(&opts.work_dir);
-            st.spool = Some(
-                tempfile::Builder::new()
-                    .prefix(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
-                    .tempdir_in(&opts.work_dir)
-                    .map_err(|e| env(&opts.work_dir, e))?,
-            );
+            let abs = std::path::absolute(&opts.work_dir).map_err(|e| env(&opts.work_dir, e))?;
+            let mut made = Vec::new();
+            let work = Dir::open_trusted(&abs, Some(&mut made)).map_err(fs_err)?;
+            hostfs::sweep_dead(&work, SPOOL_PREFIX);
+            let (name, dir) = work
+                .create_private_dir(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
+                .map_err(fs_err)?;
+            st.spool = Some(Spool {
+                work,
+                name,
+                dir: Arc::new(dir),
+            });
         }
         st.spool_needs.entry(d).or_default().push(unless);
         Ok(())
@@ -420,53 +584,68 @@ async fn prepare_with(
         match model_target(m, opts) {
             Target::Path(dir) => {
                 let dir = PathBuf::from(dir);
-                let blob_dir = dir.join("blobs");
+                let store = st.store(&dir)?;
+                let blobs_dir = store.blobs.clone();
+                let mut new_temps = Vec::new();
+                let mut missing = Vec::new();
                 for d in &blobs {
                     let d = *d;
-                    let pending = st.host_blobs.entry(dir.clone()).or_default();
-                    if pending.contains_key(&d) {
+                    if store.pending.contains_key(&d) {
                         continue;
                     }
-                    let final_path = dir.join(ollama::blob_path(&d));
+                    let final_name = ollama::blob_path(&d)
+                        .file_name()
+                        .expect("blobs/sha256-HEX")
+                        .to_string_lossy()
+                        .into_owned();
                     if let Some(size) = left_out.get(&d).filter(|_| !size_of.contains_key(&d)) {
                         // Left out of a delta bundle: it must be here already, intact.
-                        if !host_blob_intact(&final_path, d, *size) {
-                            st.missing.push(format!(
+                        if !host_blob_intact(&blobs_dir, &final_name, d, *size) {
+                            missing.push(format!(
                                 "model blob {d} ({size} bytes) of {} in {}",
                                 m.name,
-                                final_path.display()
+                                blobs_dir.path().join(&final_name).display()
                             ));
                         }
                         continue;
                     }
-                    let tmp = blob_dir.join(format!(
-                        "sha256-{}-partial-airlock-{}",
-                        d.hex(),
-                        std::process::id()
-                    ));
+                    // An unpredictable name: someone who can write the models directory
+                    // cannot plant anything where the temp will be.
+                    let temp = TempSpec::named(
+                        &blobs_dir,
+                        format!(
+                            "{final_name}{PARTIAL_MARK}{}-{}",
+                            std::process::id(),
+                            hostfs::random_token()
+                        ),
+                    );
                     // A blob already there with the right size is compared byte for byte
                     // with the bundle's (which is hashed as it streams): equal means present
                     // and verified without hashing it a second time; a difference switches
                     // to writing the temp file, which then replaces the damaged blob.
-                    let spec = match fs::symlink_metadata(&final_path) {
-                        Ok(m) if m.is_file() && Some(&m.len()) == size_of.get(&d) => {
+                    let spec = match blobs_dir.kind(&final_name).map_err(fs_err)? {
+                        Kind::File { size } if Some(&size) == size_of.get(&d) => {
                             SinkSpec::Compare {
-                                existing: final_path.clone(),
-                                temp: tmp.clone(),
+                                dir: blobs_dir.clone(),
+                                existing: final_name.clone(),
+                                temp: temp.clone(),
                             }
                         }
-                        Ok(m) if !m.is_file() => {
+                        Kind::File { .. } | Kind::Missing => SinkSpec::Write(temp.clone()),
+                        _ => {
                             return Err(UnpackError::Conflict(format!(
                                 "{}: is not a regular file, where the blob {d} goes",
-                                final_path.display()
+                                blobs_dir.path().join(&final_name).display()
                             )))
                         }
-                        _ => SinkSpec::Write(tmp.clone()),
                     };
-                    st.create_dirs(&blob_dir)?;
+                    store.pending.insert(d, temp.clone());
+                    new_temps.push((d, spec, temp));
+                }
+                st.missing.append(&mut missing);
+                for (d, spec, temp) in new_temps {
                     st.sinks.entry(d).or_default().push(spec);
-                    st.temps.push(tmp.clone());
-                    st.host_blobs.entry(dir.clone()).or_default().insert(d, tmp);
+                    st.temps.push(temp);
                 }
                 st.host_models.push(HostModel {
                     record: m.clone(),
@@ -558,7 +737,7 @@ async fn prepare_with(
     let mut conflicts = Vec::new();
     for f in &h.files {
         let root = match &f.target {
-            Target::Path(p) => Some(PathBuf::from(p)),
+            Target::Path(p) => st.root(p, false)?,
             Target::Volume(_) => None,
         };
         let existing = existing_in(reader, &f.target, &f.path, root.as_deref()).await?;
@@ -601,12 +780,12 @@ async fn prepare_with(
     // Spool sinks: unconditional if anything needs the blob regardless, else skipped once
     // every check that could spare it found it in place.
     for (d, needs) in std::mem::take(&mut st.spool_needs) {
-        let path = st.spool_path(&d);
+        let temp = st.spool_temp(&d);
         let spec = if needs.iter().any(Option::is_none) {
-            SinkSpec::Write(path)
+            SinkSpec::Write(temp)
         } else {
             SinkSpec::SpoolUnlessPresent {
-                path,
+                temp,
                 checks: needs.into_iter().flatten().collect(),
             }
         };
@@ -630,13 +809,17 @@ async fn prepare_with(
 #[derive(Debug, Clone)]
 pub enum SinkSpec {
     /// A temp file.
-    Write(PathBuf),
-    /// A blob already in place: compared with the stream; written to `temp` only from the
-    /// first difference on (the equal prefix copied from `existing`).
-    Compare { existing: PathBuf, temp: PathBuf },
+    Write(TempSpec),
+    /// A blob already in place (`existing` in `dir`): compared with the stream; written to
+    /// `temp` only from the first difference on (the equal prefix copied from `existing`).
+    Compare {
+        dir: Arc<Dir>,
+        existing: String,
+        temp: TempSpec,
+    },
     /// A spool file, not written if every check has already found the blob in its volume.
     SpoolUnlessPresent {
-        path: PathBuf,
+        temp: TempSpec,
         checks: Vec<Arc<PresentCell>>,
     },
 }
@@ -649,8 +832,9 @@ pub enum Sink {
     Behind(WriteBehind<fs::File>),
     Compare {
         existing: io::BufReader<fs::File>,
-        existing_path: PathBuf,
-        temp: PathBuf,
+        /// The same file again, for copying the equal prefix once they differ.
+        original: fs::File,
+        temp: TempSpec,
         big: bool,
         pos: u64,
         buf: Vec<u8>,
@@ -669,10 +853,6 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-fn io_at(p: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
-}
-
 impl Sink {
     /// Opens a sink for an entry of `size` bytes.
     pub fn open(spec: &SinkSpec, size: u64) -> io::Result<Sink> {
@@ -680,34 +860,38 @@ impl Sink {
         // at ~2 GB/s, writing in line would add half again to a model's load time.
         let big = size >= 4 << 20;
         match spec {
-            SinkSpec::Write(p) => Sink::create(p, big),
-            SinkSpec::SpoolUnlessPresent { path, checks } => {
+            SinkSpec::Write(t) => Sink::create(t, big),
+            SinkSpec::SpoolUnlessPresent { temp, checks } => {
                 let all_present = checks
                     .iter()
                     .all(|c| *c.lock().unwrap_or_else(|p| p.into_inner()) == Some(true));
                 if all_present {
                     Ok(Sink::Skip)
                 } else {
-                    Sink::create(path, big)
+                    Sink::create(temp, big)
                 }
             }
-            SinkSpec::Compare { existing, temp } => Ok(Sink::Compare {
-                existing: io::BufReader::with_capacity(
-                    1 << 20,
-                    fs::File::open(existing).map_err(|e| io_at(existing, e))?,
-                ),
-                existing_path: existing.clone(),
-                temp: temp.clone(),
-                big,
-                pos: 0,
-                buf: Vec::new(),
-                diverged: None,
-            }),
+            SinkSpec::Compare {
+                dir,
+                existing,
+                temp,
+            } => {
+                let original = dir.open_read(existing).map_err(fs_io)?;
+                Ok(Sink::Compare {
+                    existing: io::BufReader::with_capacity(1 << 20, original.try_clone()?),
+                    original,
+                    temp: temp.clone(),
+                    big,
+                    pos: 0,
+                    buf: Vec::new(),
+                    diverged: None,
+                })
+            }
         }
     }
 
-    fn create(p: &Path, big: bool) -> io::Result<Sink> {
-        let f = fs::File::create(p).map_err(|e| io_at(p, e))?;
+    fn create(t: &TempSpec, big: bool) -> io::Result<Sink> {
+        let f = t.create()?;
         Ok(if big {
             Sink::Behind(WriteBehind::spawn(f, 1 << 20, 4))
         } else {
@@ -716,33 +900,35 @@ impl Sink {
     }
 
     /// From here on, write: the temp file starts with the existing file's first `pos`
-    /// bytes, which equalled the stream's.
-    fn diverge(existing_path: &Path, temp: &Path, big: bool, pos: u64) -> io::Result<Sink> {
-        use std::io::Read as _;
+    /// bytes, which equalled the stream's (read with `pread`: the comparing reader shares
+    /// the file offset).
+    fn diverge(original: &fs::File, temp: &TempSpec, big: bool, pos: u64) -> io::Result<Sink> {
         let mut w = Sink::create(temp, big)?;
-        let mut src = fs::File::open(existing_path)
-            .map_err(|e| io_at(existing_path, e))?
-            .take(pos);
         let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = src.read(&mut buf)?;
+        let mut at = 0u64;
+        while at < pos {
+            let want = buf.len().min((pos - at) as usize);
+            let n = original.read_at(&mut buf[..want], at)?;
             if n == 0 {
-                break;
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{}: shrank while being compared", temp.dir.path().display()),
+                ));
             }
             w.write_all(&buf[..n])?;
+            at += n as u64;
         }
         Ok(w)
     }
 
     pub fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        use std::io::Read as _;
         match self {
             Sink::Skip => Ok(()),
             Sink::Direct(w) => w.write_all(b),
             Sink::Behind(w) => w.write_all(b),
             Sink::Compare {
                 existing,
-                existing_path,
+                original,
                 temp,
                 big,
                 pos,
@@ -758,7 +944,7 @@ impl Sink {
                     *pos += b.len() as u64;
                     return Ok(());
                 }
-                let mut w = Sink::diverge(existing_path, temp, *big, *pos)?;
+                let mut w = Sink::diverge(original, temp, *big, *pos)?;
                 w.write_all(b)?;
                 *diverged = Some(Box::new(w));
                 Ok(())
@@ -767,14 +953,13 @@ impl Sink {
     }
 
     pub fn finish(self) -> io::Result<()> {
-        use std::io::Read as _;
         match self {
             Sink::Skip => Ok(()),
             Sink::Direct(mut w) => w.flush(),
             Sink::Behind(w) => w.finish().map(drop),
             Sink::Compare {
                 mut existing,
-                existing_path,
+                original,
                 temp,
                 big,
                 pos,
@@ -787,11 +972,39 @@ impl Sink {
                     if existing.read(&mut [0u8; 1])? == 0 {
                         Ok(())
                     } else {
-                        Sink::diverge(&existing_path, &temp, big, pos)?.finish()
+                        Sink::diverge(&original, &temp, big, pos)?.finish()
                     }
                 }
             },
         }
+    }
+}
+
+/// A file written in full to its temp, waiting to be renamed into place.
+#[derive(Debug)]
+struct Staged {
+    temp: TempSpec,
+    dest: Arc<Dir>,
+    to: String,
+    /// `false`: the destination must not exist (a file that appeared meanwhile is kept).
+    replace: bool,
+}
+
+impl Staged {
+    fn place(&self) -> Result<(), UnpackError> {
+        let id = self.temp.made().expect("staged temps were created");
+        self.temp
+            .dir
+            .place(&self.temp.name, id, &self.dest, &self.to, self.replace)
+            .map_err(|e| match e {
+                FsError::Io { path, source } if source.kind() == io::ErrorKind::AlreadyExists => {
+                    UnpackError::Conflict(format!(
+                        "{}: appeared while the bundle was loading; left as it is",
+                        path.display()
+                    ))
+                }
+                e => fs_err(e),
+            })
     }
 }
 
@@ -801,31 +1014,83 @@ pub async fn commit(
     docker: Option<&Docker>,
     progress: &Progress,
 ) -> Result<(Vec<RestoredModel>, Vec<RestoredFile>), UnpackError> {
-    let mut models = Vec::new();
-    // Host models directories: blobs, then manifests. A blob without a temp file matched
-    // the one already there byte for byte.
-    let mut written: BTreeSet<(PathBuf, Digest)> = BTreeSet::new();
-    for (dir, blobs) in std::mem::take(&mut st.host_blobs) {
-        for (d, tmp) in blobs {
-            if !tmp.exists() {
-                continue;
-            }
-            let final_path = dir.join(ollama::blob_path(&d));
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
-                .map_err(|e| env(&tmp, e))?;
-            fs::rename(&tmp, &final_path).map_err(|e| env(&final_path, e))?;
-            written.insert((dir.clone(), d));
+    // 1. Every manifest and host file is written to its temp beside its destination, and
+    //    every directory made, before anything is renamed: a failure here (a full disk, a
+    //    symlink in the way) leaves nothing visible changed.
+    let mut staged = Vec::new();
+    let mut replaced = Vec::new();
+    for hm in &st.host_models {
+        let bytes = read_all(st.spool_file(&hm.record.manifest)?, &hm.record.manifest)?;
+        let store = &st.stores[&hm.dir];
+        let (s, previous) =
+            stage_manifest(store, &hm.name, &bytes, &mut st.created_dirs, &mut st.temps)?;
+        staged.push(s);
+        replaced.push(previous);
+    }
+    let spool = st.spool.as_ref().map(|s| s.dir.clone());
+    let mut dir_modes = Vec::new();
+    let host_files: Vec<(String, usize)> = st
+        .files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pf)| match &pf.record.target {
+            Target::Path(root) if pf.action != "unchanged" => Some((root.clone(), i)),
+            _ => None,
+        })
+        .collect();
+    for (root, i) in host_files {
+        let root = st.root(&root, true)?.expect("created when missing");
+        let pf = &st.files[i];
+        if let Some(s) = stage_host_file(
+            &root,
+            pf,
+            spool.as_deref(),
+            &mut st.created_dirs,
+            &mut st.temps,
+        )? {
+            staged.push(s);
+        }
+        if pf.action == "directory" {
+            let mode = pf.record.mode_bits().map_err(UnpackError::Usage)?;
+            dir_modes.push((root, pf.record.path.clone(), mode));
         }
     }
-    for hm in &st.host_models {
+
+    // 2. Renames: blobs, then manifests (a model appears only once its blobs are there),
+    //    then files. A blob without a temp file matched the one already there byte for byte.
+    let mut written: BTreeSet<(PathBuf, Digest)> = BTreeSet::new();
+    for (dir, store) in &st.stores {
+        for (d, temp) in &store.pending {
+            let Some(id) = temp.made() else {
+                continue;
+            };
+            hostfs::set_mode(&temp.reopen()?, 0o644).map_err(|e| env(&temp.path(), e))?;
+            let final_name = format!("sha256-{}", d.hex());
+            temp.dir
+                .place(&temp.name, id, &store.blobs, &final_name, true)
+                .map_err(fs_err)?;
+            written.insert((dir.clone(), *d));
+        }
+    }
+    for s in &staged {
+        s.place()?;
+    }
+    st.temps.clear();
+    // Directory modes last (deepest first), on their descriptors: a read-only directory
+    // must not stop its own files.
+    for (root, path, mode) in dir_modes.iter().rev() {
+        root.open_path(path)
+            .and_then(|d| d.chmod(*mode))
+            .map_err(fs_err)?;
+    }
+
+    let mut models = Vec::new();
+    for (hm, replaced) in st.host_models.iter().zip(replaced) {
         let n_written = hm
             .blobs
             .iter()
             .filter(|d| written.contains(&(hm.dir.clone(), **d)))
             .count();
-        let manifest = fs::read(st.spool_path(&hm.record.manifest))
-            .map_err(|e| env(&st.spool_path(&hm.record.manifest), e))?;
-        let replaced = write_manifest(&hm.dir, &hm.name, &manifest)?;
         models.push(RestoredModel {
             name: hm.name.to_string(),
             target: hm.dir.display().to_string(),
@@ -834,22 +1099,6 @@ pub async fn commit(
             blobs_present: hm.blobs.len() - n_written,
             replaced,
         });
-    }
-    // Host files.
-    let mut files = Vec::new();
-    for pf in &st.files {
-        if let Target::Path(root) = &pf.record.target {
-            write_host_file(Path::new(root), pf, st)?;
-        }
-    }
-    // Directory modes last (deepest first): a read-only directory must not stop its files.
-    for pf in st.files.iter().rev() {
-        if let (Target::Path(root), "directory") = (&pf.record.target, pf.action) {
-            let path = Path::new(root).join(&pf.record.path);
-            let mode = pf.record.mode_bits().map_err(UnpackError::Usage)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(|e| env(&path, e))?;
-        }
     }
     // Volumes: models (one archive each, manifest last), then files (one archive per volume).
     if !st.volumes.is_empty() {
@@ -861,6 +1110,7 @@ pub async fn commit(
         helper.remove().await;
         r?;
     }
+    let mut files = Vec::new();
     for pf in &st.files {
         files.push(RestoredFile {
             target: pf.record.target.to_string(),
@@ -870,76 +1120,116 @@ pub async fn commit(
             previous: pf.previous,
         });
     }
+    st.created_dirs.clear();
     st.spool = None;
     Ok((models, files))
 }
 
-/// Writes a model's manifest atomically: a temp file directly in `manifests/` (not four
-/// levels deep, where `ollama list` looks), then a rename. Returns the digest it replaced.
-fn write_manifest(
-    dir: &Path,
+fn read_all(mut f: fs::File, d: &Digest) -> Result<Vec<u8>, UnpackError> {
+    let mut b = Vec::new();
+    f.read_to_end(&mut b)
+        .map_err(|e| env(Path::new(&d.blob_path()), e))?;
+    Ok(b)
+}
+
+/// Writes a model's manifest to a temp file directly in `manifests/` (not four levels
+/// deep, where `ollama list` looks), to be renamed into place. Returns the digest it will
+/// replace.
+fn stage_manifest(
+    store: &Store,
     name: &ModelName,
     bytes: &[u8],
-) -> Result<Option<Digest>, UnpackError> {
-    let manifests = dir.join("manifests");
-    let final_path = dir.join(name.manifest_path());
-    let parent = final_path.parent().expect("manifest has a parent");
-    create_dirs_0755(&manifests, parent)?;
-    let previous = match fs::read(&final_path) {
-        Ok(b) => Some(Digest::of(&b)).filter(|d| *d != Digest::of(bytes)),
-        Err(_) => None,
-    };
-    let tmp = manifests.join(format!(".airlock-{}.tmp", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        fs::rename(&tmp, &final_path)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        env(&final_path, e)
-    })?;
-    Ok(previous)
-}
-
-/// Creates `leaf` and its parents below `root` with mode 0755.
-fn create_dirs_0755(root: &Path, leaf: &Path) -> Result<(), UnpackError> {
-    fs::create_dir_all(leaf).map_err(|e| env(leaf, e))?;
-    let mut p = leaf;
-    while p.starts_with(root) {
-        let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o755));
-        match p.parent() {
-            Some(parent) => p = parent,
-            None => break,
+    created: &mut Vec<Created>,
+    temps: &mut Vec<TempSpec>,
+) -> Result<(Staged, Option<Digest>), UnpackError> {
+    let mpath = name.manifest_path();
+    let rel = mpath.to_string_lossy();
+    let (parent, tag) = rel.rsplit_once('/').expect("manifests/…/TAG");
+    let leaf = Arc::new(
+        store
+            .root
+            .create_path(parent, 0o755, created)
+            .map_err(fs_err)?,
+    );
+    let previous = match leaf.kind(tag).map_err(fs_err)? {
+        Kind::Missing => None,
+        Kind::File { .. } => {
+            let f = leaf.open_read(tag).map_err(fs_err)?;
+            let (d, _) = digest_reader(f).map_err(|e| env(&leaf.path().join(tag), e))?;
+            Some(d).filter(|d| *d != Digest::of(bytes))
         }
-    }
-    Ok(())
+        _ => {
+            return Err(UnpackError::Conflict(format!(
+                "{}: is not a regular file, where the manifest of {name} goes",
+                leaf.path().join(tag).display()
+            )))
+        }
+    };
+    let manifests = Arc::new(store.root.open_dir("manifests").map_err(fs_err)?);
+    let temp = TempSpec::named(
+        &manifests,
+        format!(
+            ".airlock-{}-{}.tmp",
+            std::process::id(),
+            hostfs::random_token()
+        ),
+    );
+    let mut f = temp.create().map_err(|e| env(&temp.path(), e))?;
+    temps.push(temp.clone());
+    f.write_all(bytes)
+        .and_then(|()| hostfs::set_mode(&f, 0o644))
+        .map_err(|e| env(&temp.path(), e))?;
+    Ok((
+        Staged {
+            temp,
+            dest: leaf,
+            to: tag.to_string(),
+            replace: true,
+        },
+        previous,
+    ))
 }
 
-fn write_host_file(root: &Path, pf: &PlannedFile, st: &Staging) -> Result<(), UnpackError> {
+/// Makes a file's directories and writes the file to a temp beside it with its mode (set
+/// on the descriptor), to be renamed into place; a directory record is just made.
+fn stage_host_file(
+    root: &Dir,
+    pf: &PlannedFile,
+    spool: Option<&Dir>,
+    created: &mut Vec<Created>,
+    temps: &mut Vec<TempSpec>,
+) -> Result<Option<Staged>, UnpackError> {
     let f = &pf.record;
     let mode = f.mode_bits().map_err(UnpackError::Usage)?;
-    let path = root.join(&f.path);
     match (pf.action, f.digest) {
-        ("directory", _) => fs::create_dir_all(&path).map_err(|e| env(&path, e)),
-        ("written" | "overwritten", Some(d)) => {
-            let parent = path.parent().expect("file has a parent");
-            fs::create_dir_all(parent).map_err(|e| env(parent, e))?;
-            let tmp = parent.join(format!(
-                ".{}.airlock-{}.tmp",
-                path.file_name().expect("file name").to_string_lossy(),
-                std::process::id()
-            ));
-            let r = fs::copy(st.spool_path(&d), &tmp)
-                .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
-                .and_then(|()| fs::rename(&tmp, &path));
-            r.map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                env(&path, e)
-            })
+        ("directory", _) => {
+            root.create_path(&f.path, 0o755, created).map_err(fs_err)?;
+            Ok(None)
         }
-        _ => Ok(()),
+        ("written" | "overwritten", Some(d)) => {
+            let (parent, leaf) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
+            let dir = Arc::new(root.create_path(parent, 0o755, created).map_err(fs_err)?);
+            let temp = TempSpec::named(
+                &dir,
+                format!(".{leaf}.airlock-{}.tmp", hostfs::random_token()),
+            );
+            let mut out = temp.create().map_err(|e| env(&temp.path(), e))?;
+            temps.push(temp.clone());
+            let mut src = spool
+                .expect("spooled")
+                .open_read(&d.hex())
+                .map_err(fs_err)?;
+            io::copy(&mut src, &mut out)
+                .and_then(|_| hostfs::set_mode(&out, mode))
+                .map_err(|e| env(&temp.path(), e))?;
+            Ok(Some(Staged {
+                temp,
+                dest: dir,
+                to: leaf.to_string(),
+                replace: pf.action == "overwritten",
+            }))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -955,7 +1245,7 @@ async fn fill_volumes(
         let total: u64 = items
             .iter()
             .map(|i| match i {
-                TarItem::File(_, src, _) => fs::metadata(src).map(|m| m.len()).unwrap_or(0),
+                TarItem::File(_, src, _) => src.metadata().map(|m| m.len()).unwrap_or(0),
                 TarItem::Dir(..) => 0,
             })
             .sum();
@@ -984,7 +1274,7 @@ async fn fill_volumes(
             n_sent += 1;
             entries.push(TarItem::File(
                 format!("models/{}", ollama::blob_path(d).display()),
-                st.spool_path(d),
+                st.spool_file(d)?,
                 0o644,
             ));
         }
@@ -997,7 +1287,7 @@ async fn fill_volumes(
         // Last: once the engine extracted this entry, the model is complete.
         entries.push(TarItem::File(
             format!("models/{}", mpath.display()),
-            st.spool_path(&vm.record.manifest),
+            st.spool_file(&vm.record.manifest)?,
             0o644,
         ));
         put(&vm.volume, entries).await?;
@@ -1021,7 +1311,7 @@ async fn fill_volumes(
             ("directory", _) => items.push(TarItem::Dir(pf.record.path.clone(), mode)),
             ("written" | "overwritten", Some(d)) => items.push(TarItem::File(
                 pf.record.path.clone(),
-                st.spool_path(&d),
+                st.spool_file(&d)?,
                 mode,
             )),
             _ => {}
@@ -1037,7 +1327,8 @@ async fn fill_volumes(
 
 enum TarItem {
     Dir(String, u32),
-    File(String, PathBuf, u32),
+    /// A spooled file, opened through the spool's descriptor.
+    File(String, fs::File, u32),
 }
 
 /// A tar built on a blocking thread from spooled files and streamed in 1 MiB chunks.
@@ -1087,8 +1378,7 @@ fn tar_stream(
                         h.set_size(0);
                         b.append_data(&mut h, &path, io::empty())?;
                     }
-                    TarItem::File(path, src, mode) => {
-                        let f = fs::File::open(&src)?;
+                    TarItem::File(path, f, mode) => {
                         h.set_entry_type(tar::EntryType::Regular);
                         h.set_mode(mode);
                         h.set_size(f.metadata()?.len());
@@ -1110,18 +1400,21 @@ fn tar_stream(
 mod tests {
     use super::*;
 
-    #[test]
-    fn spools_of_dead_loads_are_removed_and_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
+    fn pid_max() -> u64 {
+        fs::read_to_string("/proc/sys/kernel/pid_max")
             .unwrap()
             .trim()
             .parse()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn spools_of_dead_loads_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
         // No process can have an id above pid_max.
         let dead = dir
             .path()
-            .join(format!("{SPOOL_PREFIX}{}-abc", pid_max + 1));
+            .join(format!("{SPOOL_PREFIX}{}-abc", pid_max() + 1));
         let live = dir
             .path()
             .join(format!("{SPOOL_PREFIX}{}-abc", std::process::id()));
@@ -1130,30 +1423,54 @@ mod tests {
             fs::create_dir_all(d.join("sub")).unwrap();
             fs::write(d.join("sub/blob"), b"x").unwrap();
         }
-        remove_stale_spools(dir.path());
+        hostfs::sweep_dead(&Dir::open_trusted(dir.path(), None).unwrap(), SPOOL_PREFIX);
         assert!(!dead.exists());
         assert!(live.exists() && other.exists());
     }
 
     #[test]
+    fn partial_blobs_of_dead_loads_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        let dead = format!("sha256-{hex}{PARTIAL_MARK}{}-Xy", pid_max() + 1);
+        let old_style = format!("sha256-{hex}{PARTIAL_MARK}{}", pid_max() + 1);
+        let live = format!("sha256-{hex}{PARTIAL_MARK}{}-Xy", std::process::id());
+        let ollamas = format!("sha256-{hex}-partial-0");
+        for n in [&dead, &old_style, &live, &ollamas] {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        sweep_partials(&Dir::open_trusted(dir.path(), None).unwrap());
+        assert!(!dir.path().join(&dead).exists());
+        assert!(!dir.path().join(&old_style).exists());
+        assert!(dir.path().join(&live).exists() && dir.path().join(&ollamas).exists());
+    }
+
+    #[test]
     fn compare_sinks_write_only_from_the_first_difference() {
         let dir = tempfile::tempdir().unwrap();
+        let held = Arc::new(Dir::open_trusted(dir.path(), None).unwrap());
         let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 253) as u8).collect();
         let run = |existing: &[u8]| -> Option<Vec<u8>> {
-            let e = dir.path().join("existing");
-            let t = dir.path().join("temp");
-            let _ = fs::remove_file(&t);
-            fs::write(&e, existing).unwrap();
+            let _ = fs::remove_file(dir.path().join("temp"));
+            fs::write(dir.path().join("existing"), existing).unwrap();
+            let temp = TempSpec::named(&held, "temp".into());
             let spec = SinkSpec::Compare {
-                existing: e,
-                temp: t.clone(),
+                dir: held.clone(),
+                existing: "existing".into(),
+                temp: temp.clone(),
             };
             let mut s = Sink::open(&spec, data.len() as u64).unwrap();
             for c in data.chunks(100_000) {
                 s.write_all(c).unwrap();
             }
             s.finish().unwrap();
-            fs::read(&t).ok()
+            let out = fs::read(dir.path().join("temp")).ok();
+            assert_eq!(
+                out.is_some(),
+                temp.made().is_some(),
+                "made is what was created"
+            );
+            out
         };
         assert_eq!(run(&data), None, "equal: nothing written");
         let mut damaged = data.clone();
