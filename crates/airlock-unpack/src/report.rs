@@ -5,26 +5,27 @@
 //! refusal alike: a refused bundle is worth a record too.
 //!
 //! `load` runs as root, and the report may go to a directory others can write. So the
-//! report's directory is opened once, before any work; each file is written to a new temp
-//! file there (`O_CREAT|O_EXCL|O_NOFOLLOW`, an unpredictable name, 0600 until complete) and
-//! renamed over FILE within that directory. FILE (or FILE.minisig) being a symbolic link is
-//! refused with exit code 7 before the load starts: nothing is ever written through a link.
+//! report's directory is opened once, before any work, as [`hostfs::Dir::open_trusted`]
+//! opens target roots (a symlink on the way only if root or we own it, in a directory no
+//! one else can write); each file is written to a new temp file there
+//! (`O_CREAT|O_EXCL|O_NOFOLLOW`, an unpredictable name, 0600 until complete) and renamed
+//! over FILE within that directory. FILE (or FILE.minisig) being a symbolic link is refused
+//! with exit code 7 before the load starts: nothing is ever written through a link.
 //! A new report is 0644 (it names paths, digests and keys, no secrets, and is meant to be
 //! read and carried out); a report replacing a regular file keeps that file's mode.
 
-use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use airlock_bundle::parts::BundleFiles;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::Digest;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::hostfs::{self, Dir, FileId};
 use crate::UnpackError;
 
 /// The trusted comment of a report signature.
@@ -39,7 +40,7 @@ pub struct ReportSink {
     pub stdout: bool,
     pub key: Option<SigningKey>,
     /// The report's directory, opened before any work.
-    dir: Option<OwnedFd>,
+    dir: Option<Dir>,
     started: String,
 }
 
@@ -65,26 +66,19 @@ impl ReportSink {
         let dir = match &path {
             Some(p) => {
                 let (dir, name) = split(p)?;
-                let fd = rustix::fs::openat(
-                    CWD,
-                    dir,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| {
-                    UnpackError::Environment(format!(
-                        "report {}: its directory {}: {}",
-                        p.display(),
-                        dir.display(),
-                        std::io::Error::from(e)
-                    ))
-                })?;
+                let dir = std::path::absolute(dir)
+                    .map_err(|e| env_err(p, e))
+                    .and_then(|abs| {
+                        Dir::open_trusted(&abs, None).map_err(|e| {
+                            UnpackError::Environment(format!("report {}: {e}", p.display()))
+                        })
+                    })?;
                 // Refused now, not after a long load.
-                replaceable(fd.as_fd(), name, p)?;
+                replaceable(&dir, name, p)?;
                 if key.is_some() {
-                    replaceable(fd.as_fd(), &sig_name(name), &sig_path(p))?;
+                    replaceable(&dir, &sig_name(name), &sig_path(p))?;
                 }
-                Some(fd)
+                Some(dir)
             }
             None => None,
         };
@@ -140,10 +134,10 @@ impl ReportSink {
         }
         if let (Some(p), Some(dir)) = (&self.path, &self.dir) {
             let (_, name) = split(p)?;
-            replace_at(dir.as_fd(), name, p, text.as_bytes())?;
+            replace_at(dir, name, p, text.as_bytes())?;
             if let Some(k) = &self.key {
                 let sig = k.sign_with(text.as_bytes(), REPORT_COMMENT);
-                replace_at(dir.as_fd(), &sig_name(name), &sig_path(p), sig.as_bytes())?;
+                replace_at(dir, &sig_name(name), &sig_path(p), sig.as_bytes())?;
             }
         }
         Ok(())
@@ -151,10 +145,10 @@ impl ReportSink {
 }
 
 /// The directory (`.` for a bare name) and file name of a report path.
-fn split(p: &Path) -> Result<(&Path, &OsStr), UnpackError> {
-    let name = p
-        .file_name()
-        .ok_or_else(|| UnpackError::Usage(format!("--report {}: not a file name", p.display())))?;
+fn split(p: &Path) -> Result<(&Path, &str), UnpackError> {
+    let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        UnpackError::Usage(format!("--report {}: not a UTF-8 file name", p.display()))
+    })?;
     let dir = match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -162,84 +156,51 @@ fn split(p: &Path) -> Result<(&Path, &OsStr), UnpackError> {
     Ok((dir, name))
 }
 
-fn sig_name(name: &OsStr) -> OsString {
-    let mut s = name.to_owned();
-    s.push(".minisig");
-    s
+fn sig_name(name: &str) -> String {
+    format!("{name}.minisig")
 }
 
-fn env_err(shown: &Path, e: impl Into<std::io::Error>) -> UnpackError {
-    UnpackError::Environment(format!("report {}: {}", shown.display(), e.into()))
+fn env_err(shown: &Path, e: impl std::fmt::Display) -> UnpackError {
+    UnpackError::Environment(format!("report {}: {e}", shown.display()))
 }
 
 /// The mode a report written at `name` gets: a regular file's own, else [`REPORT_MODE`].
 /// Anything else at `name` (a symbolic link above all) is refused.
-fn replaceable(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<u32, UnpackError> {
-    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+fn replaceable(dir: &Dir, name: &str, shown: &Path) -> Result<u32, UnpackError> {
+    match rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => Ok(REPORT_MODE),
-        Err(e) => Err(env_err(shown, e)),
+        Err(e) => Err(env_err(shown, std::io::Error::from(e))),
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Ok(st.st_mode & 0o777),
-            FileType::Symlink => Err(UnpackError::Environment(format!(
-                "report {}: is a symbolic link; a report is never written through one \
+            FileType::Symlink => Err(env_err(
+                shown,
+                "is a symbolic link; a report is never written through one \
                  (remove the link, or name the file it points to)",
-                shown.display()
-            ))),
-            _ => Err(UnpackError::Environment(format!(
-                "report {}: exists and is not a regular file",
-                shown.display()
-            ))),
+            )),
+            _ => Err(env_err(shown, "exists and is not a regular file")),
         },
     }
 }
 
 /// Writes `data` to a new temp file in `dir` and renames it over `name`: whatever is at
 /// `name` by then, a symbolic link included, is replaced, never written through.
-fn replace_at(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    shown: &Path,
-    data: &[u8],
-) -> Result<(), UnpackError> {
+fn replace_at(dir: &Dir, name: &str, shown: &Path, data: &[u8]) -> Result<(), UnpackError> {
     let mode = replaceable(dir, name, shown)?;
-    let (tmp, fd) = create_temp(dir).map_err(|e| env_err(shown, e))?;
+    let (tmp, mut f) = dir
+        .create_temp(".airlock-report-", ".tmp")
+        .map_err(|e| env_err(shown, e))?;
     let written = (|| {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-        let mut f = std::fs::File::from(fd);
-        f.write_all(data)?;
-        f.sync_all()?;
-        rustix::fs::renameat(dir, &tmp, dir, name)?;
-        Ok::<_, std::io::Error>(())
+        let id = FileId::of_file(&f).map_err(|e| e.to_string())?;
+        hostfs::set_mode(&f, mode).map_err(|e| e.to_string())?;
+        f.write_all(data).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())?;
+        dir.place(&tmp, id, dir, name, true)
+            .map_err(|e| e.to_string())
     })();
     written.map_err(|e| {
-        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+        let _ = dir.remove_file(&tmp);
         env_err(shown, e)
     })
-}
-
-/// A new file `.airlock-report-RANDOM.tmp` in `dir`, mode 0600: created, never opened
-/// through a link, under a name no one can plant a file at beforehand.
-fn create_temp(dir: BorrowedFd<'_>) -> std::io::Result<(OsString, OwnedFd)> {
-    let mut tries = 0;
-    loop {
-        let mut random = [0u8; 12];
-        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
-        let mut name = OsString::from(".airlock-report-");
-        for b in random {
-            name.push(format!("{b:02x}"));
-        }
-        name.push(".tmp");
-        match rustix::fs::openat(
-            dir,
-            name.as_os_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        ) {
-            Ok(fd) => return Ok((name, fd)),
-            Err(Errno::EXIST) if tries < 8 => tries += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// `FILE.minisig`.
