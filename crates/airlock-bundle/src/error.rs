@@ -39,7 +39,8 @@ pub enum BundleError {
     },
     #[error("bundle is truncated: {entry} is incomplete ({detail})")]
     Truncated { entry: String, detail: String },
-    #[error("unexpected entry in bundle: expected {expected}, found {found}")]
+    /// `found` is the name in the archive, unsigned: shown escaped.
+    #[error("unexpected entry in bundle: expected {expected}, found {}", crate::text::Escaped(.found))]
     UnexpectedEntry { expected: String, found: String },
     #[error("malformed bundle: {0}")]
     Malformed(String),
@@ -71,7 +72,8 @@ pub enum BundleError {
     },
     #[error("cannot decrypt the bundle: {0}")]
     Decrypt(String),
-    #[error("{path}: {source}")]
+    /// `path` may hold a name found on the media: shown escaped.
+    #[error("{}: {source}", crate::text::escape(&.path.to_string_lossy()))]
     Io {
         path: PathBuf,
         #[source]

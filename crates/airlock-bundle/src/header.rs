@@ -41,11 +41,20 @@ pub struct Header {
 }
 
 /// How many distinct blobs `present` names, and their bytes (a layer used at several
-/// positions has a record per chain ID).
+/// positions has a record per chain ID). A validated header's total fits in a `u64`; an
+/// unvalidated one's is shown as at most `u64::MAX`.
 pub fn left_out_totals(present: &[Present]) -> (usize, u64) {
     let distinct: std::collections::HashMap<Digest, u64> =
         present.iter().map(|p| (p.digest, p.size)).collect();
-    (distinct.len(), distinct.values().sum())
+    (distinct.len(), saturating_sum(distinct.values().copied()))
+}
+
+fn saturating_sum(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    sizes.into_iter().fold(0, u64::saturating_add)
+}
+
+fn checked_sum(sizes: impl IntoIterator<Item = u64>) -> Option<u64> {
+    sizes.into_iter().try_fold(0u64, u64::checked_add)
 }
 
 /// A blob a delta bundle leaves out because the host has it.
@@ -152,7 +161,8 @@ impl Target {
 }
 
 /// A relative path that stays inside the directory it is joined to: no empty, `.` or `..`
-/// components, no leading `/`, no NUL.
+/// components, no leading `/`, no NUL. (Control characters are refused for every string of
+/// a header by [`Header::validate`].)
 pub fn check_relative(p: &str) -> Result<(), String> {
     if p.is_empty() || p.len() > 4096 {
         return Err("empty or too long".into());
@@ -232,10 +242,21 @@ impl Header {
     }
 
     /// Structural rules a signed header must still obey (a trusted signer can still have
-    /// a bug): entry paths are exactly the ones the format allows, blob paths match their
-    /// digests, and there are no duplicates.
+    /// a bug): no string holds a control or formatting character, entry paths are exactly
+    /// the ones the format allows, blob paths match their digests, there are no duplicates,
+    /// sizes add up without overflow, and no two `[[files]]` records (or a record and a
+    /// models directory) claim the same place on the host.
     pub fn validate(&self) -> Result<(), BundleError> {
         let bad = |m: String| Err(BundleError::Malformed(format!("{HEADER_PATH}: {m}")));
+        let value = serde_json::to_value(self)
+            .map_err(|e| BundleError::Malformed(format!("{HEADER_PATH}: {e}")))?;
+        if let Some((field, text)) = find_control(&value, &mut String::new()) {
+            return bad(format!(
+                "{field} holds a control or formatting character: \"{}\"",
+                crate::text::Escaped(&text)
+            ));
+        }
+        self.check_sizes()?;
         let mut seen = std::collections::HashSet::new();
         for (i, e) in self.entries.iter().enumerate() {
             let ok = match e.path.as_str() {
@@ -299,7 +320,6 @@ impl Header {
                 return bad(format!("a model refers to {d}, which the bundle lacks"));
             }
         }
-        let mut files = std::collections::HashMap::new();
         for f in &self.files {
             let fail = |e: String| bad(format!("file {:?} for {}: {e}", f.path, f.target));
             if let Err(e) = f.target.validate().and_then(|()| check_relative(&f.path)) {
@@ -313,25 +333,8 @@ impl Header {
                     return fail(format!("refers to {d}, which the bundle lacks"));
                 }
             }
-            if files
-                .insert((&f.target, f.path.as_str()), f.is_dir())
-                .is_some()
-            {
-                return fail("listed twice".into());
-            }
         }
-        for f in &self.files {
-            let mut p = f.path.as_str();
-            while let Some((parent, _)) = p.rsplit_once('/') {
-                if files.get(&(&f.target, parent)) == Some(&false) {
-                    return bad(format!(
-                        "file {:?} for {} lies under {parent:?}, which is a file",
-                        f.path, f.target
-                    ));
-                }
-                p = parent;
-            }
-        }
+        self.check_host_places()?;
         for img in &self.images {
             for d in std::iter::once(&img.manifest).chain(std::iter::once(&img.config)) {
                 if !seen.contains(d.blob_path().as_str()) {
@@ -357,9 +360,196 @@ impl Header {
         self.entries.iter().find(|e| e.path == path)
     }
 
-    /// Total bytes of all entries after the signature.
+    /// Total bytes of all entries after the signature (at most `u64::MAX`: a validated
+    /// header's total fits).
     pub fn payload_size(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
+        saturating_sum(self.entries.iter().map(|e| e.size))
+    }
+
+    /// Every sum a reader or `inspect` forms over the signer's sizes fits in a `u64`: all
+    /// entries, each image's blobs (a layer may repeat), and the blobs left out.
+    fn check_sizes(&self) -> Result<(), BundleError> {
+        let too_big = |what: String| {
+            BundleError::Malformed(format!(
+                "{HEADER_PATH}: the sizes of {what} add up to more than {} bytes",
+                u64::MAX
+            ))
+        };
+        checked_sum(self.entries.iter().map(|e| e.size))
+            .ok_or_else(|| too_big("the entries".into()))?;
+        let size_of: std::collections::HashMap<&Digest, u64> =
+            self.entries.iter().map(|e| (&e.digest, e.size)).collect();
+        for img in &self.images {
+            let blobs = std::iter::once(&img.manifest)
+                .chain(std::iter::once(&img.config))
+                .chain(&img.layers);
+            checked_sum(blobs.filter_map(|d| size_of.get(d).copied())).ok_or_else(|| {
+                too_big(format!("image {}", crate::text::Escaped(&img.reference)))
+            })?;
+        }
+        let distinct: std::collections::HashMap<&Digest, u64> = self
+            .expected_present
+            .iter()
+            .map(|p| (&p.digest, p.size))
+            .collect();
+        checked_sum(distinct.values().copied())
+            .ok_or_else(|| too_big("the blobs left out".into()))?;
+        Ok(())
+    }
+
+    /// `[[files]]` records and models directories on the joined host paths (target and
+    /// path), across targets: two records may not land on one place (the last would win),
+    /// nothing may lie under a place a file record makes a file (the load would fail half
+    /// way), and no record or target may lie in or on a models directory, which the model
+    /// restore owns. Volumes the same, per volume (a volume's models live under `models/`).
+    fn check_host_places(&self) -> Result<(), BundleError> {
+        let bad = |m: String| Err(BundleError::Malformed(format!("{HEADER_PATH}: {m}")));
+        let record = |f: &FileRecord| format!("{:?} for {}", f.path, f.target);
+        let mut at: std::collections::HashMap<Place<'_>, &FileRecord> = Default::default();
+        for f in &self.files {
+            let p = Place::of(&f.target, Some(&f.path));
+            if let Some(other) = at.insert(p.clone(), f) {
+                return bad(format!(
+                    "{p} is listed twice: file {} and file {}",
+                    record(other),
+                    record(f)
+                ));
+            }
+        }
+        let file_at = |p: &Place<'_>| at.get(p).filter(|f| !f.is_dir()).copied();
+        // Every place that is written or must be a directory: records, target roots
+        // (created as directories) and models directories.
+        let mut places: Vec<(Place<'_>, String)> = Vec::new();
+        for f in &self.files {
+            places.push((
+                Place::of(&f.target, Some(&f.path)),
+                format!("file {}", record(f)),
+            ));
+            if let Target::Path(_) = f.target {
+                let root = Place::of(&f.target, None);
+                places.push((root, format!("the target of file {}", record(f))));
+            }
+        }
+        let files_end = places.len();
+        for m in &self.models {
+            let dir = match &m.target {
+                Target::Path(_) => Place::of(&m.target, None),
+                Target::Volume(_) => Place::of(&m.target, Some("models")),
+            };
+            if let Some(f) = file_at(&dir) {
+                return bad(format!(
+                    "the models directory of model {} is {dir}, which is a file (file {})",
+                    m.name,
+                    record(f)
+                ));
+            }
+            if let Some((p, what)) = places[..files_end].iter().find(|(p, _)| p.within(&dir)) {
+                return bad(format!(
+                    "{p} ({what}) lies in {dir}, the models directory of model {}",
+                    m.name
+                ));
+            }
+            places.push((dir, format!("the models directory of model {}", m.name)));
+        }
+        for (p, what) in &places {
+            for above in p.ancestors() {
+                if let Some(f) = file_at(&above) {
+                    return bad(format!(
+                        "{p} ({what}) lies under {above}, which is a file (file {})",
+                        record(f)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a record lands: a path in the host's file system (`space` None) or in a volume,
+/// without a leading `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Place<'a> {
+    space: Option<&'a str>,
+    path: String,
+}
+
+impl<'a> Place<'a> {
+    /// `rel` joined to target `t`'s root (targets and paths are validated: no empty, `.` or
+    /// `..` components, so equal places have equal strings).
+    fn of(t: &'a Target, rel: Option<&str>) -> Place<'a> {
+        let (space, root) = match t {
+            Target::Path(p) => (None, p.trim_start_matches('/')),
+            Target::Volume(v) => (Some(v.as_str()), ""),
+        };
+        let path = match (root.is_empty(), rel) {
+            (_, None) => root.to_string(),
+            (true, Some(r)) => r.to_string(),
+            (false, Some(r)) => format!("{root}/{r}"),
+        };
+        Place { space, path }
+    }
+
+    /// Every directory above this place, nearest first.
+    fn ancestors(&self) -> impl Iterator<Item = Place<'a>> + '_ {
+        let mut up = self.path.as_str();
+        std::iter::from_fn(move || {
+            let (parent, _) = up.rsplit_once('/')?;
+            up = parent;
+            Some(Place {
+                space: self.space,
+                path: parent.to_string(),
+            })
+        })
+    }
+
+    /// This place is `dir` or lies below it.
+    fn within(&self, dir: &Place<'_>) -> bool {
+        self.space == dir.space
+            && (self.path == dir.path
+                || self
+                    .path
+                    .strip_prefix(&dir.path)
+                    .is_some_and(|r| r.starts_with('/')))
+    }
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.space {
+            None => write!(f, "host path /{}", self.path),
+            Some(v) => write!(f, "volume {v} path {}", self.path),
+        }
+    }
+}
+
+/// The first string (or object key) in `v` with a character [`crate::text::needs_escape`]
+/// escapes, and where it is (`files[2].path`).
+fn find_control(v: &serde_json::Value, at: &mut String) -> Option<(String, String)> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if crate::text::has_controls(s) => Some((at.clone(), s.clone())),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let len = at.len();
+            at.push_str(&format!("[{i}]"));
+            let found = find_control(item, at);
+            at.truncate(len);
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            let len = at.len();
+            if !at.is_empty() {
+                at.push('.');
+            }
+            at.push_str(k);
+            let found = if crate::text::has_controls(k) {
+                Some((at.clone(), k.clone()))
+            } else {
+                find_control(item, at)
+            };
+            at.truncate(len);
+            found
+        }),
+        _ => None,
     }
 }
 
@@ -553,5 +743,238 @@ mod tests {
             let err = Header::parse(&h.to_bytes()).expect_err(what);
             assert!(matches!(err, BundleError::Malformed(_)), "{what}: {err}");
         }
+    }
+
+    /// The refusal for `h`, which must be a malformed header.
+    fn refusal(h: &Header) -> String {
+        let err = Header::parse(&h.to_bytes()).expect_err("refused");
+        assert!(matches!(err, BundleError::Malformed(_)), "{err}");
+        let shown = err.to_string();
+        assert!(!crate::text::has_controls(&shown), "{shown:?}");
+        shown
+    }
+
+    #[test]
+    fn no_string_of_a_header_holds_a_control_character() {
+        type Change = Box<dyn Fn(&mut Header, &str)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("name", Box::new(|h, e| h.name = e.into())),
+            ("tool", Box::new(|h, e| h.tool = e.into())),
+            ("created", Box::new(|h, e| h.created = e.into())),
+            (
+                "files[1].path",
+                Box::new(|h, e| h.files[1].path = format!("conf/{e}")),
+            ),
+            (
+                "files[0].target.path",
+                Box::new(|h, e| h.files[0].target = Target::Path(format!("/srv/{e}"))),
+            ),
+            (
+                "models[0].name",
+                Box::new(|h, e| h.models[0].name = format!("registry.ollama.ai/library/{e}:1")),
+            ),
+            (
+                "models[0].info.model_family",
+                Box::new(|h, e| {
+                    h.models[0].info = Some(crate::ollama::ModelConfig {
+                        model_family: e.into(),
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "images[0].ref",
+                Box::new(|h, e| {
+                    let d = Digest::of(b"blob");
+                    h.images.push(ImageRecord {
+                        reference: format!("r/a:{e}"),
+                        platform: "linux/amd64".parse().unwrap(),
+                        manifest: d,
+                        config: d,
+                        layers: vec![],
+                        index: None,
+                    })
+                }),
+            ),
+            (
+                "entries[0].media_type",
+                Box::new(|h, e| h.entries[0].media_type = Some(e.into())),
+            ),
+        ];
+        for evil in ["a\u{1b}]0;PWNED\u{7}b", "a\nb", "a\u{202e}b", "a\u{9b}31mb"] {
+            for (field, change) in &cases {
+                let mut h = header();
+                change(&mut h, evil);
+                let shown = refusal(&h);
+                assert!(
+                    shown.contains(&format!("{field} holds a control")),
+                    "{field}: {shown}"
+                );
+                assert!(shown.contains(&crate::text::escape(evil)), "{shown}");
+            }
+        }
+        // Printable text from anywhere is fine.
+        let mut h = header();
+        h.name = "Übergabe – stack ✓".into();
+        Header::parse(&h.to_bytes()).unwrap();
+    }
+
+    fn file(target: &str, path: &str, dir: bool) -> FileRecord {
+        FileRecord {
+            target: Target::Path(target.into()),
+            path: path.into(),
+            mode: if dir { "0755" } else { "0644" }.into(),
+            digest: (!dir).then(|| Digest::of(b"blob")),
+        }
+    }
+
+    #[test]
+    fn records_may_not_overlap_on_the_host_across_targets() {
+        let with = |files: Vec<FileRecord>| {
+            let mut h = header();
+            h.files = files;
+            h
+        };
+        // T13: a file, and a target below it.
+        let shown = refusal(&with(vec![
+            file("/srv/t13", "b", false),
+            file("/srv/t13/b", "c", false),
+            file("/srv/t13z", "later", false),
+        ]));
+        assert!(
+            shown.contains("host path /srv/t13/b/c")
+                && shown.contains("lies under host path /srv/t13/b, which is a file"),
+            "{shown}"
+        );
+        // The target itself a file of another record.
+        let shown = refusal(&with(vec![
+            file("/srv/x", "b", false),
+            file("/srv/x/b/c", "d", false),
+        ]));
+        assert!(shown.contains("which is a file"), "{shown}");
+        // T14: two records, one host path (files or directories alike).
+        for dir in [false, true] {
+            let shown = refusal(&with(vec![
+                file("/srv/t14", "b/c", dir),
+                file("/srv/t14/b", "c", dir),
+            ]));
+            assert!(
+                shown.contains("host path /srv/t14/b/c is listed twice"),
+                "{shown}"
+            );
+        }
+        // Volumes: the same rules, per volume; another volume is another place.
+        let vol = |v: &str, path: &str, dir: bool| FileRecord {
+            target: Target::Volume(v.into()),
+            ..file("/unused", path, dir)
+        };
+        let shown = refusal(&with(vec![
+            vol("data", "a", false),
+            vol("data", "a/b", false),
+        ]));
+        assert!(shown.contains("volume data path a/b"), "{shown}");
+        Header::parse(&with(vec![vol("data", "a", false), vol("other", "a/b", false)]).to_bytes())
+            .unwrap();
+        // What airlock-pack writes for nested sources is fine: directories above files, a
+        // target inside a directory of another target.
+        Header::parse(
+            &with(vec![
+                file("/srv/app", "conf", true),
+                file("/srv/app", "conf/a.yml", false),
+                file("/srv/app/conf", "b.yml", false),
+                file("/srv/app/conf/sub", "c.yml", false),
+            ])
+            .to_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn records_may_not_land_in_a_models_directory() {
+        let mut base = header();
+        base.models[0].target = Target::Path("/var/lib/ollama/models".into());
+        for (files, needle) in [
+            (
+                vec![file("/var/lib/ollama/models", "blobs/x", false)],
+                "lies in host path /var/lib/ollama/models, the models directory",
+            ),
+            (
+                vec![file("/var/lib/ollama/models/manifests", "x", false)],
+                "lies in host path /var/lib/ollama/models, the models directory",
+            ),
+            (
+                vec![file("/var/lib/ollama", "models", false)],
+                "which is a file",
+            ),
+            (vec![file("/var/lib", "ollama", false)], "which is a file"),
+        ] {
+            let mut h = base.clone();
+            h.files = files;
+            let shown = refusal(&h);
+            assert!(shown.contains(needle), "{shown}");
+        }
+        // Beside the models directory, or a directory above it: fine.
+        let mut h = base.clone();
+        h.files = vec![
+            file("/var/lib/ollama", "id_ed25519", false),
+            file("/var/lib", "ollama", true),
+        ];
+        Header::parse(&h.to_bytes()).unwrap();
+        // A model in a volume owns `models/` in it.
+        let mut h = header();
+        h.files = vec![FileRecord {
+            target: Target::Volume("ollama-data".into()),
+            ..file("/unused", "models/manifests/x", false)
+        }];
+        assert!(refusal(&h).contains("volume ollama-data path models"));
+    }
+
+    #[test]
+    fn sizes_that_do_not_fit_in_a_u64_are_refused() {
+        let mut h = header();
+        h.entries[2].size = u64::MAX;
+        // Unvalidated, the totals saturate instead of wrapping (or panicking).
+        assert_eq!(h.payload_size(), u64::MAX);
+        let shown = refusal(&h);
+        assert!(
+            shown.contains("the sizes of the entries add up to more than"),
+            "{shown}"
+        );
+        // An image whose layer repeats: the entries fit, the image's sum does not.
+        let mut h = header();
+        let d = Digest::of(b"blob");
+        h.entries[2].size = u64::MAX / 2 + 1;
+        h.entries[0].size = 0;
+        h.entries[1].size = 0;
+        h.images.push(ImageRecord {
+            reference: "r/a:1".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            manifest: d,
+            config: d,
+            layers: vec![],
+            index: None,
+        });
+        assert!(
+            refusal(&h).contains("image r/a:1 add up"),
+            "{}",
+            refusal(&h)
+        );
+        // What a delta leaves out.
+        let mut h = header();
+        let present = |b: &[u8]| Present {
+            digest: Digest::of(b),
+            size: u64::MAX,
+            chain_id: None,
+        };
+        h.expected_present = vec![present(b"x"), present(b"y")];
+        assert_eq!(left_out_totals(&h.expected_present), (2, u64::MAX));
+        assert!(
+            refusal(&h).contains("the blobs left out"),
+            "{}",
+            refusal(&h)
+        );
+        // One record per chain ID for the same blob counts once.
+        h.expected_present = vec![present(b"x"), present(b"x")];
+        assert_eq!(left_out_totals(&h.expected_present), (1, u64::MAX));
     }
 }

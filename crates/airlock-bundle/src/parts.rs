@@ -7,6 +7,10 @@
 //! The sums are an outer layer for transfer stations: they can be checked with standard tools
 //! and without the decryption key. The bundle's own signed header still covers every byte of
 //! the content; reading never depends on the sums being right.
+//!
+//! Everything found on media is looked at before any signature is checked, so the work is
+//! bounded ([`MAX_PARTS`], [`MAX_SUMS_SIZE`], nothing hashed that cannot be a part), links
+//! beside the named file are not followed, and parts are opened one at a time.
 
 use std::fmt;
 use std::fs::File;
@@ -27,6 +31,18 @@ pub const SUMS_COMMENT: &str = "airlock-bundle sums v1";
 
 /// `fat32`: the largest file FAT32 can hold.
 pub const FAT32: u64 = (4 << 30) - 1;
+
+/// The most parts a bundle may have: the writer refuses to cut more, and a reader refuses a
+/// sums file listing more, before it looks at any of them. (10 000 parts of `fat32` are
+/// 40 TiB; of 700M, 6.8 TiB.)
+pub const MAX_PARTS: usize = 10_000;
+/// A sums file is read only up to this size, before its signature is checked: 10 000 lines
+/// of a digest, two spaces and a 255-byte name fit.
+pub const MAX_SUMS_SIZE: u64 = 4 << 20;
+/// A sums signature is a few hundred bytes.
+const MAX_SIG_SIZE: u64 = 4096;
+/// The longest file name Linux file systems take.
+const MAX_NAME: usize = 255;
 
 /// Parses a part size: a number of bytes with an optional unit (`K`, `M`, `G`, `T` and
 /// `KiB`… are powers of 1024, as `split -b` reads them; `KB`, `MB`, `GB`, `TB` powers of
@@ -130,6 +146,11 @@ impl PartWriter {
     }
 
     fn open_next(&mut self) -> io::Result<()> {
+        if self.done.len() >= MAX_PARTS {
+            return Err(io::Error::other(format!(
+                "more than {MAX_PARTS} parts: give a larger --split"
+            )));
+        }
         let name = match self.limit {
             Some(_) => part_name(&self.base, self.done.len() + 1),
             None => self.base.clone(),
@@ -233,7 +254,7 @@ impl Layout {
     pub fn of(parts: &[Part], part_size: Option<u64>) -> Layout {
         Layout {
             parts: parts.len(),
-            total: parts.iter().map(|p| p.size).sum(),
+            total: parts.iter().map(|p| p.size).fold(0, u64::saturating_add),
             part_size: part_size.filter(|_| parts.len() > 1),
         }
     }
@@ -248,7 +269,10 @@ impl Layout {
         }
     }
 
-    fn parse_comment(c: &str) -> Option<Layout> {
+    /// The layout in a sums signature's trusted comment, if it is one a writer can make:
+    /// at least one part, and with several, every part but the last `part-size` bytes and
+    /// the last at most that (so that no size below overflows).
+    pub fn parse_comment(c: &str) -> Option<Layout> {
         let rest = c.strip_prefix(SUMS_COMMENT)?;
         let (mut parts, mut total, mut part_size) = (None, None, None);
         for kv in rest.split_whitespace() {
@@ -260,20 +284,45 @@ impl Layout {
                 _ => {}
             }
         }
-        Some(Layout {
+        let l = Layout {
             parts: parts?,
             total: total?,
             part_size,
-        })
+        };
+        let whole = l.parts.checked_sub(1)?;
+        match l.part_size {
+            None if whole == 0 => {}
+            Some(s) if whole > 0 => {
+                let before_last = s.checked_mul(u64::try_from(whole).ok()?)?;
+                let last = l.total.checked_sub(before_last)?;
+                if last > s {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        Some(l)
     }
 
-    /// The size part `i` (0-based) must have.
-    pub fn size_of(&self, i: usize) -> u64 {
-        match self.part_size {
-            Some(s) if i + 1 < self.parts => s,
-            Some(s) => self.total - s * (self.parts as u64 - 1),
-            None => self.total,
+    /// The size part `i` (0-based) must have; `None` past the last part (or for a layout
+    /// that is not one [`Layout::parse_comment`] accepts).
+    pub fn size_of(&self, i: usize) -> Option<u64> {
+        if i >= self.parts {
+            return None;
         }
+        match self.part_size {
+            Some(s) if i + 1 < self.parts => Some(s),
+            Some(s) => self
+                .total
+                .checked_sub(s.checked_mul(u64::try_from(self.parts - 1).ok()?)?),
+            None => Some(self.total),
+        }
+    }
+
+    /// The largest size any part must have.
+    fn largest(&self) -> Option<u64> {
+        let first = self.size_of(0)?;
+        Some(first.max(self.size_of(self.parts - 1)?))
     }
 }
 
@@ -297,14 +346,37 @@ impl Sums {
             .collect()
     }
 
-    /// Reads `sha256sum` output (text or `*` binary mode). File names must be plain names in
-    /// the sums file's own directory.
-    pub fn parse(text: &str, path: &Path) -> Result<Sums, BundleError> {
+    /// Reads `sha256sum` output (text or `*` binary mode), as found on media and before its
+    /// signature is checked: at most [`MAX_SUMS_SIZE`] bytes and [`MAX_PARTS`] lines, UTF-8,
+    /// each name a plain file name in the sums file's own directory (no `/`, not `.` or
+    /// `..`, at most 255 bytes, no control or formatting characters), listed once. `path`
+    /// names the file in errors. Linear in the input.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Sums, BundleError> {
         let bad = |n: usize, why: &str| {
             BundleError::Malformed(format!("{} line {n}: {why}", path.display()))
         };
+        if bytes.len() as u64 > MAX_SUMS_SIZE {
+            return Err(BundleError::Malformed(format!(
+                "{} is more than {MAX_SUMS_SIZE} bytes, the most a sums file of {MAX_PARTS} parts may have",
+                path.display()
+            )));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            bad(line + 1, "not UTF-8 text (is this a sums file?)")
+        })?;
         let mut lines = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            if lines.len() == MAX_PARTS {
+                return Err(bad(
+                    i + 1,
+                    &format!("more than {MAX_PARTS} parts listed, the most a bundle may have"),
+                ));
+            }
             let (hex, name) = line
                 .split_once(' ')
                 .ok_or_else(|| bad(i + 1, "expected `<sha256>  <file>`"))?;
@@ -312,11 +384,21 @@ impl Sums {
                 .strip_prefix(' ')
                 .or_else(|| name.strip_prefix('*'))
                 .ok_or_else(|| bad(i + 1, "expected two spaces after the digest"))?;
-            let digest = Digest::from_hex(hex).map_err(|e| bad(i + 1, &e.0))?;
+            let digest = Digest::from_hex(hex)
+                .map_err(|_| bad(i + 1, "expected `<sha256>  <file>` (64 hex digits first)"))?;
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
                 return Err(bad(i + 1, "a part must be a file name in this directory"));
             }
-            if lines.iter().any(|(n, _)| n == name) {
+            if name.len() > MAX_NAME || crate::text::has_controls(name) {
+                return Err(bad(
+                    i + 1,
+                    &format!(
+                        "\"{}\" is not a part name (longer than {MAX_NAME} bytes, or control characters)",
+                        crate::text::Escaped(name)
+                    ),
+                ));
+            }
+            if !seen.insert(name) {
                 return Err(bad(i + 1, &format!("{name} is listed twice")));
             }
             lines.push((name.to_string(), digest));
@@ -369,21 +451,47 @@ pub fn remove_stale(dir: &Path, base: &str, parts: &[Part]) -> Vec<String> {
     removed
 }
 
+/// What is at a path on the media, looked at without opening it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A regular file of this size.
+    File(u64),
+    /// A symbolic link this reader does not follow.
+    Link,
+    /// Nothing, or nothing a bundle could be in (a directory, a FIFO, a device).
+    Absent,
+}
+
 /// Where a bundle's files are: its parts in order, and its sums and signature if present.
+///
+/// Everything here is found on media that anyone may have written, before any signature is
+/// checked, so the work is bounded: the sums file is read once, capped, and parsed once;
+/// parts are looked at with `lstat` and opened one at a time as the reader reaches them.
+/// Files are opened without following a symbolic link, except the one path the user named
+/// (a link the user gives is their choice; a link found beside it is not).
 #[derive(Debug, Clone)]
 pub struct BundleFiles {
     pub dir: PathBuf,
     /// The bundle name the files share (`stack.airlock`).
     pub base: String,
     pub parts: Vec<PathBuf>,
+    /// The sums file beside the parts, signed or not.
     pub sums: Option<PathBuf>,
+    /// The sums as read and parsed by [`BundleFiles::locate`]: only when their signature is
+    /// beside them, and then they name the parts.
+    listed: Option<(Vec<u8>, Sums)>,
+    /// Each part's size when it was found (`None`: listed in the sums, not there).
+    sizes: Vec<Option<u64>>,
+    /// The file name the user gave: the one file that is opened through a link.
+    named: Option<std::ffi::OsString>,
 }
 
 impl BundleFiles {
     /// Finds the bundle from what the user named: the bundle file, its first (or any) part,
-    /// its sums file or signature, or the bundle name when only parts exist. With a sums
-    /// file the parts are the ones it lists, in its order; without one they are `base.001`,
-    /// `base.002`, … up to the first gap.
+    /// its sums file or signature, or the bundle name when only parts exist. With a signed
+    /// sums file (its `.minisig` beside it) the parts are the ones it lists, in its order;
+    /// otherwise they are `base`, or `base.001`, `base.002`, … up to the first gap: a sums
+    /// file without its signature does not choose what is read.
     pub fn locate(path: &Path) -> Result<BundleFiles, BundleError> {
         let name = path
             .file_name()
@@ -403,36 +511,154 @@ impl BundleFiles {
                 _ => name.clone(),
             },
         };
-        let sums = dir.join(format!("{base}{SUMS_SUFFIX}"));
-        let sums = sums.is_file().then_some(sums);
-        let parts = match &sums {
-            Some(s) => {
-                let text = std::fs::read_to_string(s).map_err(|e| BundleError::io(s, e))?;
-                Sums::parse(&text, s)?
-                    .lines
-                    .into_iter()
-                    .map(|(n, _)| dir.join(n))
-                    .collect()
-            }
-            None if dir.join(&base).is_file() => vec![dir.join(&base)],
-            None => (1..)
-                .map(|i| dir.join(part_name(&base, i)))
-                .take_while(|p| p.is_file())
-                .collect(),
-        };
-        if parts.is_empty() {
-            return Err(BundleError::Usage(format!(
-                "{}: no such bundle (looked for {base}, {}, {base}{SUMS_SUFFIX})",
-                path.display(),
-                part_name(&base, 1)
-            )));
-        }
-        Ok(BundleFiles {
+        let mut files = BundleFiles {
             dir,
             base,
-            parts,
-            sums,
+            parts: Vec::new(),
+            sums: None,
+            listed: None,
+            sizes: Vec::new(),
+            named: path.file_name().map(|n| n.to_os_string()),
+        };
+        let sums = files.dir.join(format!("{}{SUMS_SUFFIX}", files.base));
+        if files.present(&sums)?.is_some() {
+            files.sums = Some(sums.clone());
+            let sig = files.sums_signature().expect("sums present");
+            if files.present(&sig)?.is_some() {
+                let bytes = files.read_capped(&sums, MAX_SUMS_SIZE)?;
+                let listed = Sums::parse(&bytes, &sums)?;
+                for (n, _) in &listed.lines {
+                    let p = files.dir.join(n);
+                    files.sizes.push(files.present(&p)?);
+                    files.parts.push(p);
+                }
+                files.listed = Some((bytes, listed));
+            }
+        }
+        if files.listed.is_none() {
+            let whole = files.dir.join(&files.base);
+            if let Some(size) = files.present(&whole)? {
+                files.parts.push(whole);
+                files.sizes.push(Some(size));
+            } else {
+                for i in 1.. {
+                    let p = files.dir.join(part_name(&files.base, i));
+                    let Some(size) = files.present(&p)? else {
+                        break;
+                    };
+                    if i > MAX_PARTS {
+                        return Err(BundleError::Malformed(format!(
+                            "{}: more than {MAX_PARTS} parts, the most a bundle may have",
+                            p.display()
+                        )));
+                    }
+                    files.parts.push(p);
+                    files.sizes.push(Some(size));
+                }
+            }
+        }
+        if files.parts.is_empty() {
+            let base = &files.base;
+            let unsigned = match &files.sums {
+                Some(_) => format!(
+                    "; {base}{SUMS_SUFFIX} is there, but without its signature it does not choose the files"
+                ),
+                None => String::new(),
+            };
+            return Err(BundleError::Usage(format!(
+                "{}: no such bundle (looked for {base}, {}, {base}{SUMS_SUFFIX}){unsigned}",
+                path.display(),
+                part_name(base, 1)
+            )));
+        }
+        Ok(files)
+    }
+
+    /// Whether `p` is the file the user named (and so may be read through a link).
+    fn follows(&self, p: &Path) -> bool {
+        self.named.is_some() && p.file_name() == self.named.as_deref()
+    }
+
+    fn look(&self, p: &Path) -> Found {
+        let m = if self.follows(p) {
+            std::fs::metadata(p)
+        } else {
+            std::fs::symlink_metadata(p)
+        };
+        match m {
+            Ok(m) if m.is_file() => Found::File(m.len()),
+            Ok(m) if m.file_type().is_symlink() => Found::Link,
+            _ => Found::Absent,
+        }
+    }
+
+    /// The size of the regular file at `p`, `None` if there is none; a link found beside
+    /// the named file is refused.
+    fn present(&self, p: &Path) -> Result<Option<u64>, BundleError> {
+        match self.look(p) {
+            Found::File(size) => Ok(Some(size)),
+            Found::Link => Err(link_refused(p)),
+            Found::Absent => Ok(None),
+        }
+    }
+
+    /// Opens one of the bundle's files for reading (see [`open_regular`]).
+    fn open(&self, p: &Path) -> Result<File, BundleError> {
+        open_regular(p, self.follows(p)).map_err(|e| match e.kind() {
+            io::ErrorKind::Other => BundleError::Malformed(e.to_string()),
+            _ => BundleError::io(p, e),
         })
+    }
+
+    /// At most `cap` bytes of `p`; more is a malformed bundle.
+    fn read_capped(&self, p: &Path, cap: u64) -> Result<Vec<u8>, BundleError> {
+        let mut bytes = Vec::new();
+        self.open(p)?
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| BundleError::io(p, e))?;
+        if bytes.len() as u64 > cap {
+            return Err(BundleError::Malformed(format!(
+                "{} is more than {cap} bytes, the most it may have",
+                p.display()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Part `i` (0-based) opened for reading.
+    pub fn open_part(&self, i: usize) -> Result<File, BundleError> {
+        let p = self.parts.get(i).ok_or_else(|| {
+            BundleError::Usage(format!("{}: the bundle has no part {}", self.base, i + 1))
+        })?;
+        self.open(p)
+    }
+
+    /// Whether the parts are the ones a signed sums file lists (its signature beside it).
+    pub fn listed_by_sums(&self) -> bool {
+        self.listed.is_some()
+    }
+
+    /// sha256 of the sums file as read (when it lists the parts): it pins every part.
+    pub fn sums_digest(&self) -> Option<Digest> {
+        self.listed.as_ref().map(|(b, _)| Digest::of(b))
+    }
+
+    /// The parts by name, for messages: `stack.airlock`, or `stack.airlock.001 …
+    /// stack.airlock.060 (60 parts)`.
+    pub fn describe_parts(&self) -> String {
+        let name =
+            |p: &PathBuf| crate::text::escape(&p.file_name().unwrap_or_default().to_string_lossy());
+        match self.parts.as_slice() {
+            [] => "nothing".into(),
+            [one] => name(one),
+            [first, .., last] => format!(
+                "{} … {} ({} parts)",
+                name(first),
+                name(last),
+                self.parts.len()
+            ),
+        }
     }
 
     /// The signature file beside the sums.
@@ -445,74 +671,151 @@ impl BundleFiles {
     }
 
     /// Files in the bundle's directory named like its parts (`base.…`) but not listed: a
-    /// part renamed, copied, or left from another build.
+    /// part renamed, copied, or left from another build. Regular files only (links and
+    /// other kinds are not followed).
     pub fn strays(&self) -> Vec<PathBuf> {
+        self.strays_sized().into_iter().map(|(p, _)| p).collect()
+    }
+
+    fn strays_sized(&self) -> Vec<(PathBuf, u64)> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut out: Vec<PathBuf> = rd
+        let prefix = format!("{}.", self.base);
+        let sums = format!("{}{SUMS_SUFFIX}", self.base);
+        let mut out: Vec<(PathBuf, u64)> = rd
             .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap_or_default().to_string_lossy();
-                n.starts_with(&format!("{}.", self.base))
-                    && !n.starts_with(&format!("{}{SUMS_SUFFIX}", self.base))
-                    && !self.parts.iter().any(|q| q == p)
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with(&prefix) && !n.starts_with(&sums)
             })
+            .filter_map(|e| {
+                let m = std::fs::symlink_metadata(e.path()).ok()?;
+                m.is_file().then(|| (e.path(), m.len()))
+            })
+            .filter(|(p, _)| !self.parts.iter().any(|q| q == p))
             .collect();
         out.sort();
         out
     }
 
-    /// All parts as one stream, without copying them together.
+    /// All parts as one stream, without copying them together. Each part is opened when
+    /// the stream reaches it and closed at its end, so a bundle of more parts than the
+    /// process may hold open files reads all the same.
     pub fn reader(&self) -> Result<PartsReader, BundleError> {
-        PartsReader::open(&self.parts)
+        if let Some(i) = self.sizes.iter().position(Option::is_none) {
+            return Err(BundleError::Parts {
+                sums: self.sums.clone().unwrap_or_default(),
+                problems: vec![PartProblem::Missing {
+                    part: file_name(&self.parts[i]),
+                    found_as: None,
+                }],
+            });
+        }
+        Ok(PartsReader {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| (p.clone(), self.follows(p)))
+                .collect(),
+            next: 0,
+            current: None,
+        })
     }
 
+    /// The parts' bytes, as found (a missing part counts 0; at most `u64::MAX`).
     pub fn total_size(&self) -> u64 {
-        self.parts
+        self.sizes
             .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+            .flatten()
+            .fold(0, |a, &b| a.saturating_add(b))
     }
 }
 
-/// Reads parts one after the other. Every part is opened up front so that a missing or
-/// unreadable one is named before any work starts.
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn link_refused(p: &Path) -> BundleError {
+    BundleError::Malformed(link_message(p))
+}
+
+fn link_message(p: &Path) -> String {
+    format!(
+        "{} is a symbolic link: links found beside the file named on the command line are not followed",
+        crate::text::escape(&p.to_string_lossy())
+    )
+}
+
+/// Opens `path` for reading if it is a regular file: without blocking (a FIFO or device
+/// put in a part's place is refused, not waited on) and, unless `follow`, without following
+/// a symbolic link in its last component. A link or a file of another kind is an error of
+/// kind `Other` whose message names it.
+fn open_regular(path: &Path, follow: bool) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+        if e == rustix::io::Errno::LOOP && !follow {
+            io::Error::other(link_message(path))
+        } else {
+            io::Error::from(e)
+        }
+    })?;
+    let file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{}: not a regular file",
+            crate::text::escape(&path.to_string_lossy())
+        )));
+    }
+    Ok(file)
+}
+
+/// Reads parts one after the other, each opened when the previous one ends.
 #[derive(Debug)]
 pub struct PartsReader {
-    files: std::vec::IntoIter<File>,
+    /// Each part, and whether it may be opened through a link.
+    parts: Vec<(PathBuf, bool)>,
+    next: usize,
     current: Option<File>,
-}
-
-impl PartsReader {
-    pub fn open(parts: &[PathBuf]) -> Result<PartsReader, BundleError> {
-        let files = parts
-            .iter()
-            .map(|p| File::open(p).map_err(|e| BundleError::io(p, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut files = files.into_iter();
-        let current = files.next();
-        Ok(PartsReader { files, current })
-    }
 }
 
 impl Read for PartsReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(f) = &mut self.current {
-            let n = f.read(buf)?;
+        loop {
+            if self.current.is_none() {
+                let Some((p, follow)) = self.parts.get(self.next) else {
+                    return Ok(0);
+                };
+                let f = open_regular(p, *follow).map_err(|e| match e.kind() {
+                    io::ErrorKind::Other => e,
+                    k => io::Error::new(
+                        k,
+                        format!("{}: {e}", crate::text::escape(&p.to_string_lossy())),
+                    ),
+                })?;
+                self.current = Some(f);
+                self.next += 1;
+            }
+            let n = self.current.as_mut().expect("a part is open").read(buf)?;
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            self.current = self.files.next();
+            // Closed before the next is opened: one descriptor at a time.
+            self.current = None;
         }
-        Ok(0)
     }
 }
 
-/// What is wrong with one file of a bundle on media.
+/// What is wrong with one file of a bundle on media. Names are shown escaped: a stray's
+/// name is whatever the media holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartProblem {
     /// Listed in the sums, not there; `found_as` holds a stray file with its content.
@@ -525,11 +828,15 @@ pub enum PartProblem {
         file: String,
         copy_of: Option<String>,
     },
-    /// Not the size the signed layout says (found before hashing anything).
+    /// There, not listed, and larger than any part: reported by its size, never hashed.
+    ExtraTooLarge { file: String, size: u64 },
+    /// Not the size the layout in the sums' trusted comment says (found before hashing
+    /// anything); `signed` when that comment's signature was verified.
     WrongSize {
         part: String,
         expected: u64,
         actual: u64,
+        signed: bool,
     },
     /// Other content than its signed sum; `holds` names the part whose content it has.
     Corrupt {
@@ -540,34 +847,61 @@ pub enum PartProblem {
     },
 }
 
+impl PartProblem {
+    /// A stray file beside the parts: a warning when the listed parts are all right.
+    pub fn is_stray(&self) -> bool {
+        matches!(
+            self,
+            PartProblem::Extra { .. } | PartProblem::ExtraTooLarge { .. }
+        )
+    }
+}
+
 impl fmt::Display for PartProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::text::Escaped as E;
         match self {
             PartProblem::Missing {
                 part,
                 found_as: None,
-            } => write!(f, "{part}: missing"),
+            } => write!(f, "{}: missing", E(part)),
             PartProblem::Missing {
                 part,
                 found_as: Some(s),
-            } => write!(f, "{part}: missing; its content is in {s} (renamed?)"),
-            PartProblem::Extra { file, copy_of: None } => {
-                write!(f, "{file}: not a part of this bundle (not in the signed sums)")
-            }
+            } => write!(f, "{}: missing; its content is in {} (renamed?)", E(part), E(s)),
+            PartProblem::Extra { file, copy_of: None } => write!(
+                f,
+                "{}: not a part of this bundle (not in the signed sums)",
+                E(file)
+            ),
             PartProblem::Extra {
                 file,
                 copy_of: Some(p),
             } => write!(
                 f,
-                "{file}: not in the signed sums; it is a copy of {p} (duplicated part)"
+                "{}: not in the signed sums; it is a copy of {} (duplicated part)",
+                E(file),
+                E(p)
+            ),
+            PartProblem::ExtraTooLarge { file, size } => write!(
+                f,
+                "{}: not a part of this bundle (not in the signed sums); {size} bytes, larger than any part, so not hashed",
+                E(file)
             ),
             PartProblem::WrongSize {
                 part,
                 expected,
                 actual,
+                signed,
             } => write!(
                 f,
-                "{part}: {actual} bytes, the signed sums say {expected} ({})",
+                "{}: {actual} bytes, {} {expected} ({})",
+                E(part),
+                if *signed {
+                    "the signed sums say"
+                } else {
+                    "the sums' unverified trusted comment says"
+                },
                 if actual < expected {
                     "truncated"
                 } else {
@@ -581,7 +915,8 @@ impl fmt::Display for PartProblem {
                 holds: None,
             } => write!(
                 f,
-                "{part}: corrupt: expected sha256 {}, computed {}",
+                "{}: corrupt: expected sha256 {}, computed {}",
+                E(part),
                 expected.hex(),
                 actual.hex()
             ),
@@ -592,7 +927,9 @@ impl fmt::Display for PartProblem {
                 holds: Some(h),
             } => write!(
                 f,
-                "{part}: holds the content of {h} (parts swapped, reordered or duplicated): expected sha256 {}, computed {}",
+                "{}: holds the content of {} (parts swapped, reordered or duplicated): expected sha256 {}, computed {}",
+                E(part),
+                E(h),
                 expected.hex(),
                 actual.hex()
             ),
@@ -611,7 +948,9 @@ pub struct SignedSums {
 }
 
 impl SignedSums {
-    /// Reads and (with `trust`) verifies `files`' sums. A missing signature is a trust error.
+    /// Verifies (with `trust`) the sums `files` were located with, without reading them
+    /// again. A missing signature is a trust error; a signed layout in the trusted comment
+    /// that no writer makes is a malformed bundle.
     pub fn load(files: &BundleFiles, trust: Option<&TrustSet>) -> Result<SignedSums, BundleError> {
         let path = files.sums.clone().ok_or_else(|| {
             BundleError::Usage(format!(
@@ -620,37 +959,62 @@ impl SignedSums {
                 files.base
             ))
         })?;
-        let text = std::fs::read_to_string(&path).map_err(|e| BundleError::io(&path, e))?;
-        let sums = Sums::parse(&text, &path)?;
         let sig_path = files.sums_signature().expect("sums present");
-        let sig = match std::fs::read_to_string(&sig_path) {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(BundleError::io(&sig_path, e)),
+        let sig = match files.present(&sig_path)? {
+            Some(_) => {
+                let bytes = files.read_capped(&sig_path, MAX_SIG_SIZE)?;
+                Some(String::from_utf8(bytes).map_err(|_| {
+                    BundleError::Malformed(format!("{}: not text", sig_path.display()))
+                })?)
+            }
+            None => None,
+        };
+        let missing = || BundleError::BadSignature {
+            key_id: "none".into(),
+            file: sig_path.display().to_string(),
+            detail: "the signature file is missing".into(),
+        };
+        let (bytes, sums) = match &files.listed {
+            Some((b, s)) => (b.clone(), s.clone()),
+            // Located without a signature beside the sums: they were not read.
+            None if trust.is_some() => return Err(missing()),
+            None => {
+                let b = files.read_capped(&path, MAX_SUMS_SIZE)?;
+                let s = Sums::parse(&b, &path)?;
+                (b, s)
+            }
         };
         let (signer, comment) = match (trust, &sig) {
             (Some(t), Some(sig)) => {
-                let id = t.verify_file(&path, text.as_bytes(), sig)?;
+                let id = t.verify_file(&path, &bytes, sig)?;
                 (Some(id), crate::sign::trusted_comment(sig))
             }
-            (Some(_), None) => {
-                return Err(BundleError::BadSignature {
-                    key_id: "none".into(),
-                    file: sig_path.display().to_string(),
-                    detail: "the signature file is missing".into(),
-                })
-            }
+            (Some(_), None) => return Err(missing()),
             (None, sig) => (None, sig.as_deref().and_then(crate::sign::trusted_comment)),
         };
         let layout = match comment {
-            Some(c) if c.starts_with(SUMS_COMMENT) => Layout::parse_comment(&c),
+            Some(c) if c.starts_with(SUMS_COMMENT) => match Layout::parse_comment(&c) {
+                Some(l) => Some(l),
+                None if signer.is_some() => {
+                    return Err(BundleError::Malformed(format!(
+                    "{}: the signed trusted comment \"{}\" is not a part layout any writer makes",
+                    sig_path.display(),
+                    crate::text::Escaped(&c)
+                )))
+                }
+                // Unverified: only a hint, and this one is no use.
+                None => None,
+            },
             // A valid signature by a trusted key over something else (a header signature
             // moved here) is not a sums signature.
             Some(c) if signer.is_some() => {
                 return Err(BundleError::BadSignature {
                     key_id: signer.map(|k| k.to_string()).unwrap_or_default(),
                     file: sig_path.display().to_string(),
-                    detail: format!("not a sums signature (trusted comment {c:?})"),
+                    detail: format!(
+                        "not a sums signature (trusted comment \"{}\")",
+                        crate::text::Escaped(&c)
+                    ),
                 })
             }
             _ => None,
@@ -663,34 +1027,39 @@ impl SignedSums {
         })
     }
 
+    /// The layout, if it describes as many parts as the sums list.
+    fn layout(&self) -> Option<Layout> {
+        self.layout.filter(|l| l.parts == self.sums.lines.len())
+    }
+
     /// What can be found without reading content: listed parts that are missing or the
     /// wrong size, and stray files.
     pub fn check_layout(&self, files: &BundleFiles) -> Vec<PartProblem> {
         let mut problems = Vec::new();
-        if let Some(l) = self.layout.filter(|l| l.parts == self.sums.lines.len()) {
-            for (i, (name, _)) in self.sums.lines.iter().enumerate() {
-                if let Ok(m) = std::fs::metadata(files.dir.join(name)) {
-                    if m.len() != l.size_of(i) {
-                        problems.push(PartProblem::WrongSize {
-                            part: name.clone(),
-                            expected: l.size_of(i),
-                            actual: m.len(),
-                        });
+        let layout = self.layout();
+        for (i, (name, _)) in self.sums.lines.iter().enumerate() {
+            match files.look(&files.dir.join(name)) {
+                Found::File(actual) => {
+                    if let Some(expected) = layout.and_then(|l| l.size_of(i)) {
+                        if actual != expected {
+                            problems.push(PartProblem::WrongSize {
+                                part: name.clone(),
+                                expected,
+                                actual,
+                                signed: self.signer.is_some(),
+                            });
+                        }
                     }
                 }
-            }
-        }
-        for (name, _) in &self.sums.lines {
-            if !files.dir.join(name).is_file() {
-                problems.push(PartProblem::Missing {
+                Found::Link | Found::Absent => problems.push(PartProblem::Missing {
                     part: name.clone(),
                     found_as: None,
-                });
+                }),
             }
         }
-        for s in files.strays() {
+        for (s, _) in files.strays_sized() {
             problems.push(PartProblem::Extra {
-                file: s.file_name().unwrap_or_default().to_string_lossy().into(),
+                file: file_name(&s),
                 copy_of: None,
             });
         }
@@ -698,27 +1067,62 @@ impl SignedSums {
     }
 
     /// Hashes every listed part and every stray (on all cores, `on_bytes` fed as they go)
-    /// and names each problem, with what a misplaced file really holds.
+    /// and names each problem, with what a misplaced file really holds. What cannot be the
+    /// right part is not hashed: a listed part of the wrong size (by the layout), and a
+    /// stray larger than any part (by the layout, else by the largest listed part found).
     pub fn check_all(
         &self,
         files: &BundleFiles,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<Vec<PartProblem>, BundleError> {
-        let listed: Vec<PathBuf> = self
+        /// What became of a listed part.
+        enum Fate {
+            Hashed(usize),
+            WrongSize { expected: u64, actual: u64 },
+            Absent,
+        }
+        let layout = self.layout();
+        // Each listed part's fate is decided here, once.
+        let mut to_hash: Vec<(PathBuf, u64)> = Vec::new();
+        let fates: Vec<Fate> = self
             .sums
             .lines
             .iter()
-            .map(|(n, _)| files.dir.join(n))
-            .filter(|p| p.is_file())
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let path = files.dir.join(name);
+                let Found::File(actual) = files.look(&path) else {
+                    return Fate::Absent;
+                };
+                match layout.and_then(|l| l.size_of(i)) {
+                    Some(expected) if expected != actual => Fate::WrongSize { expected, actual },
+                    _ => {
+                        to_hash.push((path, actual));
+                        Fate::Hashed(to_hash.len() - 1)
+                    }
+                }
+            })
             .collect();
-        let strays = files.strays();
-        let all: Vec<PathBuf> = listed.iter().chain(&strays).cloned().collect();
-        let digests: std::collections::HashMap<&Path, Digest> = all
-            .iter()
-            .map(PathBuf::as_path)
-            .zip(hash_files(&all, on_bytes)?)
-            .collect();
-        let digest_of = |p: &Path| digests[p];
+        let largest = match layout.and_then(|l| l.largest()) {
+            Some(l) => l,
+            None => to_hash.iter().map(|(_, s)| *s).max().unwrap_or(0),
+        };
+        let mut too_large = Vec::new();
+        let mut strays: Vec<(String, usize)> = Vec::new();
+        for (path, size) in files.strays_sized() {
+            if size > largest {
+                too_large.push(PartProblem::ExtraTooLarge {
+                    file: file_name(&path),
+                    size,
+                });
+            } else {
+                strays.push((file_name(&path), to_hash.len()));
+                to_hash.push((path, size));
+            }
+        }
+        let digests = hash_files(files, &to_hash, on_bytes)?;
+        let stray_digests: Vec<(String, Digest)> =
+            strays.into_iter().map(|(n, i)| (n, digests[i])).collect();
         let name_of = |d: &Digest| {
             self.sums
                 .lines
@@ -727,38 +1131,31 @@ impl SignedSums {
                 .map(|(n, _)| n.clone())
         };
         let mut problems = Vec::new();
-        let stray_names: Vec<(String, Digest)> = strays
-            .iter()
-            .map(|p| {
-                (
-                    p.file_name().unwrap_or_default().to_string_lossy().into(),
-                    digest_of(p),
-                )
-            })
-            .collect();
-        for (name, expected) in &self.sums.lines {
-            let path = files.dir.join(name);
-            if !path.is_file() {
-                problems.push(PartProblem::Missing {
+        for ((name, expected), fate) in self.sums.lines.iter().zip(fates) {
+            match fate {
+                Fate::Absent => problems.push(PartProblem::Missing {
                     part: name.clone(),
-                    found_as: stray_names
+                    found_as: stray_digests
                         .iter()
                         .find(|(_, d)| d == expected)
                         .map(|(n, _)| n.clone()),
-                });
-                continue;
-            }
-            let actual = digest_of(&path);
-            if actual != *expected {
-                problems.push(PartProblem::Corrupt {
+                }),
+                Fate::WrongSize { expected, actual } => problems.push(PartProblem::WrongSize {
+                    part: name.clone(),
+                    expected,
+                    actual,
+                    signed: self.signer.is_some(),
+                }),
+                Fate::Hashed(i) if digests[i] != *expected => problems.push(PartProblem::Corrupt {
                     part: name.clone(),
                     expected: *expected,
-                    actual,
-                    holds: name_of(&actual),
-                });
+                    actual: digests[i],
+                    holds: name_of(&digests[i]),
+                }),
+                Fate::Hashed(_) => {}
             }
         }
-        for (file, d) in stray_names {
+        for (file, d) in stray_digests {
             let copy_of = name_of(&d);
             // A stray that stands in for a missing part was already named as its new name.
             let renamed = problems
@@ -768,14 +1165,17 @@ impl SignedSums {
                 problems.push(PartProblem::Extra { file, copy_of });
             }
         }
+        problems.extend(too_large);
         Ok(problems)
     }
 }
 
 /// sha256 of each file, several files at once (one per core): parts are independent, and
-/// one sha256 stream is the limit of one core.
-pub fn hash_files(
-    paths: &[PathBuf],
+/// one sha256 stream is the limit of one core. Each file is read up to the size it had when
+/// it was looked at (one byte more is an error: it grew), so the work stays bounded.
+fn hash_files(
+    files: &BundleFiles,
+    paths: &[(PathBuf, u64)],
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Digest>, BundleError> {
     let workers = std::thread::available_parallelism()
@@ -789,8 +1189,8 @@ pub fn hash_files(
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(p) = paths.get(i) else { break };
-                let r = hash_file(p, on_bytes);
+                let Some((p, size)) = paths.get(i) else { break };
+                let r = hash_file(files, p, *size, on_bytes);
                 *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
         }
@@ -805,10 +1205,16 @@ pub fn hash_files(
         .collect()
 }
 
-fn hash_file(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Digest, BundleError> {
-    let mut f = File::open(path).map_err(|e| BundleError::io(path, e))?;
+fn hash_file(
+    files: &BundleFiles,
+    path: &Path,
+    size: u64,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Digest, BundleError> {
+    let mut f = files.open(path)?.take(size.saturating_add(1));
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
     loop {
         let n = match f.read(&mut buf) {
             Ok(0) => break,
@@ -817,7 +1223,14 @@ fn hash_file(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Digest, Bun
             Err(e) => return Err(BundleError::io(path, e)),
         };
         h.update(&buf[..n]);
+        read += n as u64;
         on_bytes(n as u64);
+    }
+    if read > size {
+        return Err(BundleError::Malformed(format!(
+            "{} grew while it was being hashed (was {size} bytes)",
+            crate::text::escape(&path.to_string_lossy())
+        )));
     }
     Ok(Digest::from_bytes(h.finalize().into()))
 }
@@ -902,12 +1315,27 @@ mod tests {
         assert_eq!(left, ["b.airlock"]);
     }
 
+    /// A reader refuses more than MAX_PARTS parts, so the writer never cuts them.
+    #[test]
+    fn the_writer_cuts_no_more_parts_than_a_reader_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartWriter::new(dir.path(), "b.airlock", Some(4096));
+        let chunk = vec![7u8; 4096 * 100];
+        for _ in 0..MAX_PARTS / 100 {
+            w.write_all(&chunk).unwrap();
+        }
+        let e = w.write_all(b"one byte more").unwrap_err();
+        assert!(e.to_string().contains("more than 10000 parts"), "{e}");
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn sums_round_trip_and_refuse_paths() {
         let p = Path::new("x.sums");
         let d = Digest::of(b"a");
         let text = format!("{}  a.001\n{} *a.002\n", d.hex(), d.hex());
-        let s = Sums::parse(&text, p).unwrap();
+        let s = Sums::parse(text.as_bytes(), p).unwrap();
         assert_eq!(s.lines[1].0, "a.002");
         for bad in [
             format!("{}  ../a.001\n", d.hex()),
@@ -917,7 +1345,7 @@ mod tests {
             "nothex  a\n".to_string(),
             String::new(),
         ] {
-            assert!(Sums::parse(&bad, p).is_err(), "{bad:?} accepted");
+            assert!(Sums::parse(bad.as_bytes(), p).is_err(), "{bad:?} accepted");
         }
     }
 
@@ -929,8 +1357,110 @@ mod tests {
             part_size: Some(10_000),
         };
         assert_eq!(Layout::parse_comment(&l.comment()), Some(l));
-        assert_eq!(l.size_of(0), 10_000);
-        assert_eq!(l.size_of(4), 8_000);
+        assert_eq!(l.size_of(0), Some(10_000));
+        assert_eq!(l.size_of(4), Some(8_000));
+        assert_eq!(l.size_of(5), None);
+        let one = Layout::of(&[], None);
+        assert_eq!(one.size_of(0), None);
+    }
+
+    /// Numbers in a trusted comment are the signer's (or, unverified, anyone's): no layout
+    /// makes the arithmetic wrap (or panic in a debug build).
+    #[test]
+    fn layouts_that_overflow_are_not_layouts() {
+        let max = u64::MAX;
+        for c in [
+            format!("{SUMS_COMMENT} parts=4 part-size={max} total=4"),
+            format!("{SUMS_COMMENT} parts=3 part-size=10 total=5"),
+            format!("{SUMS_COMMENT} parts=3 part-size=10 total=31"),
+            format!("{SUMS_COMMENT} parts=0 total=0"),
+            format!("{SUMS_COMMENT} parts=2 total=10"),
+            format!("{SUMS_COMMENT} parts=1 part-size=5 total=5"),
+            format!("{SUMS_COMMENT} parts={max} part-size=2 total={max}"),
+            format!("{SUMS_COMMENT} parts=18446744073709551616 total=1"),
+        ] {
+            assert_eq!(Layout::parse_comment(&c), None, "{c}");
+        }
+        let l = Layout::parse_comment(&format!(
+            "{SUMS_COMMENT} parts=2 part-size={max} total={max}"
+        ))
+        .unwrap();
+        assert_eq!((l.size_of(0), l.size_of(1)), (Some(max), Some(0)));
+        // Built by hand, past what parse_comment accepts: None, not a wrapped number.
+        let l = Layout {
+            parts: 4,
+            total: 4,
+            part_size: Some(max),
+        };
+        assert_eq!(l.size_of(3), None);
+        assert_eq!(l.size_of(1), Some(max));
+        let sizes = Layout::of(
+            &[
+                Part {
+                    name: "a".into(),
+                    digest: Digest::of(b""),
+                    size: max,
+                },
+                Part {
+                    name: "b".into(),
+                    digest: Digest::of(b""),
+                    size: 1,
+                },
+            ],
+            Some(max),
+        );
+        assert_eq!(sizes.total, max);
+    }
+
+    #[test]
+    fn sums_are_bounded_and_parsed_in_linear_time() {
+        let p = Path::new("x.sums");
+        let d = Digest::of(b"a").hex();
+        // The most parts a bundle may have, a name repeated only on the last line: found
+        // (a quadratic check took seconds for this many).
+        let mut text: String = (0..MAX_PARTS - 1)
+            .map(|i| format!("{d}  b.airlock.{i:05}\n"))
+            .collect();
+        text.push_str(&format!("{d}  b.airlock.00000\n"));
+        let started = std::time::Instant::now();
+        let e = Sums::parse(text.as_bytes(), p).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "line {MAX_PARTS}: b.airlock.00000 is listed twice"
+            )),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // One line more than that many parts.
+        let text: String = (0..=MAX_PARTS)
+            .map(|i| format!("{d}  b.airlock.{i:05}\n"))
+            .collect();
+        let e = Sums::parse(text.as_bytes(), p).unwrap_err();
+        assert!(e.to_string().contains("more than 10000 parts"), "{e}");
+        // More bytes than a sums file may have.
+        let big = vec![b'\n'; MAX_SUMS_SIZE as usize + 1];
+        let e = Sums::parse(&big, p).unwrap_err();
+        assert!(e.to_string().contains("more than 4194304 bytes"), "{e}");
+    }
+
+    #[test]
+    fn sums_that_are_not_text_or_name_controls_are_malformed() {
+        let p = Path::new("x.sums");
+        let d = Digest::of(b"a").hex();
+        let mut bytes = format!("{d}  a\n{d}  b").into_bytes();
+        bytes.push(0xff);
+        let e = Sums::parse(&bytes, p).unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Integrity, "{e}");
+        assert!(e.to_string().contains("x.sums line 2: not UTF-8"), "{e}");
+        for name in ["x\u{1b}]0;PWNED\u{7}", "a\u{202e}b", &"n".repeat(256)] {
+            let e = Sums::parse(format!("{d}  {name}\n").as_bytes(), p).unwrap_err();
+            let shown = e.to_string();
+            assert!(!crate::text::has_controls(&shown), "{shown:?}");
+            assert!(shown.contains("is not a part name"), "{shown}");
+        }
+        // The digest is not echoed either.
+        let e = Sums::parse("\u{1b}[2J  a\n".as_bytes(), p).unwrap_err();
+        assert!(!crate::text::has_controls(&e.to_string()), "{e}");
     }
 
     /// Five signed parts, then each kind of damage is named exactly.
@@ -1021,7 +1551,135 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b.airlock.005: 5000 bytes, the signed sums say 10000 (truncated)"]
         );
-        assert!(check()[0].starts_with("b.airlock.005: corrupt"));
+        // … and not hashed: its size already says it is not the part.
+        assert_eq!(
+            check(),
+            ["b.airlock.005: 5000 bytes, the signed sums say 10000 (truncated)"]
+        );
+        std::fs::write(p(5), &data[40_000..]).unwrap();
+
+        // A stray larger than any part is named by its size, never read: 200 GiB, sparse.
+        let huge = dir.path().join("b.airlock.999");
+        File::create(&huge).unwrap().set_len(200 << 30).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            check(),
+            ["b.airlock.999: not a part of this bundle (not in the signed sums); 214748364800 bytes, larger than any part, so not hashed"]
+        );
+        // Also while saying where a missing part went.
+        std::fs::rename(p(2), dir.path().join("b.airlock.two")).unwrap();
+        assert_eq!(
+            check(),
+            [
+                "b.airlock.002: missing; its content is in b.airlock.two (renamed?)",
+                "b.airlock.999: not a part of this bundle (not in the signed sums); 214748364800 bytes, larger than any part, so not hashed"
+            ]
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        std::fs::rename(dir.path().join("b.airlock.two"), p(2)).unwrap();
+        std::fs::remove_file(&huge).unwrap();
+        assert!(check().is_empty(), "{:?}", check());
+    }
+
+    #[test]
+    fn links_beside_the_named_file_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(8192), 4096);
+        assert_eq!(parts.len(), 3);
+        let part = |n: usize| dir.path().join(part_name("b.airlock", n));
+        // Part 2 moved away and linked back: same bytes, still refused, named.
+        std::fs::rename(part(2), other.path().join("two")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("two"), part(2)).unwrap();
+        let e = BundleFiles::locate(&part(1)).unwrap_err();
+        assert!(matches!(e, BundleError::Malformed(_)), "{e}");
+        assert!(
+            e.to_string().contains("b.airlock.002 is a symbolic link"),
+            "{e}"
+        );
+        // Named by the user, a link is read (their choice); the links beside it are not.
+        assert_eq!(BundleFiles::locate(&part(2)).unwrap().parts.len(), 3);
+        std::fs::rename(part(3), other.path().join("three")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("three"), part(3)).unwrap();
+        let e = BundleFiles::locate(&part(2)).unwrap_err();
+        assert!(
+            e.to_string().contains("b.airlock.003 is a symbolic link"),
+            "{e}"
+        );
+        std::fs::remove_file(part(3)).unwrap();
+        std::fs::rename(other.path().join("three"), part(3)).unwrap();
+        std::fs::remove_file(part(2)).unwrap();
+        std::fs::rename(other.path().join("two"), part(2)).unwrap();
+        let whole = other.path().join("whole.airlock");
+        std::fs::write(&whole, &data).unwrap();
+        let link = dir.path().join("w.airlock");
+        std::os::unix::fs::symlink(&whole, &link).unwrap();
+        let files = BundleFiles::locate(&link).unwrap();
+        let mut back = Vec::new();
+        files.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // A part replaced by a link after it was found is refused when it is reached.
+        let files = BundleFiles::locate(&part(1)).unwrap();
+        std::fs::rename(part(3), other.path().join("three")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("three"), part(3)).unwrap();
+        let e = files
+            .reader()
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("b.airlock.003 is a symbolic link"),
+            "{e}"
+        );
+        // A FIFO put in a part's place after it was found is refused, not waited on.
+        std::fs::remove_file(part(3)).unwrap();
+        std::fs::rename(other.path().join("three"), part(3)).unwrap();
+        let files = BundleFiles::locate(&part(1)).unwrap();
+        std::fs::remove_file(part(3)).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(part(3))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let e = files
+            .reader()
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("b.airlock.003: not a regular file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sums_file_without_its_signature_does_not_choose_the_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        write_parts(dir.path(), b"the real bundle", None, 100);
+        std::fs::write(dir.path().join("old-release.bin"), b"something else").unwrap();
+        let sums = dir.path().join("b.airlock.sums");
+        std::fs::write(
+            &sums,
+            format!("{}  old-release.bin\n", Digest::of(b"something else").hex()),
+        )
+        .unwrap();
+        for named in ["b.airlock", "b.airlock.sums"] {
+            let files = BundleFiles::locate(&dir.path().join(named)).unwrap();
+            assert_eq!(files.parts, [dir.path().join("b.airlock")], "{named}");
+            assert!(!files.listed_by_sums());
+            assert_eq!(files.describe_parts(), "b.airlock");
+        }
+        // With a signature beside it (valid or not: that is checked next), the sums list
+        // the parts.
+        std::fs::write(dir.path().join("b.airlock.sums.minisig"), b"x").unwrap();
+        let files = BundleFiles::locate(&dir.path().join("b.airlock")).unwrap();
+        assert_eq!(files.parts, [dir.path().join("old-release.bin")]);
+        assert!(files.listed_by_sums());
+        assert_eq!(
+            files.sums_digest(),
+            Some(Digest::of(&std::fs::read(&sums).unwrap()))
+        );
     }
 
     #[test]

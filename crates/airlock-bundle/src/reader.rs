@@ -210,8 +210,13 @@ impl TarStream {
         match tarfmt::parse_header(&block) {
             Ok(Some(h)) => Ok(Some(h)),
             Ok(None) => {
-                // The second end-of-archive block; missing is tolerated as GNU tar does.
-                let _ = self.read_exact_or_eof(&mut block, what)?;
+                // The second end-of-archive block: missing is tolerated as GNU tar does, but
+                // what is there must be zeros (it is covered by no signature).
+                if self.read_exact_or_eof(&mut block, what)? && block.iter().any(|&b| b != 0) {
+                    return Err(BundleError::Malformed(
+                        "the second end-of-archive block is not zero".into(),
+                    ));
+                }
                 Ok(None)
             }
             Err(e) => Err(BundleError::Malformed(format!("at {what}: {e}"))),
@@ -238,8 +243,8 @@ impl TarStream {
         })?;
         if h.path != want || !h.regular {
             return Err(BundleError::Malformed(format!(
-                "expected {want} at this position, found {:?} (is this an airlock bundle?)",
-                h.path
+                "expected {want} at this position, found \"{}\" (is this an airlock bundle?)",
+                crate::text::Escaped(&h.path)
             )));
         }
         if h.size > limit {

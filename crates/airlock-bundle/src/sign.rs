@@ -432,9 +432,23 @@ impl TrustSet {
             .join(", ")
     }
 
-    /// Checks the header signature `sig_text` over `data`; returns the signer's key id.
+    /// Checks the header signature `sig_text` over `data`; returns the signer's key id. The
+    /// trusted comment must be the header's ([`TRUSTED_COMMENT`]): the same key signs sums
+    /// and reports, and a signature made as one of those does not vouch for a header.
     pub fn verify(&self, data: &[u8], sig_text: &str) -> Result<KeyId, BundleError> {
-        self.verify_file(Path::new(crate::header::HEADER_PATH), data, sig_text)
+        let signer = self.verify_file(Path::new(crate::header::HEADER_PATH), data, sig_text)?;
+        let comment = trusted_comment(sig_text).unwrap_or_default();
+        if comment != TRUSTED_COMMENT {
+            return Err(BundleError::BadSignature {
+                key_id: signer.to_string(),
+                file: crate::header::SIGNATURE_PATH.into(),
+                detail: format!(
+                    "not a header signature: its trusted comment is \"{}\", a header's is \"{TRUSTED_COMMENT}\"",
+                    crate::text::Escaped(&comment)
+                ),
+            });
+        }
+        Ok(signer)
     }
 
     /// Checks `sig_text` over `data`, the content of `file` (named in errors).
@@ -504,6 +518,29 @@ mod tests {
         assert_eq!(trust.verify(b"hello", &a).unwrap(), id);
         let err = trust.verify(b"hellp", &a).unwrap_err();
         assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_header_signature_must_carry_the_header_comment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = generate_keypair(dir.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![TrustedKey::load(&pk).unwrap()]);
+        for other in [
+            "airlock-bundle sums v1 parts=1 total=1",
+            "airlock-unpack report v1",
+            "",
+        ] {
+            let sig = key.sign_with(b"x", other);
+            // A valid signature by a trusted key, over the same bytes: still not a header's.
+            trust
+                .verify_file(Path::new("x"), b"x", &sig)
+                .expect("valid as a signature");
+            let e = trust.verify(b"x", &sig).unwrap_err();
+            assert!(matches!(e, BundleError::BadSignature { .. }), "{e}");
+            assert!(e.to_string().contains("not a header signature"), "{e}");
+        }
+        trust.verify(b"x", &key.sign(b"x")).unwrap();
     }
 
     #[test]

@@ -61,14 +61,18 @@ pub struct ParsedHeader {
 }
 
 /// Parses one 512-byte header block; `None` for an all-zero (end-of-archive) block.
+///
+/// Errors never quote the block: before the signature is checked it may be any file's
+/// first bytes (a bundle path that is a link to a root-only file), and the `tar` crate's
+/// own messages include the raw name field. The entry's name, once the checksum holds, is
+/// the caller's to show, escaped.
 pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<ParsedHeader>, String> {
     if block.iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    let h = tar::Header::from_byte_slice(block);
-    let stored = h
-        .cksum()
-        .map_err(|e| format!("unreadable header checksum: {e}"))?;
+    let stored = octal(&block[148..156])
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or("the header checksum field is not an octal number (not a tar header)")?;
     // The checksum is the byte sum of the block with the checksum field read as spaces.
     let computed: u32 = block
         .iter()
@@ -86,14 +90,31 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<ParsedHeader>, String>
             "header checksum mismatch (stored {stored}, computed {computed})"
         ));
     }
+    let h = tar::Header::from_byte_slice(block);
     let size = h
         .entry_size()
-        .map_err(|e| format!("unreadable entry size: {e}"))?;
+        .map_err(|_| "the entry size field is not a number".to_string())?;
     Ok(Some(ParsedHeader {
         path: String::from_utf8_lossy(&h.path_bytes()).into_owned(),
         size,
         regular: h.entry_type().is_file(),
     }))
+}
+
+/// A tar octal field: optional leading spaces, octal digits, then only NULs or spaces.
+fn octal(field: &[u8]) -> Option<u64> {
+    let start = field.iter().position(|&b| b != b' ')?;
+    let digits = field[start..]
+        .iter()
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .count();
+    let (num, rest) = field[start..].split_at(digits);
+    if digits == 0 || !rest.iter().all(|&b| b == 0 || b == b' ') {
+        return None;
+    }
+    num.iter().try_fold(0u64, |v, &d| {
+        v.checked_mul(8)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -141,6 +162,52 @@ mod tests {
         let mut block = [0u8; BLOCK];
         block.copy_from_slice(dir.as_bytes());
         assert!(!parse_header(&block).unwrap().unwrap().regular);
+    }
+
+    #[test]
+    fn errors_never_quote_the_block() {
+        let mut block = [0u8; BLOCK];
+        let secret = b"root:$y$j9T$SECRETSALT:19700:0:99999:7:::\nuser2:SECRET";
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = secret[i % secret.len()];
+        }
+        let e = parse_header(&block).unwrap_err();
+        assert!(!e.contains("SECRET") && !e.contains("root"), "{e}");
+        // A valid checksum over a garbled size field: the name is still not in the error.
+        let mut h = file_header("SECRET-NAME", 1).unwrap();
+        h[124..136].copy_from_slice(b"SECRETSIZE!!");
+        let sum: u32 = h
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
+            .sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let e = parse_header(&h).unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(e.contains("size"), "{e}");
+    }
+
+    #[test]
+    fn octal_fields_read_like_tar() {
+        assert_eq!(octal(b"0012345\0"), Some(0o12345));
+        assert_eq!(octal(b"  1234 \0"), Some(0o1234));
+        assert_eq!(octal(b"012345 \0"), Some(0o12345));
+        for bad in [
+            &b"        "[..],
+            b"\0\0\0\0",
+            b"12x4\0",
+            b"0089\0",
+            b"\x1b[31m",
+        ] {
+            assert_eq!(octal(bad), None, "{bad:?}");
+        }
+        assert_eq!(octal(&[b'7'; 30]), None, "overflow");
     }
 
     #[test]

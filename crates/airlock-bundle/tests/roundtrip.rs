@@ -355,3 +355,133 @@ fn blob_over_8_gib_streams() {
     assert_eq!(v.header.entries[2].size, size);
     assert_eq!(v.signer, Some(k.key.key_id()));
 }
+
+/// The tar of `bundle` (plain) with each entry passed through `f`, which writes what it wants
+/// in its place; the end-of-archive blocks follow.
+fn rewrite(bundle: &[u8], f: impl Fn(&str, &[u8], &mut Vec<u8>)) -> Vec<u8> {
+    let mut archive = tar::Archive::new(io::Cursor::new(bundle));
+    let mut out = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        f(&path, &data, &mut out);
+    }
+    airlock_bundle::tarfmt::write_end(&mut out).unwrap();
+    out
+}
+
+const EVIL: &str = "x\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+
+#[test]
+fn the_second_end_of_archive_block_carries_nothing() {
+    let k = keys();
+    let (header, blobs) = sample();
+    let good = write(&header, &blobs, &k.key);
+    let n = good.len();
+    assert!(good[n - 1024..].iter().all(|&b| b == 0));
+    let mut bad = good.clone();
+    bad[n - 512..n - 500].copy_from_slice(b"unsigned!!!!");
+    let err = read(bad, &k.trust, &Decryption::default()).unwrap_err();
+    assert!(matches!(err, BundleError::Malformed(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the second end-of-archive block is not zero"),
+        "{err}"
+    );
+    // A single end block is still read, as GNU tar writes it in some modes.
+    read(good[..n - 512].to_vec(), &k.trust, &Decryption::default()).unwrap();
+}
+
+#[test]
+fn tar_header_bytes_are_never_echoed() {
+    let k = keys();
+    // Any file's first bytes, read as a tar header: a bundle path that is a link to a
+    // root-only file must not put that file's content into the error.
+    let mut secret = b"root:$y$j9T$SECRETSALTSECRETSALT$SECRETHASH:19700:0:99999:7:::\n".to_vec();
+    while secret.len() < 2048 {
+        secret.extend_from_slice(b"user2:SECRETHASH:19700:0:99999:7:::\n");
+    }
+    let err = read(secret, &k.trust, &Decryption::default()).unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+    let shown = err.to_string();
+    assert!(
+        !shown.contains("SECRET") && !shown.contains("root:"),
+        "{shown}"
+    );
+
+    // A block whose name and checksum fields hold terminal escapes.
+    let mut block = vec![0u8; 512];
+    block[..EVIL.len()].copy_from_slice(EVIL.as_bytes());
+    block[148..156].copy_from_slice(b"\x1b[31m\x07\x1b[");
+    block.extend_from_slice(&[0x1b; 1024]);
+    let shown = read(block, &k.trust, &Decryption::default())
+        .unwrap_err()
+        .to_string();
+    assert!(!airlock_bundle::text::has_controls(&shown), "{shown:?}");
+
+    // An entry with a valid checksum, named with escapes, in place of index.json, and in
+    // place of the header: named, escaped.
+    let (header, blobs) = sample();
+    let good = write(&header, &blobs, &k.key);
+    for replaced in ["index.json", airlock_bundle::header::HEADER_PATH] {
+        let bad = rewrite(&good, |path, data, out| {
+            let path = if path == replaced { EVIL } else { path };
+            airlock_bundle::tarfmt::write_small(out, path, data).unwrap();
+        });
+        let err = read(bad, &k.trust, &Decryption::default()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("x\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J"),
+            "{replaced}: {shown:?}"
+        );
+        assert!(!airlock_bundle::text::has_controls(&shown), "{shown:?}");
+    }
+}
+
+#[test]
+fn a_header_signed_as_something_else_is_refused() {
+    let k = keys();
+    let (header, blobs) = sample();
+    let good = write(&header, &blobs, &k.key);
+    let resigned = |comment: &str| {
+        rewrite(&good, |path, data, out| match path {
+            airlock_bundle::header::HEADER_PATH => {
+                airlock_bundle::tarfmt::write_small(out, path, data).unwrap();
+                let sig = k.key.sign_with(data, comment);
+                airlock_bundle::tarfmt::write_small(
+                    out,
+                    airlock_bundle::header::SIGNATURE_PATH,
+                    sig.as_bytes(),
+                )
+                .unwrap();
+            }
+            airlock_bundle::header::SIGNATURE_PATH => {}
+            _ => airlock_bundle::tarfmt::write_small(out, path, data).unwrap(),
+        })
+    };
+    for comment in [
+        "airlock-bundle sums v1 parts=1 total=1",
+        "airlock-unpack report v1",
+        "airlock-bundle v1 headers",
+        EVIL,
+    ] {
+        let err = read(resigned(comment), &k.trust, &Decryption::default()).unwrap_err();
+        assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains("not a header signature"), "{shown}");
+        assert!(
+            shown.contains(&airlock_bundle::text::escape(comment)),
+            "{shown}"
+        );
+        assert!(!airlock_bundle::text::has_controls(&shown), "{shown:?}");
+    }
+    // The same bytes with the header's comment are fine.
+    read(
+        resigned(airlock_bundle::sign::TRUSTED_COMMENT),
+        &k.trust,
+        &Decryption::default(),
+    )
+    .unwrap();
+}

@@ -49,6 +49,26 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// "Now", but strictly later than `previous` (the time of the lock being replaced): gap
+/// hosts refuse a bundle that is not newer than the one of its name they loaded, and a lock
+/// updated within the same second would otherwise carry the same time. `SOURCE_DATE_EPOCH`
+/// is taken as given.
+fn after(previous: &str) -> String {
+    let now = now_rfc3339();
+    if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+        return now;
+    }
+    match (
+        humantime::parse_rfc3339(previous),
+        humantime::parse_rfc3339(&now),
+    ) {
+        (Ok(p), Ok(n)) if n <= p => {
+            humantime::format_rfc3339_seconds(p + std::time::Duration::from_secs(1)).to_string()
+        }
+        _ => now,
+    }
+}
+
 /// Pins the spec's images. Without `update`, existing pins are kept and only images the
 /// lock lacks are resolved; with it, every tag is resolved again.
 pub async fn lock(
@@ -137,7 +157,8 @@ pub async fn lock(
     }
     let created = match &old {
         Some(o) if changed.is_empty() => o.created.clone(),
-        _ => now_rfc3339(),
+        Some(o) => after(&o.created),
+        None => now_rfc3339(),
     };
     let lock = Lock::new(&spec, created, images, locked_models);
     let written = old.as_ref() != Some(&lock);
@@ -152,4 +173,32 @@ pub async fn lock(
         changed,
         written,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_updated_lock_is_strictly_newer_than_the_one_it_replaces() {
+        let t = |s: &str| humantime::parse_rfc3339(s).unwrap();
+        // Updated within the same second (or with a clock behind the lock's): one second on.
+        let ahead = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        )
+        .to_string();
+        let next = after(&ahead);
+        assert_eq!(
+            t(&next),
+            t(&ahead) + std::time::Duration::from_secs(1),
+            "{ahead} -> {next}"
+        );
+        // An old lock: simply now.
+        let now = std::time::SystemTime::now();
+        let next = t(&after("2020-01-01T00:00:00Z"));
+        assert!(
+            next + std::time::Duration::from_secs(5) > now
+                && next < now + std::time::Duration::from_secs(5)
+        );
+    }
 }

@@ -89,17 +89,20 @@ pub struct BundleOnDisk {
 impl BundleOnDisk {
     /// Finds the bundle from the first part, any part, the sums file or the bundle file.
     /// With a sums file, its signature is checked (a bad one is refused; a missing one is
-    /// only a warning, since the signed header inside covers every byte anyway), and a
-    /// missing or wrong-sized part is named (by [`BundleOnDisk::open`]) before anything is
-    /// read.
-    pub fn locate(path: &Path, access: &Access, progress: &Progress) -> Result<Self, UnpackError> {
+    /// only a warning, since the signed header inside covers every byte anyway, and then
+    /// the sums do not choose the files: the warning says which are read), and a missing
+    /// or wrong-sized part is named (by [`BundleOnDisk::open`]) before anything is read.
+    /// (`_progress` stays for callers: warnings are not progress, and print with `--quiet`.)
+    pub fn locate(path: &Path, access: &Access, _progress: &Progress) -> Result<Self, UnpackError> {
         let files = BundleFiles::locate(path)?;
         let sums = match (&files.sums, files.sums_signature()) {
-            (Some(_), Some(sig)) if !sig.exists() => {
-                progress.say(format!(
-                    "warning: {} is missing: the sums are not checked (the bundle's own signature still is)",
-                    sig.display()
-                ));
+            (Some(_), Some(sig)) if !files.listed_by_sums() => {
+                // A warning, not progress: shown with --quiet too.
+                eprintln!(
+                    "warning: {} is missing: the sums are not checked and do not choose the files (the bundle's own signature still is checked); reading {}",
+                    sig.display(),
+                    files.describe_parts()
+                );
                 None
             }
             (Some(_), _) => Some(SignedSums::load(&files, access.trust.as_ref())?),
@@ -113,8 +116,10 @@ impl BundleOnDisk {
     pub fn encrypted_to_keys(&self) -> Result<bool, UnpackError> {
         let first = &self.files.parts[0];
         let mut head = Vec::with_capacity(4096);
-        std::fs::File::open(first)
-            .and_then(|f| f.take(4096).read_to_end(&mut head))
+        self.files
+            .open_part(0)?
+            .take(4096)
+            .read_to_end(&mut head)
             .map_err(|e| UnpackError::Usage(format!("{}: {e}", first.display())))?;
         let age = head.starts_with(b"age-encryption.org/v1\n");
         let scrypt = head.windows(10).any(|w| w == b"\n-> scrypt");
@@ -129,11 +134,10 @@ impl BundleOnDisk {
     ) -> Result<(ProgressFile, indicatif::ProgressBar), UnpackError> {
         if let Some(s) = &self.sums {
             let problems = s.check_layout(&self.files);
-            let (fatal, strays): (Vec<_>, Vec<_>) = problems
-                .into_iter()
-                .partition(|p| !matches!(p, PartProblem::Extra { .. }));
+            let (fatal, strays): (Vec<_>, Vec<_>) =
+                problems.into_iter().partition(|p| !p.is_stray());
             for p in strays {
-                progress.say(format!("warning: {p}"));
+                eprintln!("warning: {p}");
             }
             if !fatal.is_empty() {
                 // Worth hashing the rest to say where a missing part went (renamed?).
