@@ -679,3 +679,31 @@ fn extract_is_private_until_done_keeps_secret_modes_and_sweeps_killed_runs() {
         "the unprivileged user read decrypted secrets: {said}"
     );
 }
+
+#[test]
+fn inventory_output_is_never_written_through_a_symlink() {
+    let base = tempfile::tempdir().unwrap();
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, VICTIM).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = base.path().join("host.inventory");
+    symlink(&victim, &out).unwrap();
+    let models = base.path().join("models");
+    std::fs::create_dir_all(models.join("blobs")).unwrap();
+    let inventory = || {
+        Command::new("unshare")
+            .arg("-n")
+            .arg(unpack_bin())
+            .args(["inventory", "--no-engine", "--ollama-models"])
+            .arg(&models)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    assert_refused(&inventory(), 7, &["inventory", "symbolic link"]);
+    assert_victim_intact(&victim);
+    std::fs::remove_file(&out).unwrap();
+    assert_ok(&inventory());
+    assert!(std::fs::symlink_metadata(&out).unwrap().is_file());
+}

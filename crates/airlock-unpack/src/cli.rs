@@ -714,8 +714,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let inv = rt.block_on(crate::inventory::take(&sources))?;
             let bytes = inv.to_bytes();
             match &output {
-                Some(p) => std::fs::write(p, &bytes)
-                    .map_err(|e| UnpackError::Environment(format!("{}: {e}", p.display())))?,
+                Some(p) => crate::report::write_output("inventory", p, &bytes)?,
                 None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
             }
             eprintln!(

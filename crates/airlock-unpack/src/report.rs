@@ -74,9 +74,9 @@ impl ReportSink {
                         })
                     })?;
                 // Refused now, not after a long load.
-                replaceable(&dir, name, p)?;
+                replaceable(&dir, name, p, "report")?;
                 if key.is_some() {
-                    replaceable(&dir, &sig_name(name), &sig_path(p))?;
+                    replaceable(&dir, &sig_name(name), &sig_path(p), "report")?;
                 }
                 Some(dir)
             }
@@ -134,14 +134,25 @@ impl ReportSink {
         }
         if let (Some(p), Some(dir)) = (&self.path, &self.dir) {
             let (_, name) = split(p)?;
-            replace_at(dir, name, p, text.as_bytes())?;
+            replace_at(dir, name, p, "report", text.as_bytes())?;
             if let Some(k) = &self.key {
                 let sig = k.sign_with(text.as_bytes(), REPORT_COMMENT);
-                replace_at(dir, &sig_name(name), &sig_path(p), sig.as_bytes())?;
+                replace_at(dir, &sig_name(name), &sig_path(p), "report", sig.as_bytes())?;
             }
         }
         Ok(())
     }
+}
+
+/// Writes `data` to `path` as reports are written: a new temp file renamed over it, never
+/// through a symbolic link (one at `path` is refused). For other outputs of the gap side,
+/// such as `inventory -o`.
+pub fn write_output(what: &str, path: &Path, data: &[u8]) -> Result<(), UnpackError> {
+    let (dir, name) = split(path)?;
+    let dir = std::path::absolute(dir)
+        .map_err(|e| out_err(what, path, e))
+        .and_then(|abs| Dir::open_trusted(&abs, None).map_err(|e| out_err(what, path, e)))?;
+    replace_at(&dir, name, path, what, data)
 }
 
 /// The directory (`.` for a bare name) and file name of a report path.
@@ -161,34 +172,46 @@ fn sig_name(name: &str) -> String {
 }
 
 fn env_err(shown: &Path, e: impl std::fmt::Display) -> UnpackError {
-    UnpackError::Environment(format!("report {}: {e}", shown.display()))
+    out_err("report", shown, e)
+}
+
+/// An output that could not be written: `what` (`report`, `inventory`) and where.
+fn out_err(what: &str, shown: &Path, e: impl std::fmt::Display) -> UnpackError {
+    UnpackError::Environment(format!("{what} {}: {e}", shown.display()))
 }
 
 /// The mode a report written at `name` gets: a regular file's own, else [`REPORT_MODE`].
 /// Anything else at `name` (a symbolic link above all) is refused.
-fn replaceable(dir: &Dir, name: &str, shown: &Path) -> Result<u32, UnpackError> {
+fn replaceable(dir: &Dir, name: &str, shown: &Path, what: &str) -> Result<u32, UnpackError> {
+    let env_err = |shown: &Path, e: &dyn std::fmt::Display| out_err(what, shown, e);
     match rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => Ok(REPORT_MODE),
-        Err(e) => Err(env_err(shown, std::io::Error::from(e))),
+        Err(e) => Err(env_err(shown, &std::io::Error::from(e))),
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Ok(st.st_mode & 0o777),
             FileType::Symlink => Err(env_err(
                 shown,
-                "is a symbolic link; a report is never written through one \
+                &"is a symbolic link; a report is never written through one \
                  (remove the link, or name the file it points to)",
             )),
-            _ => Err(env_err(shown, "exists and is not a regular file")),
+            _ => Err(env_err(shown, &"exists and is not a regular file")),
         },
     }
 }
 
 /// Writes `data` to a new temp file in `dir` and renames it over `name`: whatever is at
 /// `name` by then, a symbolic link included, is replaced, never written through.
-fn replace_at(dir: &Dir, name: &str, shown: &Path, data: &[u8]) -> Result<(), UnpackError> {
-    let mode = replaceable(dir, name, shown)?;
+fn replace_at(
+    dir: &Dir,
+    name: &str,
+    shown: &Path,
+    what: &str,
+    data: &[u8],
+) -> Result<(), UnpackError> {
+    let mode = replaceable(dir, name, shown, what)?;
     let (tmp, mut f) = dir
         .create_temp(".airlock-report-", ".tmp")
-        .map_err(|e| env_err(shown, e))?;
+        .map_err(|e| out_err(what, shown, e))?;
     let written = (|| {
         let id = FileId::of_file(&f).map_err(|e| e.to_string())?;
         hostfs::set_mode(&f, mode).map_err(|e| e.to_string())?;
@@ -199,7 +222,7 @@ fn replace_at(dir: &Dir, name: &str, shown: &Path, data: &[u8]) -> Result<(), Un
     })();
     written.map_err(|e| {
         let _ = dir.remove_file(&tmp);
-        env_err(shown, e)
+        out_err(what, shown, e)
     })
 }
 
