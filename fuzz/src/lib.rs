@@ -15,6 +15,14 @@ pub mod sums;
 pub mod tar;
 pub mod www_authenticate;
 
+/// Whether to check for the bugs listed in `fuzz/pending/README.md`, whose fixes belong to
+/// other changes: off unless `AIRLOCK_FUZZ_PENDING` is set (`cargo xtask fuzz --pending`),
+/// so that CI stays green until they land. Drop each use when its fix merges.
+pub fn pending_checks() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("AIRLOCK_FUZZ_PENDING").is_some())
+}
+
 /// A relative path that stays below the directory it is joined to: plain names only (no
 /// empty, `.` or `..` component, no leading `/`, no NUL). Written out here rather than taken
 /// from the crate, so that it checks the crate's own rule instead of repeating it.

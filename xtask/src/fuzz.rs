@@ -1,8 +1,9 @@
-//! `cargo xtask fuzz [SECONDS] [TARGET…]`: builds the cargo-fuzz targets in `fuzz/` (nightly,
+//! `cargo xtask fuzz [--pending] [SECONDS] [TARGET…]`: builds the cargo-fuzz targets in `fuzz/` (nightly,
 //! AddressSanitizer, debug assertions), runs each for SECONDS, then replays every committed
 //! regression input (`fuzz/regressions/<target>/*`). `cargo xtask ci` runs the same with a
 //! short time per target. cargo-fuzz is installed when missing; the nightly toolchain must be
-//! there already.
+//! there already. `--pending` also checks for the known bugs of `fuzz/pending/README.md` and
+//! replays their inputs: it fails until their fixes land.
 //!
 //! Each run starts from the committed seeds (`fuzz/seeds/<target>`) and the regressions, and
 //! grows a working corpus in `fuzz/corpus/<target>` (git-ignored). libFuzzer's own output
@@ -79,7 +80,9 @@ pub const DEFAULT_SECONDS: u64 = 60;
 pub const CI_SECONDS: u64 = 15;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: cargo xtask fuzz [SECONDS] [TARGET…]";
+    let usage = "usage: cargo xtask fuzz [--pending] [SECONDS] [TARGET…]";
+    let pending = args.first().is_some_and(|a| a == "--pending");
+    let args = &args[usize::from(pending)..];
     let (seconds, only) = match args.first() {
         Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => (s.parse().context(usage)?, &args[1..]),
         _ => (DEFAULT_SECONDS, args),
@@ -93,12 +96,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             );
         }
     }
-    fuzz(seconds, only)
+    fuzz(seconds, only, pending)
 }
 
 /// Builds, runs every target (or those in `only`) for `seconds`, then replays the
-/// regressions. Fails if any target found a crash or a regression input fails.
-pub fn fuzz(seconds: u64, only: &[String]) -> anyhow::Result<()> {
+/// regressions (and with `pending`, the inputs of known bugs, with their checks on). Fails if
+/// any target found a crash or a replayed input fails.
+pub fn fuzz(seconds: u64, only: &[String], pending: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     require_nightly()?;
     ensure_cargo_fuzz()?;
@@ -109,14 +113,14 @@ pub fn fuzz(seconds: u64, only: &[String]) -> anyhow::Result<()> {
 
     let t = Instant::now();
     eprintln!("xtask: fuzz: building {} targets", targets.len());
-    let mut build = cargo_fuzz("build");
+    let mut build = cargo_fuzz("build", false);
     crate::util::sh(&mut build)?;
     eprintln!("xtask: fuzz: built in {}", secs(t.elapsed()));
 
     let mut failed = Vec::new();
     if seconds > 0 {
         for target in &targets {
-            if let Err(e) = run_target(target, seconds) {
+            if let Err(e) = run_target(target, seconds, pending) {
                 eprintln!("xtask: fuzz: {e:#}");
                 failed.push(target.name);
             }
@@ -124,22 +128,22 @@ pub fn fuzz(seconds: u64, only: &[String]) -> anyhow::Result<()> {
     }
     let t = Instant::now();
     for target in &targets {
-        if let Err(e) = replay(target) {
+        if let Err(e) = replay(target, pending) {
             eprintln!("xtask: fuzz: {e:#}");
             failed.push(target.name);
         }
     }
     eprintln!("xtask: fuzz: regressions replayed in {}", secs(t.elapsed()));
-    let pending = fs::read_dir(fuzz_dir().join("pending"))
+    let pending_inputs = fs::read_dir(fuzz_dir().join("pending"))
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .filter(|d| d.path().is_dir())
         .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten())
         .count();
-    if pending > 0 {
+    if pending_inputs > 0 && !pending {
         eprintln!(
-            "xtask: fuzz: {pending} known crashes in fuzz/pending are not replayed until their fixes land (fuzz/pending/README.md)"
+            "xtask: fuzz: {pending_inputs} inputs of known bugs in fuzz/pending are not checked until their fixes land (cargo xtask fuzz --pending checks them)"
         );
     }
     eprintln!("xtask: fuzz: {} in all", secs(started.elapsed()));
@@ -204,15 +208,25 @@ fn target_dir() -> PathBuf {
 
 /// `cargo +nightly fuzz SUBCOMMAND` on the fuzz crate, with what this xtask's own `cargo run`
 /// put in the environment removed (it names the stable toolchain).
-fn cargo_fuzz(sub: &str) -> Command {
+fn cargo_fuzz(sub: &str, pending: bool) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root())
         .args(["+nightly", "fuzz", sub, "--fuzz-dir"])
         .arg(fuzz_dir())
         .arg("--target-dir")
         .arg(target_dir());
-    for v in ["CARGO", "RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC"] {
+    for v in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "AIRLOCK_FUZZ_PENDING",
+    ] {
         c.env_remove(v);
+    }
+    if pending {
+        // Read by `airlock_fuzz::pending_checks`.
+        c.env("AIRLOCK_FUZZ_PENDING", "1");
     }
     c
 }
@@ -226,7 +240,7 @@ fn limits(max_len: usize) -> [String; 3] {
 }
 
 /// Runs one target for `seconds` from its seeds, regressions and working corpus.
-fn run_target(t: &Target, seconds: u64) -> anyhow::Result<()> {
+fn run_target(t: &Target, seconds: u64, pending: bool) -> anyhow::Result<()> {
     let corpus = fuzz_dir().join("corpus").join(t.name);
     let artifacts = fuzz_dir().join("artifacts").join(t.name);
     fs::create_dir_all(&corpus)?;
@@ -235,7 +249,7 @@ fn run_target(t: &Target, seconds: u64) -> anyhow::Result<()> {
     fs::create_dir_all(log.parent().unwrap())?;
     eprintln!("xtask: fuzz: {} for {seconds} s", t.name);
     let since = SystemTime::now();
-    let mut c = cargo_fuzz("run");
+    let mut c = cargo_fuzz("run", pending);
     c.arg(t.name).arg(&corpus);
     for d in ["seeds", "regressions"] {
         let dir = fuzz_dir().join(d).join(t.name);
@@ -282,15 +296,23 @@ fn run_target(t: &Target, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every committed regression input of a target once.
-fn replay(t: &Target) -> anyhow::Result<()> {
-    let dir = fuzz_dir().join("regressions").join(t.name);
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(());
+/// Runs every committed regression input of a target once (and with `pending`, those of
+/// known bugs).
+fn replay(t: &Target, pending: bool) -> anyhow::Result<()> {
+    let dirs: &[&str] = if pending {
+        &["regressions", "pending"]
+    } else {
+        &["regressions"]
     };
-    let mut inputs: Vec<PathBuf> = entries
+    let mut inputs: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|d| {
+            fs::read_dir(fuzz_dir().join(d).join(t.name))
+                .into_iter()
+                .flatten()
+        })
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_none_or(|e| e != "md"))
+        .filter(|p| p.is_file())
         .collect();
     if inputs.is_empty() {
         return Ok(());
@@ -300,7 +322,7 @@ fn replay(t: &Target) -> anyhow::Result<()> {
         .join("logs")
         .join(format!("{}.replay.log", t.name));
     fs::create_dir_all(log.parent().unwrap())?;
-    let mut c = cargo_fuzz("run");
+    let mut c = cargo_fuzz("run", pending);
     c.arg(t.name)
         .args(&inputs)
         .arg("--")

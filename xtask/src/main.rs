@@ -25,8 +25,9 @@ fn main() -> ExitCode {
                  ci            install test dependencies, fmt, clippy, all tests, a short fuzz run (what .ci/run does)\n  \
                  bench [--big] throughput and peak memory against skopeo, age and docker load\n  \
                  bench models|parts|push  one section: models, verify --outer-only of parts, push\n  \
-                 fuzz [SECONDS] [TARGET...]  every cargo-fuzz target for SECONDS (default 60) each,\n                \
-                 then the committed regression inputs (needs nightly; installs cargo-fuzz)\n  \
+                 fuzz [--pending] [SECONDS] [TARGET...]  every cargo-fuzz target for SECONDS (default 60)\n                \
+                 each, then the committed regression inputs (needs nightly; installs cargo-fuzz);\n                \
+                 --pending also checks the known bugs listed in fuzz/pending\n  \
                  fuzz-seeds    rewrite fuzz/seeds from what the real tools produce (registry, pack, unpack)\n  \
                  install-deps  apt-get install what tests and demo need"
             );

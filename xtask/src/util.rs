@@ -88,5 +88,5 @@ pub fn ci() -> anyhow::Result<()> {
         "warnings",
     ]))?;
     sh(cargo().args(["test", "--workspace"]))?;
-    crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[])
+    crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[], false)
 }
