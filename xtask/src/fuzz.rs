@@ -23,48 +23,62 @@ use crate::util::root;
 struct Target {
     name: &'static str,
     max_len: usize,
+    /// Off for the targets that run the reader: its read-ahead threads outlive the call by a
+    /// moment, and LeakSanitizer reports the thread-local destructor list of a thread still
+    /// running as a leak. Memory stays bounded by the RSS limit all the same.
+    detect_leaks: bool,
 }
 
 const TARGETS: &[Target] = &[
     Target {
         name: "header",
         max_len: 32 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "tar",
         max_len: 64 << 10,
+        detect_leaks: false,
     },
     Target {
         name: "agestream",
         max_len: 32 << 10,
+        detect_leaks: false,
     },
     Target {
         name: "sums",
         max_len: 16 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "inventory",
         max_len: 16 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "spec",
         max_len: 8 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "lock",
         max_len: 8 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "ollama",
         max_len: 8 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "image_ref",
         max_len: 8 << 10,
+        detect_leaks: true,
     },
     Target {
         name: "www_authenticate",
         max_len: 4 << 10,
+        detect_leaks: true,
     },
 ];
 
@@ -231,11 +245,12 @@ fn cargo_fuzz(sub: &str, pending: bool) -> Command {
     c
 }
 
-fn limits(max_len: usize) -> [String; 3] {
+fn limits(t: &Target, max_len: usize) -> [String; 4] {
     [
         format!("-max_len={max_len}"),
         format!("-rss_limit_mb={RSS_LIMIT_MB}"),
         format!("-timeout={INPUT_TIMEOUT_S}"),
+        format!("-detect_leaks={}", u8::from(t.detect_leaks)),
     ]
 }
 
@@ -258,7 +273,7 @@ fn run_target(t: &Target, seconds: u64, pending: bool) -> anyhow::Result<()> {
         }
     }
     c.arg("--")
-        .args(limits(t.max_len))
+        .args(limits(t, t.max_len))
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1");
@@ -326,7 +341,7 @@ fn replay(t: &Target, pending: bool) -> anyhow::Result<()> {
     c.arg(t.name)
         .args(&inputs)
         .arg("--")
-        .args(limits(t.max_len.max(1 << 20)));
+        .args(limits(t, t.max_len.max(1 << 20)));
     if !run_logged(&mut c, &log)? {
         let text = fs::read_to_string(&log).unwrap_or_default();
         print_tail(&text);
