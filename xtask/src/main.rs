@@ -1,8 +1,9 @@
-//! Developer entry points: `cargo xtask demo | ci | bench`. Needs nothing but cargo and a
+//! Developer entry points: `cargo xtask demo | ci | bench | fuzz`. Needs nothing but cargo and a
 //! Debian machine with a Docker engine; missing Debian packages are installed with apt.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod util;
 
 use std::process::ExitCode;
@@ -13,15 +14,21 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("ci") => util::ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
+        Some("fuzz-seeds") => fuzz::seeds(),
         Some("install-deps") => util::install_deps(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  demo          loopback registry + generated images -> pack -> unpack (offline) -> docker run\n  \
-                 ci            install test dependencies, fmt, clippy, all tests (what .ci/run does)\n  \
+                 ci            install test dependencies, fmt, clippy, all tests, a short fuzz run (what .ci/run does)\n  \
                  bench [--big] throughput and peak memory against skopeo, age and docker load\n  \
                  bench models|parts|push  one section: models, verify --outer-only of parts, push\n  \
+                 fuzz [--pending] [SECONDS] [TARGET...]  every cargo-fuzz target for SECONDS (default 60)\n                \
+                 each, then the committed regression inputs (needs nightly; installs cargo-fuzz);\n                \
+                 --pending also checks the known bugs listed in fuzz/pending\n  \
+                 fuzz-seeds    rewrite fuzz/seeds from what the real tools produce (registry, pack, unpack)\n  \
                  install-deps  apt-get install what tests and demo need"
             );
             return ExitCode::from(2);

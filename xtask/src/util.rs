@@ -61,7 +61,8 @@ pub fn install_deps() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What CI runs: dependencies, formatting, lints, every test.
+/// What CI runs: dependencies, formatting, lints, every test, then every fuzz target for a
+/// few seconds and the committed regression inputs.
 pub fn ci() -> anyhow::Result<()> {
     install_deps()?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -87,5 +88,5 @@ pub fn ci() -> anyhow::Result<()> {
         "warnings",
     ]))?;
     sh(cargo().args(["test", "--workspace"]))?;
-    Ok(())
+    crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[], false)
 }

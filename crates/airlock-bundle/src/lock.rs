@@ -131,12 +131,18 @@ impl Lock {
 
     pub fn load(path: &Path) -> Result<Lock, BundleError> {
         let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
-        let lock: Lock = toml::from_str(&text)
-            .map_err(|e| BundleError::Usage(format!("{}: {e}", path.display())))?;
+        Lock::from_toml(&text, path)
+    }
+
+    /// Parses lock text read from `origin` (named in errors), as [`Lock::load`] does; the
+    /// fuzz target `lock` feeds it directly.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Lock, BundleError> {
+        let lock: Lock = toml::from_str(text)
+            .map_err(|e| BundleError::Usage(format!("{}: {e}", origin.display())))?;
         if lock.version != LOCK_VERSION {
             return Err(BundleError::Usage(format!(
                 "{}: lock version {} is not supported (expected {LOCK_VERSION})",
-                path.display(),
+                origin.display(),
                 lock.version
             )));
         }

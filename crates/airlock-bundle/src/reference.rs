@@ -8,6 +8,10 @@ use std::str::FromStr;
 use crate::Digest;
 
 pub const DOCKER_HUB: &str = "docker.io";
+/// The longest input looked at.
+const MAX_LEN: usize = 4096;
+/// The longest `registry/repository`, as Docker's reference grammar has it.
+const MAX_NAME_LEN: usize = 255;
 
 /// A fully normalised image reference: registry, repository path, and a tag and/or digest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,7 +109,7 @@ impl ImageRef {
             input: input.to_string(),
             reason: reason.to_string(),
         };
-        if input.is_empty() || input.len() > 4096 {
+        if input.is_empty() || input.len() > MAX_LEN {
             return Err(err("empty or too long"));
         }
         let (rest, digest) = match input.split_once('@') {
@@ -159,12 +163,18 @@ impl ImageRef {
             (None, Some(_)) => None,
             (None, None) => Some("latest".to_string()),
         };
-        Ok(ImageRef {
+        let r = ImageRef {
             registry,
             repository,
             tag,
             digest,
-        })
+        };
+        // Docker's limit on a repository name, applied to the normalised name: that is what
+        // locks and headers store and parse again, with a tag or a digest added.
+        if r.name().len() > MAX_NAME_LEN {
+            return Err(err("the repository name is longer than 255 characters"));
+        }
+        Ok(r)
     }
 
     /// `registry/repository` without tag or digest.
@@ -210,6 +220,29 @@ impl FromStr for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `image_ref` fuzz target: a long name parsed, but its normalised form
+    /// (`docker.io/library/…:latest`), which locks and headers store, or the same pinned to a
+    /// digest, was over the length limit and did not parse back.
+    #[test]
+    fn every_form_of_a_long_reference_parses_back() {
+        let d = Digest::of(b"x");
+        for len in [200, 237, 238, 250, 255, 4000, 4080] {
+            let Ok(r) = ImageRef::parse(&"a".repeat(len)) else {
+                continue;
+            };
+            for form in [r.to_string(), r.name(), r.with_digest(d).to_string()] {
+                assert!(
+                    ImageRef::parse(&form).is_ok(),
+                    "length {len}: {} bytes do not parse back",
+                    form.len()
+                );
+            }
+        }
+        // docker.io/library/ + 237 = 255.
+        assert!(ImageRef::parse(&"a".repeat(237)).is_ok());
+        assert!(ImageRef::parse(&"a".repeat(238)).is_err());
+    }
 
     fn norm(s: &str) -> String {
         ImageRef::parse(s).unwrap().to_string()
