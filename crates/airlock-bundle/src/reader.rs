@@ -232,6 +232,13 @@ impl TarStream {
                 detail: "the archive ends inside its padding".into(),
             });
         }
+        // Padding is zeros, as the writer makes it: nothing unsigned rides along.
+        if pad[..n].iter().any(|b| *b != 0) {
+            return Err(BundleError::Malformed(format!(
+                "the padding after {} is not zeros (FORMAT.md: nothing but the entries may be in the archive)",
+                crate::text::Escaped(what)
+            )));
+        }
         Ok(())
     }
 
