@@ -3,7 +3,8 @@
 //! Ollama models and files in host directories or Docker volumes (`load`).
 //! It performs no network I/O; the only socket it opens is the Docker engine's. The one
 //! exception is `push` (the `push` feature, on by default): it talks to the single OCI
-//! registry named on its command line, and nothing else. Without the feature the binary has
+//! registry named on its command line (and a token service only at that registry's own
+//! origin, or named with `--token-realm`), and nothing else. Without the feature the binary has
 //! no HTTP client at all.
 
 pub mod cli;
