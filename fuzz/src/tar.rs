@@ -183,7 +183,8 @@ fn fix_checksums(b: &mut [u8]) {
         let data = size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
         match usize::try_from(data)
             .ok()
-            .and_then(|d| pos.checked_add(BLOCK + d))
+            .and_then(|d| d.checked_add(BLOCK))
+            .and_then(|d| pos.checked_add(d))
         {
             Some(next) => pos = next,
             None => return,
