@@ -398,3 +398,26 @@ pub fn resign(w: &World, plain: &Path, f: impl Fn(&mut Value)) -> Vec<u8> {
     tarfmt::write_end(&mut out).unwrap();
     out
 }
+
+/// Every file and directory under `root`: mode, and sha256 for files.
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+        if meta.is_dir() {
+            out.insert(rel, format!("{mode:o} dir"));
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else {
+            let d = airlock_bundle::Digest::of(&std::fs::read(&p).unwrap());
+            out.insert(rel, format!("{mode:o} {d}"));
+        }
+    }
+    out
+}

@@ -51,29 +51,6 @@ fn append_spec(w: &World, extra: &str) {
     std::fs::write(w.spec(), s).unwrap();
 }
 
-/// Every file and directory under `root`: mode, and sha256 for files.
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let rel = p.strip_prefix(root).unwrap().display().to_string();
-        let mode = meta.permissions().mode() & 0o777;
-        if meta.is_dir() {
-            out.insert(rel, format!("{mode:o} dir"));
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        } else {
-            let d = Digest::of(&std::fs::read(&p).unwrap());
-            out.insert(rel, format!("{mode:o} {d}"));
-        }
-    }
-    out
-}
-
 /// The exact Ollama store layout `model` must have under `models` as `name`.
 fn expected_store(model: &OllamaModel, name: &ModelName) -> BTreeMap<String, String> {
     let mut want = BTreeMap::new();

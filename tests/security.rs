@@ -116,6 +116,26 @@ impl Gap {
         c
     }
 
+    /// `load` of a plain (re-signed) `bundle`, with a state dir of its own.
+    fn load_plain(&self, bundle: &Path, models: &Path, work: &Path) -> Output {
+        Command::new("unshare")
+            .arg("-n")
+            .arg(unpack_bin())
+            .arg("load")
+            .arg(bundle)
+            .arg("--trust")
+            .arg(self.w.path("pack-keys/airlock.pub"))
+            .arg("--ollama-models")
+            .arg(models)
+            .arg("--quiet")
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("AIRLOCK_WORK_DIR", work)
+            .env("AIRLOCK_STATE_DIR", self.w.fresh_state_dir())
+            .env_remove("AIRLOCK_TRUST_DIR")
+            .output()
+            .unwrap()
+    }
+
     fn load(&self, models: &Path, work: &Path) -> Output {
         self.load_cmd(models, work).output().unwrap()
     }
@@ -364,21 +384,7 @@ fn symlinks_below_a_target_root_are_refused_and_untrusted_roots_too() {
     .unwrap();
     assert_ok(&o);
     let resigned = resign_files_root(&g, &hostile.join("svc"));
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(unpack_bin())
-        .args(["load"])
-        .arg(&resigned)
-        .arg("--trust")
-        .arg(g.w.path("pack-keys/airlock.pub"))
-        .arg("--ollama-models")
-        .arg(&fresh)
-        .arg("--quiet")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env("AIRLOCK_WORK_DIR", &work)
-        .env("AIRLOCK_STATE_DIR", g.w.fresh_state_dir())
-        .output()
-        .unwrap();
+    let o = g.load_plain(&resigned, &fresh, &work);
     assert_refused(&o, 10, &["svc", "symlink owned by uid 65534"]);
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert!(
@@ -391,21 +397,7 @@ fn symlinks_below_a_target_root_are_refused_and_untrusted_roots_too() {
     std::fs::create_dir(&real).unwrap();
     symlink(&real, g.path("svc-by-root")).unwrap();
     let resigned = resign_files_root(&g, &g.path("svc-by-root"));
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(unpack_bin())
-        .args(["load"])
-        .arg(&resigned)
-        .arg("--trust")
-        .arg(g.w.path("pack-keys/airlock.pub"))
-        .arg("--ollama-models")
-        .arg(&fresh)
-        .arg("--quiet")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env("AIRLOCK_WORK_DIR", &work)
-        .env("AIRLOCK_STATE_DIR", g.w.fresh_state_dir())
-        .output()
-        .unwrap();
+    let o = g.load_plain(&resigned, &fresh, &work);
     assert_ok(&o);
     assert_eq!(
         std::fs::read_to_string(real.join("secret.env")).unwrap(),
@@ -430,21 +422,7 @@ fn symlinks_below_a_target_root_are_refused_and_untrusted_roots_too() {
         }
     });
     let bundle = write_variant(&g.w, "below.airlock", &resigned);
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(unpack_bin())
-        .args(["load"])
-        .arg(&bundle)
-        .arg("--trust")
-        .arg(g.w.path("pack-keys/airlock.pub"))
-        .arg("--ollama-models")
-        .arg(g.path("models3"))
-        .arg("--quiet")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env("AIRLOCK_WORK_DIR", &work)
-        .env("AIRLOCK_STATE_DIR", g.w.fresh_state_dir())
-        .output()
-        .unwrap();
+    let o = g.load_plain(&bundle, &g.path("models3"), &work);
     assert_refused(&o, 10, &["conf", "symlink"]);
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
