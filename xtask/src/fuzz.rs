@@ -91,7 +91,7 @@ const RSS_LIMIT_MB: u32 = 2048;
 const INPUT_TIMEOUT_S: u32 = 10;
 /// What `cargo xtask fuzz` gives each target without an argument, and what CI gives it.
 pub const DEFAULT_SECONDS: u64 = 60;
-pub const CI_SECONDS: u64 = 15;
+pub const CI_SECONDS: u64 = 10;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let usage = "usage: cargo xtask fuzz [--pending] [SECONDS] [TARGET…]";
