@@ -267,7 +267,11 @@ impl State {
         let created = parse_time(&h.created).map_err(|e| env_err(&self.file(), e))?;
         if self.held.is_none() {
             if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| env_err(parent, e))?;
+                // Missing parents are made like target roots: from `/`, through trusted
+                // symlinks only (the state dir itself is checked when opened below).
+                let abs = std::path::absolute(parent).map_err(|e| env_err(parent, e))?;
+                crate::hostfs::Dir::open_trusted(&abs, Some(&mut Vec::new()))
+                    .map_err(|e| env_err(parent, e))?;
             }
             match rustix::fs::mkdir(&self.dir, Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(Errno::EXIST) => {}
