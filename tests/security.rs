@@ -88,6 +88,16 @@ impl Gap {
         p
     }
 
+    /// An Ollama models directory (`blobs/`, `manifests/`) owned by the attacker, as
+    /// `/usr/share/ollama/.ollama/models` is owned by the `ollama` user.
+    fn nobody_models(&self) -> PathBuf {
+        let models = self.path("models");
+        std::fs::create_dir_all(models.join("blobs")).unwrap();
+        std::fs::create_dir_all(models.join("manifests")).unwrap();
+        chown_nobody(&models);
+        models
+    }
+
     /// A root-only file (0600) the attacker wants to overwrite or read.
     fn victim(&self, rel: &str) -> PathBuf {
         let p = self.path(rel);
@@ -221,10 +231,7 @@ print(n)
 #[test]
 fn symlinks_planted_for_every_predictable_name_are_never_followed() {
     let g = Gap::new(4);
-    let models = g.nobody_dir("models");
-    std::fs::create_dir_all(models.join("blobs")).unwrap();
-    std::fs::create_dir_all(models.join("manifests")).unwrap();
-    chown_nobody(&models);
+    let models = g.nobody_models();
     let svc = g.nobody_dir("svc");
     let victim = g.victim("victim-secret");
     let blobs: Vec<String> = g.model.blobs().iter().map(|b| b.digest.hex()).collect();
@@ -303,10 +310,7 @@ print(swapped, flush=True)
 #[test]
 fn temps_swapped_while_being_written_are_not_placed() {
     let g = Gap::new(64);
-    let models = g.nobody_dir("models");
-    std::fs::create_dir_all(models.join("blobs")).unwrap();
-    std::fs::create_dir_all(models.join("manifests")).unwrap();
-    chown_nobody(&models);
+    let models = g.nobody_models();
     let svc = g.nobody_dir("svc");
     let victim = g.victim("victim-secret");
     let attacker: Child = as_nobody(SWAP, &[&victim, &models.join("blobs"), &svc])
