@@ -7,15 +7,15 @@
 //! bundle checked; on any failure the upload is aborted mid-body, so the engine has nothing
 //! it could load. Afterwards every tag is checked to point at the expected image ID.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use airlock_bundle::header::{Entry, ImageRecord};
-use airlock_bundle::oci::{self, Descriptor, Platform};
+use airlock_bundle::oci::Platform;
 use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
-use airlock_bundle::{tarfmt, BundleError, Digest, ImageRef};
+use airlock_bundle::{BundleError, Digest};
 use bollard::query_parameters::ImportImageOptions;
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
@@ -23,6 +23,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::archive::{repo_tag, Archive};
 use crate::open::{open_bundle, Access};
 use crate::policy::{Cleared, LoadGuard};
 use crate::restore::{
@@ -109,6 +110,14 @@ impl ChanWriter {
         Ok(())
     }
 
+    /// A writer with no upload behind it (a placeholder until the header is decided).
+    fn closed() -> Self {
+        ChanWriter {
+            tx: None,
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Ends the body with an error: the HTTP request is aborted mid-body.
     fn abort(&mut self, why: String) {
         self.buf.clear();
@@ -138,10 +147,7 @@ struct Route {
 }
 
 struct LoadVisitor {
-    out: ChanWriter,
-    selected: Vec<ImageRecord>,
-    needed: HashSet<Digest>,
-    manifests: BTreeMap<Digest, Entry>,
+    archive: Archive<ChanWriter>,
     sinks: std::collections::HashMap<Digest, Vec<SinkSpec>>,
     header_tx: Option<std::sync::mpsc::Sender<Verified>>,
     route_rx: std::sync::mpsc::Receiver<Result<Route, String>>,
@@ -179,18 +185,9 @@ impl Visitor for LoadVisitor {
             Ok(Err(m)) => return Err(BundleError::Usage(m)),
             Err(_) => return Err(BundleError::Usage("load cancelled".into())),
         };
-        self.selected = route.images;
+        let out = std::mem::replace(self.archive.out(), ChanWriter::closed());
+        self.archive = Archive::new(out, &v.header, route.images);
         self.sinks = route.sinks;
-        for i in &self.selected {
-            self.needed.insert(i.manifest);
-            self.needed.insert(i.config);
-            self.needed.extend(i.layers.iter().copied());
-        }
-        for i in &self.selected {
-            if let Some(e) = v.header.entry(&i.manifest.blob_path()) {
-                self.manifests.insert(i.manifest, e.clone());
-            }
-        }
         Ok(true)
     }
 
@@ -198,7 +195,7 @@ impl Visitor for LoadVisitor {
         if !entry.path.starts_with("blobs/") {
             return Ok(());
         }
-        let to_engine = self.needed.contains(&entry.digest);
+        let to_engine = self.archive.wants(&entry.digest);
         let files = self.sinks.get(&entry.digest).cloned().unwrap_or_default();
         if !to_engine && files.is_empty() {
             return Ok(());
@@ -208,11 +205,10 @@ impl Visitor for LoadVisitor {
             outs.push(Sink::open(spec, entry.size)?);
         }
         if to_engine {
-            self.out
-                .write_all(&tarfmt::file_header(&entry.path, entry.size)?)?;
+            self.archive.begin_entry(entry)?;
         }
         let mut tee = Tee {
-            engine: to_engine.then_some(&mut self.out),
+            engine: to_engine.then_some(self.archive.out()),
             files: outs,
         };
         airlock_bundle::hashing::copy_large(data, &mut tee)?;
@@ -220,26 +216,21 @@ impl Visitor for LoadVisitor {
             f.finish()?;
         }
         if to_engine {
-            tarfmt::write_padding(&mut self.out, entry.size)?;
+            self.archive.end_entry(entry)?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), BundleError> {
-        if self.selected.is_empty() {
+        if self.archive.images().is_empty() {
             return Ok(());
         }
         let err = |e: io::Error| BundleError::Output {
             entry: "manifest.json".into(),
             source: e,
         };
-        let (index, manifest_json) = self.documents();
-        let out = &mut self.out;
-        tarfmt::write_small(out, "oci-layout", oci::OCI_LAYOUT).map_err(err)?;
-        tarfmt::write_small(out, "index.json", &index).map_err(err)?;
-        tarfmt::write_small(out, "manifest.json", &manifest_json).map_err(err)?;
-        tarfmt::write_end(out).map_err(err)?;
-        self.out.close().map_err(err)
+        self.archive.finish().map_err(err)?;
+        self.archive.out().close().map_err(err)
     }
 }
 
@@ -262,52 +253,6 @@ impl Write for Tee<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerManifestEntry {
-    config: String,
-    repo_tags: Vec<String>,
-    layers: Vec<String>,
-}
-
-impl LoadVisitor {
-    /// The hybrid archive's `index.json` and docker `manifest.json` for the selected images.
-    fn documents(&self) -> (Vec<u8>, Vec<u8>) {
-        let index = oci::layout_index(self.selected.iter().map(|i| {
-            let e = &self.manifests[&i.manifest];
-            let desc = Descriptor {
-                media_type: e
-                    .media_type
-                    .clone()
-                    .unwrap_or_else(|| oci::OCI_MANIFEST.into()),
-                digest: i.manifest,
-                size: e.size,
-                platform: Some(i.platform.to_oci()),
-                annotations: None,
-            };
-            (i.reference.clone(), desc)
-        }));
-        let docker: Vec<DockerManifestEntry> = self
-            .selected
-            .iter()
-            .map(|i| DockerManifestEntry {
-                config: i.config.blob_path(),
-                repo_tags: repo_tag(&i.reference).into_iter().collect(),
-                layers: i.layers.iter().map(Digest::blob_path).collect(),
-            })
-            .collect();
-        (
-            index,
-            serde_json::to_vec(&docker).expect("manifest serialises"),
-        )
-    }
-}
-
-/// `registry/repo:tag` for an engine tag, if the reference has a tag.
-fn repo_tag(reference: &str) -> Option<String> {
-    ImageRef::parse(reference).ok().and_then(|r| r.tagged())
 }
 
 /// Loads the bundle at `path`: images into the engine, models and files into their host
@@ -344,23 +289,21 @@ pub fn load(
     let checker: &LoadGuard = guard;
     let (produced, uploaded) = std::thread::scope(|s| {
         let producer = s.spawn(move || {
+            let out = ChanWriter {
+                tx: Some(tx),
+                buf: BytesMut::with_capacity(CHUNK),
+            };
             let mut v = LoadVisitor {
-                out: ChanWriter {
-                    tx: Some(tx),
-                    buf: BytesMut::with_capacity(CHUNK),
-                },
-                selected: Vec::new(),
-                needed: HashSet::new(),
-                manifests: BTreeMap::new(),
+                archive: Archive::empty(out),
                 sinks: Default::default(),
                 header_tx: Some(header_tx),
                 route_rx,
             };
             let r = read_bundle(input, &opts, &mut v);
             if let Err(e) = &r {
-                v.out.abort(e.to_string());
+                v.archive.out().abort(e.to_string());
             }
-            r.map(|verified| (verified, v.selected))
+            r.map(|verified| (verified, v.archive.images().to_vec()))
         });
         // Nothing is decided, and nothing sent to the engine, until the header verified.
         let Ok(verified) = header_rx.recv() else {

@@ -7,6 +7,7 @@
 //! origin, or named with `--token-realm`), and nothing else. Without the feature the binary has
 //! no HTTP client at all.
 
+pub mod archive;
 pub mod cli;
 pub mod docker;
 pub mod extract;
