@@ -118,6 +118,15 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         files: plan.files.clone(),
         expected_present,
     };
+    // The gap host validates the header before it trusts anything in it. A header it would
+    // refuse (a control character in a name, two records claiming one place on the host) is
+    // a problem of the spec: say so here, before a byte is written or a blob fetched.
+    header.validate().map_err(|e| {
+        PackError::Usage(format!(
+            "{}: the gap host would refuse this bundle: {e}",
+            opts.spec_path.display()
+        ))
+    })?;
     let payload_bytes = header.payload_size();
     let encrypted = !matches!(opts.encryption, Encryption::None);
     let key_id = opts.sign_key.key_id().to_string();
