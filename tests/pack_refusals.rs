@@ -54,3 +54,78 @@ fn files_claiming_one_host_place_are_refused_at_build() {
     );
     assert!(!out.exists(), "a refused build wrote {}", out.display());
 }
+
+/// A carried file that changed after `lock` is drift, as a moved tag is: the build refuses
+/// until `lock --update` pins the new content under a later time. (Before, the rebuild kept
+/// the lock's time, and the gap host's anti-rollback refused "same name and time, other
+/// content".)
+#[test]
+fn a_changed_carried_file_needs_a_lock_update_and_a_later_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("conf")).unwrap();
+    std::fs::write(d.join("conf/app.yml"), "v: 1\n").unwrap();
+    std::fs::write(
+        d.join("spec.toml"),
+        format!(
+            "name = \"conf\"\n[[files]]\nsource = \"conf\"\npath = \"{}\"\n",
+            d.join("host-etc").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(pack_bin())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", airlock_tests::text(&o));
+    };
+    let created = || -> String {
+        let lock = std::fs::read_to_string(d.join("spec.lock")).unwrap();
+        assert!(lock.contains("files = \"sha256:"), "{lock}");
+        let line = lock.lines().find(|l| l.starts_with("created")).unwrap();
+        line.to_string()
+    };
+    let build = |out: &str| {
+        run(&[
+            "build",
+            "spec.toml",
+            "-o",
+            out,
+            "--sign-key",
+            "keys/airlock.key",
+            "-q",
+        ])
+    };
+    ok(&["keygen", "-o", "keys"]);
+    ok(&["lock", "spec.toml", "-q"]);
+    let first = created();
+    let o = build("one.airlock");
+    assert!(o.status.success(), "{}", airlock_tests::text(&o));
+
+    std::fs::write(d.join("conf/app.yml"), "v: 2\n").unwrap();
+    // A plain `lock` keeps what it pinned; the build then names the drift.
+    ok(&["lock", "spec.toml", "-q"]);
+    assert_eq!(created(), first);
+    let o = build("two.airlock");
+    assert_refused(&o, 8, &["[[files]]", "lock --update", "spec.toml"]);
+    assert!(!d.join("two.airlock").exists());
+
+    ok(&["lock", "--update", "spec.toml", "-q"]);
+    let second = created();
+    assert!(second > first, "{second} is not after {first}");
+    let o = build("two.airlock");
+    assert!(o.status.success(), "{}", airlock_tests::text(&o));
+    // A mode change is a change too.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        d.join("conf/app.yml"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert_refused(&build("three.airlock"), 8, &["[[files]]"]);
+}

@@ -26,6 +26,22 @@ pub struct Lock {
     pub images: Vec<LockedImage>,
     #[serde(default, rename = "model", skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<LockedModel>,
+    /// The content of the spec's `[[files]]`, as [`files_digest`] of their records (paths,
+    /// modes, blob digests): a changed file is a change of the pinned content, so it gets a
+    /// new `created` time and the gap host's anti-rollback sees a newer bundle, not the same
+    /// one with other content. Absent when the spec carries no files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Digest>,
+}
+
+/// The digest a lock pins for a spec's `[[files]]`: sha256 of the JSON of their header
+/// records, in the order the spec and the walk give them; `None` for no records.
+pub fn files_digest(records: &[crate::header::FileRecord]) -> Option<Digest> {
+    if records.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_vec(records).expect("file records serialise");
+    Some(Digest::of(&json))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,6 +83,12 @@ pub enum Drift {
         locked: Digest,
         now: Digest,
     },
+    /// The `[[files]]` sources no longer hold what the lock pinned (content, modes or
+    /// layout), or the lock pins none (written before files were pinned, or files added).
+    Files {
+        locked: Option<Digest>,
+        now: Option<Digest>,
+    },
 }
 
 impl fmt::Display for Drift {
@@ -98,6 +120,18 @@ impl fmt::Display for Drift {
                     "{reference}: locked at {locked}, the registry now serves {now}"
                 )
             }
+            Drift::Files { locked, now } => {
+                let show = |d: &Option<Digest>| match d {
+                    Some(d) => d.to_string(),
+                    None => "no files".into(),
+                };
+                write!(
+                    f,
+                    "[[files]]: the lock pins {}, the sources now hold {} (content, modes or layout changed)",
+                    show(locked),
+                    show(now)
+                )
+            }
         }
     }
 }
@@ -117,7 +151,13 @@ impl Lock {
             created,
             images,
             models,
+            files: None,
         }
+    }
+
+    /// The lock with `files` ([`files_digest`] of the spec's `[[files]]`) pinned too.
+    pub fn with_files(self, files: Option<Digest>) -> Lock {
+        Lock { files, ..self }
     }
 
     pub fn model(&self, name: &str) -> Option<&LockedModel> {

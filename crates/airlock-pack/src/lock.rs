@@ -155,12 +155,28 @@ pub async fn lock(
             }
         }
     }
+    // [[files]] are pinned by their content. Without --update a lock keeps what it pinned,
+    // so a changed source shows as drift at build, as a moved tag does.
+    let files = match (&old, update) {
+        (Some(o), false) if o.files.is_some() || spec.files.is_empty() => o.files,
+        _ => {
+            let now = crate::plan::files_now(&spec, spec_path, progress)?;
+            let was = old.as_ref().and_then(|o| o.files);
+            if now != was {
+                changed.push(match now {
+                    Some(d) => format!("[[files]]: pinned {d}"),
+                    None => "[[files]]: removed (no longer in the spec)".into(),
+                });
+            }
+            now
+        }
+    };
     let created = match &old {
         Some(o) if changed.is_empty() => o.created.clone(),
         Some(o) => after(&o.created),
         None => now_rfc3339(),
     };
-    let lock = Lock::new(&spec, created, images, locked_models);
+    let lock = Lock::new(&spec, created, images, locked_models).with_files(files);
     let written = old.as_ref() != Some(&lock);
     if written {
         let tmp = lock_path.with_extension("lock.tmp");

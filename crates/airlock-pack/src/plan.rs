@@ -513,6 +513,20 @@ pub async fn plan(
             files.push(rec);
         }
     }
+    let now = airlock_bundle::lock::files_digest(&files);
+    if now != lock.files {
+        return Err(PackError::Drift {
+            what: "the [[files]] sources".into(),
+            details: format!(
+                "  - {}",
+                Drift::Files {
+                    locked: lock.files,
+                    now
+                }
+            ),
+            spec: spec_path.display().to_string(),
+        });
+    }
     Ok(Plan {
         images: images.into_iter().map(|(i, _)| i).collect(),
         models,
@@ -522,6 +536,23 @@ pub async fn plan(
         oci_layout: oci::OCI_LAYOUT.to_vec(),
         diff_ids,
     })
+}
+
+/// What the lock pins for the spec's `[[files]]` now (see [`airlock_bundle::lock::files_digest`]).
+pub fn files_now(
+    spec: &Spec,
+    spec_path: &Path,
+    progress: &Progress,
+) -> Result<Option<Digest>, PackError> {
+    let spec_dir = spec_path.parent().unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    for want in spec.files_wants(spec_dir) {
+        progress.say(format!("reading {}", want.source.display()));
+        for (rec, _, _) in walk_files(&want.source, &want.target, &want.dest)? {
+            files.push(rec);
+        }
+    }
+    Ok(airlock_bundle::lock::files_digest(&files))
 }
 
 /// Media type of a `[[files]]` blob in the header's entries.
