@@ -1,0 +1,585 @@
+//! The bundle as files on media: one file, or parts `NAME.001`, `NAME.002`, … cut at a size,
+//! plus `NAME.sums` (lines `sha256sum -c` reads) and `NAME.sums.minisig` (a minisign signature
+//! over the sums). This module owns cutting the stream into parts as it is written, finding
+//! the parts again from whatever file the user names, reading them as one stream, and
+//! naming exactly which part is missing, extra, renamed, reordered or corrupt.
+//!
+//! The sums are an outer layer for transfer stations: they can be checked with standard tools
+//! and without the decryption key. The bundle's own signed header still covers every byte of
+//! the content; reading never depends on the sums being right.
+//!
+//! Everything found on media is looked at before any signature is checked, so the work is
+//! bounded ([`MAX_PARTS`], [`MAX_SUMS_SIZE`], nothing hashed that cannot be a part), links
+//! beside the named file are not followed, and parts are opened one at a time.
+
+mod locate;
+mod problem;
+mod sums;
+mod write;
+
+pub use locate::{BundleFiles, PartsReader};
+pub use problem::PartProblem;
+pub use sums::{Layout, SignedSums, Sums};
+pub use write::{remove_stale, write_sums, Part, PartWriter};
+
+/// Appended to the bundle name for the sums file.
+pub const SUMS_SUFFIX: &str = ".sums";
+/// Appended to the sums file's name for its signature (minisign's convention).
+pub const SIG_SUFFIX: &str = ".minisig";
+/// How every sums signature's trusted comment starts; the rest records the part layout.
+pub const SUMS_COMMENT: &str = "airlock-bundle sums v1";
+
+/// `fat32`: the largest file FAT32 can hold.
+pub const FAT32: u64 = (4 << 30) - 1;
+
+/// The most parts a bundle may have: the writer refuses to cut more, and a reader refuses a
+/// sums file listing more, before it looks at any of them. (10 000 parts of `fat32` are
+/// 40 TiB; of 700M, 6.8 TiB.)
+pub const MAX_PARTS: usize = 10_000;
+/// A sums file is read only up to this size, before its signature is checked: 10 000 lines
+/// of a digest, two spaces and a 255-byte name fit.
+pub const MAX_SUMS_SIZE: u64 = 4 << 20;
+/// A sums signature is a few hundred bytes.
+const MAX_SIG_SIZE: u64 = 4096;
+/// The longest file name Linux file systems take.
+const MAX_NAME: usize = 255;
+
+/// Parses a part size: a number of bytes with an optional unit (`K`, `M`, `G`, `T` and
+/// `KiB`… are powers of 1024, as `split -b` reads them; `KB`, `MB`, `GB`, `TB` powers of
+/// 1000) or a medium: `fat32` (4 GiB − 1 byte), `dvd` (4.7 GB), `bd25` (25 GB).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let preset = match t.to_ascii_lowercase().as_str() {
+        "fat32" => Some(FAT32),
+        "dvd" => Some(4_700_000_000),
+        "bd25" => Some(25_000_000_000),
+        _ => None,
+    };
+    let size = match preset {
+        Some(p) => p,
+        None => {
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("{s:?}: expected a size like 4G, 700M, 4GiB or fat32"))?;
+            let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kib" => 1 << 10,
+                "m" | "mib" => 1 << 20,
+                "g" | "gib" => 1 << 30,
+                "t" | "tib" => 1 << 40,
+                "kb" => 1_000,
+                "mb" => 1_000_000,
+                "gb" => 1_000_000_000,
+                "tb" => 1_000_000_000_000,
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown unit {unit:?} (K, M, G, T, KiB…, KB…)"
+                    ))
+                }
+            };
+            n.checked_mul(mult)
+                .ok_or_else(|| format!("{s:?}: too large"))?
+        }
+    };
+    // A part must hold at least the age header and the first tar blocks; tiny parts are
+    // almost surely a typo (700 instead of 700M).
+    if size < 4096 {
+        return Err(format!("{s:?}: a part must be at least 4096 bytes"));
+    }
+    Ok(size)
+}
+
+/// The file name of part `index` (1-based) of bundle `base`.
+pub fn part_name(base: &str, index: usize) -> String {
+    format!("{base}.{index:03}")
+}
+
+/// The part number in `name` if it is `base.NNN` (three or more digits).
+fn part_index(base: &str, name: &str) -> Option<usize> {
+    let digits = name.strip_prefix(base)?.strip_prefix('.')?;
+    (digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::io::{Read as _, Write as _};
+    use std::path::Path;
+
+    use super::*;
+
+    use crate::sign::{SigningKey, TrustSet};
+    use crate::BundleError;
+    use crate::Digest;
+
+    #[test]
+    fn sizes_parse_like_split_and_media() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_size("700M").unwrap(), 700 << 20);
+        assert_eq!(parse_size("700MB").unwrap(), 700_000_000);
+        assert_eq!(parse_size("fat32").unwrap(), 4_294_967_295);
+        assert_eq!(parse_size("DVD").unwrap(), 4_700_000_000);
+        assert_eq!(parse_size("bd25").unwrap(), 25_000_000_000);
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        for bad in ["", "G", "4X", "-1G", "100", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn write_parts(dir: &Path, data: &[u8], limit: Option<u64>, chunk: usize) -> Vec<Part> {
+        let mut w = PartWriter::new(dir, "b.airlock", limit);
+        for c in data.chunks(chunk) {
+            w.write_all(c).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn parts_cut_at_the_limit_and_read_back_as_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(10_000), 3333);
+        let names: Vec<_> = parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "b.airlock.001",
+                "b.airlock.002",
+                "b.airlock.003",
+                "b.airlock.004",
+                "b.airlock.005"
+            ]
+        );
+        assert!(parts.iter().all(|p| p.size == 10_000));
+        assert_eq!(parts[2].digest, Digest::of(&data[20_000..30_000]));
+        // No temporaries are left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+        for first in [
+            "b.airlock.001",
+            "b.airlock.003",
+            "b.airlock",
+            "b.airlock.sums",
+        ] {
+            if first == "b.airlock.sums" {
+                std::fs::write(dir.path().join(first), Sums::of(&parts).to_text()).unwrap();
+            }
+            let files = BundleFiles::locate(&dir.path().join(first)).unwrap();
+            assert_eq!(files.parts.len(), 5, "{first}");
+            let mut back = Vec::new();
+            files.reader().unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "{first}");
+        }
+    }
+
+    #[test]
+    fn an_unsplit_bundle_is_one_part_and_a_failed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = write_parts(dir.path(), b"hello", None, 2);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].name, "b.airlock");
+        let mut w = PartWriter::new(dir.path(), "c.airlock", Some(4096));
+        w.write_all(&[1u8; 10_000]).unwrap();
+        drop(w);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["b.airlock"]);
+    }
+
+    /// A reader refuses more than MAX_PARTS parts, so the writer never cuts them.
+    #[test]
+    fn the_writer_cuts_no_more_parts_than_a_reader_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartWriter::new(dir.path(), "b.airlock", Some(4096));
+        let chunk = vec![7u8; 4096 * 100];
+        for _ in 0..MAX_PARTS / 100 {
+            w.write_all(&chunk).unwrap();
+        }
+        let e = w.write_all(b"one byte more").unwrap_err();
+        assert!(e.to_string().contains("more than 10000 parts"), "{e}");
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sums_round_trip_and_refuse_paths() {
+        let p = Path::new("x.sums");
+        let d = Digest::of(b"a");
+        let text = format!("{}  a.001\n{} *a.002\n", d.hex(), d.hex());
+        let s = Sums::parse(text.as_bytes(), p).unwrap();
+        assert_eq!(s.lines[1].0, "a.002");
+        for bad in [
+            format!("{}  ../a.001\n", d.hex()),
+            format!("{}  /etc/passwd\n", d.hex()),
+            format!("{} a.001\n", d.hex()),
+            format!("{}  a\n{}  a\n", d.hex(), d.hex()),
+            "nothex  a\n".to_string(),
+            String::new(),
+        ] {
+            assert!(Sums::parse(bad.as_bytes(), p).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn layout_comment_round_trips() {
+        let l = Layout {
+            parts: 5,
+            total: 48_000,
+            part_size: Some(10_000),
+        };
+        assert_eq!(Layout::parse_comment(&l.comment()), Some(l));
+        assert_eq!(l.size_of(0), Some(10_000));
+        assert_eq!(l.size_of(4), Some(8_000));
+        assert_eq!(l.size_of(5), None);
+        let one = Layout::of(&[], None);
+        assert_eq!(one.size_of(0), None);
+    }
+
+    /// Numbers in a trusted comment are the signer's (or, unverified, anyone's): no layout
+    /// makes the arithmetic wrap (or panic in a debug build).
+    #[test]
+    fn layouts_that_overflow_are_not_layouts() {
+        let max = u64::MAX;
+        for c in [
+            format!("{SUMS_COMMENT} parts=4 part-size={max} total=4"),
+            format!("{SUMS_COMMENT} parts=3 part-size=10 total=5"),
+            format!("{SUMS_COMMENT} parts=3 part-size=10 total=31"),
+            format!("{SUMS_COMMENT} parts=0 total=0"),
+            format!("{SUMS_COMMENT} parts=2 total=10"),
+            format!("{SUMS_COMMENT} parts=1 part-size=5 total=5"),
+            format!("{SUMS_COMMENT} parts={max} part-size=2 total={max}"),
+            format!("{SUMS_COMMENT} parts=18446744073709551616 total=1"),
+        ] {
+            assert_eq!(Layout::parse_comment(&c), None, "{c}");
+        }
+        let l = Layout::parse_comment(&format!(
+            "{SUMS_COMMENT} parts=2 part-size={max} total={max}"
+        ))
+        .unwrap();
+        assert_eq!((l.size_of(0), l.size_of(1)), (Some(max), Some(0)));
+        // Built by hand, past what parse_comment accepts: None, not a wrapped number.
+        let l = Layout {
+            parts: 4,
+            total: 4,
+            part_size: Some(max),
+        };
+        assert_eq!(l.size_of(3), None);
+        assert_eq!(l.size_of(1), Some(max));
+        let sizes = Layout::of(
+            &[
+                Part {
+                    name: "a".into(),
+                    digest: Digest::of(b""),
+                    size: max,
+                },
+                Part {
+                    name: "b".into(),
+                    digest: Digest::of(b""),
+                    size: 1,
+                },
+            ],
+            Some(max),
+        );
+        assert_eq!(sizes.total, max);
+    }
+
+    #[test]
+    fn sums_are_bounded_and_parsed_in_linear_time() {
+        let p = Path::new("x.sums");
+        let d = Digest::of(b"a").hex();
+        // The most parts a bundle may have, a name repeated only on the last line: found
+        // (a quadratic check took seconds for this many).
+        let mut text: String = (0..MAX_PARTS - 1)
+            .map(|i| format!("{d}  b.airlock.{i:05}\n"))
+            .collect();
+        text.push_str(&format!("{d}  b.airlock.00000\n"));
+        let started = std::time::Instant::now();
+        let e = Sums::parse(text.as_bytes(), p).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "line {MAX_PARTS}: b.airlock.00000 is listed twice"
+            )),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // One line more than that many parts.
+        let text: String = (0..=MAX_PARTS)
+            .map(|i| format!("{d}  b.airlock.{i:05}\n"))
+            .collect();
+        let e = Sums::parse(text.as_bytes(), p).unwrap_err();
+        assert!(e.to_string().contains("more than 10000 parts"), "{e}");
+        // More bytes than a sums file may have.
+        let big = vec![b'\n'; MAX_SUMS_SIZE as usize + 1];
+        let e = Sums::parse(&big, p).unwrap_err();
+        assert!(e.to_string().contains("more than 4194304 bytes"), "{e}");
+    }
+
+    #[test]
+    fn sums_that_are_not_text_or_name_controls_are_malformed() {
+        let p = Path::new("x.sums");
+        let d = Digest::of(b"a").hex();
+        let mut bytes = format!("{d}  a\n{d}  b").into_bytes();
+        bytes.push(0xff);
+        let e = Sums::parse(&bytes, p).unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Integrity, "{e}");
+        assert!(e.to_string().contains("x.sums line 2: not UTF-8"), "{e}");
+        for name in ["x\u{1b}]0;PWNED\u{7}", "a\u{202e}b", &"n".repeat(256)] {
+            let e = Sums::parse(format!("{d}  {name}\n").as_bytes(), p).unwrap_err();
+            let shown = e.to_string();
+            assert!(!crate::text::has_controls(&shown), "{shown:?}");
+            assert!(shown.contains("is not a part name"), "{shown}");
+        }
+        // The digest is not echoed either.
+        let e = Sums::parse("\u{1b}[2J  a\n".as_bytes(), p).unwrap_err();
+        assert!(!crate::text::has_controls(&e.to_string()), "{e}");
+    }
+
+    /// Five signed parts, then each kind of damage is named exactly.
+    #[test]
+    fn problems_are_named_precisely() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 241) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(10_000), 4096);
+        write_sums(dir.path(), "b.airlock", &parts, Some(10_000), &key).unwrap();
+        let p = |n: usize| dir.path().join(part_name("b.airlock", n));
+        let check = || {
+            let files = BundleFiles::locate(&p(1)).unwrap();
+            let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+            let found = sums.check_all(&files, &|_| {}).unwrap();
+            found.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+        };
+        assert!(check().is_empty(), "{:?}", check());
+        // Another bundle beside it is not a stray of this one.
+        std::fs::write(dir.path().join("b.airlock-old.001"), b"x").unwrap();
+        assert!(check().is_empty(), "{:?}", check());
+
+        // A flipped byte in part 3.
+        let orig3 = std::fs::read(p(3)).unwrap();
+        let mut bad = orig3.clone();
+        bad[77] ^= 1;
+        std::fs::write(p(3), &bad).unwrap();
+        let found = check();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("b.airlock.003: corrupt: expected sha256 "),
+            "{found:?}"
+        );
+        std::fs::write(p(3), &orig3).unwrap();
+
+        // Renamed.
+        std::fs::rename(p(3), dir.path().join("b.airlock.3")).unwrap();
+        assert_eq!(
+            check(),
+            ["b.airlock.003: missing; its content is in b.airlock.3 (renamed?)"]
+        );
+        std::fs::rename(dir.path().join("b.airlock.3"), p(3)).unwrap();
+
+        // Missing outright.
+        std::fs::rename(p(4), keys.path().join("away")).unwrap();
+        assert_eq!(check(), ["b.airlock.004: missing"]);
+        let files = BundleFiles::locate(&p(1)).unwrap();
+        let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+        assert_eq!(
+            sums.check_layout(&files),
+            [PartProblem::Missing {
+                part: "b.airlock.004".into(),
+                found_as: None
+            }]
+        );
+        std::fs::rename(keys.path().join("away"), p(4)).unwrap();
+
+        // Swapped (reordered).
+        let two = std::fs::read(p(2)).unwrap();
+        std::fs::write(p(2), &orig3).unwrap();
+        std::fs::write(p(3), &two).unwrap();
+        let found = check();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("b.airlock.002: holds the content of b.airlock.003"));
+        assert!(found[1].starts_with("b.airlock.003: holds the content of b.airlock.002"));
+        std::fs::write(p(2), &two).unwrap();
+        std::fs::write(p(3), &orig3).unwrap();
+
+        // Duplicated: a copy beside the parts.
+        std::fs::copy(p(2), dir.path().join("b.airlock.002.copy")).unwrap();
+        assert_eq!(
+            check(),
+            ["b.airlock.002.copy: not in the signed sums; it is a copy of b.airlock.002 (duplicated part)"]
+        );
+        std::fs::remove_file(dir.path().join("b.airlock.002.copy")).unwrap();
+
+        // Truncated: named from the signed layout before hashing.
+        std::fs::write(p(5), &data[40_000..45_000]).unwrap();
+        let files = BundleFiles::locate(&p(1)).unwrap();
+        let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+        assert_eq!(
+            sums.check_layout(&files)
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>(),
+            ["b.airlock.005: 5000 bytes, the signed sums say 10000 (truncated)"]
+        );
+        // … and not hashed: its size already says it is not the part.
+        assert_eq!(
+            check(),
+            ["b.airlock.005: 5000 bytes, the signed sums say 10000 (truncated)"]
+        );
+        std::fs::write(p(5), &data[40_000..]).unwrap();
+
+        // A stray larger than any part is named by its size, never read: 200 GiB, sparse.
+        let huge = dir.path().join("b.airlock.999");
+        File::create(&huge).unwrap().set_len(200 << 30).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            check(),
+            ["b.airlock.999: not a part of this bundle (not in the signed sums); 214748364800 bytes, larger than any part, so not hashed"]
+        );
+        // Also while saying where a missing part went.
+        std::fs::rename(p(2), dir.path().join("b.airlock.two")).unwrap();
+        assert_eq!(
+            check(),
+            [
+                "b.airlock.002: missing; its content is in b.airlock.two (renamed?)",
+                "b.airlock.999: not a part of this bundle (not in the signed sums); 214748364800 bytes, larger than any part, so not hashed"
+            ]
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        std::fs::rename(dir.path().join("b.airlock.two"), p(2)).unwrap();
+        std::fs::remove_file(&huge).unwrap();
+        assert!(check().is_empty(), "{:?}", check());
+    }
+
+    #[test]
+    fn links_beside_the_named_file_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(8192), 4096);
+        assert_eq!(parts.len(), 3);
+        let part = |n: usize| dir.path().join(part_name("b.airlock", n));
+        // Part 2 moved away and linked back: same bytes, still refused, named.
+        std::fs::rename(part(2), other.path().join("two")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("two"), part(2)).unwrap();
+        let e = BundleFiles::locate(&part(1)).unwrap_err();
+        assert!(matches!(e, BundleError::Malformed(_)), "{e}");
+        assert!(
+            e.to_string().contains("b.airlock.002 is a symbolic link"),
+            "{e}"
+        );
+        // Named by the user, a link is read (their choice); the links beside it are not.
+        assert_eq!(BundleFiles::locate(&part(2)).unwrap().parts.len(), 3);
+        std::fs::rename(part(3), other.path().join("three")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("three"), part(3)).unwrap();
+        let e = BundleFiles::locate(&part(2)).unwrap_err();
+        assert!(
+            e.to_string().contains("b.airlock.003 is a symbolic link"),
+            "{e}"
+        );
+        std::fs::remove_file(part(3)).unwrap();
+        std::fs::rename(other.path().join("three"), part(3)).unwrap();
+        std::fs::remove_file(part(2)).unwrap();
+        std::fs::rename(other.path().join("two"), part(2)).unwrap();
+        let whole = other.path().join("whole.airlock");
+        std::fs::write(&whole, &data).unwrap();
+        let link = dir.path().join("w.airlock");
+        std::os::unix::fs::symlink(&whole, &link).unwrap();
+        let files = BundleFiles::locate(&link).unwrap();
+        let mut back = Vec::new();
+        files.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // A part replaced by a link after it was found is refused when it is reached.
+        let files = BundleFiles::locate(&part(1)).unwrap();
+        std::fs::rename(part(3), other.path().join("three")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("three"), part(3)).unwrap();
+        let e = files
+            .reader()
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("b.airlock.003 is a symbolic link"),
+            "{e}"
+        );
+        // A FIFO put in a part's place after it was found is refused, not waited on.
+        std::fs::remove_file(part(3)).unwrap();
+        std::fs::rename(other.path().join("three"), part(3)).unwrap();
+        let files = BundleFiles::locate(&part(1)).unwrap();
+        std::fs::remove_file(part(3)).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(part(3))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let e = files
+            .reader()
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("b.airlock.003: not a regular file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sums_file_without_its_signature_does_not_choose_the_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        write_parts(dir.path(), b"the real bundle", None, 100);
+        std::fs::write(dir.path().join("old-release.bin"), b"something else").unwrap();
+        let sums = dir.path().join("b.airlock.sums");
+        std::fs::write(
+            &sums,
+            format!("{}  old-release.bin\n", Digest::of(b"something else").hex()),
+        )
+        .unwrap();
+        for named in ["b.airlock", "b.airlock.sums"] {
+            let files = BundleFiles::locate(&dir.path().join(named)).unwrap();
+            assert_eq!(files.parts, [dir.path().join("b.airlock")], "{named}");
+            assert!(!files.listed_by_sums());
+            assert_eq!(files.describe_parts(), "b.airlock");
+        }
+        // With a signature beside it (valid or not: that is checked next), the sums list
+        // the parts.
+        std::fs::write(dir.path().join("b.airlock.sums.minisig"), b"x").unwrap();
+        let files = BundleFiles::locate(&dir.path().join("b.airlock")).unwrap();
+        assert_eq!(files.parts, [dir.path().join("old-release.bin")]);
+        assert!(files.listed_by_sums());
+        assert_eq!(
+            files.sums_digest(),
+            Some(Digest::of(&std::fs::read(&sums).unwrap()))
+        );
+    }
+
+    #[test]
+    fn a_sums_file_without_signature_or_with_a_moved_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let parts = write_parts(dir.path(), &[5u8; 9000], Some(4096), 1000);
+        let (sums, sig) = write_sums(dir.path(), "b.airlock", &parts, Some(4096), &key).unwrap();
+        let files = BundleFiles::locate(&sums).unwrap();
+        assert_eq!(files.parts.len(), 3);
+        let ok = SignedSums::load(&files, Some(&trust)).unwrap();
+        assert_eq!(ok.signer, Some(key.key_id()));
+        assert_eq!(ok.layout.unwrap().parts, 3);
+        // A header signature over the same bytes is not a sums signature.
+        std::fs::write(&sig, key.sign(&std::fs::read(&sums).unwrap())).unwrap();
+        let e = SignedSums::load(&files, Some(&trust)).unwrap_err();
+        assert!(e.to_string().contains("not a sums signature"), "{e}");
+        std::fs::remove_file(&sig).unwrap();
+        let e = SignedSums::load(&files, Some(&trust)).unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Trust);
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}
