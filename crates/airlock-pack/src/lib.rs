@@ -6,6 +6,7 @@ pub mod auth;
 pub mod build;
 pub mod cache;
 pub mod cli;
+mod commands;
 pub mod local;
 pub mod lock;
 pub mod ollama;
@@ -13,6 +14,21 @@ pub mod plan;
 pub mod registry;
 
 use airlock_bundle::{BundleError, ErrorClass};
+
+/// Exit codes (documented in the README and `--help`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    /// Content failed verification (a registry served a blob that is not its digest).
+    pub const INTEGRITY: u8 = 3;
+    /// Disk, files, the blob cache.
+    pub const ENVIRONMENT: u8 = 7;
+    /// The lock is out of date (`lock --update`).
+    pub const DRIFT: u8 = 8;
+    /// A registry is unreachable or refused (the same code as airlock-unpack's `push`).
+    pub const REGISTRY: u8 = 9;
+}
 
 /// Failures of the packing side, each with its exit code (see the README).
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +60,11 @@ impl PackError {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            PackError::Drift { .. } => cli::EXIT_DRIFT,
-            PackError::Registry(_) => cli::EXIT_REGISTRY,
-            PackError::Integrity(_) => cli::EXIT_INTEGRITY,
-            PackError::Environment(_) => cli::EXIT_ENVIRONMENT,
-            PackError::Usage(_) => cli::EXIT_USAGE,
+            PackError::Drift { .. } => exit::DRIFT,
+            PackError::Registry(_) => exit::REGISTRY,
+            PackError::Integrity(_) => exit::INTEGRITY,
+            PackError::Environment(_) => exit::ENVIRONMENT,
+            PackError::Usage(_) => exit::USAGE,
             PackError::Bundle(b) => bundle_exit_code(b),
         }
     }
@@ -57,10 +73,10 @@ impl PackError {
 /// Exit code of a format-level failure on the packing side.
 pub fn bundle_exit_code(b: &BundleError) -> u8 {
     match b.class() {
-        ErrorClass::Integrity => cli::EXIT_INTEGRITY,
-        ErrorClass::Environment => cli::EXIT_ENVIRONMENT,
+        ErrorClass::Integrity => exit::INTEGRITY,
+        ErrorClass::Environment => exit::ENVIRONMENT,
         ErrorClass::Usage | ErrorClass::Trust | ErrorClass::Decrypt | ErrorClass::Version => {
-            cli::EXIT_USAGE
+            exit::USAGE
         }
     }
 }

@@ -1,0 +1,110 @@
+//! `airlock-pack build`: the locked content into one signed (and encrypted) bundle; prints
+//! the bundle's summary and how to check its sums on stdout.
+
+use std::io::IsTerminal as _;
+
+use airlock_bundle::crypt::{parse_recipient, read_recipients_file, Encryption};
+use airlock_bundle::progress::{human, Mode, Progress};
+use airlock_bundle::sign::SigningKey;
+use zeroize::Zeroizing;
+
+use super::{cache, model_sources, runtime, secret_from_env_or_prompt};
+use crate::build::{build, BuildOptions};
+use crate::cli::BuildArgs;
+use crate::PackError;
+
+pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let progress = Progress::new(Mode::detect(args.common.quiet));
+    let encryption = if args.passphrase {
+        let mut p = secret_from_env_or_prompt("AIRLOCK_PASSPHRASE", "bundle passphrase", true)?;
+        // Moved, not copied, into the SecretString (which wipes it in turn).
+        Encryption::Passphrase(std::mem::take(&mut *p).into())
+    } else {
+        let mut rs = Vec::new();
+        for r in &args.recipients {
+            rs.push(parse_recipient(r)?);
+        }
+        for f in &args.recipients_files {
+            rs.extend(read_recipients_file(f)?);
+        }
+        if rs.is_empty() {
+            progress.say("warning: no recipients: the bundle is signed but NOT encrypted");
+            Encryption::None
+        } else {
+            Encryption::Recipients(rs)
+        }
+    };
+    let opts = BuildOptions {
+        spec_path: args.spec.clone(),
+        output: args.output.clone(),
+        sign_key: load_sign_key(&args.sign_key)?,
+        encryption,
+        cache: cache(&args.common)?,
+        models: model_sources(&args.common),
+        jobs: args.jobs,
+        split: args.split,
+        have: match &args.have {
+            Some(p) => Some(airlock_bundle::inventory::Inventory::parse(
+                &std::fs::read(p).map_err(|e| PackError::Usage(format!("{}: {e}", p.display())))?,
+                &p.display().to_string(),
+            )?),
+            None => None,
+        },
+    };
+    let s = runtime()?.block_on(build(opts, &progress))?;
+    if !s.removed.is_empty() {
+        progress.say(format!(
+            "removed {} left by an earlier build of this bundle",
+            s.removed.join(", ")
+        ));
+    }
+    println!(
+        "{}{}: {} images, {} models, {} files, {} blobs, {} ({} downloaded), {}, signed by {}",
+        s.output.display(),
+        if s.parts.len() > 1 {
+            format!(" in {} parts", s.parts.len())
+        } else {
+            String::new()
+        },
+        s.images,
+        s.models,
+        s.files,
+        s.blobs,
+        human(s.file_bytes),
+        human(s.downloaded_bytes),
+        if s.encrypted {
+            "encrypted"
+        } else {
+            "not encrypted"
+        },
+        s.key_id
+    );
+    println!(
+        "{} (check: minisign -Vm {} -p airlock.pub && sha256sum -c {})",
+        s.sums.display(),
+        s.sums.display(),
+        s.sums.file_name().unwrap_or_default().to_string_lossy()
+    );
+    Ok(())
+}
+
+fn load_sign_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    match SigningKey::load(
+        path,
+        std::env::var("AIRLOCK_KEY_PASSWORD")
+            .ok()
+            .map(Zeroizing::new),
+    ) {
+        Ok(k) => Ok(k),
+        Err(airlock_bundle::BundleError::Key { detail, .. })
+            if detail.contains("password-protected") && std::io::stdin().is_terminal() =>
+        {
+            let pw = Zeroizing::new(rpassword::prompt_password(format!(
+                "password for {}: ",
+                path.display()
+            ))?);
+            Ok(SigningKey::load(path, Some(pw))?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
