@@ -6,6 +6,7 @@
 //! Nothing here is used by the shipped binaries.
 
 pub mod fixtures;
+pub mod http;
 pub mod ollama;
 pub mod registry;
 pub mod token;

@@ -4,7 +4,7 @@
 //! user and password, for whatever repository scope it is asked. The registry checks every
 //! token itself; nothing about the protocol is mocked on the registry's side.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
+use crate::http::{answer, read_head};
 use crate::registry::TestRegistry;
 
 pub const SERVICE: &str = "airlock-test-registry";
@@ -84,10 +85,7 @@ impl TokenRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let realm = format!("http://{}/token", listener.local_addr().unwrap());
         let issued = Arc::new(AtomicUsize::new(0));
-        let expected = format!("Basic {}", {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        });
+        let expected = format!("Basic {}", crate::http::basic_token(user, password));
         let x5c = {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(&cert)
@@ -102,22 +100,13 @@ impl TokenRegistry {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Ok((line, headers)) = read_head(&mut reader) else {
                     continue;
-                }
-                let mut auth = None;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("authorization") {
-                            auth = Some(v.trim().to_string());
-                        }
-                    }
-                }
+                };
+                let auth = headers
+                    .into_iter()
+                    .find(|(k, _)| k == "authorization")
+                    .map(|(_, v)| v);
                 let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
                 let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
                 let access: Vec<serde_json::Value> = query
@@ -134,8 +123,7 @@ impl TokenRegistry {
                     })
                     .collect();
                 let reply = if auth.as_deref() != Some(expected.as_str()) {
-                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_string()
+                    answer(401, "Unauthorized", "text/plain", "")
                 } else {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -155,10 +143,7 @@ impl TokenRegistry {
                     let body =
                         serde_json::json!({"token": format!("{input}.{}", b64(sig.as_ref()))})
                             .to_string();
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
+                    answer(200, "OK", "application/json", &body)
                 };
                 let _ = conn.write_all(reply.as_bytes());
             }
