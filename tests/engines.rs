@@ -1,0 +1,221 @@
+//! The engine pre-flight and the rollback of engine refusals, against the real Docker 20.10
+//! on this machine (classic image store: no zstd before Engine 23.0) with a zstd image made
+//! by a real tool (`skopeo copy --dest-compress-format zstd`). The unpack side runs inside
+//! `unshare -n`.
+
+use std::process::Command;
+
+use airlock_tests::*;
+use serde_json::Value;
+
+/// Removes the test's tags from the engine however the test ends.
+struct Untag(Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let tags: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        docker_rmi(&tags);
+    }
+}
+
+/// `REPO:TAG` → the manifest skopeo reads from the test registry.
+fn registry_manifest(image: &str) -> Value {
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]));
+    serde_json::from_str(&raw).unwrap()
+}
+
+fn config_digest(image: &str) -> String {
+    registry_manifest(image)["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The engine's image list (IDs and tags), narrowed to what this test's load could touch:
+/// images of this world's registry, and images with this test's IDs. Other test processes
+/// (other worktrees, other suites) may load their own images meanwhile; those never match.
+fn our_images(w: &World, ids: &[&str]) -> Vec<String> {
+    docker_images()
+        .into_iter()
+        .filter(|l| l.contains(&w.registry.addr) || ids.iter().any(|id| l.starts_with(id)))
+        .collect()
+}
+
+#[test]
+fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
+    let w = World::new();
+    // A real zstd image: skopeo recompresses `second` (busybox + a layer unique to this
+    // world) into OCI `tar+zstd` layers. Straight from registry to registry, skopeo 1.9
+    // substitutes the gzip blobs the registry already has for the same content, so it goes
+    // through an OCI layout, and is pushed from there with its digests preserved.
+    let zstd = format!("{}/e2e/second-zstd:v1", w.registry.addr);
+    let layout = format!("oci:{}:v1", w.path("zstd-layout").display());
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-compress-format",
+        "zstd",
+        &format!("docker://{}", w.second),
+        &layout,
+    ]));
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        &layout,
+        &format!("docker://{zstd}"),
+    ]));
+    let manifest = registry_manifest(&zstd);
+    let zstd_layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd")
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !zstd_layers.is_empty(),
+        "skopeo wrote no tar+zstd layer: {manifest:#}"
+    );
+    // The ordinary image first: the engine loads it before it fails on the zstd one.
+    w.lock_images(&["linux/amd64"], &[&w.hello, &zstd]);
+    let bundle = w.build("engines.airlock", false);
+
+    let hello_id = config_digest(&w.hello);
+    let zstd_id = config_digest(&zstd);
+    let multi_id = {
+        let index = registry_manifest(&w.multi);
+        let amd64 = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == "amd64")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        config_digest(&format!("{}/e2e/multi@{amd64}", w.registry.addr))
+    };
+
+    let _lock = docker_lock();
+    let _untag = Untag(vec![w.multi.clone(), w.hello.clone(), zstd.clone()]);
+    // The bundle's first tag already names another image: the failed load must point it
+    // back there, not just delete it.
+    run_ok(Command::new("docker").args(["pull", "-q", &w.multi]));
+    run_ok(Command::new("docker").args(["tag", &w.multi, &w.hello]));
+    let ids = [hello_id.as_str(), zstd_id.as_str(), multi_id.as_str()];
+    let before = our_images(&w, &ids);
+    assert!(
+        before.contains(&format!("{multi_id} {}", w.hello)),
+        "pre-tagged: {before:#?}"
+    );
+
+    // (a) The pre-flight: nothing is sent, exit 13, naming image, layer, media type, engine.
+    let o = w.unpack("load", &bundle, &[]);
+    let mut needles = vec![
+        zstd.as_str(),
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "Docker 20.10",
+        "23.0",
+        "nothing was loaded",
+        "push",
+        "extract",
+    ];
+    needles.extend(zstd_layers.iter().map(String::as_str));
+    assert_refused(&o, 13, &needles);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains(&format!("{}:", w.hello)),
+        "the loadable image is not named a problem: {}",
+        text(&o)
+    );
+    assert_eq!(our_images(&w, &ids), before, "the pre-flight sent nothing");
+
+    // inspect --engine shows the same verdict per image, and exits 13 too.
+    let i = w.unpack("inspect", &bundle, &["--engine"]);
+    assert_eq!(i.status.code(), Some(13), "{}", text(&i));
+    let out = String::from_utf8_lossy(&i.stdout);
+    // The verdict table follows the engine line (the header's image table comes before).
+    let verdicts = out
+        .split_once("\nengine   ")
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no engine section: {}", text(&i)));
+    let line = |r: &str| {
+        verdicts
+            .lines()
+            .find(|l| l.starts_with(&format!("{r} ")))
+            .unwrap_or_else(|| panic!("no verdict for {r}: {}", text(&i)))
+            .to_string()
+    };
+    assert!(line(&w.hello).ends_with("loadable"), "{}", text(&i));
+    assert!(line(&zstd).contains("CANNOT"), "{}", text(&i));
+    assert!(line(&zstd).contains(&zstd_layers[0]), "{}", text(&i));
+    assert!(verdicts.starts_with("Docker 20.10"), "{}", text(&i));
+    let j = w.unpack("inspect", &bundle, &["--engine", "--json"]);
+    assert_eq!(j.status.code(), Some(13), "{}", text(&j));
+    let j: Value = serde_json::from_slice(&j.stdout).unwrap();
+    let verdicts: Vec<(&str, &str)> = j["engine"]["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["ref"].as_str().unwrap(), v["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [(w.hello.as_str(), "loadable"), (zstd.as_str(), "cannot")]
+    );
+    assert_eq!(j["engine"]["facts"]["kind"], "docker");
+    assert_eq!(j["engine"]["facts"]["containerd_store"], false);
+
+    // (b) --no-preflight: the engine loads hello, then refuses the zstd image; the load is
+    // rolled back to exactly the image list and tags of before.
+    let report = w.path("refused.json");
+    let o = w.unpack(
+        "load",
+        &bundle,
+        &["--no-preflight", "--report", report.to_str().unwrap()],
+    );
+    let after = our_images(&w, &ids);
+    assert_refused(
+        &o,
+        7,
+        &[
+            &format!("refused image {zstd}"),
+            "not the bundle",
+            "the bundle verified",
+            "Docker 20.10",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &zstd_layers[0],
+            "rolled back",
+            &format!("pointed {} back at {multi_id}", w.hello),
+            "as before",
+        ],
+    );
+    assert_eq!(
+        after,
+        before,
+        "the engine's images and tags changed: {}",
+        text(&o)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["result"], "refused", "{r:#}");
+    assert_eq!(r["exit_code"], 7, "{r:#}");
+    let failure = &r["engine_failure"];
+    assert_eq!(failure["image"], zstd.as_str(), "{r:#}");
+    let rollback = &failure["rollback"];
+    assert_eq!(rollback["repointed"][0]["tag"], w.hello.as_str(), "{r:#}");
+    assert_eq!(rollback["repointed"][0]["to"], multi_id.as_str(), "{r:#}");
+    assert!(
+        rollback["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == hello_id.as_str()),
+        "the image the load added is removed: {r:#}"
+    );
+    assert_eq!(rollback["failed"], Value::Array(vec![]), "{r:#}");
+}
