@@ -283,7 +283,6 @@ impl Default for EngineOptions {
 /// header through and the engine pre-flight found every image loadable; a successful load
 /// is recorded in `guard`'s state. If the engine refuses what it was sent, what the load
 /// changed in the engine is undone ([`Rollback`]).
-#[allow(clippy::too_many_arguments)]
 pub fn load(
     path: &std::path::Path,
     access: &Access,
@@ -389,18 +388,16 @@ pub fn load(
     let docker = engine_info.as_ref().map(|(d, _)| d);
     // Whatever the engine took of a load that failed is undone; with nothing sent, there
     // is nothing to undo (and no engine call is made).
-    let undo = |refused: Option<Refused>| -> Option<UnpackError> {
-        let (docker, facts) = engine_info.as_ref()?;
-        let before = before.as_ref()?;
-        let rollback = rt.block_on(rollback(docker, before, &sending));
-        let refused = refused?;
-        Some(refusal(
-            facts,
-            header.as_ref()?,
-            &sending,
-            refused,
-            rollback,
-        ))
+    let undo = || -> Option<Rollback> {
+        let (docker, _) = engine_info.as_ref()?;
+        Some(rt.block_on(rollback(docker, before.as_ref()?, &sending)))
+    };
+    let refused_error = |refused: Refused, rollback: Option<Rollback>| match (&engine_info, &header)
+    {
+        (Some((_, facts)), Some(h)) => {
+            refusal(facts, h, &sending, refused, rollback.unwrap_or_default())
+        }
+        _ => UnpackError::Engine(escape(&refused.said)),
     };
     // A verification failure explains an aborted upload better than the engine's error.
     let (verified, selected) = match (produced, uploaded) {
@@ -411,14 +408,17 @@ pub fn load(
             p
         }
         (Err(e), _) => {
-            undo(None);
+            // The archive never got its documents, so the engine should have nothing to
+            // undo; should it have kept anything, it is undone and said.
+            if let Some(rb) = undo().filter(|rb| !rb.is_empty()) {
+                progress.say(format!("engine: {}", rb.describe()));
+            }
             rt.block_on(staging.release());
             staging.abort();
             return Err(on_disk.explain(e, progress));
         }
         (Ok(_), Err(refused)) => {
-            let e = undo(Some(refused))
-                .unwrap_or_else(|| UnpackError::Engine("the engine refused the load".into()));
+            let e = refused_error(refused, undo());
             rt.block_on(staging.release());
             staging.abort();
             return Err(e);
@@ -433,8 +433,7 @@ pub fn load(
         Ok::<_, Refused>(())
     });
     if let Err(refused) = checked {
-        let e = undo(Some(refused))
-            .unwrap_or_else(|| UnpackError::Engine("the engine's tags are not as loaded".into()));
+        let e = refused_error(refused, undo());
         rt.block_on(staging.release());
         staging.abort();
         return Err(e);
