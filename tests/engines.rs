@@ -46,13 +46,12 @@ fn our_images(w: &World, ids: &[&str]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
-    let w = World::new();
-    // A real zstd image: skopeo recompresses `second` (busybox + a layer unique to this
-    // world) into OCI `tar+zstd` layers. Straight from registry to registry, skopeo 1.9
-    // substitutes the gzip blobs the registry already has for the same content, so it goes
-    // through an OCI layout, and is pushed from there with its digests preserved.
+/// A real zstd image in the world's registry: skopeo recompresses `second` (busybox + a
+/// layer unique to this world) into OCI `tar+zstd` layers. Straight from registry to
+/// registry, skopeo 1.9 substitutes the gzip blobs the registry already has for the same
+/// content, so it goes through an OCI layout, and is pushed from there with its digests
+/// preserved. Returns its reference and its zstd layers' digests.
+fn zstd_image(w: &World) -> (String, Vec<String>) {
     let zstd = format!("{}/e2e/second-zstd:v1", w.registry.addr);
     let layout = format!("oci:{}:v1", w.path("zstd-layout").display());
     run_ok(Command::new("skopeo").args([
@@ -82,6 +81,13 @@ fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
         !zstd_layers.is_empty(),
         "skopeo wrote no tar+zstd layer: {manifest:#}"
     );
+    (zstd, zstd_layers)
+}
+
+#[test]
+fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
+    let w = World::new();
+    let (zstd, zstd_layers) = zstd_image(&w);
     // The ordinary image first: the engine loads it before it fails on the zstd one.
     w.lock_images(&["linux/amd64"], &[&w.hello, &zstd]);
     let bundle = w.build("engines.airlock", false);
@@ -218,4 +224,123 @@ fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
         "the image the load added is removed: {r:#}"
     );
     assert_eq!(rollback["failed"], Value::Array(vec![]), "{r:#}");
+}
+
+/// `podman system service` on a socket of its own, stopped (by its pid) when dropped.
+struct PodmanService {
+    child: std::process::Child,
+}
+
+impl PodmanService {
+    fn start(socket: &std::path::Path) -> PodmanService {
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("podman must be installed (apt-get install podman)");
+        let service = PodmanService { child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "podman system service did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        service
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With DOCKER_HOST unset and no `/var/run/docker.sock`, the Podman socket is found (the
+/// rootful one, else the rootless one under `XDG_RUNTIME_DIR`) and said; Podman reads zstd,
+/// so the bundle Docker 20.10 refuses is loadable there. The unpack side runs in a mount
+/// namespace where a tmpfs hides `/run` (so Docker's socket), with no network.
+#[test]
+fn without_docker_the_podman_socket_is_found_and_judged() {
+    let w = World::new();
+    let (zstd, _) = zstd_image(&w);
+    w.lock_images(&["linux/amd64"], &[&w.hello, &zstd]);
+    let bundle = w.build("podman.airlock", false);
+    let xdg = w.path("xdg");
+    let socket = xdg.join("podman/podman.sock");
+    let _podman = PodmanService::start(&socket);
+
+    // `inspect --engine` in a namespace whose /run is an empty tmpfs, after `setup`.
+    let inspect = |setup: &str, env: &[(&str, &str)]| {
+        let script = format!(
+            "set -e; mount -t tmpfs tmpfs /run; {setup}; test ! -e /var/run/docker.sock; exec \"$@\""
+        );
+        let mut c = Command::new("unshare");
+        c.args(["-m", "-n", "sh", "-c", &script, "sh"])
+            .arg(unpack_bin())
+            .args(["inspect", "--engine", "--quiet"])
+            .arg(&bundle)
+            .arg("--trust")
+            .arg(w.path("pack-keys/airlock.pub"))
+            .arg("--identity")
+            .arg(w.path("host/host.key"))
+            .env_remove("DOCKER_HOST")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("AIRLOCK_TRUST_DIR")
+            .envs(env.iter().copied());
+        c.output().unwrap()
+    };
+    let judged_by_podman = |o: &std::process::Output, found: &str| {
+        assert_ok(o);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("using the Podman socket unix://{found}")),
+            "{}",
+            text(o)
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        let verdicts = out
+            .split_once("\nengine   ")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no engine section: {}", text(o)));
+        assert!(verdicts.starts_with("Podman 4."), "{}", text(o));
+        for r in [&w.hello, &zstd] {
+            let line = verdicts
+                .lines()
+                .find(|l| l.starts_with(&format!("{r} ")))
+                .unwrap_or_else(|| panic!("no verdict for {r}: {}", text(o)));
+            assert!(line.ends_with("loadable"), "{}", text(o));
+        }
+    };
+
+    let xdg_env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
+    // Rootful first: /run/podman/podman.sock (here: the service's socket bound there).
+    let o = inspect(
+        &format!(
+            "mkdir /run/podman; touch /run/podman/podman.sock; mount --bind {} /run/podman/podman.sock",
+            socket.display()
+        ),
+        &xdg_env,
+    );
+    judged_by_podman(&o, "/run/podman/podman.sock");
+    // Then rootless: $XDG_RUNTIME_DIR/podman/podman.sock.
+    let o = inspect("true", &xdg_env);
+    judged_by_podman(&o, &socket.display().to_string());
+    // Neither: Docker's default is named, with what else was tried.
+    let o = inspect("true", &[]);
+    assert_refused(
+        &o,
+        7,
+        &[
+            "unix:///var/run/docker.sock",
+            "/run/podman/podman.sock",
+            "XDG_RUNTIME_DIR",
+        ],
+    );
 }

@@ -108,16 +108,16 @@ pub async fn connect() -> Result<Docker, UnpackError> {
             escape(&where_)
         )));
     };
+    let tried = match &endpoint {
+        Endpoint::DockerDefault if host.is_none() => format!(
+            " (DOCKER_HOST is unset; neither {PODMAN_ROOT_SOCKET} nor $XDG_RUNTIME_DIR/podman/podman.sock exists either)"
+        ),
+        _ => String::new(),
+    };
     let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| UnpackError::Engine(format!("cannot connect to {where_}: {e}")))?
+        .map_err(|e| UnpackError::Engine(format!("cannot connect to {where_}{tried}: {e}")))?
         .with_timeout(Duration::from_secs(24 * 3600));
     docker.negotiate_version().await.map_err(|e| {
-        let tried = match &endpoint {
-            Endpoint::DockerDefault if host.is_none() => format!(
-                " (DOCKER_HOST is unset; neither {PODMAN_ROOT_SOCKET} nor $XDG_RUNTIME_DIR/podman/podman.sock exists either)"
-            ),
-            _ => String::new(),
-        };
         UnpackError::Engine(format!("cannot reach the engine at {where_}{tried}: {e}"))
     })
 }
