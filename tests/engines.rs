@@ -88,11 +88,23 @@ fn zstd_image(w: &World) -> (String, Vec<String>) {
 fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
     let w = World::new();
     let (zstd, zstd_layers) = zstd_image(&w);
-    // The ordinary image first: the engine loads it before it fails on the zstd one.
-    w.lock_images(&["linux/amd64"], &[&w.hello, &zstd]);
+    // A third image, whose tag the engine does not have yet.
+    let fresh = format!("{}/e2e/fresh:v1", w.registry.addr);
+    airlock_testkit::fixtures::push(
+        &w.registry.addr,
+        "e2e/fresh:v1",
+        &[airlock_testkit::ImageSpec::new(
+            vec![w.busybox_layer.clone()],
+            &["/bin/busybox", "echo", "fresh", &w.marker],
+        )],
+    );
+    // The bundle lists images by reference, and the load archive follows: second-zstd comes
+    // after fresh and hello, so the engine loads those before it fails on it (checked below).
+    w.lock_images(&["linux/amd64"], &[&w.hello, &fresh, &zstd]);
     let bundle = w.build("engines.airlock", false);
 
     let hello_id = config_digest(&w.hello);
+    let fresh_id = config_digest(&fresh);
     let zstd_id = config_digest(&zstd);
     let multi_id = {
         let index = registry_manifest(&w.multi);
@@ -109,12 +121,22 @@ fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
     };
 
     let _lock = docker_lock();
-    let _untag = Untag(vec![w.multi.clone(), w.hello.clone(), zstd.clone()]);
+    let _untag = Untag(vec![
+        w.multi.clone(),
+        w.hello.clone(),
+        fresh.clone(),
+        zstd.clone(),
+    ]);
     // The bundle's first tag already names another image: the failed load must point it
     // back there, not just delete it.
     run_ok(Command::new("docker").args(["pull", "-q", &w.multi]));
     run_ok(Command::new("docker").args(["tag", &w.multi, &w.hello]));
-    let ids = [hello_id.as_str(), zstd_id.as_str(), multi_id.as_str()];
+    let ids = [
+        hello_id.as_str(),
+        fresh_id.as_str(),
+        zstd_id.as_str(),
+        multi_id.as_str(),
+    ];
     let before = our_images(&w, &ids);
     assert!(
         before.contains(&format!("{multi_id} {}", w.hello)),
@@ -172,13 +194,19 @@ fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
         .collect();
     assert_eq!(
         verdicts,
-        [(w.hello.as_str(), "loadable"), (zstd.as_str(), "cannot")]
+        [
+            (fresh.as_str(), "loadable"),
+            (w.hello.as_str(), "loadable"),
+            (zstd.as_str(), "cannot")
+        ],
+        "in bundle order, the zstd image last"
     );
     assert_eq!(j["engine"]["facts"]["kind"], "docker");
     assert_eq!(j["engine"]["facts"]["containerd_store"], false);
 
-    // (b) --no-preflight: the engine loads hello, then refuses the zstd image; the load is
-    // rolled back to exactly the image list and tags of before.
+    // (b) --no-preflight: the engine loads hello (moving its tag) and fresh (a new tag), then
+    // refuses the zstd image; the load is rolled back to exactly the images and tags of
+    // before.
     let report = w.path("refused.json");
     let o = w.unpack(
         "load",
@@ -215,13 +243,13 @@ fn an_engine_that_cannot_load_zstd_refuses_before_harm_and_rolls_back() {
     let rollback = &failure["rollback"];
     assert_eq!(rollback["repointed"][0]["tag"], w.hello.as_str(), "{r:#}");
     assert_eq!(rollback["repointed"][0]["to"], multi_id.as_str(), "{r:#}");
-    assert!(
-        rollback["removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|id| id == hello_id.as_str()),
-        "the image the load added is removed: {r:#}"
+    assert_eq!(rollback["untagged"], serde_json::json!([fresh]), "{r:#}");
+    let mut added = vec![hello_id.as_str(), fresh_id.as_str()];
+    added.sort();
+    assert_eq!(
+        rollback["removed"],
+        serde_json::json!(added),
+        "the images the load added, and only those, are removed: {r:#}"
     );
     assert_eq!(rollback["failed"], Value::Array(vec![]), "{r:#}");
 }

@@ -742,6 +742,19 @@ impl Rollback {
 /// are removed, so another client's concurrent work is never touched.
 async fn rollback(docker: &Docker, before: &Before, sent: &[ImageRecord]) -> Rollback {
     let mut rb = Rollback::default();
+    // What this load added, listed before any tag is touched: removing an image's last tag
+    // removes the image.
+    let mut added: Vec<String> = match image_ids(docker).await {
+        Ok(now) => now
+            .into_iter()
+            .filter(|id| !before.ids.contains(id) && sent.iter().any(|i| is_image(id, i)))
+            .collect(),
+        Err(e) => {
+            rb.failed.push(format!("images this load added: {e}"));
+            Vec::new()
+        }
+    };
+    added.sort();
     for (tag, prev) in &before.tags {
         let now = docker.inspect_image(tag).await.ok();
         let now_id = now.as_ref().and_then(|i| i.id.clone());
@@ -784,40 +797,36 @@ async fn rollback(docker: &Docker, before: &Before, sent: &[ImageRecord]) -> Rol
                     ..Default::default()
                 };
                 match docker.remove_image(tag, Some(opts), None).await {
-                    Ok(items) => {
-                        rb.untagged.push(tag.clone());
-                        rb.removed
-                            .extend(items.into_iter().filter_map(|i| i.deleted));
-                    }
+                    Ok(_) => rb.untagged.push(tag.clone()),
                     Err(e) => rb.failed.push(format!("removing tag {tag}: {e}")),
                 }
             }
             (None, None) => {}
         }
     }
-    match image_ids(docker).await {
-        Ok(now) => {
-            let mut added: Vec<&String> = now
-                .iter()
-                .filter(|id| !before.ids.contains(*id) && sent.iter().any(|i| is_image(id, i)))
-                .collect();
-            added.sort();
-            for id in added {
-                let opts = RemoveImageOptions {
-                    force: true,
-                    noprune: true,
-                    ..Default::default()
-                };
-                match docker.remove_image(id, Some(opts), None).await {
-                    Ok(_) => rb.removed.push(id.clone()),
-                    Err(e) => rb.failed.push(format!("removing image {id}: {e}")),
-                }
-            }
+    let left = match image_ids(docker).await {
+        Ok(left) => left,
+        Err(e) => {
+            rb.failed.push(format!("images this load added: {e}"));
+            return rb;
         }
-        Err(e) => rb.failed.push(format!("images this load added: {e}")),
+    };
+    for id in added {
+        if !left.contains(&id) {
+            // Gone with its last tag.
+            rb.removed.push(id);
+            continue;
+        }
+        let opts = RemoveImageOptions {
+            force: true,
+            noprune: true,
+            ..Default::default()
+        };
+        match docker.remove_image(&id, Some(opts), None).await {
+            Ok(_) => rb.removed.push(id),
+            Err(e) => rb.failed.push(format!("removing image {id}: {e}")),
+        }
     }
-    rb.removed.sort();
-    rb.removed.dedup();
     rb
 }
 

@@ -54,7 +54,8 @@ pub mod exit {
 pub enum UnpackError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    #[error("Docker engine: {0}")]
+    /// The engine (Docker or Podman) is unreachable or failed a request.
+    #[error("engine: {0}")]
     Engine(String),
     #[error("{0}")]
     Environment(String),
