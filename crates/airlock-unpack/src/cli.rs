@@ -32,13 +32,13 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
-7 environment (engine unreachable, or it refused the load: rolled back; disk full, cannot write),
-9 registry unreachable or refused (push), 10 an existing file differs from the bundle's
-(nothing changed; see load --overwrite), 11 a delta bundle relies on blobs this host lacks
-(nothing loaded; see inventory), 12 refused by this host's policy: its policy file, or an
-older, too old or future-dated bundle (nothing loaded; see load --help), 13 this engine cannot
-load the bundle's content: a layer type it does not read, or no image for its platform
-(nothing sent; see inspect --engine).";
+7 environment (engine unreachable, or it refused the load, which was rolled back; disk
+full, cannot write), 9 registry unreachable or refused (push), 10 an existing file differs
+from the bundle's (nothing changed; see load --overwrite), 11 a delta bundle relies on blobs
+this host lacks (nothing loaded; see inventory), 12 refused by this host's policy: its policy
+file, or an older, too old or future-dated bundle (nothing loaded; see load --help), 13 this
+engine cannot load the bundle's content: a layer type it does not read, or no image for its
+platform (nothing sent; see inspect --engine).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
