@@ -32,11 +32,13 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
-7 environment (Docker engine unreachable, disk full, cannot write),
-9 registry unreachable or refused (push), 10 an existing file differs from the bundle's
-(nothing changed; see load --overwrite), 11 a delta bundle relies on blobs this host lacks
-(nothing loaded; see inventory), 12 refused by this host's policy: its policy file, or an
-older, too old or future-dated bundle (nothing loaded; see load --help).";
+7 environment (engine unreachable, or it refused the load, which was rolled back; disk
+full, cannot write), 9 registry unreachable or refused (push), 10 an existing file differs
+from the bundle's (nothing changed; see load --overwrite), 11 a delta bundle relies on blobs
+this host lacks (nothing loaded; see inventory), 12 refused by this host's policy: its policy
+file, or an older, too old or future-dated bundle (nothing loaded; see load --help), 13 this
+engine cannot load the bundle's content: a layer type it does not read, or no image for its
+platform (nothing sent; see inspect --engine).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
@@ -74,6 +76,13 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also ask the engine (DOCKER_HOST, else Docker's or Podman's socket) what it is, and
+        /// show per image whether it can load it, as load's pre-flight would (exit 13 if not).
+        #[arg(long)]
+        engine: bool,
+        /// With --engine: judge the images for this platform instead of the engine's.
+        #[arg(long, requires = "engine")]
+        platform: Option<Platform>,
     },
     /// Write the verified OCI image layout into DIR (usable by skopeo as oci:DIR:REF), plus
     /// DIR/ollama/models (an Ollama store) and DIR/files/{volume/NAME,path/…} for models
@@ -115,6 +124,10 @@ enum Command {
         /// Load images for this platform instead of the engine's (os/arch[/variant]).
         #[arg(long)]
         platform: Option<Platform>,
+        /// Load even if pre-flight says the engine cannot; an engine refusal is then rolled
+        /// back.
+        #[arg(long)]
+        no_preflight: bool,
         /// Restore every model into this Ollama models directory instead of the bundle's
         /// targets; without DIR (put it after the bundle): $OLLAMA_MODELS, else
         /// ~/.ollama/models.
@@ -198,10 +211,20 @@ registry stays unreachable or refuses. Error answers are read up to 4 KiB, shown
 
 const LOAD_HELP: &str = "\
 Where things go:
-  images  the Docker engine at DOCKER_HOST (an image already there under its tag is skipped)
+  images  the engine at DOCKER_HOST, else /var/run/docker.sock, else Podman's socket
+          (/run/podman/podman.sock, then $XDG_RUNTIME_DIR/podman/podman.sock); an image
+          already there under its tag is skipped
   models  the bundle's target: a Docker volume (default ollama-data, files under models/) or a
           host models directory; --ollama-models / --ollama-volume override it
   files   their volume or host path; an existing file that differs is an error unless --overwrite
+
+Engine pre-flight: before a byte is sent, the engine's /version and /info decide whether it
+can load every image (layer media types: zstd needs Docker Engine 23.0+, Podman, or Docker
+with the containerd image store; encrypted and unknown layer types are refused; an image for
+the engine's platform must exist). If not, nothing is sent (exit 13), naming each image,
+layer and media type; `inspect --engine` shows the same verdict. If the engine refuses
+anyway (--no-preflight), what this load changed in the engine is rolled back: tags it created
+removed, tags it moved pointed back, images it added removed (exit 7).
 
 Nothing is visible until the whole bundle verified: model blobs go to temp files and each
 model's manifest is written last, so `ollama list` never shows a half-loaded model. Blobs
@@ -473,6 +496,109 @@ fn load_guard(common: &Common, args: GuardArgs) -> Result<crate::policy::LoadGua
     })
 }
 
+/// `inspect --engine`: the engine's facts and the pre-flight's judgement of every image.
+struct Judged {
+    facts: crate::engine::EngineFacts,
+    platform: Platform,
+    outcomes: Vec<(airlock_bundle::ImageRecord, crate::engine::Outcome)>,
+}
+
+fn engine_verdicts(
+    h: &airlock_bundle::Header,
+    platform: Option<Platform>,
+) -> Result<Judged, UnpackError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
+    let facts = rt.block_on(async {
+        let docker = crate::engine::connect().await?;
+        crate::engine::facts(&docker).await
+    })?;
+    let platform = platform.unwrap_or_else(|| facts.platform());
+    let outcomes = crate::engine::judge(&facts, h, &platform);
+    Ok(Judged {
+        facts,
+        platform,
+        outcomes,
+    })
+}
+
+impl Judged {
+    fn verdict_text(o: &crate::engine::Outcome) -> String {
+        use crate::engine::Outcome;
+        match o {
+            Outcome::Load => "loadable".into(),
+            Outcome::OtherPlatform => "another platform (not loaded)".into(),
+            Outcome::Cannot(p) => format!(
+                "CANNOT: {}",
+                p.iter()
+                    .map(|p| match (&p.layer, &p.media_type) {
+                        (Some(l), Some(m)) => format!(
+                            "layer {l} ({}): {}",
+                            airlock_bundle::text::escape(m),
+                            p.reason
+                        ),
+                        (Some(l), None) => format!("layer {l}: {}", p.reason),
+                        _ => p.reason.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+
+    fn print(&self) {
+        println!();
+        println!("engine   {} for {}", self.facts.describe(), self.platform);
+        println!("{:<56} {:<14} VERDICT", "IMAGE", "PLATFORM");
+        for (i, o) in &self.outcomes {
+            println!(
+                "{:<56} {:<14} {}",
+                i.reference,
+                i.platform.to_string(),
+                Self::verdict_text(o)
+            );
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        use crate::engine::Outcome;
+        json!({
+            "facts": self.facts,
+            "description": self.facts.describe(),
+            "platform": self.platform,
+            "verdicts": self.outcomes.iter().map(|(i, o)| json!({
+                "ref": i.reference,
+                "platform": i.platform,
+                "manifest": i.manifest,
+                "verdict": match o {
+                    Outcome::Load => "loadable",
+                    Outcome::OtherPlatform => "other-platform",
+                    Outcome::Cannot(_) => "cannot",
+                },
+                "problems": match o {
+                    Outcome::Cannot(p) => serde_json::to_value(p).unwrap_or_default(),
+                    _ => json!([]),
+                },
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Exit code 13 when load would refuse, so scripts can ask first.
+    fn error(&self) -> Option<UnpackError> {
+        let problems = crate::engine::problems(&self.outcomes);
+        if problems.is_empty() {
+            return None;
+        }
+        Some(UnpackError::EngineCannot {
+            engine: self.facts.describe(),
+            remedies: crate::engine::remedies(&problems, &self.platform),
+            problems,
+        })
+    }
+}
+
 /// An absolute path for a target given on the command line.
 fn absolute(p: &std::path::Path) -> Result<String, UnpackError> {
     let abs =
@@ -537,10 +663,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Inspect { common, json } => {
+        Command::Inspect {
+            common,
+            json,
+            engine,
+            platform,
+        } => {
             let v = read_with(&common, "inspect", &mut HeaderOnly)
                 .with_context(|| common.bundle.display().to_string())?;
             let h = &v.header;
+            let judged = if engine {
+                Some(engine_verdicts(h, platform)?)
+            } else {
+                None
+            };
             if json {
                 let out = json!({
                     "name": h.name,
@@ -574,6 +710,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "entries": h.entries,
                     "expected_present": h.expected_present,
                 });
+                let mut out = out;
+                if let Some(j) = &judged {
+                    out["engine"] = j.json();
+                }
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("bundle   {}", h.name);
@@ -656,8 +796,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{:<6} {:>10}  {at}", f.mode, size);
                     }
                 }
+                if let Some(j) = &judged {
+                    j.print();
+                }
             }
-            Ok(())
+            match judged.and_then(|j| j.error()) {
+                Some(e) => Err(e).with_context(|| common.bundle.display().to_string()),
+                None => Ok(()),
+            }
         }
         Command::Extract { common, to } => {
             let progress = Progress::new(Mode::detect(common.quiet));
@@ -732,6 +878,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load {
             common,
             platform,
+            no_preflight,
             json,
             report,
             ollama_models,
@@ -770,6 +917,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &common.bundle,
                 &access,
                 platform,
+                crate::docker::EngineOptions {
+                    preflight: !no_preflight,
+                },
                 &restore,
                 &mut guard,
                 &progress,

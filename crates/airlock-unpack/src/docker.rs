@@ -6,17 +6,26 @@
 //! documents that make the archive loadable are written only after the last digest of the
 //! bundle checked; on any failure the upload is aborted mid-body, so the engine has nothing
 //! it could load. Afterwards every tag is checked to point at the expected image ID.
+//!
+//! Before a byte is sent, the engine pre-flight ([`crate::engine`]) must find every image
+//! loadable (else exit 13, nothing sent). If the engine still refuses (an error in its load
+//! stream, or a tag not at the expected ID afterwards), the load is rolled back
+//! ([`Rollback`]): tags it created are removed, tags it moved point back, images it added
+//! are removed, so the engine's images and tags are as before. The error names the image
+//! the engine was loading (the first of the archive's, in order, it did not report loaded).
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::time::Duration;
 
 use airlock_bundle::header::{Entry, ImageRecord};
 use airlock_bundle::oci::Platform;
 use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_bundle::text::escape;
 use airlock_bundle::{BundleError, Digest};
-use bollard::query_parameters::ImportImageOptions;
+use bollard::query_parameters::{
+    ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+};
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
@@ -24,6 +33,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::archive::{repo_tag, Archive};
+use crate::engine::{EngineFacts, Problem};
 use crate::open::{open_bundle, Access};
 use crate::policy::{Cleared, LoadGuard};
 use crate::restore::{
@@ -54,25 +64,6 @@ pub struct LoadReport {
     pub engine: String,
     /// What the policy and anti-rollback let through (and `--no-files` skipped).
     pub cleared: Cleared,
-}
-
-fn engine_err(e: impl std::fmt::Display) -> UnpackError {
-    UnpackError::Engine(e.to_string())
-}
-
-/// Connects to the engine (honours `DOCKER_HOST`) with a timeout long enough for a large
-/// upload: the engine answers only after it consumed the whole body.
-pub async fn connect() -> Result<Docker, UnpackError> {
-    let where_ =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| UnpackError::Engine(format!("cannot connect to {where_}: {e}")))?
-        .with_timeout(Duration::from_secs(24 * 3600));
-    let docker = docker
-        .negotiate_version()
-        .await
-        .map_err(|e| UnpackError::Engine(format!("cannot reach the engine at {where_}: {e}")))?;
-    Ok(docker)
 }
 
 /// Sends the archive to the upload in 1 MiB chunks.
@@ -164,13 +155,31 @@ pub fn select_images(images: &[ImageRecord], platform: &Platform) -> Vec<ImageRe
         .collect()
 }
 
-/// The engine's platform has no image in a bundle that carries images.
-fn no_platform_error(images: &[ImageRecord], platform: &Platform) -> UnpackError {
-    let have: Vec<String> = images.iter().map(|i| i.platform.to_string()).collect();
-    UnpackError::Usage(format!(
-        "the bundle has no image for the engine's platform {platform} (it has: {}); see --platform",
-        have.join(", ")
-    ))
+/// No image of the bundle is for `platform`: asked with `--platform`, a usage error; the
+/// engine's own platform, the engine cannot load the bundle (exit 13).
+fn no_platform_error(
+    facts: &EngineFacts,
+    header: &airlock_bundle::Header,
+    platform: &Platform,
+    explicit: bool,
+) -> UnpackError {
+    let have: Vec<String> = header
+        .images
+        .iter()
+        .map(|i| i.platform.to_string())
+        .collect();
+    if explicit {
+        return UnpackError::Usage(format!(
+            "the bundle has no image for --platform {platform} (it has: {})",
+            have.join(", ")
+        ));
+    }
+    let problems = crate::engine::problems(&crate::engine::judge(facts, header, platform));
+    UnpackError::EngineCannot {
+        engine: facts.describe(),
+        remedies: crate::engine::remedies(&problems, platform),
+        problems,
+    }
 }
 
 impl Visitor for LoadVisitor {
@@ -255,14 +264,30 @@ impl Write for Tee<'_> {
     }
 }
 
+/// What `load` checks and does beyond verifying: `--no-preflight` turns the engine
+/// pre-flight off (an engine refusal is then rolled back, as always).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    pub preflight: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { preflight: true }
+    }
+}
+
 /// Loads the bundle at `path`: images into the engine, models and files into their host
 /// directories and volumes. Nothing becomes visible unless all of it verified, and nothing
 /// is written or sent unless `guard` (the host's policy, anti-rollback) let the verified
-/// header through; a successful load is recorded in `guard`'s state.
+/// header through and the engine pre-flight found every image loadable; a successful load
+/// is recorded in `guard`'s state. If the engine refuses what it was sent, what the load
+/// changed in the engine is undone ([`Rollback`]).
 pub fn load(
     path: &std::path::Path,
     access: &Access,
     platform: Option<Platform>,
+    engine_opts: EngineOptions,
     restore: &RestoreOptions,
     guard: &mut LoadGuard,
     progress: &Progress,
@@ -283,9 +308,12 @@ pub fn load(
     };
 
     let mut staging = Staging::default();
-    let mut engine_info: Option<(Docker, String)> = None;
+    let mut engine_info: Option<(Docker, EngineFacts)> = None;
     let mut all_selected: Vec<ImageRecord> = Vec::new();
+    let mut sending: Vec<ImageRecord> = Vec::new();
+    let mut before: Option<Before> = None;
     let mut cleared: Option<Cleared> = None;
+    let mut header: Option<airlock_bundle::Header> = None;
     let checker: &LoadGuard = guard;
     let (produced, uploaded) = std::thread::scope(|s| {
         let producer = s.spawn(move || {
@@ -315,13 +343,22 @@ pub fn load(
                 Ok(None),
             );
         };
-        let decided = rt.block_on(decide(&verified, platform.clone(), restore, checker));
+        header = Some(verified.header.clone());
+        let decided = rt.block_on(decide(
+            &verified,
+            platform.clone(),
+            engine_opts,
+            restore,
+            checker,
+        ));
         let route = match decided {
             Ok(d) => {
                 staging = d.staging;
                 engine_info = d.engine;
                 all_selected = d.selected;
+                before = d.before;
                 cleared = Some(d.cleared);
+                sending = d.route.images.clone();
                 d.route
             }
             Err(e) => {
@@ -348,30 +385,56 @@ pub fn load(
         )
     });
     progress.remove(&bar);
+    let docker = engine_info.as_ref().map(|(d, _)| d);
+    // Whatever the engine took of a load that failed is undone; with nothing sent, there
+    // is nothing to undo (and no engine call is made).
+    let undo = || -> Option<Rollback> {
+        let (docker, _) = engine_info.as_ref()?;
+        Some(rt.block_on(rollback(docker, before.as_ref()?, &sending)))
+    };
+    let refused_error = |refused: Refused, rollback: Option<Rollback>| match (&engine_info, &header)
+    {
+        (Some((_, facts)), Some(h)) => {
+            refusal(facts, h, &sending, refused, rollback.unwrap_or_default())
+        }
+        _ => UnpackError::Engine(escape(&refused.said)),
+    };
     // A verification failure explains an aborted upload better than the engine's error.
-    let (verified, selected) = match produced.and_then(|p| uploaded.map(|u| (p, u))) {
-        Ok((p, messages)) => {
+    let (verified, selected) = match (produced, uploaded) {
+        (Ok(p), Ok(messages)) => {
             for m in messages.unwrap_or_default() {
-                progress.say(format!("engine: {m}"));
+                progress.say(format!("engine: {}", escape(&m)));
             }
             p
         }
-        Err(e) => {
+        (Err(e), _) => {
+            // The archive never got its documents, so the engine should have nothing to
+            // undo; should it have kept anything, it is undone and said.
+            if let Some(rb) = undo().filter(|rb| !rb.is_empty()) {
+                progress.say(format!("engine: {}", rb.describe()));
+            }
             rt.block_on(staging.release());
             staging.abort();
             return Err(on_disk.explain(e, progress));
         }
+        (Ok(_), Err(refused)) => {
+            let e = refused_error(refused, undo());
+            rt.block_on(staging.release());
+            staging.abort();
+            return Err(e);
+        }
     };
 
-    let docker = engine_info.as_ref().map(|(d, _)| d);
     let mut images = Vec::new();
     let checked = rt.block_on(async {
         if let Some(docker) = docker {
             images = check_tags(docker, &all_selected, &selected).await?;
         }
-        Ok::<_, UnpackError>(())
+        Ok::<_, Refused>(())
     });
-    if let Err(e) = checked {
+    if let Err(refused) = checked {
+        let e = refused_error(refused, undo());
+        rt.block_on(staging.release());
         staging.abort();
         return Err(e);
     }
@@ -394,7 +457,7 @@ pub fn load(
         images,
         models,
         files,
-        engine: engine_info.map(|(_, e)| e).unwrap_or_default(),
+        engine: engine_info.map(|(_, f)| f.describe()).unwrap_or_default(),
         cleared: cleared.expect("decided before anything was loaded"),
     })
 }
@@ -402,10 +465,12 @@ pub fn load(
 /// Decides, from the verified header: first whether this host's policy and anti-rollback
 /// allow it at all (before the engine is contacted or anything is written), then the engine
 /// (only if images or volumes need it), the images to load (those already in the engine
-/// under the right ID are skipped), and where model and file blobs go.
+/// under the right ID are skipped), whether the engine can load them (the pre-flight), and
+/// where model and file blobs go.
 async fn decide(
     v: &Verified,
     platform: Option<Platform>,
+    engine_opts: EngineOptions,
     restore: &RestoreOptions,
     guard: &LoadGuard,
 ) -> Result<Decision, UnpackError> {
@@ -425,37 +490,55 @@ async fn decide(
     let h = &v.header;
     let mut engine_info = None;
     if !h.images.is_empty() || crate::restore::wants_engine(restored, restore) {
-        let docker = connect().await?;
-        let info = docker.info().await.map_err(engine_err)?;
-        let desc = format!(
-            "{} {} ({}, storage {})",
-            info.operating_system.clone().unwrap_or_default(),
-            info.server_version.clone().unwrap_or_default(),
-            info.architecture.clone().unwrap_or_default(),
-            info.driver.clone().unwrap_or_default()
-        );
-        let platform = platform.clone().unwrap_or_else(|| {
-            Platform::from_engine(
-                info.os_type.as_deref().unwrap_or("linux"),
-                info.architecture.as_deref().unwrap_or("x86_64"),
-            )
-        });
-        engine_info = Some((docker, desc, platform));
+        let docker = crate::engine::connect().await?;
+        let facts = crate::engine::facts(&docker).await?;
+        engine_info = Some((docker, facts));
     }
     let mut images = Vec::new();
     let mut all = Vec::new();
-    if let Some((docker, _, platform)) = &engine_info {
-        all = select_images(&h.images, platform);
+    let mut before = None;
+    if let Some((docker, facts)) = &engine_info {
+        let explicit = platform.is_some();
+        let platform = platform.unwrap_or_else(|| facts.platform());
+        all = select_images(&h.images, &platform);
         if all.is_empty() && !h.images.is_empty() {
-            return Err(no_platform_error(&h.images, platform));
+            return Err(no_platform_error(facts, h, &platform, explicit));
         }
+        let mut tags = Vec::new();
         for i in &all {
-            if !already_loaded(docker, i).await {
+            let (present, tag) = tagged_as(docker, i).await;
+            if !present {
                 images.push(i.clone());
+                if let Some(t) = tag {
+                    tags.push(t);
+                }
             }
         }
+        if engine_opts.preflight {
+            let problems: Vec<Problem> =
+                crate::engine::problems(&crate::engine::judge(facts, h, &platform))
+                    .into_iter()
+                    .filter(|p| {
+                        p.remedy == crate::engine::Remedy::Platform
+                            || images.iter().any(|i| {
+                                i.reference == p.image && i.platform.to_string() == p.platform
+                            })
+                    })
+                    .collect();
+            if !problems.is_empty() {
+                let remedies = crate::engine::remedies(&problems, &platform);
+                return Err(UnpackError::EngineCannot {
+                    engine: facts.describe(),
+                    problems,
+                    remedies,
+                });
+            }
+        }
+        if !images.is_empty() {
+            before = Some(Before::take(docker, tags).await?);
+        }
     }
-    let docker = engine_info.as_ref().map(|(d, _, _)| d);
+    let docker = engine_info.as_ref().map(|(d, _)| d);
     let mut staging = crate::restore::prepare(restored, restore, docker).await?;
     // A delta bundle: what it left out must be here before anything is loaded.
     let mut missing = match docker {
@@ -472,8 +555,9 @@ async fn decide(
     Ok(Decision {
         route: Route { images, sinks },
         staging,
-        engine: engine_info.map(|(d, desc, _)| (d, desc)),
+        engine: engine_info,
         selected: all,
+        before,
         cleared,
     })
 }
@@ -522,10 +606,12 @@ struct Decision {
     /// For the bundle reader: images to send, where blobs go.
     route: Route,
     staging: Staging,
-    /// The engine and how to describe it, when images or volumes needed it.
-    engine: Option<(Docker, String)>,
+    /// The engine and its facts, when images or volumes needed it.
+    engine: Option<(Docker, EngineFacts)>,
     /// Every image for the engine's platform, loaded now or already there.
     selected: Vec<ImageRecord>,
+    /// The engine's images and the tags about to be loaded, for a rollback.
+    before: Option<Before>,
     cleared: Cleared,
 }
 
@@ -535,22 +621,239 @@ fn is_image(id: &str, i: &ImageRecord) -> bool {
     id == i.config.to_string() || id == i.manifest.to_string()
 }
 
-/// The tag already names this exact image: loading it again would change nothing.
-async fn already_loaded(docker: &Docker, i: &ImageRecord) -> bool {
+/// Whether the image's tag already names this exact image (loading it again would change
+/// nothing), and otherwise its tag with the image ID it names now, if any.
+async fn tagged_as(docker: &Docker, i: &ImageRecord) -> (bool, Option<(String, Option<String>)>) {
     let Some(name) = repo_tag(&i.reference) else {
-        return false;
+        return (false, None);
     };
-    match docker.inspect_image(&name).await {
-        Ok(inspect) => is_image(&inspect.id.unwrap_or_default(), i),
-        Err(_) => false,
+    let id = docker
+        .inspect_image(&name)
+        .await
+        .ok()
+        .and_then(|inspect| inspect.id);
+    match id {
+        Some(id) if is_image(&id, i) => (true, None),
+        id => (false, Some((name, id))),
     }
+}
+
+/// The engine before a load: the image each tag being loaded named (or none), and every
+/// image ID it had. What a failed load changed is undone against this.
+#[derive(Debug)]
+struct Before {
+    tags: Vec<(String, Option<String>)>,
+    ids: HashSet<String>,
+}
+
+impl Before {
+    async fn take(
+        docker: &Docker,
+        tags: Vec<(String, Option<String>)>,
+    ) -> Result<Before, UnpackError> {
+        Ok(Before {
+            tags,
+            ids: image_ids(docker).await?,
+        })
+    }
+}
+
+async fn image_ids(docker: &Docker) -> Result<HashSet<String>, UnpackError> {
+    let list = docker
+        .list_images(Some(ListImagesOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| UnpackError::Engine(format!("listing the engine's images: {e}")))?;
+    Ok(list.into_iter().map(|i| i.id).collect())
+}
+
+/// What undoing a failed load did in the engine (recorded in the load report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rollback {
+    /// Tags this load created, removed again.
+    pub untagged: Vec<String>,
+    /// Tags this load moved, pointed back at the image they named before.
+    pub repointed: Vec<Repointed>,
+    /// Images this load added, removed.
+    pub removed: Vec<String>,
+    /// What could not be undone, and why.
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Repointed {
+    pub tag: String,
+    pub from: Option<String>,
+    pub to: String,
+}
+
+impl Rollback {
+    fn is_empty(&self) -> bool {
+        self.untagged.is_empty()
+            && self.repointed.is_empty()
+            && self.removed.is_empty()
+            && self.failed.is_empty()
+    }
+
+    /// One sentence: what was undone, and whether the engine is as before.
+    pub fn describe(&self) -> String {
+        if self.is_empty() {
+            return "nothing of it stayed in the engine (nothing to roll back)".into();
+        }
+        let mut done = Vec::new();
+        if !self.removed.is_empty() {
+            done.push(format!("removed image {}", self.removed.join(", ")));
+        }
+        if !self.untagged.is_empty() {
+            done.push(format!(
+                "removed tag {}",
+                self.untagged
+                    .iter()
+                    .map(|t| escape(t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for r in &self.repointed {
+            done.push(format!("pointed {} back at {}", escape(&r.tag), r.to));
+        }
+        let mut s = format!("rolled back: {}", done.join("; "));
+        if self.failed.is_empty() {
+            s.push_str("; the engine's images and tags are as before this load");
+        } else {
+            s.push_str(&format!(
+                "; NOT undone: {}",
+                self.failed
+                    .iter()
+                    .map(|t| escape(t))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        s
+    }
+}
+
+/// Undoes what a failed load changed in the engine: tags it created are removed, tags it
+/// moved point back at their previous image, and images it added are removed. Only images
+/// of this load (`sent`: their config or manifest digest) that were not in the engine before
+/// are removed, so another client's concurrent work is never touched.
+async fn rollback(docker: &Docker, before: &Before, sent: &[ImageRecord]) -> Rollback {
+    let mut rb = Rollback::default();
+    // What this load added, listed before any tag is touched: removing an image's last tag
+    // removes the image.
+    let mut added: Vec<String> = match image_ids(docker).await {
+        Ok(now) => now
+            .into_iter()
+            .filter(|id| !before.ids.contains(id) && sent.iter().any(|i| is_image(id, i)))
+            .collect(),
+        Err(e) => {
+            rb.failed.push(format!("images this load added: {e}"));
+            Vec::new()
+        }
+    };
+    added.sort();
+    for (tag, prev) in &before.tags {
+        let now = docker.inspect_image(tag).await.ok();
+        let now_id = now.as_ref().and_then(|i| i.id.clone());
+        if now_id == *prev {
+            continue;
+        }
+        match (prev, now_id) {
+            (Some(prev), now_id) => {
+                let (repo, t) = split_tag(tag);
+                let opts = TagImageOptions {
+                    repo: Some(repo.to_string()),
+                    tag: Some(t.to_string()),
+                };
+                match docker.tag_image(prev, Some(opts)).await {
+                    Ok(()) => rb.repointed.push(Repointed {
+                        tag: tag.clone(),
+                        from: now_id,
+                        to: prev.clone(),
+                    }),
+                    Err(e) => rb
+                        .failed
+                        .push(format!("pointing {tag} back at {prev}: {e}")),
+                }
+            }
+            (None, Some(id)) => {
+                let other_tags = now
+                    .as_ref()
+                    .and_then(|i| i.repo_tags.as_ref())
+                    .is_some_and(|t| t.len() > 1);
+                // Removing an image's only tag removes the image: right for one this load
+                // added, wrong for one that was there (untagged) before.
+                if before.ids.contains(&id) && !other_tags {
+                    rb.failed.push(format!(
+                        "tag {tag} stays on image {id}: it was in the engine before, untagged, and removing its only tag would remove it"
+                    ));
+                    continue;
+                }
+                let opts = RemoveImageOptions {
+                    noprune: true,
+                    ..Default::default()
+                };
+                match docker.remove_image(tag, Some(opts), None).await {
+                    Ok(_) => rb.untagged.push(tag.clone()),
+                    Err(e) => rb.failed.push(format!("removing tag {tag}: {e}")),
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let left = match image_ids(docker).await {
+        Ok(left) => left,
+        Err(e) => {
+            rb.failed.push(format!("images this load added: {e}"));
+            return rb;
+        }
+    };
+    for id in added {
+        if !left.contains(&id) {
+            // Gone with its last tag.
+            rb.removed.push(id);
+            continue;
+        }
+        let opts = RemoveImageOptions {
+            force: true,
+            noprune: true,
+            ..Default::default()
+        };
+        match docker.remove_image(&id, Some(opts), None).await {
+            Ok(_) => rb.removed.push(id),
+            Err(e) => rb.failed.push(format!("removing image {id}: {e}")),
+        }
+    }
+    rb
+}
+
+/// `registry:5000/a/b:v1` → (`registry:5000/a/b`, `v1`).
+fn split_tag(tag: &str) -> (&str, &str) {
+    match tag.rfind(':') {
+        Some(at) if !tag[at..].contains('/') => (&tag[..at], &tag[at + 1..]),
+        _ => (tag, "latest"),
+    }
+}
+
+/// The engine refused what it was sent (or its tags are not as loaded afterwards).
+#[derive(Debug)]
+struct Refused {
+    /// What the engine streamed before it failed ("Loaded image: …").
+    messages: Vec<String>,
+    /// Its error, as it said it.
+    said: String,
+    /// The image at fault, when known without the archive order.
+    image: Option<String>,
 }
 
 /// Streams the archive body to `POST /images/load` and collects the engine's messages.
 async fn upload(
     docker: &Docker,
     rx: mpsc::Receiver<Result<Bytes, io::Error>>,
-) -> Result<Vec<String>, UnpackError> {
+) -> Result<Vec<String>, Refused> {
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -564,11 +867,28 @@ async fn upload(
     );
     let mut messages = Vec::new();
     while let Some(r) = responses.next().await {
-        let info = r.map_err(engine_err)?;
+        let info = match r {
+            Ok(info) => info,
+            Err(e) => {
+                let said = match e {
+                    bollard::errors::Error::DockerStreamError { error } => error,
+                    e => e.to_string(),
+                };
+                return Err(Refused {
+                    messages,
+                    said,
+                    image: None,
+                });
+            }
+        };
         if let Some(s) = info.stream {
             let line = s.trim().to_string();
             if line.starts_with("Error") {
-                return Err(UnpackError::Engine(line));
+                return Err(Refused {
+                    messages,
+                    said: line,
+                    image: None,
+                });
             }
             if !line.is_empty() {
                 messages.push(line);
@@ -578,22 +898,102 @@ async fn upload(
     Ok(messages)
 }
 
+/// The image a refused load failed at: the first, in archive order, the engine did not
+/// report loaded.
+fn failed_image<'a>(sent: &'a [ImageRecord], messages: &[String]) -> Option<&'a ImageRecord> {
+    let reported: HashSet<&str> = messages
+        .iter()
+        .filter_map(|m| {
+            m.strip_prefix("Loaded image ID: ")
+                .or_else(|| m.strip_prefix("Loaded image: "))
+        })
+        .map(str::trim)
+        .collect();
+    sent.iter().find(|i| {
+        let tag = repo_tag(&i.reference);
+        !(tag.as_deref().is_some_and(|t| reported.contains(t))
+            || reported.contains(i.config.to_string().as_str())
+            || reported.contains(i.manifest.to_string().as_str()))
+    })
+}
+
+/// The error for an engine refusal: which image, which layers the pre-flight would have
+/// named (else all of the image's), that the bundle verified, and what the rollback did.
+fn refusal(
+    facts: &EngineFacts,
+    header: &airlock_bundle::Header,
+    sent: &[ImageRecord],
+    refused: Refused,
+    rollback: Rollback,
+) -> UnpackError {
+    let image = match &refused.image {
+        Some(name) => sent
+            .iter()
+            .find(|i| repo_tag(&i.reference).as_deref() == Some(name.as_str())),
+        None => failed_image(sent, &refused.messages),
+    };
+    let layers: Vec<String> = image
+        .map(|i| match crate::engine::verdict(facts, i, header) {
+            Err(problems) => problems
+                .iter()
+                .filter_map(|p| {
+                    p.layer.map(|l| {
+                        format!(
+                            "layer {l}, media type {}",
+                            escape(p.media_type.as_deref().unwrap_or("unknown"))
+                        )
+                    })
+                })
+                .collect(),
+            Ok(()) => i
+                .layers
+                .iter()
+                .map(|l| {
+                    let mt = header
+                        .entry(&l.blob_path())
+                        .and_then(|e| e.media_type.as_deref())
+                        .unwrap_or("unknown");
+                    format!("layer {l}, media type {}", escape(mt))
+                })
+                .collect(),
+        })
+        .unwrap_or_default();
+    UnpackError::EngineRefused {
+        engine: facts.describe(),
+        image: image
+            .map(|i| i.reference.clone())
+            .or(refused.image)
+            .map(|r| escape(&r)),
+        layers,
+        said: escape(&refused.said),
+        unreadable_layer: refused.said.contains("unexpected EOF")
+            || refused.said.contains("Error processing tar file"),
+        rollback: Box::new(rollback),
+    }
+}
+
 /// Every image of the bundle for the engine's platform is in the engine under its tag, with
 /// the expected ID (loaded now, or already there).
 async fn check_tags(
     docker: &Docker,
     selected: &[ImageRecord],
     loaded_now: &[ImageRecord],
-) -> Result<Vec<LoadedImage>, UnpackError> {
+) -> Result<Vec<LoadedImage>, Refused> {
     let mut images = Vec::new();
     for i in selected {
         let name = repo_tag(&i.reference).unwrap_or_else(|| i.config.to_string());
-        let inspect = docker.inspect_image(&name).await.map_err(|e| {
-            UnpackError::Engine(format!("{name} is not in the engine after loading: {e}"))
-        })?;
+        let refused = |said: String| Refused {
+            messages: Vec::new(),
+            said,
+            image: Some(name.clone()),
+        };
+        let inspect = docker
+            .inspect_image(&name)
+            .await
+            .map_err(|e| refused(format!("{name} is not in the engine after loading: {e}")))?;
         let id = inspect.id.unwrap_or_default();
         if !is_image(&id, i) {
-            return Err(UnpackError::Engine(format!(
+            return Err(refused(format!(
                 "{name}: the engine reports image ID {id}, expected {} (config) or {} (manifest)",
                 i.config, i.manifest
             )));

@@ -151,7 +151,7 @@ pub async fn take(sources: &Sources) -> Result<Inventory, UnpackError> {
         });
     }
     if sources.engine || !sources.volumes.is_empty() {
-        let docker = crate::docker::connect().await?;
+        let docker = crate::engine::connect().await?;
         if sources.engine {
             inv.images = engine_images(&docker).await?;
         }

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod cli;
 pub mod docker;
+pub mod engine;
 pub mod extract;
 pub mod hostfs;
 pub mod inventory;
@@ -43,6 +44,9 @@ pub mod exit {
     /// Refused by this host's policy: the operator's policy file, or anti-rollback and
     /// freshness (nothing was loaded).
     pub const POLICY: u8 = 12;
+    /// The engine pre-flight: this engine cannot load the bundle's content (a layer type it
+    /// does not read, no image for its platform); nothing was sent.
+    pub const ENGINE_CANNOT: u8 = 13;
 }
 
 /// Failures of the unpacking side beyond the bundle format's own.
@@ -50,7 +54,8 @@ pub mod exit {
 pub enum UnpackError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    #[error("Docker engine: {0}")]
+    /// The engine (Docker or Podman) is unreachable or failed a request.
+    #[error("engine: {0}")]
     Engine(String),
     #[error("{0}")]
     Environment(String),
@@ -83,6 +88,38 @@ pub enum UnpackError {
         policy: Option<String>,
         problems: Vec<String>,
     },
+    /// The engine pre-flight: images this engine cannot load, each naming the layer and
+    /// media type at fault, and what would work instead.
+    #[error(
+        "this engine cannot load the bundle's content, nothing was loaded; engine: {engine}; {} problem{}:\n  - {}\nWhat would work:\n  - {}",
+        .problems.len(),
+        if .problems.len() == 1 { "" } else { "s" },
+        .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "),
+        .remedies.join("\n  - ")
+    )]
+    EngineCannot {
+        engine: String,
+        problems: Vec<engine::Problem>,
+        remedies: Vec<String>,
+    },
+    /// The engine refused what it was sent, after the bundle verified; what the load had
+    /// changed in the engine was rolled back (exit code 7, an environment failure: the
+    /// bundle is fine, this engine is not able to take it).
+    #[error(
+        "the engine ({engine}), not the bundle, refused {}{}; the bundle verified. The engine said: {said}{}\n{}",
+        .image.as_ref().map(|i| format!("image {i}")).unwrap_or_else(|| "the load".into()),
+        if .layers.is_empty() { String::new() } else { format!(" ({})", .layers.join("; ")) },
+        if *.unreadable_layer { " (it could not read a layer: most likely a layer type it does not support; `airlock-unpack inspect --engine` shows the pre-flight verdict)" } else { "" },
+        .rollback.describe()
+    )]
+    EngineRefused {
+        engine: String,
+        image: Option<String>,
+        layers: Vec<String>,
+        said: String,
+        unreadable_layer: bool,
+        rollback: Box<docker::Rollback>,
+    },
 }
 
 impl UnpackError {
@@ -96,6 +133,8 @@ impl UnpackError {
             UnpackError::Parts { inner, .. } => inner.exit_code(),
             UnpackError::Registry { .. } => exit::REGISTRY,
             UnpackError::Policy { .. } => exit::POLICY,
+            UnpackError::EngineCannot { .. } => exit::ENGINE_CANNOT,
+            UnpackError::EngineRefused { .. } => exit::ENVIRONMENT,
         }
     }
 }

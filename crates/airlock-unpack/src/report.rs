@@ -2,7 +2,9 @@
 //! sums of the files it came in), who signed it, what went where with which digests, when,
 //! by which airlock, and how it ended. Written as JSON to `--report FILE` (and/or stdout
 //! with `--json`), optionally signed with a minisign key (`FILE.minisig`), for success and
-//! refusal alike: a refused bundle is worth a record too.
+//! refusal alike: a refused bundle is worth a record too. An engine's refusal adds
+//! `engine_failure`: the pre-flight's problems, or what the engine refused and what the
+//! rollback of the load undid.
 //!
 //! `load` runs as root, and the report may go to a directory others can write. So the
 //! report's directory is opened once, before any work, as [`hostfs::Dir::open_trusted`]
@@ -125,6 +127,9 @@ impl ReportSink {
                 obj.insert("result".into(), "refused".into());
                 obj.insert("error".into(), format!("{e:#}").into());
                 obj.insert("exit_code".into(), crate::cli::exit_code_of(e).into());
+                if let Some(engine) = engine_failure(e) {
+                    obj.insert("engine_failure".into(), engine);
+                }
             }
         }
         let mut text = serde_json::to_string_pretty(&report).expect("report serialises");
@@ -142,6 +147,38 @@ impl ReportSink {
         }
         Ok(())
     }
+}
+
+/// An engine's refusal in the report: the pre-flight's problems (nothing was sent), or what
+/// the engine refused and what the rollback undid.
+fn engine_failure(e: &anyhow::Error) -> Option<Value> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<UnpackError>())
+        .and_then(|u| match u {
+            UnpackError::EngineCannot {
+                engine, problems, ..
+            } => Some(json!({
+                "stage": "preflight",
+                "engine": engine,
+                "problems": problems,
+            })),
+            UnpackError::EngineRefused {
+                engine,
+                image,
+                layers,
+                said,
+                rollback,
+                ..
+            } => Some(json!({
+                "stage": "load",
+                "engine": engine,
+                "image": image,
+                "layers": layers,
+                "engine_said": said,
+                "rollback": rollback,
+            })),
+            _ => None,
+        })
 }
 
 /// Writes `data` to `path` as reports are written: a new temp file renamed over it, never
