@@ -21,7 +21,6 @@ pub mod progress;
 pub mod readahead;
 pub mod reader;
 pub mod reference;
-pub mod registry_auth;
 pub mod sign;
 pub mod spec;
 pub mod tarfmt;

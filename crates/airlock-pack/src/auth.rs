@@ -1,5 +1,5 @@
 //! Registry credentials for the pulls, from what the user stored
-//! ([`airlock_bundle::registry_auth::stored_credential`]; Docker Hub under docker's key).
+//! ([`airlock_registry_auth::stored_credential`]; Docker Hub under docker's key).
 //! No credentials means anonymous access (with the bearer-token dance where required).
 
 use oci_client::secrets::RegistryAuth;
@@ -13,17 +13,19 @@ pub fn credentials_for(registry: &str) -> RegistryAuth {
     } else {
         registry
     };
-    airlock_bundle::registry_auth::stored_credential(server)
+    airlock_registry_auth::stored_credential(server)
         .map(to_auth)
         .unwrap_or(RegistryAuth::Anonymous)
 }
 
-fn to_auth(c: docker_credential::DockerCredential) -> RegistryAuth {
+fn to_auth(c: airlock_registry_auth::DockerCredential) -> RegistryAuth {
     match c {
-        docker_credential::DockerCredential::UsernamePassword(u, p) => RegistryAuth::Basic(u, p),
+        airlock_registry_auth::DockerCredential::UsernamePassword(u, p) => {
+            RegistryAuth::Basic(u, p)
+        }
         // An identity token is a refresh token for the registry's token service; oci-client
         // takes it as a bearer credential.
-        docker_credential::DockerCredential::IdentityToken(t) => RegistryAuth::Bearer(t),
+        airlock_registry_auth::DockerCredential::IdentityToken(t) => RegistryAuth::Bearer(t),
     }
 }
 

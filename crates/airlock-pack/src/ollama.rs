@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use airlock_bundle::oci::DOCKER_MANIFEST;
 use airlock_bundle::ollama::ModelName;
-use airlock_bundle::registry_auth::{parse_challenge, Challenge};
 use airlock_bundle::Digest;
+use airlock_registry_auth::{parse_challenge, Challenge};
 use futures::StreamExt as _;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RANGE};

@@ -1,5 +1,5 @@
 //! Credentials for the target registry, as the user stored them
-//! ([`airlock_bundle::registry_auth::stored_credential`]). A `Basic` challenge is answered
+//! ([`airlock_registry_auth::stored_credential`]). A `Basic` challenge is answered
 //! with them; a `Bearer` challenge with a token from the realm, which must be on the
 //! registry's own host: push never contacts any other.
 
@@ -29,7 +29,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Looks up `registry` (`host[:port]`) in `REGISTRY_AUTH_FILE`, then the docker config.
     pub fn lookup(registry: &str) -> Credentials {
-        airlock_bundle::registry_auth::stored_credential(registry)
+        airlock_registry_auth::stored_credential(registry)
             .map(Into::into)
             .unwrap_or(Credentials::Anonymous)
     }
@@ -48,13 +48,15 @@ impl Credentials {
     }
 }
 
-impl From<docker_credential::DockerCredential> for Credentials {
-    fn from(c: docker_credential::DockerCredential) -> Credentials {
+impl From<airlock_registry_auth::DockerCredential> for Credentials {
+    fn from(c: airlock_registry_auth::DockerCredential) -> Credentials {
         match c {
-            docker_credential::DockerCredential::UsernamePassword(user, password) => {
+            airlock_registry_auth::DockerCredential::UsernamePassword(user, password) => {
                 Credentials::Basic { user, password }
             }
-            docker_credential::DockerCredential::IdentityToken(t) => Credentials::IdentityToken(t),
+            airlock_registry_auth::DockerCredential::IdentityToken(t) => {
+                Credentials::IdentityToken(t)
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::auth::Credentials;
 use crate::UnpackError;
-use airlock_bundle::registry_auth::{parse_challenge, Challenge};
+use airlock_registry_auth::{parse_challenge, Challenge};
 
 /// How often a request without a streamed body is tried, and the first pause.
 const ATTEMPTS: u32 = 4;

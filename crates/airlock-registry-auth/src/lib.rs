@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
+pub use docker_credential::DockerCredential;
+
 /// The credential stored for `server` (a registry `host[:port]`, or the key docker uses for
 /// Docker Hub), looked up the way docker and podman do: `REGISTRY_AUTH_FILE` first, then the
 /// docker config (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`) with its
 /// `auths` and credential helpers.
-pub fn stored_credential(server: &str) -> Option<docker_credential::DockerCredential> {
+pub fn stored_credential(server: &str) -> Option<DockerCredential> {
     if let Some(path) = std::env::var_os("REGISTRY_AUTH_FILE") {
         if let Ok(f) = std::fs::File::open(&path) {
             if let Ok(c) = docker_credential::get_credential_from_reader(f, server) {
