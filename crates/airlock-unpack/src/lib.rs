@@ -11,6 +11,7 @@ pub mod archive;
 pub mod cli;
 pub mod docker;
 pub mod extract;
+pub mod extract_archive;
 pub mod hostfs;
 pub mod inventory;
 pub mod open;
