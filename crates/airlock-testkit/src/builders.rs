@@ -1,8 +1,8 @@
-//! Fixture images made by real builders, not by our own generator: `docker build` +
+//! Fixture images made by real builders, not by our own generator: `docker build` and
 //! `docker push` (Docker schema 2, gzip) with the system's Docker engine, and `podman build`
-//! + `podman push` (OCI manifests, a zstd-compressed layer, a two-architecture index made with
-//! `podman manifest`), all `FROM scratch` with the static busybox (no `RUN`, so the arm64
-//! image needs no emulation).
+//! and `podman push` (OCI manifests, a zstd-compressed layer, a two-architecture index made
+//! with `podman manifest`), all `FROM scratch` with the static busybox (no `RUN`, so the
+//! arm64 image needs no emulation).
 //!
 //! Building is slow, so it happens once per test process ([`built`]): the builders push into
 //! a registry of their own, whose content `skopeo copy --all --preserve-digests` keeps as
