@@ -254,3 +254,41 @@ fn a_damaged_bundle_leaves_no_archive_and_no_temp_file() {
     assert_ok(&w.unpack("extract", &plain, &["--archive", file.to_str().unwrap()]));
     assert_eq!(dir_names(&out), ["images.tar"]);
 }
+
+#[test]
+fn a_delta_bundle_makes_no_archive() {
+    let w = World::new();
+    w.lock_images(&["linux/amd64"], &[&w.hello]);
+    let full = w.build("full.airlock", false);
+    // An inventory of an engine holding `hello` (a private Podman).
+    let p = airlock_testkit::podman::Podman::start();
+    assert_ok(&w.unpack_env("load", &full, &[], &[("DOCKER_HOST", &p.docker_host())]));
+    let inv = w.path("host.inventory");
+    run_ok(
+        Command::new("unshare")
+            .arg("-n")
+            .arg(unpack_bin())
+            .args(["inventory", "-o"])
+            .arg(&inv)
+            .env("DOCKER_HOST", p.docker_host()),
+    );
+    // `second` shares hello's busybox layer: the delta leaves it out.
+    w.lock_images(&["linux/amd64"], &[&w.second]);
+    let delta = w.path("delta.airlock");
+    let mut args = w.build_args(&delta, false);
+    args.extend(["--have".into(), inv.into_os_string()]);
+    assert_ok(&w.pack(&args));
+    let out = w.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let file = out.join("images.tar");
+    let o = w.unpack("extract", &delta, &["--archive", file.to_str().unwrap()]);
+    assert_refused(
+        &o,
+        11,
+        &[
+            "left out of this delta bundle",
+            &w.busybox_layer.digest.to_string(),
+        ],
+    );
+    assert!(dir_names(&out).is_empty(), "{:?}", dir_names(&out));
+}
