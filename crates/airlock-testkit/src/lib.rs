@@ -1,13 +1,16 @@
 //! Test and demo support shared by `tests/` and `xtask`: a throwaway loopback registry
 //! (Debian's `docker-registry`), fixture images generated on the spot (busybox-static layers
 //! that print a marker, random layers for benchmarks), generated Ollama models with a
-//! loopback Ollama-style registry that redirects blob downloads, and helpers to find tools.
+//! loopback Ollama-style registry that redirects blob downloads, images made by the real
+//! `docker build` and `podman build`, a throwaway Podman engine, and helpers to find tools.
 //!
 //! Nothing here is used by the shipped binaries.
 
+pub mod builders;
 pub mod fixtures;
 pub mod http;
 pub mod ollama;
+pub mod podman;
 pub mod registry;
 pub mod token;
 pub mod tools;

@@ -15,6 +15,9 @@ pub const REQUIRED: &[(&str, &str)] = &[
     // A certificate for the token-auth registry's token service.
     ("openssl", "openssl"),
     ("ssh-keygen", "openssh-client"),
+    // Podman as an engine (its Docker-compatible API) and as a builder of fixtures.
+    ("podman", "podman"),
+    ("buildah", "buildah"),
 ];
 
 pub fn have(cmd: &str) -> bool {

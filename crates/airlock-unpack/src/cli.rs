@@ -86,13 +86,23 @@ enum Command {
     },
     /// Write the verified OCI image layout into DIR (usable by skopeo as oci:DIR:REF), plus
     /// DIR/ollama/models (an Ollama store) and DIR/files/{volume/NAME,path/…} for models
-    /// and files.
+    /// and files; or, with --archive FILE, one image archive for other loaders.
+    #[command(after_help = EXTRACT_HELP)]
     Extract {
         #[command(flatten)]
         common: Common,
         /// Destination directory (must not exist, or be empty).
-        #[arg(long)]
-        to: PathBuf,
+        #[arg(long, required_unless_present = "archive", conflicts_with = "archive")]
+        to: Option<PathBuf>,
+        /// Write the images (one per reference, for --platform) as one archive FILE (must
+        /// not exist; - for stdout) that docker load -i, podman load -i and ctr images
+        /// import read. Models and files are not in it.
+        #[arg(long, value_name = "FILE")]
+        archive: Option<PathBuf>,
+        /// With --archive: the images for this platform (os/arch[/variant]) [default: this
+        /// machine's].
+        #[arg(long, requires = "archive")]
+        platform: Option<Platform>,
     },
     /// List the blobs this host already has (Docker engine images with their layers' diff
     /// IDs, Ollama stores), for `airlock-pack build --have FILE`: a delta bundle that
@@ -275,6 +285,15 @@ A delta bundle, in three steps:
 The delta leaves out every image layer and model blob the inventory lists, per layer, and
 its signed header records them as expected present. load checks they are here before it
 loads anything, and refuses (exit 11) naming each one that is not.";
+
+const EXTRACT_HELP: &str = "\
+--archive FILE writes what load sends to the engine: a docker-archive that is also an OCI
+layout (blobs, oci-layout, index.json, manifest.json), verified before FILE appears:
+  airlock-unpack extract llm-stack.airlock --archive images.tar --identity /etc/airlock/host.key
+  docker load -i images.tar        podman load -i images.tar
+  ctr -n k8s.io images import images.tar
+  k3s, RKE2: put it in /var/lib/rancher/k3s/agent/images/ (…/rke2/agent/images/) before start
+Models and [[files]] are not in the archive: use load, or extract --to DIR.";
 
 const VERIFY_HELP: &str = "\
 Two layers:
@@ -805,7 +824,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Ok(()),
             }
         }
-        Command::Extract { common, to } => {
+        Command::Extract {
+            common,
+            archive: Some(file),
+            platform,
+            ..
+        } => {
+            let progress = Progress::new(Mode::detect(common.quiet));
+            let access = common.access()?;
+            let (input, bar, on_disk) = open_bundle(&common.bundle, &access, &progress, "extract")?;
+            let opts = ReadOptions {
+                trust: access.trust(),
+                decryption: &access.decryption,
+            };
+            let platform = platform.unwrap_or_else(crate::extract_archive::host_platform);
+            let r = crate::extract_archive::extract_archive(input, &opts, &file, platform)
+                .map_err(|e| on_disk.explain(e, &progress));
+            progress.remove(&bar);
+            let w = r.with_context(|| common.bundle.display().to_string())?;
+            let h = &w.verified.header;
+            if !h.models.is_empty() || !h.files.is_empty() {
+                progress.say(format!(
+                    "note: {} models and {} files of the bundle are not in the archive (load, or extract --to DIR)",
+                    h.models.len(),
+                    h.files.iter().filter(|f| !f.is_dir()).count()
+                ));
+            }
+            // stdout may be the archive itself: the summary goes to stderr.
+            eprintln!(
+                "wrote {} images ({}) to {} (signed by {})",
+                w.images.len(),
+                w.images
+                    .iter()
+                    .map(|i| format!(
+                        "{} {}",
+                        airlock_bundle::text::escape(&i.reference),
+                        i.platform
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                file.display(),
+                signer_text(&w.verified)
+            );
+            Ok(())
+        }
+        Command::Extract { common, to, .. } => {
+            let to =
+                to.ok_or_else(|| UnpackError::Usage("give --to DIR or --archive FILE".into()))?;
             let progress = Progress::new(Mode::detect(common.quiet));
             let access = common.access()?;
             let (input, bar, on_disk) = open_bundle(&common.bundle, &access, &progress, "extract")?;

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod docker;
 pub mod engine;
 pub mod extract;
+pub mod extract_archive;
 pub mod hostfs;
 pub mod inventory;
 pub mod open;

@@ -341,13 +341,24 @@ async fn import_empty_image(docker: &Docker) -> Result<String, UnpackError> {
         Some(bollard::body_full(empty)),
         None,
     );
+    // Both engines answer with the new image's ID (`status: sha256:…`); the helper is used
+    // and removed by that ID, because Podman ignores `tag` (it names the import
+    // `airlock-helper:latest`, shared by concurrent loads).
+    let mut id = None;
     while let Some(r) = s.next().await {
         let info = r.map_err(|e| engine("importing the helper image", e))?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(engine("importing the helper image", err));
         }
+        if let Some(s) = info.status.filter(|s| s.starts_with("sha256:")) {
+            id = Some(s);
+        }
     }
-    Ok(format!("{repo}:{tag}"))
+    match id {
+        Some(id) => Ok(id),
+        // An engine that does not say: by the name it was asked for, as before.
+        None => Ok(format!("{repo}:{tag}")),
+    }
 }
 
 fn rand_suffix() -> u64 {
