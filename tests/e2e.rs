@@ -100,7 +100,12 @@ fn round_trip_on(engine: Engine) {
                 "{{.Id}}",
                 r["reference"].as_str().unwrap(),
             ]);
-            assert_eq!(id.trim(), engine.image_id(config, manifest), "{}", engine.name());
+            assert_eq!(
+                id.trim(),
+                engine.image_id(config, manifest),
+                "{}",
+                engine.name()
+            );
             assert_eq!(r["id"], engine.image_id(config, manifest), "{report}");
         }
     });

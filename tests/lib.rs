@@ -55,7 +55,10 @@ impl Engine {
 
     /// The environment that points `airlock-unpack` at this engine.
     pub fn env(self) -> Vec<(&'static str, String)> {
-        self.host().map(|h| ("DOCKER_HOST", h)).into_iter().collect()
+        self.host()
+            .map(|h| ("DOCKER_HOST", h))
+            .into_iter()
+            .collect()
     }
 
     /// The `docker` CLI talking to this engine.

@@ -66,8 +66,8 @@ pub fn fetch() -> Result<PathBuf, String> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let lock_path = dir.join(".lock");
-    let lock = std::fs::File::create(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
     if dockerd(&root).is_file() {
@@ -101,7 +101,10 @@ pub fn fetch() -> Result<PathBuf, String> {
             .arg("-o")
             .arg(format!("Dir::Etc::sourceparts={}", sources.display()))
             .arg("-o")
-            .arg(format!("Dir::State::Lists={}", work.join("lists").display()))
+            .arg(format!(
+                "Dir::State::Lists={}",
+                work.join("lists").display()
+            ))
             .arg("-o")
             .arg(format!("Dir::Cache={}", work.join("cache").display()))
             // The download lands in a root-owned dir that apt's `_apt` user cannot write.
@@ -121,7 +124,12 @@ pub fn fetch() -> Result<PathBuf, String> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("docker.io_") && n.ends_with(".deb"))
         })
-        .ok_or_else(|| format!("apt-get download left no docker.io .deb in {}", work.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "apt-get download left no docker.io .deb in {}",
+                work.display()
+            )
+        })?;
     // Unpacked beside the final place and renamed into it: a half-unpacked package is
     // never mistaken for a fetched one.
     let partial = dir.join("root.partial");
@@ -146,7 +154,9 @@ fn dockerd(root: &Path) -> PathBuf {
 
 /// Runs a command; its stdout, or an error with its output.
 fn checked(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
@@ -306,7 +316,10 @@ fn wait_ready(child: &mut Child, sock: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop(child);
-    Err(format!("dockerd did not answer /_ping within 60 s:\n{}", log()))
+    Err(format!(
+        "dockerd did not answer /_ping within 60 s:\n{}",
+        log()
+    ))
 }
 
 fn ping(sock: &Path) -> bool {
@@ -314,7 +327,9 @@ fn ping(sock: &Path) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").is_err() {
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 12];
