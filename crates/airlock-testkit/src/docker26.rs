@@ -262,6 +262,11 @@ impl Docker26 {
         format!("unix://{}", self.run.join("docker.sock").display())
     }
 
+    /// The socket of the containerd this daemon started and manages (for `ctr --address`).
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.run.join("exec/containerd/containerd.sock")
+    }
+
     /// The daemon's process ID.
     pub fn pid(&self) -> u32 {
         self.pid
