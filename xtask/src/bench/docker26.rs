@@ -19,7 +19,11 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let pack = bins.join("airlock-pack");
     let unpack = bins.join("airlock-unpack");
     let source = TestRegistry::start();
-    let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
+    // Beside the other benches' work dirs; `target/` may not exist when CARGO_TARGET_DIR
+    // points elsewhere.
+    let scratch = crate::util::root().join("target");
+    std::fs::create_dir_all(&scratch)?;
+    let work = tempfile::tempdir_in(&scratch)?;
     let w = work.path();
     eprintln!("bench docker26: generating 1 GiB of fixture images, starting Docker 26");
     let tags = fixture_images(w, &source, 1)?;
