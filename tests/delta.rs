@@ -15,14 +15,25 @@ fn header(w: &World, bundle: &std::path::Path) -> Value {
 
 #[test]
 fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
+    delta_on(Engine::System);
+}
+
+/// On the containerd image store the engine keeps layers as snapshots under their chain IDs
+/// and lists the same diff IDs, so the inventory, the delta and its pre-check are the same.
+#[test]
+fn a_delta_carries_only_new_layers_and_load_checks_the_rest_docker26() {
+    delta_on(Engine::Docker26);
+}
+
+fn delta_on(engine: Engine) {
     let w = World::new();
     w.lock_images(&["linux/amd64"], &[&w.hello, &w.second]);
     let full = w.build("full.airlock", false);
-    let _guard = docker_lock();
+    let _guard = engine.lock();
     let tags = [w.hello.as_str(), w.second.as_str()];
-    let before = docker_images();
+    let before = engine.images();
     let result = std::panic::catch_unwind(|| {
-        assert_ok(&w.unpack("load", &full, &[]));
+        assert_ok(&w.unpack_on(engine, "load", &full, &[]));
 
         // Bump one image: the same tag gets one more layer on top.
         let layers = w.path("layers2");
@@ -60,6 +71,7 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
             .arg(unpack_bin())
             .args(["inventory", "-o"])
             .arg(&inv)
+            .envs(engine.env())
             .output()
             .unwrap();
         assert_ok(&o);
@@ -71,6 +83,38 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
                 .iter()
                 .any(|i| i["diff_ids"][0] == w.busybox_layer.diff_id.to_string().as_str()),
             "{inventory}"
+        );
+        // The loaded image is listed under the ID its engine gives it (the manifest digest on
+        // the containerd store), with its tag and the diff IDs of its config.
+        let loaded = header(&w, &full);
+        let hello = loaded["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["ref"] == w.hello.as_str())
+            .unwrap();
+        let id = engine.image_id(
+            hello["config"].as_str().unwrap(),
+            hello["manifest"].as_str().unwrap(),
+        );
+        let listed = inventory["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in {inventory}"));
+        assert!(
+            listed["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == w.hello.as_str()),
+            "{listed}"
+        );
+        assert_eq!(
+            listed["diff_ids"],
+            serde_json::json!([w.busybox_layer.diff_id.to_string()]),
+            "{listed}"
         );
 
         let delta = w.path("delta.airlock");
@@ -120,8 +164,8 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
 
         // On a host without those layers the delta is refused, naming them, and nothing
         // is loaded.
-        docker_rmi(&tags);
-        let bare = docker_images();
+        engine.rmi(&tags);
+        let bare = engine.images();
         run_ok(
             Command::new(pack_bin())
                 .args(["keygen", "-o"])
@@ -129,7 +173,8 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
         );
         let report = w.path("refused.json");
         let report_key = w.path("report-keys/airlock.key");
-        let o = w.unpack(
+        let o = w.unpack_on(
+            engine,
             "load",
             &delta,
             &[
@@ -168,12 +213,13 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
                 "nothing was loaded",
             ],
         );
-        assert_eq!(docker_images(), bare, "a refused delta loads nothing");
+        assert_eq!(engine.images(), bare, "a refused delta loads nothing");
 
         // On the host it was made for, it loads and runs.
-        assert_ok(&w.unpack("load", &full, &[]));
+        assert_ok(&w.unpack_on(engine, "load", &full, &[]));
         let report = w.path("loaded.json");
-        let o = w.unpack(
+        let o = w.unpack_on(
+            engine,
             "load",
             &delta,
             &["--json", "--report", report.to_str().unwrap()],
@@ -202,8 +248,7 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
             .unwrap();
         assert_eq!(second["already_present"], false);
         assert!(!report.with_extension("json.minisig").exists());
-        let out =
-            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.second]));
+        let out = engine.run(&w.second);
         assert_eq!(out.trim(), format!("bumped {}", w.marker));
     });
     // Images by ID too: the bumped tag left the old image untagged.
@@ -212,13 +257,17 @@ fn a_delta_carries_only_new_layers_and_load_checks_the_rest() {
         if b.exists() {
             let h = header(&w, &b);
             for i in h["images"].as_array().unwrap() {
-                ids.push(i["config"].as_str().unwrap().to_string());
+                let (config, manifest) = (
+                    i["config"].as_str().unwrap(),
+                    i["manifest"].as_str().unwrap(),
+                );
+                ids.push(engine.image_id(config, manifest).to_string());
             }
         }
     }
-    docker_rmi(&tags);
-    docker_rmi(&ids.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(docker_images(), before);
+    engine.rmi(&tags);
+    engine.rmi(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(engine.images(), before);
     result.unwrap();
 }
 

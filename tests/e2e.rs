@@ -1,5 +1,6 @@
-//! End to end, with real parts: a real registry, the real Docker engine, the real `age`,
-//! `minisign` and `skopeo`; the unpacking side runs inside `unshare -n`.
+//! End to end, with real parts: a real registry, the real Docker engines (the system's 20.10
+//! and a Docker 26 with the containerd image store), the real `age`, `minisign` and
+//! `skopeo`; the unpacking side runs inside `unshare -n`.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,15 @@ use serde_json::Value;
 
 #[test]
 fn round_trip_load_and_run_offline() {
+    round_trip_on(Engine::System);
+}
+
+#[test]
+fn round_trip_load_and_run_offline_docker26() {
+    round_trip_on(Engine::Docker26);
+}
+
+fn round_trip_on(engine: Engine) {
     let w = World::new();
     w.lock();
     let bundle = w.build("e2e.airlock", false);
@@ -59,40 +69,66 @@ fn round_trip_load_and_run_offline() {
         1
     );
 
-    let _guard = docker_lock();
-    let load = w.unpack("load", &bundle, &["--json"]);
+    let _guard = engine.lock();
+    let load = w.unpack_on(engine, "load", &bundle, &["--json"]);
     let tags = [w.hello.as_str(), w.second.as_str(), w.multi.as_str()];
     let result = std::panic::catch_unwind(|| {
         assert_ok(&load);
         let report: Value = serde_json::from_slice(&load.stdout).unwrap();
         assert_eq!(report["images"].as_array().unwrap().len(), 3, "{report}");
-        let hello =
-            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.hello]));
+        let hello = engine.run(&w.hello);
         assert_eq!(hello.trim(), w.marker);
-        let second =
-            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.second]));
+        let second = engine.run(&w.second);
         assert_eq!(second.trim(), format!("second {}", w.marker));
-        let multi =
-            run_ok(Command::new("docker").args(["run", "--rm", "--network", "none", &w.multi]));
+        let multi = engine.run(&w.multi);
         assert_eq!(
             multi.trim(),
             format!("multi {}", w.marker),
             "the engine's platform (amd64) was loaded"
         );
-        // Every tag points at the config digest the bundle promised.
+        // Every tag points at the image the bundle promised: its config digest (classic
+        // store) or manifest digest (containerd store), and the engine reports that ID.
         for r in report["images"].as_array().unwrap() {
-            let id = run_ok(Command::new("docker").args([
+            let (config, manifest) = (
+                r["config"].as_str().unwrap(),
+                r["manifest"].as_str().unwrap(),
+            );
+            let id = engine.run_docker(&[
                 "image",
                 "inspect",
                 "--format",
                 "{{.Id}}",
                 r["reference"].as_str().unwrap(),
-            ]));
-            assert_eq!(id.trim(), r["config"].as_str().unwrap());
+            ]);
+            assert_eq!(
+                id.trim(),
+                engine.image_id(config, manifest),
+                "{}",
+                engine.name()
+            );
+            assert_eq!(r["id"], engine.image_id(config, manifest), "{report}");
         }
     });
-    docker_rmi(&tags);
+    engine.rmi(&tags);
     result.unwrap();
+}
+
+/// The second engine really is another engine: Docker 26, containerd image store, its own
+/// socket, not the system's.
+#[test]
+fn docker26_runs_beside_the_system_engine_with_the_containerd_store() {
+    let engine = Engine::Docker26;
+    let info = engine.run_docker(&[
+        "info",
+        "--format",
+        "{{.ServerVersion}} {{.Driver}} {{json .DriverStatus}}",
+    ]);
+    assert!(info.starts_with("26."), "{info}");
+    assert!(info.contains("io.containerd.snapshotter.v1"), "{info}");
+    let system = Engine::System.run_docker(&["info", "--format", "{{.ID}} {{.ServerVersion}}"]);
+    let ours = engine.run_docker(&["info", "--format", "{{.ID}} {{.ServerVersion}}"]);
+    assert_ne!(system, ours);
+    assert!(engine.host().unwrap().starts_with("unix:///"));
 }
 
 #[test]
@@ -396,6 +432,24 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
         docker_images(),
         before,
         "a refused load changed the engine's images"
+    );
+    drop(_guard);
+    // The same refusals from Docker 26 with the containerd image store: its load stores
+    // blobs in containerd's content store as they arrive, and still ends up with nothing.
+    let engine = Engine::Docker26;
+    let _guard = engine.lock();
+    let before = engine.images();
+    for (name, path, code, needles) in &cases {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let o = w.unpack_on(engine, "load", path, &[]);
+        assert_refused(&o, *code, &needles);
+        eprintln!("{name} / load on {}: exit {code}", engine.name());
+    }
+    assert_eq!(
+        engine.images(),
+        before,
+        "a refused load changed {}'s images",
+        engine.name()
     );
     drop(_guard);
 

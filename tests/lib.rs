@@ -1,6 +1,8 @@
 //! The end-to-end harness: builds the real binaries, starts a real registry with generated
 //! images, and runs `airlock-pack` on the connected side and `airlock-unpack` inside
-//! `unshare -n` (a network namespace with no network) on the "gap" side.
+//! `unshare -n` (a network namespace with no network) on the "gap" side. Docker tests run
+//! against each [`Engine`]: the system's (classic image store) and a Docker 26 with the
+//! containerd image store.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,6 +13,7 @@ use std::io::Read as _;
 use airlock_bundle::header::{HEADER_PATH, SIGNATURE_PATH};
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::tarfmt;
+use airlock_testkit::docker26::Docker26;
 use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
 use serde_json::Value;
 
@@ -19,6 +22,110 @@ use serde_json::Value;
 pub fn docker_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A Docker engine the Docker tests run against: each such test body runs for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The machine's engine (Docker 20.10, classic image store), at the default socket or
+    /// the `DOCKER_HOST` the tests were started with.
+    System,
+    /// Docker 26 with the containerd image store, started once per test process on a
+    /// socket of its own ([`airlock_testkit::docker26`]).
+    Docker26,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 2] = [Engine::System, Engine::Docker26];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::System => "system docker",
+            Engine::Docker26 => "docker 26 (containerd store)",
+        }
+    }
+
+    /// `DOCKER_HOST` for `airlock-unpack`, when it is not the inherited one.
+    pub fn host(self) -> Option<String> {
+        match self {
+            Engine::System => None,
+            Engine::Docker26 => Some(Docker26::shared().host()),
+        }
+    }
+
+    /// The environment that points `airlock-unpack` at this engine.
+    pub fn env(self) -> Vec<(&'static str, String)> {
+        self.host()
+            .map(|h| ("DOCKER_HOST", h))
+            .into_iter()
+            .collect()
+    }
+
+    /// The `docker` CLI talking to this engine.
+    pub fn docker(self) -> Command {
+        match self {
+            Engine::System => Command::new("docker"),
+            Engine::Docker26 => Docker26::shared().command(),
+        }
+    }
+
+    /// `docker ARGS…` on this engine, which must succeed; its stdout.
+    pub fn run_docker(self, args: &[&str]) -> String {
+        run_ok(self.docker().args(args))
+    }
+
+    /// Runs `image` with no network; its stdout.
+    pub fn run(self, image: &str) -> String {
+        self.run_docker(&["run", "--rm", "--network", "none", image])
+    }
+
+    /// Taken by tests that load into or list this engine (see [`docker_lock`]).
+    pub fn lock(self) -> MutexGuard<'static, ()> {
+        match self {
+            Engine::System => docker_lock(),
+            Engine::Docker26 => {
+                static LOCK: Mutex<()> = Mutex::new(());
+                LOCK.lock().unwrap_or_else(|p| p.into_inner())
+            }
+        }
+    }
+
+    /// Whether images are kept in containerd's image store (IDs are manifest digests).
+    pub fn containerd_store(self) -> bool {
+        self == Engine::Docker26
+    }
+
+    /// The ID this engine gives an image: its config digest in the classic store, its
+    /// manifest digest in the containerd store.
+    pub fn image_id<'a>(self, config: &'a str, manifest: &'a str) -> &'a str {
+        if self.containerd_store() {
+            manifest
+        } else {
+            config
+        }
+    }
+
+    /// Every image ID and tag in the engine, sorted.
+    pub fn images(self) -> Vec<String> {
+        let out = self.run_docker(&[
+            "image",
+            "ls",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// Removes images by tag or ID (best effort: cleanup).
+    pub fn rmi(self, tags: &[&str]) {
+        for t in tags {
+            let _ = self.docker().args(["rmi", "-f", t]).output();
+        }
+    }
 }
 
 /// Builds the two binaries once per test process, in the profile the tests run in.
@@ -244,6 +351,26 @@ impl World {
         self.path(&format!("airlock-state-{n}"))
     }
 
+    /// [`World::unpack`] against `engine` (`DOCKER_HOST` set for it).
+    pub fn unpack_on(&self, engine: Engine, cmd: &str, bundle: &Path, extra: &[&str]) -> Output {
+        self.unpack_on_env(engine, cmd, bundle, extra, &[])
+    }
+
+    /// [`World::unpack_env`] against `engine`; `env` may still override `DOCKER_HOST`.
+    pub fn unpack_on_env(
+        &self,
+        engine: Engine,
+        cmd: &str,
+        bundle: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
+        let host = engine.env();
+        let mut all: Vec<(&str, &str)> = host.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(env);
+        self.unpack_env(cmd, bundle, extra, &all)
+    }
+
     /// [`World::unpack`] with extra environment variables.
     pub fn unpack_env(
         &self,
@@ -322,26 +449,14 @@ pub fn age_decrypt(identity: &Path, bundle: &Path, out: &Path) {
     );
 }
 
-/// Every image ID and tag in the engine, sorted.
+/// Every image ID and tag in the system engine, sorted ([`Engine::images`]).
 pub fn docker_images() -> Vec<String> {
-    let out = run_ok(Command::new("docker").args([
-        "image",
-        "ls",
-        "-a",
-        "--no-trunc",
-        "--format",
-        "{{.ID}} {{.Repository}}:{{.Tag}}",
-    ]));
-    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
-    v.sort();
-    v
+    Engine::System.images()
 }
 
-/// Removes images by tag (best effort: cleanup).
+/// Removes images from the system engine by tag (best effort: cleanup).
 pub fn docker_rmi(tags: &[&str]) {
-    for t in tags {
-        let _ = Command::new("docker").args(["rmi", "-f", t]).output();
-    }
+    Engine::System.rmi(tags)
 }
 
 /// Asserts an exit code and that stderr mentions every needle.

@@ -27,20 +27,23 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Volumes and images a test made, removed when it ends, passed or failed.
+/// Volumes and images a test made in `engine`, removed when it ends, passed or failed.
 struct Cleanup {
+    engine: Engine,
     volumes: Vec<String>,
     images: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
+        let _ = self
+            .engine
+            .docker()
             .args(["volume", "rm", "-f"])
             .args(&self.volumes)
             .output();
         let images: Vec<&str> = self.images.iter().map(String::as_str).collect();
-        docker_rmi(&images);
+        self.engine.rmi(&images);
     }
 }
 
@@ -80,13 +83,10 @@ fn json_of(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 
-fn docker(args: &[&str]) -> String {
-    run_ok(Command::new("docker").args(args))
-}
-
-/// Runs a shell `script` in a container of `image` (no network) with `volume` at `mount`.
-fn in_volume(volume: &str, mount: &str, image: &str, script: &str) -> String {
-    docker(&[
+/// Runs a shell `script` in a container of `image` (no network) with `volume` at `mount`,
+/// in `engine`.
+fn in_volume(engine: Engine, volume: &str, mount: &str, image: &str, script: &str) -> String {
+    engine.run_docker(&[
         "run",
         "--rm",
         "--network",
@@ -129,12 +129,24 @@ fn write_files(dir: &Path, marker: &str) {
 
 #[test]
 fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
+    round_trip_on(Engine::System);
+}
+
+/// Volumes on the containerd image store: the helper container and the archive API work
+/// the same there.
+#[test]
+fn models_and_files_round_trip_into_a_models_dir_and_volumes_docker26() {
+    round_trip_on(Engine::Docker26);
+}
+
+fn round_trip_on(engine: Engine) {
     let (w, model, name) = model_world(1);
     let parsed = ModelName::parse(&name).unwrap();
     let model_volume = unique("airlock-e2e-models");
     let files_volume = unique("airlock-e2e-files");
     // Removed however the test ends: a failed assertion must not leave them in the engine.
     let _cleanup = Cleanup {
+        engine,
         volumes: vec![model_volume.clone(), files_volume.clone()],
         images: vec![w.hello.clone()],
     };
@@ -194,9 +206,10 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
         format!("# {}\n", w.marker)
     );
 
-    let _guard = docker_lock();
+    let _guard = engine.lock();
     let models_dir = w.path("ollama-models");
-    let report = json_of(&w.unpack(
+    let report = json_of(&w.unpack_on(
+        engine,
         "load",
         &bundle,
         &["--json", "--ollama-models", models_dir.to_str().unwrap()],
@@ -225,6 +238,7 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
 
     // Files into a volume, read back by a container of the loaded image.
     let listing = in_volume(
+        engine,
         &files_volume,
         "/data",
         &w.hello,
@@ -251,7 +265,8 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
             .collect()
     };
     let mtimes_before = mtimes();
-    let again = json_of(&w.unpack(
+    let again = json_of(&w.unpack_on(
+        engine,
         "load",
         &bundle,
         &["--json", "--ollama-models", models_dir.to_str().unwrap()],
@@ -277,7 +292,8 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     let mut bytes = std::fs::read(&rotted).unwrap();
     bytes[(MODEL_BYTES / 2) as usize] ^= 0x04;
     std::fs::write(&rotted, &bytes).unwrap();
-    let repaired = json_of(&w.unpack(
+    let repaired = json_of(&w.unpack_on(
+        engine,
         "load",
         &bundle,
         &["--json", "--ollama-models", models_dir.to_str().unwrap()],
@@ -286,12 +302,13 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     assert_eq!(snapshot(&models_dir), expected_store(&model, &parsed));
 
     // The bundle's own target: the model volume, as Ollama's image mounts it.
-    let report = json_of(&w.unpack("load", &bundle, &["--json"]));
+    let report = json_of(&w.unpack_on(engine, "load", &bundle, &["--json"]));
     assert_eq!(
         report["models"][0]["target"],
         format!("volume {model_volume}")
     );
     let listing = in_volume(
+        engine,
         &model_volume,
         "/root/.ollama",
         &w.hello,
@@ -317,7 +334,7 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     );
     assert!(sums.contains(&mline.as_str()), "{mline} missing: {listing}");
     // Again into the volume: every blob there is read back, hashed, and not sent again.
-    let again = json_of(&w.unpack("load", &bundle, &["--json"]));
+    let again = json_of(&w.unpack_on(engine, "load", &bundle, &["--json"]));
     assert_eq!(again["models"][0]["blobs_written"], 0, "{again}");
     assert_eq!(again["models"][0]["blobs_present"], 5, "{again}");
     // A blob damaged inside the volume (same size) is found by its hash and sent again.
@@ -326,14 +343,16 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
         model.layers[0].digest.hex()
     );
     in_volume(
+        engine,
         &model_volume,
         "/root/.ollama",
         &w.hello,
         &format!("printf X | /bin/busybox dd of={damaged} bs=1 seek=1000 conv=notrunc"),
     );
-    let repaired = json_of(&w.unpack("load", &bundle, &["--json"]));
+    let repaired = json_of(&w.unpack_on(engine, "load", &bundle, &["--json"]));
     assert_eq!(repaired["models"][0]["blobs_written"], 1, "{repaired}");
     let sum = in_volume(
+        engine,
         &model_volume,
         "/root/.ollama",
         &w.hello,
@@ -341,12 +360,12 @@ fn models_and_files_round_trip_into_a_models_dir_and_volumes() {
     );
     assert!(sum.starts_with(&model.layers[0].digest.hex()), "{sum}");
     // No helper container or image is left behind.
-    let leftovers = docker(&["ps", "-a", "--filter", "label=io.airlock.helper", "-q"]);
+    let leftovers = engine.run_docker(&["ps", "-a", "--filter", "label=io.airlock.helper", "-q"]);
     assert!(
         leftovers.trim().is_empty(),
         "helper containers left: {leftovers}"
     );
-    let images = docker(&["images", "-q", "airlock-helper"]);
+    let images = engine.run_docker(&["images", "-q", "airlock-helper"]);
     assert!(images.trim().is_empty(), "helper images left: {images}");
 }
 

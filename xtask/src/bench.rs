@@ -26,6 +26,7 @@ use anyhow::{bail, Context as _};
 
 use crate::util::{build_bins, capture, install_deps, sh};
 
+mod docker26;
 mod push;
 
 struct Measured {
@@ -158,6 +159,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "push") {
         return push::run(&bins);
+    }
+    if args.iter().any(|a| a == "docker26") {
+        return docker26::run(&bins);
     }
     images(&bins, big)?;
     if std::env::var("AIRLOCK_BENCH_ONLY").is_ok_and(|v| v == "pack") {

@@ -46,18 +46,23 @@ pub fn build_bins(release: bool) -> anyhow::Result<PathBuf> {
     Ok(airlock_testkit::tools::build_binaries(release))
 }
 
-/// apt-get installs the Debian packages whose commands are missing.
+/// apt-get installs the Debian packages whose commands are missing, and fetches the
+/// Docker 26 the tests run beside the system engine (once, into the target dir).
 pub fn install_deps() -> anyhow::Result<()> {
     let missing = airlock_testkit::tools::missing_packages();
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        sh(Command::new("apt-get").args(["update", "-qq"]))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    eprintln!("xtask: installing {}", missing.join(" "));
-    sh(Command::new("apt-get").args(["update", "-qq"]))?;
-    sh(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let docker26 = airlock_testkit::docker26::fetch().map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "xtask: Docker 26 for the tests is in {}",
+        docker26.display()
+    );
     Ok(())
 }
 

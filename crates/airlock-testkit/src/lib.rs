@@ -2,11 +2,13 @@
 //! (Debian's `docker-registry`), fixture images generated on the spot (busybox-static layers
 //! that print a marker, random layers for benchmarks), generated Ollama models with a
 //! loopback Ollama-style registry that redirects blob downloads, images made by the real
-//! `docker build` and `podman build`, a throwaway Podman engine, and helpers to find tools.
+//! `docker build` and `podman build`, a throwaway Podman engine, a Docker 26 engine with the
+//! containerd image store beside the system's, and helpers to find tools.
 //!
 //! Nothing here is used by the shipped binaries.
 
 pub mod builders;
+pub mod docker26;
 pub mod fixtures;
 pub mod http;
 pub mod ollama;

@@ -6,6 +6,12 @@
 //! chain ID without reading the layer (moby's `docker load`), so per image the inventory
 //! records the diff IDs the chain IDs follow from. Ollama stores are listed from their
 //! blobs directory (host) or their manifests (volume, read through the Engine API).
+//!
+//! On Docker's containerd image store (tested with Docker 26) the same calls give the same
+//! diff IDs (`RootFS.Layers` of the config); image IDs are manifest digests there, and the
+//! list holds only images whose blobs are all in containerd's content store. That store
+//! keeps snapshots by chain ID but lists an image only when its layers are there under the
+//! digests its manifest names, which the Engine API does not expose: see README, "Engines".
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
