@@ -27,6 +27,7 @@ use anyhow::{bail, Context as _};
 use crate::util::{build_bins, capture, install_deps, sh};
 
 mod docker26;
+mod engines;
 mod push;
 
 struct Measured {
@@ -161,6 +162,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         return push::run(&bins);
     }
     if args.iter().any(|a| a == "docker26") {
+        return docker26::run(&bins);
+    }
+    if args.iter().any(|a| a == "engines") {
+        engines::run(&bins)?;
         return docker26::run(&bins);
     }
     images(&bins, big)?;

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
                  ci            install test dependencies, fmt, clippy, all tests, a short fuzz run (what .ci/run does)\n  \
                  bench [--big] throughput and peak memory against skopeo, age and docker load\n  \
                  bench models|parts|push  one section: models, verify --outer-only of parts, push\n  \
+                 bench engines  load into Podman (vs podman load -i), pre-flight cost, then Docker 26\n  \
+                 bench docker26|containerd  load into Docker 26's containerd store, or load --containerd\n  \
                  fuzz [--pending] [SECONDS] [TARGET...]  every cargo-fuzz target for SECONDS (default 60)\n                \
                  each, then the committed regression inputs (needs nightly; installs cargo-fuzz);\n                \
                  --pending also checks the known bugs listed in fuzz/pending\n  \

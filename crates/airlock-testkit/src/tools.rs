@@ -18,6 +18,11 @@ pub const REQUIRED: &[(&str, &str)] = &[
     // Podman as an engine (its Docker-compatible API) and as a builder of fixtures.
     ("podman", "podman"),
     ("buildah", "buildah"),
+    // A real containerd for `load --containerd` tests, and the runtime pieces Docker 26
+    // (extracted from Debian 13's package, see `docker26`) starts from PATH.
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
 ];
 
 pub fn have(cmd: &str) -> bool {
