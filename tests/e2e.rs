@@ -310,7 +310,7 @@ fn builds_are_deterministic() {
     assert!(!cached.exists());
     let (_, again) = w.try_build("c.airlock", true);
     assert_ok(&again);
-    let refetched = airlock_bundle::progress::human(w.busybox_layer.size);
+    let refetched = airlock_progress::human(w.busybox_layer.size);
     assert!(
         String::from_utf8_lossy(&again.stdout).contains(&format!("({refetched} downloaded)")),
         "only the evicted blob is fetched again: {}",

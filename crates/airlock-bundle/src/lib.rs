@@ -16,8 +16,6 @@ pub mod lock;
 pub mod oci;
 pub mod ollama;
 pub mod parts;
-#[cfg(feature = "progress")]
-pub mod progress;
 pub mod readahead;
 pub mod reader;
 pub mod reference;

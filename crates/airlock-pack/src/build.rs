@@ -12,12 +12,12 @@ use airlock_bundle::crypt::{encrypting_writer, Encryption};
 use airlock_bundle::header::{left_out_totals, Entry, Header, FORMAT_NAME, FORMAT_VERSION};
 use airlock_bundle::lock::Lock;
 use airlock_bundle::parts::{remove_stale, write_sums, Part, PartWriter};
-use airlock_bundle::progress::{human, Progress};
 use airlock_bundle::readahead::WriteBehind;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::spec::Spec;
 use airlock_bundle::writer::write_bundle;
 use airlock_bundle::Digest;
+use airlock_progress::{human, Progress};
 use futures::StreamExt as _;
 
 use crate::cache::BlobCache;

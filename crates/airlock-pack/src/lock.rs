@@ -13,7 +13,7 @@ use crate::local::LocalStore;
 use crate::ollama::OllamaRegistry;
 use crate::registry::Registry;
 use crate::PackError;
-use airlock_bundle::progress::Progress;
+use airlock_progress::Progress;
 
 /// Where models marked (or forced) local are read from.
 #[derive(Debug, Clone)]

@@ -19,10 +19,10 @@ use std::io::{self, Read, Write};
 
 use airlock_bundle::header::{Entry, ImageRecord};
 use airlock_bundle::oci::Platform;
-use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
 use airlock_bundle::text::escape;
 use airlock_bundle::{BundleError, Digest};
+use airlock_progress::Progress;
 use bollard::query_parameters::{
     ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
 };

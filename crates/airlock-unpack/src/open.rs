@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use airlock_bundle::crypt::Decryption;
 use airlock_bundle::parts::{BundleFiles, PartProblem, PartsReader, SignedSums};
-use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::Trust;
 use airlock_bundle::sign::{TrustSet, TrustedKey};
 use airlock_bundle::{BundleError, ErrorClass};
+use airlock_progress::Progress;
 
 use crate::UnpackError;
 

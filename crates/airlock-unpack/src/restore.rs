@@ -38,8 +38,8 @@ use bollard::Docker;
 use bytes::Bytes;
 use serde::Serialize;
 
-use airlock_bundle::progress::Progress;
 use airlock_bundle::readahead::WriteBehind;
+use airlock_progress::Progress;
 
 use crate::hostfs::{self, Created, Dir, FileId, FsError, Kind};
 use crate::volume::{volume_exists, Existing, Helper};

@@ -4,8 +4,8 @@
 use std::io::IsTerminal as _;
 
 use airlock_bundle::crypt::{parse_recipient, read_recipients_file, Encryption};
-use airlock_bundle::progress::{human, Mode, Progress};
 use airlock_bundle::sign::SigningKey;
+use airlock_progress::{human, Mode, Progress};
 use zeroize::Zeroizing;
 
 use super::{cache, model_sources, runtime, secret_from_env_or_prompt};

@@ -1,7 +1,7 @@
 //! `airlock-pack lock`: pins the spec's images, models and files in SPEC.lock; prints what
 //! changed on stdout.
 
-use airlock_bundle::progress::{Mode, Progress};
+use airlock_progress::{Mode, Progress};
 
 use super::{cache, model_sources, runtime};
 use crate::cli::LockArgs;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use airlock_bundle::header::{FileRecord, Target};
 use airlock_bundle::lock::{Drift, Lock};
-use airlock_bundle::progress::Progress;
 use airlock_bundle::spec::Spec;
 use airlock_bundle::Digest;
+use airlock_progress::Progress;
 
 use super::{BlobSource, Blobs, PlannedBlob};
 use crate::PackError;

@@ -9,9 +9,9 @@ use airlock_bundle::lock::LockedImage;
 use airlock_bundle::oci::{
     self, AnyManifest, Descriptor, ImageConfig, ImageIndex, ImageManifest, OciPlatform, Platform,
 };
-use airlock_bundle::progress::Progress;
 use airlock_bundle::spec::Spec;
 use airlock_bundle::{Digest, ImageRef};
+use airlock_progress::Progress;
 
 use super::{BlobSource, Blobs, PlannedBlob, Sources};
 use crate::cache::BlobCache;

@@ -21,9 +21,9 @@ use airlock_bundle::inventory::{chain_ids, Inventory, StoredBlob};
 use airlock_bundle::lock::Lock;
 use airlock_bundle::oci;
 use airlock_bundle::ollama::ModelName;
-use airlock_bundle::progress::Progress;
 use airlock_bundle::spec::Spec;
 use airlock_bundle::{Digest, ImageRef};
+use airlock_progress::Progress;
 
 use crate::cache::BlobCache;
 use crate::lock::ModelSources;

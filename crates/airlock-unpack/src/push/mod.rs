@@ -34,9 +34,9 @@ use std::sync::Arc;
 
 use airlock_bundle::header::{Entry, Header};
 use airlock_bundle::oci::{self, Descriptor};
-use airlock_bundle::progress::Progress;
 use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
 use airlock_bundle::{BundleError, Digest};
+use airlock_progress::Progress;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use serde::Serialize;
