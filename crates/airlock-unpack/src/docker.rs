@@ -442,6 +442,11 @@ pub fn load(
     let (models, files) = match committed {
         Ok(v) => v,
         Err(e) => {
+            // The images went in, but the models or files beside them could not be placed:
+            // a load is all or nothing, so the images it added are undone too.
+            if let Some(rb) = undo().filter(|rb| !rb.is_empty()) {
+                progress.say(format!("engine: {}", rb.describe()));
+            }
             rt.block_on(staging.release());
             staging.abort();
             return Err(e);
