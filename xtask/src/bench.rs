@@ -12,6 +12,8 @@
 //!   of a 4 GiB bundle in 4 parts vs `sha256sum` and `openssl dgst -sha256` of the parts
 //! - push (`cargo xtask bench push`): `airlock-unpack push` into a fresh loopback registry vs
 //!   `skopeo copy oci:… docker://…` of the same images (see `bench/push.rs`)
+//! - containerd (`cargo xtask bench containerd`, also run last): `airlock-unpack load
+//!   --containerd` vs `ctr images import` of the same images (see `bench/containerd.rs`)
 //!
 //! Fixtures are generated: about 1 GiB of images (4 GiB with `--big`) with a shared base layer
 //! and incompressible layers, and a model with a 2 GiB random blob. Peak RSS comes from GNU
@@ -26,6 +28,7 @@ use anyhow::{bail, Context as _};
 
 use crate::util::{build_bins, capture, install_deps, sh};
 
+mod containerd;
 mod push;
 
 struct Measured {
@@ -159,13 +162,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "push") {
         return push::run(&bins);
     }
+    if args.iter().any(|a| a == "containerd") {
+        return containerd::run(&bins);
+    }
     images(&bins, big)?;
     if std::env::var("AIRLOCK_BENCH_ONLY").is_ok_and(|v| v == "pack") {
         return Ok(());
     }
     models(&bins)?;
     parts(&bins)?;
-    push::run(&bins)
+    push::run(&bins)?;
+    containerd::run(&bins)
 }
 
 /// A 4 GiB bundle in 4 parts: `verify --outer-only` (the signed sums, no key) vs

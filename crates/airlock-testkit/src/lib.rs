@@ -5,6 +5,7 @@
 //!
 //! Nothing here is used by the shipped binaries.
 
+pub mod containerd;
 pub mod fixtures;
 pub mod ollama;
 pub mod registry;

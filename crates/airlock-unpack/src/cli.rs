@@ -134,6 +134,8 @@ enum Command {
         work_dir: Option<PathBuf>,
         #[command(flatten)]
         guard: Box<GuardArgs>,
+        #[command(flatten)]
+        containerd: crate::containerd::ContainerdArgs,
         /// Print the load report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -198,7 +200,11 @@ registry stays unreachable or refuses. Error answers are read up to 4 KiB, shown
 
 const LOAD_HELP: &str = "\
 Where things go:
-  images  the Docker engine at DOCKER_HOST (an image already there under its tag is skipped)
+  images  the Docker engine at DOCKER_HOST (an image already there under its tag is skipped),
+          or with --containerd [SOCKET] containerd itself (Kubernetes, k3s, RKE2, nerdctl):
+            airlock-unpack load llm-stack.airlock --containerd /run/k3s/containerd/containerd.sock
+          blobs go into its content store under a lease, images (named by reference, target
+          the platform's manifest) are created and unpacked only once everything verified
   models  the bundle's target: a Docker volume (default ollama-data, files under models/) or a
           host models directory; --ollama-models / --ollama-volume override it
   files   their volume or host path; an existing file that differs is an error unless --overwrite
@@ -739,6 +745,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             overwrite,
             work_dir,
             guard,
+            containerd,
         } => {
             let report_sink =
                 ReportSink::new(report.report, json, report.report_sign_key.as_deref())?;
@@ -766,14 +773,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_else(|| PathBuf::from("/var/tmp"))
                 }),
             };
-            let loaded = crate::docker::load(
-                &common.bundle,
-                &access,
-                platform,
-                &restore,
-                &mut guard,
-                &progress,
-            )
+            let loaded = match containerd.options() {
+                Some(o) => crate::containerd::load(
+                    &common.bundle,
+                    &access,
+                    &o,
+                    platform,
+                    &restore,
+                    &mut guard,
+                    &progress,
+                ),
+                None => crate::docker::load(
+                    &common.bundle,
+                    &access,
+                    platform,
+                    &restore,
+                    &mut guard,
+                    &progress,
+                ),
+            }
             .with_context(|| common.bundle.display().to_string());
             let policy_used = guard.policy.as_ref().map(|p| {
                 json!({

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod containerd;
 pub mod docker;
 pub mod extract;
 pub mod hostfs;
