@@ -135,7 +135,7 @@ enum Command {
         #[command(flatten)]
         guard: Box<GuardArgs>,
         #[command(flatten)]
-        containerd: crate::containerd::ContainerdArgs,
+        containerd: Box<crate::containerd::ContainerdArgs>,
         /// Print the load report as JSON on stdout.
         #[arg(long)]
         json: bool,
