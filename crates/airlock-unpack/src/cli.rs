@@ -32,7 +32,7 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
-7 environment (Docker engine unreachable, disk full, cannot write),
+7 environment (Docker engine or containerd unreachable or refusing, disk full, cannot write),
 9 registry unreachable or refused (push), 10 an existing file differs from the bundle's
 (nothing changed; see load --overwrite), 11 a delta bundle relies on blobs this host lacks
 (nothing loaded; see inventory), 12 refused by this host's policy: its policy file, or an
@@ -106,8 +106,9 @@ enum Command {
         #[arg(long)]
         no_engine: bool,
     },
-    /// Verify, then load images into the Docker engine at DOCKER_HOST and restore models and
-    /// files into their volumes and directories, all or nothing.
+    /// Verify, then load images into the Docker engine at DOCKER_HOST (or containerd, see
+    /// --containerd) and restore models and files into their volumes and directories, all or
+    /// nothing.
     #[command(after_help = LOAD_HELP)]
     Load {
         #[command(flatten)]
