@@ -255,3 +255,47 @@ fn damaged_bundle_leaves_nothing_in_containerd() {
     assert_eq!(c.names(ns, &["images", "ls", "-q"]).len(), 2);
     assert!(!all_content(&c, ns).is_empty());
 }
+
+/// Files bound for a host directory are restored alongside a containerd load; files bound
+/// for a Docker volume are refused (exit 2) before anything is written: no image, no content,
+/// no lease in containerd.
+#[test]
+fn files_restore_beside_containerd_and_volume_targets_are_refused() {
+    let w = World::new();
+    w.write_spec(&["linux/amd64"], &[&w.hello]);
+    std::fs::write(w.path("conf.txt"), format!("conf {}\n", w.marker)).unwrap();
+    let host_dir = w.path("host-target");
+    let spec = std::fs::read_to_string(w.spec()).unwrap();
+    std::fs::write(
+        w.spec(),
+        format!(
+            "{spec}\n[[files]]\nsource = \"conf.txt\"\npath = \"{}\"\n",
+            host_dir.display()
+        ),
+    )
+    .unwrap();
+    w.lock();
+    let to_dir = w.build("ctd-files.airlock", false);
+    std::fs::write(
+        w.spec(),
+        format!("{spec}\n[[files]]\nsource = \"conf.txt\"\nvolume = \"airlock-ctd-test\"\n"),
+    )
+    .unwrap();
+    let to_volume = w.build("ctd-volume.airlock", false);
+    let c = TestContainerd::start();
+    let ns = "k8s.io";
+
+    let o = load(&w, &c, &to_volume, ns, &[]);
+    assert_refused(&o, 2, &["Docker volumes", "--containerd"]);
+    assert!(c.names(ns, &["images", "ls", "-q"]).is_empty());
+    assert!(all_content(&c, ns).is_empty());
+    assert_eq!(c.ctr_ok(ns, &["leases", "ls", "-q"]).trim(), "");
+
+    let o = load(&w, &c, &to_dir, ns, &[]);
+    assert_ok(&o);
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("conf.txt")).unwrap(),
+        format!("conf {}\n", w.marker)
+    );
+    assert_eq!(c.names(ns, &["images", "ls", "-q"]), vec![w.hello.clone()]);
+}
