@@ -939,6 +939,10 @@ async fn put_image(
     target: api::Descriptor,
 ) -> Result<Option<api::Image>, UnpackError> {
     let previous = image(c, name).await?;
+    let current = previous.as_ref().and_then(|p| p.target.as_ref());
+    if current.is_some_and(|t| t.digest == target.digest) {
+        return Ok(previous);
+    }
     let img = api::Image {
         name: name.to_string(),
         labels: HashMap::new(),
