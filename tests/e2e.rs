@@ -621,6 +621,8 @@ fn unpack_depends_on_no_network_stack() {
     };
     let offline = tree(&["--no-default-features"]);
     assert!(has(&offline, "bollard"), "unexpected tree: {offline}");
+    // containerd's gRPC client (load --containerd) is in the offline build, without TLS.
+    assert!(has(&offline, "tonic"), "unexpected tree: {offline}");
     for banned in [
         "reqwest",
         "rustls",
@@ -629,6 +631,9 @@ fn unpack_depends_on_no_network_stack() {
         "openssl",
         "oci-client",
         "hyper-tls",
+        "tokio-rustls",
+        "webpki-roots",
+        "rustls-native-certs",
     ] {
         assert!(
             !has(&offline, banned),

@@ -12,6 +12,8 @@
 //!   of a 4 GiB bundle in 4 parts vs `sha256sum` and `openssl dgst -sha256` of the parts
 //! - push (`cargo xtask bench push`): `airlock-unpack push` into a fresh loopback registry vs
 //!   `skopeo copy oci:… docker://…` of the same images (see `bench/push.rs`)
+//! - containerd (`cargo xtask bench containerd`, also run last): `airlock-unpack load
+//!   --containerd` vs `ctr images import` of the same images (see `bench/containerd.rs`)
 //!
 //! Fixtures are generated: about 1 GiB of images (4 GiB with `--big`) with a shared base layer
 //! and incompressible layers, and a model with a 2 GiB random blob. Peak RSS comes from GNU
@@ -26,6 +28,7 @@ use anyhow::{bail, Context as _};
 
 use crate::util::{build_bins, capture, install_deps, sh};
 
+mod containerd;
 mod docker26;
 mod engines;
 mod push;
@@ -164,9 +167,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "docker26") {
         return docker26::run(&bins);
     }
+    if args.iter().any(|a| a == "containerd") {
+        return containerd::run(&bins);
+    }
     if args.iter().any(|a| a == "engines") {
         engines::run(&bins)?;
-        return docker26::run(&bins);
+        docker26::run(&bins)?;
+        return containerd::run(&bins);
     }
     images(&bins, big)?;
     if std::env::var("AIRLOCK_BENCH_ONLY").is_ok_and(|v| v == "pack") {
@@ -174,7 +181,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     models(&bins)?;
     parts(&bins)?;
-    push::run(&bins)
+    push::run(&bins)?;
+    containerd::run(&bins)
 }
 
 /// A 4 GiB bundle in 4 parts: `verify --outer-only` (the signed sums, no key) vs

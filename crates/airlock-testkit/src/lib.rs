@@ -8,6 +8,7 @@
 //! Nothing here is used by the shipped binaries.
 
 pub mod builders;
+pub mod containerd;
 pub mod docker26;
 pub mod fixtures;
 pub mod http;

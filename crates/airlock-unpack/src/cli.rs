@@ -32,8 +32,8 @@ Identity: --identity FILE or $AIRLOCK_IDENTITY; passphrase bundles ask (or $AIRL
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 bundle corrupt/truncated/tampered,
 4 signature missing/invalid/untrusted, 5 cannot decrypt, 6 unsupported format version,
-7 environment (engine unreachable, or it refused the load, which was rolled back; disk
-full, cannot write), 9 registry unreachable or refused (push), 10 an existing file differs
+7 environment (engine or containerd unreachable, or it refused the load, which was rolled
+back; disk full, cannot write), 9 registry unreachable or refused (push), 10 an existing file differs
 from the bundle's (nothing changed; see load --overwrite), 11 a delta bundle relies on blobs
 this host lacks (nothing loaded; see inventory), 12 refused by this host's policy: its policy
 file, or an older, too old or future-dated bundle (nothing loaded; see load --help), 13 this
@@ -125,8 +125,9 @@ enum Command {
         #[arg(long)]
         no_engine: bool,
     },
-    /// Verify, then load images into the Docker engine at DOCKER_HOST and restore models and
-    /// files into their volumes and directories, all or nothing.
+    /// Verify, then load images into the Docker engine at DOCKER_HOST (or containerd, see
+    /// --containerd) and restore models and files into their volumes and directories, all or
+    /// nothing.
     #[command(after_help = LOAD_HELP)]
     Load {
         #[command(flatten)]
@@ -157,6 +158,8 @@ enum Command {
         work_dir: Option<PathBuf>,
         #[command(flatten)]
         guard: Box<GuardArgs>,
+        #[command(flatten)]
+        containerd: Box<crate::containerd::ContainerdArgs>,
         /// Print the load report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -223,7 +226,11 @@ const LOAD_HELP: &str = "\
 Where things go:
   images  the engine at DOCKER_HOST, else /var/run/docker.sock, else Podman's socket
           (/run/podman/podman.sock, then $XDG_RUNTIME_DIR/podman/podman.sock); an image
-          already there under its tag is skipped
+          already there under its tag is skipped. Or with --containerd [SOCKET] containerd
+          itself (Kubernetes, k3s, RKE2, nerdctl):
+            airlock-unpack load llm-stack.airlock --containerd /run/k3s/containerd/containerd.sock
+          blobs go into its content store under a lease, images (named by reference, target
+          the platform's manifest) are created and unpacked only once everything verified
   models  the bundle's target: a Docker volume (default ollama-data, files under models/) or a
           host models directory; --ollama-models / --ollama-volume override it
   files   their volume or host path; an existing file that differs is an error unless --overwrite
@@ -951,6 +958,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             overwrite,
             work_dir,
             guard,
+            containerd,
         } => {
             let report_sink =
                 ReportSink::new(report.report, json, report.report_sign_key.as_deref())?;
@@ -978,17 +986,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .unwrap_or_else(|| PathBuf::from("/var/tmp"))
                 }),
             };
-            let loaded = crate::docker::load(
-                &common.bundle,
-                &access,
-                platform,
-                crate::docker::EngineOptions {
-                    preflight: !no_preflight,
-                },
-                &restore,
-                &mut guard,
-                &progress,
-            )
+            let loaded = match containerd.options() {
+                Some(o) => crate::containerd::load(
+                    &common.bundle,
+                    &access,
+                    &o,
+                    platform,
+                    &restore,
+                    &mut guard,
+                    &progress,
+                ),
+                None => crate::docker::load(
+                    &common.bundle,
+                    &access,
+                    platform,
+                    crate::docker::EngineOptions {
+                        preflight: !no_preflight,
+                    },
+                    &restore,
+                    &mut guard,
+                    &progress,
+                ),
+            }
             .with_context(|| common.bundle.display().to_string());
             let policy_used = guard.policy.as_ref().map(|p| {
                 json!({

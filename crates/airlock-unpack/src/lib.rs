@@ -1,14 +1,17 @@
 //! `airlock-unpack`: verifies an airlock bundle on the air-gapped host and makes its content
-//! usable: an OCI layout on disk (`extract`), or images in the local Docker engine plus
-//! Ollama models and files in host directories or Docker volumes (`load`).
-//! It performs no network I/O; the only socket it opens is the Docker engine's. The one
-//! exception is `push` (the `push` feature, on by default): it talks to the single OCI
-//! registry named on its command line (and a token service only at that registry's own
-//! origin, or named with `--token-realm`), and nothing else. Without the feature the binary has
-//! no HTTP client at all.
+//! usable: an OCI layout or one load archive on disk (`extract`), or images in the local
+//! engine (Docker, Podman, or containerd itself) plus Ollama models and files in host
+//! directories or volumes (`load`).
+//! It performs no network I/O; the only sockets it opens are local unix sockets: the engine's
+//! (Docker Engine API) or containerd's (gRPC, `load --containerd`). The one exception is
+//! `push` (the `push` feature, on by default): it talks to the single OCI registry named on
+//! its command line (and a token service only at that registry's own origin, or named with
+//! `--token-realm`), and nothing else. Without the feature the binary has no HTTP client for
+//! the network and no TLS at all.
 
 pub mod archive;
 pub mod cli;
+pub mod containerd;
 pub mod docker;
 pub mod engine;
 pub mod extract;
