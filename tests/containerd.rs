@@ -278,6 +278,8 @@ fn files_restore_beside_containerd_and_volume_targets_are_refused() {
         format!("{spec}\n[[files]]\nsource = \"conf.txt\"\nvolume = \"airlock-ctd-test\"\n"),
     )
     .unwrap();
+    // The lock pins the [[files]] as the spec places them: another target is a re-pin.
+    assert_ok(&w.pack(["lock", "--update", w.spec().to_str().unwrap(), "-q"]));
     let to_volume = w.build("ctd-volume.airlock", false);
     let c = TestContainerd::start();
     let ns = "k8s.io";

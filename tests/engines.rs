@@ -372,3 +372,92 @@ fn without_docker_the_podman_socket_is_found_and_judged() {
         ],
     );
 }
+
+/// An image whose last layer skopeo encrypted (ocicrypt, `jwe:` with an RSA key made here):
+/// no engine can read it without the key. Returns its reference and encrypted layers.
+fn encrypted_image(w: &World) -> (String, Vec<String>) {
+    let key = w.path("enc-key.pem");
+    let public = w.path("enc-pub.pem");
+    run_ok(Command::new("openssl").args(["genrsa", "-out", key.to_str().unwrap(), "2048"]));
+    run_ok(Command::new("openssl").args([
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]));
+    let sealed = format!("{}/e2e/sealed:v1", w.registry.addr);
+    let layout = format!("oci:{}:v1", w.path("sealed-layout").display());
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--encryption-key",
+        &format!("jwe:{}", public.display()),
+        "--encrypt-layer",
+        "-1",
+        &format!("docker://{}", w.second),
+        &layout,
+    ]));
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        &layout,
+        &format!("docker://{sealed}"),
+    ]));
+    let manifest = registry_manifest(&sealed);
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["mediaType"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("+encrypted")
+        })
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !layers.is_empty(),
+        "skopeo encrypted no layer: {manifest:#}"
+    );
+    (sealed, layers)
+}
+
+/// The same promise on Docker 26 with the containerd image store, which reads zstd but not
+/// an encrypted layer: pre-flight refuses before anything is sent (exit 13); forced past it,
+/// the engine refuses and the load is rolled back, so its image list is as before.
+#[test]
+fn docker26_refusals_are_caught_before_and_rolled_back_after() {
+    let engine = Engine::Docker26;
+    let w = World::new();
+    let (sealed, layers) = encrypted_image(&w);
+    w.lock_images(&["linux/amd64"], &[&w.hello, &sealed]);
+    let bundle = w.build("sealed.airlock", false);
+    let _lock = engine.lock();
+    let before = engine.images();
+
+    let o = w.unpack_on(engine, "load", &bundle, &[]);
+    assert_refused(&o, 13, &["e2e/sealed:v1", &layers[0], "+encrypted"]);
+    assert_eq!(engine.images(), before, "pre-flight sent something");
+
+    let state = w.fresh_state_dir();
+    let o = w.unpack_on_env(
+        engine,
+        "load",
+        &bundle,
+        &["--no-preflight"],
+        &[("AIRLOCK_STATE_DIR", state.to_str().unwrap())],
+    );
+    let after = engine.images();
+    engine.rmi(&[&w.hello, &sealed]);
+    assert_refused(&o, 7, &["refused", "e2e/sealed:v1"]);
+    assert_eq!(
+        after,
+        before,
+        "the refused load left images behind: {}",
+        text(&o)
+    );
+}
