@@ -392,6 +392,12 @@ pub fn load(
         let (docker, _) = engine_info.as_ref()?;
         Some(rt.block_on(rollback(docker, before.as_ref()?, &sending)))
     };
+    // After the load, or its rollback: the hold names go (see `Before`).
+    let release = || {
+        if let (Some((docker, _)), Some(b)) = (engine_info.as_ref(), before.as_ref()) {
+            rt.block_on(b.release(docker));
+        }
+    };
     let refused_error = |refused: Refused, rollback: Option<Rollback>| match (&engine_info, &header)
     {
         (Some((_, facts)), Some(h)) => {
@@ -413,12 +419,14 @@ pub fn load(
             if let Some(rb) = undo().filter(|rb| !rb.is_empty()) {
                 progress.say(format!("engine: {}", rb.describe()));
             }
+            release();
             rt.block_on(staging.release());
             staging.abort();
             return Err(on_disk.explain(e, progress));
         }
         (Ok(_), Err(refused)) => {
             let e = refused_error(refused, undo());
+            release();
             rt.block_on(staging.release());
             staging.abort();
             return Err(e);
@@ -434,6 +442,7 @@ pub fn load(
     });
     if let Err(refused) = checked {
         let e = refused_error(refused, undo());
+        release();
         rt.block_on(staging.release());
         staging.abort();
         return Err(e);
@@ -447,11 +456,13 @@ pub fn load(
             if let Some(rb) = undo().filter(|rb| !rb.is_empty()) {
                 progress.say(format!("engine: {}", rb.describe()));
             }
+            release();
             rt.block_on(staging.release());
             staging.abort();
             return Err(e);
         }
     };
+    release();
     guard.record(&verified).map_err(|e| {
         UnpackError::Environment(format!(
             "everything was loaded, but recording it for anti-rollback failed, so an older bundle of this name would not be refused until a later load is recorded: {e}"
@@ -501,7 +512,7 @@ async fn decide(
     }
     let mut images = Vec::new();
     let mut all = Vec::new();
-    let mut before = None;
+    let mut before_tags = None;
     if let Some((docker, facts)) = &engine_info {
         let explicit = platform.is_some();
         let platform = platform.unwrap_or_else(|| facts.platform());
@@ -540,7 +551,7 @@ async fn decide(
             }
         }
         if !images.is_empty() {
-            before = Some(Before::take(docker, tags).await?);
+            before_tags = Some((tags, facts.containerd_store));
         }
     }
     let docker = engine_info.as_ref().map(|(d, _)| d);
@@ -556,6 +567,18 @@ async fn decide(
         staging.abort();
         return Err(UnpackError::NotPresent(missing));
     }
+    // Last, so that no refusal above leaves a hold behind.
+    let before = match (docker, before_tags) {
+        (Some(d), Some((tags, hold))) => match Before::take(d, tags, hold).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                staging.release().await;
+                staging.abort();
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
     let sinks = staging.sinks.clone();
     Ok(Decision {
         route: Route { images, sinks },
@@ -645,21 +668,67 @@ async fn tagged_as(docker: &Docker, i: &ImageRecord) -> (bool, Option<(String, O
 
 /// The engine before a load: the image each tag being loaded named (or none), and every
 /// image ID it had. What a failed load changed is undone against this.
+///
+/// On the containerd image store an image is its name: when a load moves a tag, the image
+/// it named is gone, and with it the snapshots only it held. A delta that relies on those
+/// (its left-out layers under the old image's chain) then fails inside the engine ("parent
+/// snapshot does not exist"), and a rollback has nothing to point the tag back at. So there,
+/// each image a moved tag names is held by a name of its own for the length of the load
+/// (`airlock-hold-RANDOM:N`), removed by [`Before::release`].
 #[derive(Debug)]
 struct Before {
     tags: Vec<(String, Option<String>)>,
     ids: HashSet<String>,
+    holds: Vec<String>,
 }
 
 impl Before {
     async fn take(
         docker: &Docker,
         tags: Vec<(String, Option<String>)>,
+        hold: bool,
     ) -> Result<Before, UnpackError> {
-        Ok(Before {
+        let mut before = Before {
             tags,
             ids: image_ids(docker).await?,
-        })
+            holds: Vec::new(),
+        };
+        if hold {
+            // Repository names are lowercase alphanumerics (and separators, not at the ends).
+            let token: String = crate::hostfs::random_token()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            let repo = format!("airlock-hold-{token}");
+            for (n, (_, prev)) in before.tags.iter().enumerate() {
+                let Some(prev) = prev else { continue };
+                let opts = TagImageOptions {
+                    repo: Some(repo.clone()),
+                    tag: Some(n.to_string()),
+                };
+                if let Err(e) = docker.tag_image(prev, Some(opts)).await {
+                    before.release(docker).await;
+                    return Err(UnpackError::Engine(format!(
+                        "holding image {prev} for the length of the load: {e}"
+                    )));
+                }
+                before.holds.push(format!("{repo}:{n}"));
+            }
+        }
+        Ok(before)
+    }
+
+    /// Removes the hold names; the images keep whatever other names they have (an image a
+    /// moved tag no longer names goes, as it would have without the hold).
+    async fn release(&self, docker: &Docker) {
+        for h in &self.holds {
+            let opts = RemoveImageOptions {
+                noprune: true,
+                ..Default::default()
+            };
+            let _ = docker.remove_image(h, Some(opts), None).await;
+        }
     }
 }
 
