@@ -2,7 +2,7 @@
 //! push`): a Bearer challenge that parses, written back with every value quoted and
 //! escaped, parses to the same challenge.
 
-use airlock_bundle::registry_auth::{parse_challenge, Challenge};
+use airlock_registry_auth::{parse_challenge, Challenge};
 
 pub fn check(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
