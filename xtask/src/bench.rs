@@ -331,6 +331,32 @@ fn keys_spec_and_lock(
     Ok(spec)
 }
 
+/// The setup the engine and push sections share: 1 GiB of fixture images in `registry`,
+/// keys, spec and lock in `w`, and one plain (signed, not encrypted) bundle of them,
+/// `w/plain.airlock`, built through a cache that is removed afterwards. Returns the image
+/// tags and the bundle.
+fn plain_bundle(
+    pack: &Path,
+    w: &Path,
+    registry: &TestRegistry,
+) -> anyhow::Result<(Vec<String>, std::path::PathBuf)> {
+    let tags = fixture_images(w, registry, 1)?;
+    let spec = keys_spec_and_lock(pack, w, registry, &tags, &w.join("cache"))?;
+    let bundle = w.join("plain.airlock");
+    sh(Command::new(pack)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(&bundle)
+        .arg("--sign-key")
+        .arg(w.join("keys/airlock.key"))
+        .arg("-q")
+        .arg("--cache")
+        .arg(w.join("cache")))?;
+    std::fs::remove_dir_all(w.join("cache"))?;
+    Ok((tags, bundle))
+}
+
 fn images(bins: &Path, big: bool) -> anyhow::Result<()> {
     let pack = bins.join("airlock-pack");
     let unpack = bins.join("airlock-unpack");

@@ -10,7 +10,7 @@ use std::process::Command;
 use airlock_testkit::containerd::TestContainerd;
 use airlock_testkit::TestRegistry;
 
-use super::{fixture_images, in_turns, keys_spec_and_lock, Row};
+use super::{in_turns, Row};
 use crate::util::sh;
 
 pub fn run(bins: &Path) -> anyhow::Result<()> {
@@ -21,20 +21,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let w = work.path();
     std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
     eprintln!("bench: generating 1 GiB of fixture images");
-    let tags = fixture_images(w, &source, 1)?;
-    let spec = keys_spec_and_lock(&pack, w, &source, &tags, &w.join("cache"))?;
-    let bundle = w.join("plain.airlock");
-    sh(Command::new(&pack)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(&bundle)
-        .arg("--sign-key")
-        .arg(w.join("keys/airlock.key"))
-        .arg("-q")
-        .arg("--cache")
-        .arg(w.join("cache")))?;
-    std::fs::remove_dir_all(w.join("cache"))?;
+    let (tags, bundle) = super::plain_bundle(&pack, w, &source)?;
     let layout = w.join("layout");
     sh(Command::new(&unpack)
         .arg("extract")

@@ -12,7 +12,7 @@ use airlock_testkit::docker26::Docker26;
 use airlock_testkit::TestRegistry;
 use anyhow::bail;
 
-use super::{fixture_images, in_turns, keys_spec_and_lock, mib};
+use super::{in_turns, mib};
 use crate::util::{capture, sh};
 
 pub fn run(bins: &Path) -> anyhow::Result<()> {
@@ -26,20 +26,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let work = tempfile::tempdir_in(&scratch)?;
     let w = work.path();
     eprintln!("bench docker26: generating 1 GiB of fixture images, starting Docker 26");
-    let tags = fixture_images(w, &source, 1)?;
-    let spec = keys_spec_and_lock(&pack, w, &source, &tags, &w.join("cache"))?;
-    let bundle = w.join("plain.airlock");
-    sh(Command::new(&pack)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(&bundle)
-        .arg("--sign-key")
-        .arg(w.join("keys/airlock.key"))
-        .arg("-q")
-        .arg("--cache")
-        .arg(w.join("cache")))?;
-    std::fs::remove_dir_all(w.join("cache"))?;
+    let (tags, bundle) = super::plain_bundle(&pack, w, &source)?;
     let size = std::fs::metadata(&bundle)?.len();
     let refs: Vec<String> = tags
         .iter()

@@ -19,7 +19,7 @@ use std::process::Command;
 use airlock_testkit::podman::Podman;
 use airlock_testkit::TestRegistry;
 
-use super::{fixture_images, in_turns, keys_spec_and_lock, mib, Measured};
+use super::{in_turns, mib, Measured};
 use crate::util::sh;
 
 pub fn run(bins: &Path) -> anyhow::Result<()> {
@@ -29,20 +29,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
     let w = work.path();
     eprintln!("bench engines: generating 1 GiB of fixture images, starting Podman");
-    let tags = fixture_images(w, &source, 1)?;
-    let spec = keys_spec_and_lock(&pack, w, &source, &tags, &w.join("cache"))?;
-    let bundle = w.join("plain.airlock");
-    sh(Command::new(&pack)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(&bundle)
-        .arg("--sign-key")
-        .arg(w.join("keys/airlock.key"))
-        .arg("-q")
-        .arg("--cache")
-        .arg(w.join("cache")))?;
-    std::fs::remove_dir_all(w.join("cache"))?;
+    let (tags, bundle) = super::plain_bundle(&pack, w, &source)?;
     let size = std::fs::metadata(&bundle)?.len();
     let refs: Vec<String> = tags
         .iter()

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use airlock_testkit::TestRegistry;
 
-use super::{faster, fixture_images, keys_spec_and_lock, measure, mib, Measured};
+use super::{faster, measure, mib, Measured};
 use crate::util::sh;
 
 pub fn run(bins: &Path) -> anyhow::Result<()> {
@@ -20,20 +20,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let w = work.path();
     eprintln!("bench: generating 1 GiB of fixture images");
     // The same images as the image rows: the shared base is uploaded once, mounted twice.
-    let tags = fixture_images(w, &source, 1)?;
-    let spec = keys_spec_and_lock(&pack, w, &source, &tags, &w.join("cache"))?;
-    let bundle = w.join("plain.airlock");
-    sh(Command::new(&pack)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(&bundle)
-        .arg("--sign-key")
-        .arg(w.join("keys/airlock.key"))
-        .arg("-q")
-        .arg("--cache")
-        .arg(w.join("cache")))?;
-    std::fs::remove_dir_all(w.join("cache"))?;
+    let (tags, bundle) = super::plain_bundle(&pack, w, &source)?;
     let layout = w.join("layout");
     sh(Command::new(&unpack)
         .arg("extract")
