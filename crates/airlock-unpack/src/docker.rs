@@ -37,7 +37,7 @@ use crate::engine::{EngineFacts, Problem};
 use crate::open::{open_bundle, Access};
 use crate::policy::{Cleared, LoadGuard};
 use crate::restore::{
-    commit, RestoreOptions, RestoredFile, RestoredModel, Sink, SinkSpec, Staging,
+    commit, RestoreOptions, RestoredFile, RestoredModel, Sink, SinkSpec, Staging, Tee,
 };
 use crate::UnpackError;
 
@@ -217,7 +217,7 @@ impl Visitor for LoadVisitor {
             self.archive.begin_entry(entry)?;
         }
         let mut tee = Tee {
-            engine: to_engine.then_some(self.archive.out()),
+            out: to_engine.then_some(self.archive.out()),
             files: outs,
         };
         airlock_bundle::hashing::copy_large(data, &mut tee)?;
@@ -240,27 +240,6 @@ impl Visitor for LoadVisitor {
         };
         self.archive.finish().map_err(err)?;
         self.archive.out().close().map_err(err)
-    }
-}
-
-/// Writes one entry's bytes to the engine upload and to temp files at once.
-struct Tee<'a> {
-    engine: Option<&'a mut ChanWriter>,
-    files: Vec<Sink>,
-}
-
-impl Write for Tee<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if let Some(e) = self.engine.as_mut() {
-            e.write_all(b)?;
-        }
-        for f in &mut self.files {
-            f.write_all(b)?;
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

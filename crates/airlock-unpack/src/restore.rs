@@ -824,6 +824,28 @@ pub enum SinkSpec {
     },
 }
 
+/// One bundle entry's bytes to the loader (the engine upload, containerd's content store)
+/// and to the temp files of the models and files that share the blob, in one pass.
+pub(crate) struct Tee<'a, W> {
+    pub(crate) out: Option<&'a mut W>,
+    pub(crate) files: Vec<Sink>,
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<'_, W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if let Some(o) = self.out.as_mut() {
+            std::io::Write::write_all(o, b)?;
+        }
+        for f in &mut self.files {
+            f.write_all(b)?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An open [`SinkSpec`].
 pub enum Sink {
     /// Not needed after all: the bytes are dropped (they are still hashed by the reader).

@@ -39,7 +39,7 @@ use api::{path, Client};
 use crate::docker::{select_images, LoadReport, LoadedImage};
 use crate::open::{open_bundle, Access};
 use crate::policy::{Cleared, LoadGuard};
-use crate::restore::{commit, RestoreOptions, Sink, SinkSpec, Staging};
+use crate::restore::{commit, RestoreOptions, Sink, SinkSpec, Staging, Tee};
 use crate::UnpackError;
 
 /// containerd's own socket; k3s and RKE2 run theirs at `/run/k3s/containerd/containerd.sock`.
@@ -566,7 +566,7 @@ impl Visitor for LoadVisitor {
         }
         let mut blob = client.map(|c| BlobWriter::start(&self.handle, c, entry));
         let mut tee = Tee {
-            blob: blob.as_mut(),
+            out: blob.as_mut(),
             files: outs,
         };
         let copied = airlock_bundle::hashing::copy_large(data, &mut tee).and_then(|_| {
@@ -612,27 +612,6 @@ impl LoadVisitor {
         if let Some(b) = self.pending.take() {
             b.abort();
         }
-    }
-}
-
-/// One entry's bytes to the content store and to temp files at once.
-struct Tee<'a> {
-    blob: Option<&'a mut BlobWriter>,
-    files: Vec<Sink>,
-}
-
-impl Write for Tee<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if let Some(w) = self.blob.as_mut() {
-            w.write_all(b)?;
-        }
-        for f in &mut self.files {
-            f.write_all(b)?;
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
