@@ -1,6 +1,8 @@
-//! Reads a bundle in one pass: removes the age layer, reads and verifies the signed header,
-//! then streams every entry to a [`Visitor`] while hashing it, and refuses the first entry
-//! whose path, size or digest differs from the header. Memory stays constant.
+//! Reads a bundle in one pass, header first, then the body: [`BundleReader::open`] removes
+//! the age layer, reads and verifies the signed header and returns it with the unread
+//! [`Body`]; [`Body::read`] streams every entry to a [`Visitor`] while hashing it, and
+//! refuses the first entry whose path, size or digest differs from the header. Memory stays
+//! constant.
 
 use std::io::{self, Read};
 
@@ -43,9 +45,10 @@ pub struct Verified {
     pub signature: String,
 }
 
-/// Receives the bundle as it is read.
+/// Receives the bundle's entries as [`Body::read`] streams them.
 pub trait Visitor {
-    /// The header verified. Return `false` to stop reading here (nothing else is checked).
+    /// Called by [`read_bundle`] once the header verified; return `false` to stop reading
+    /// there. (Callers that decide from the header use [`BundleReader::open`] instead.)
     fn header(&mut self, _verified: &Verified) -> Result<bool, BundleError> {
         Ok(true)
     }
@@ -58,110 +61,162 @@ pub trait Visitor {
     }
 }
 
-/// Reads the whole bundle from `input` (the file as stored, encrypted or not).
+/// Opens bundles: the one reading path, header first, then the body (the shape of
+/// `age::Decryptor::new` then `decrypt`, or tough's `load` then `read_target`).
+#[derive(Debug)]
+pub struct BundleReader;
+
+impl BundleReader {
+    /// Reads `input` (the file as stored, encrypted or not) up to and including the signed
+    /// header, verifies the signature and parses the header. Nothing of the body is read
+    /// yet: the caller decides from the [`Verified`] header what to do with it (refuse by
+    /// policy, plan a load, connect to an engine) and then streams it with [`Body::read`],
+    /// on this thread or another (a `Body` is `Send`).
+    pub fn open<R: Read + Send + 'static>(
+        input: R,
+        opts: &ReadOptions<'_>,
+    ) -> Result<(Verified, Body), BundleError> {
+        // Up to three stages on their own threads: file reads, age decryption, and tar
+        // framing plus hashing (where the body is read), each handing 1 MiB chunks to the
+        // next through a bounded pipe.
+        let raw = ReadAhead::spawn(input, 1 << 20, 4);
+        let (plain, encrypted) = decrypting_reader(raw, opts.decryption)?;
+        let mut tar = TarStream {
+            r: plain,
+            encrypted,
+        };
+
+        let header_bytes = tar.read_small(HEADER_PATH, MAX_HEADER_SIZE)?;
+        let sig_bytes = tar.read_small(SIGNATURE_PATH, MAX_SIGNATURE_SIZE)?;
+        let sig_text = String::from_utf8(sig_bytes)
+            .map_err(|_| BundleError::Malformed(format!("{SIGNATURE_PATH} is not text")))?;
+        let (signer, signature_checked) = match opts.trust {
+            Trust::Keys(set) => (Some(set.verify(&header_bytes, &sig_text)?), true),
+            Trust::InsecureSkip => (signature_key_id(&sig_text), false),
+        };
+        let header = Header::parse(&header_bytes)?;
+        let body = Body {
+            tar,
+            entries: header.entries.clone(),
+        };
+        let verified = Verified {
+            header_digest: crate::Digest::of(&header_bytes),
+            header,
+            signer,
+            signature_checked,
+            encrypted,
+            header_bytes,
+            signature: sig_text,
+        };
+        Ok((verified, body))
+    }
+}
+
+/// The rest of a bundle whose header verified: its entries, in the header's order, not
+/// read yet. Dropping it without reading stops the read (nothing else is checked).
+pub struct Body {
+    tar: TarStream,
+    /// The verified header's entries: what the archive must hold, in order.
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("entries", &self.entries.len())
+            .field("encrypted", &self.tar.encrypted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body {
+    /// Streams every entry to `visitor` while hashing it, and refuses the first whose path,
+    /// size or digest differs from the header, then anything after the end of the archive.
+    /// Only when this returns `Ok` has the whole bundle verified.
+    pub fn read(mut self, visitor: &mut dyn Visitor) -> Result<(), BundleError> {
+        let tar = &mut self.tar;
+        let encrypted = tar.encrypted;
+        for expected in &self.entries {
+            let found = tar
+                .next(&expected.path)?
+                .ok_or_else(|| BundleError::Truncated {
+                    entry: expected.path.clone(),
+                    detail: "the archive ends before it".into(),
+                })?;
+            if found.path != expected.path || !found.regular {
+                return Err(BundleError::UnexpectedEntry {
+                    expected: expected.path.clone(),
+                    found: found.path,
+                });
+            }
+            if found.size != expected.size {
+                return Err(BundleError::SizeMismatch {
+                    entry: expected.path.clone(),
+                    expected: expected.size,
+                    actual: found.size,
+                });
+            }
+            let mut data = EntryData::new(&mut tar.r, expected.size);
+            let visited = visitor.entry(expected, &mut data);
+            // What the visitor did not read is read and hashed all the same.
+            let drained = visited.is_ok().then(|| data.drain());
+            if let Some(e) = data.failed.take() {
+                return Err(read_error(&expected.path, e, encrypted));
+            }
+            visited.map_err(|e| BundleError::Output {
+                entry: expected.path.clone(),
+                source: e,
+            })?;
+            if let Some(Err(e)) = drained {
+                return Err(read_error(&expected.path, e, encrypted));
+            }
+            let (digest, size) = data.finish();
+            if size != expected.size {
+                return Err(BundleError::Truncated {
+                    entry: expected.path.clone(),
+                    detail: format!("{size} of {} bytes present", expected.size),
+                });
+            }
+            if digest != expected.digest {
+                return Err(BundleError::DigestMismatch {
+                    entry: expected.path.clone(),
+                    expected: expected.digest,
+                    actual: digest,
+                });
+            }
+            tar.skip_padding(&expected.path, expected.size)?;
+        }
+        if let Some(extra) = tar.next("end of archive")? {
+            return Err(BundleError::UnexpectedEntry {
+                expected: "end of archive".into(),
+                found: extra.path,
+            });
+        }
+        // Nothing may follow: bytes after the archive would be covered by no signature.
+        let trailing = tar
+            .r
+            .fill_buf()
+            .map_err(|e| read_error("end of archive", e, encrypted))?;
+        if !trailing.is_empty() {
+            return Err(BundleError::Malformed(
+                "data after the end of the archive".into(),
+            ));
+        }
+        visitor.finish()
+    }
+}
+
+/// Reads the whole bundle from `input`: [`BundleReader::open`], then [`Body::read`].
 pub fn read_bundle<R: Read + Send + 'static>(
     input: R,
     opts: &ReadOptions<'_>,
     visitor: &mut dyn Visitor,
 ) -> Result<Verified, BundleError> {
-    // Up to three stages on their own threads: file reads, age decryption, and (here) tar
-    // framing plus hashing, each handing 1 MiB chunks to the next through a bounded pipe.
-    let raw = ReadAhead::spawn(input, 1 << 20, 4);
-    let (plain, encrypted) = decrypting_reader(raw, opts.decryption)?;
-    let mut tar = TarStream {
-        r: plain,
-        encrypted,
-    };
-
-    let header_bytes = tar.read_small(HEADER_PATH, MAX_HEADER_SIZE)?;
-    let sig_bytes = tar.read_small(SIGNATURE_PATH, MAX_SIGNATURE_SIZE)?;
-    let sig_text = String::from_utf8(sig_bytes)
-        .map_err(|_| BundleError::Malformed(format!("{SIGNATURE_PATH} is not text")))?;
-    let (signer, signature_checked) = match opts.trust {
-        Trust::Keys(set) => (Some(set.verify(&header_bytes, &sig_text)?), true),
-        Trust::InsecureSkip => (signature_key_id(&sig_text), false),
-    };
-    let header = Header::parse(&header_bytes)?;
-    let verified = Verified {
-        header_digest: crate::Digest::of(&header_bytes),
-        header,
-        signer,
-        signature_checked,
-        encrypted,
-        header_bytes,
-        signature: sig_text,
-    };
+    let (verified, body) = BundleReader::open(input, opts)?;
     if !visitor.header(&verified)? {
         return Ok(verified);
     }
-
-    for expected in &verified.header.entries {
-        let found = tar
-            .next(&expected.path)?
-            .ok_or_else(|| BundleError::Truncated {
-                entry: expected.path.clone(),
-                detail: "the archive ends before it".into(),
-            })?;
-        if found.path != expected.path || !found.regular {
-            return Err(BundleError::UnexpectedEntry {
-                expected: expected.path.clone(),
-                found: found.path,
-            });
-        }
-        if found.size != expected.size {
-            return Err(BundleError::SizeMismatch {
-                entry: expected.path.clone(),
-                expected: expected.size,
-                actual: found.size,
-            });
-        }
-        let mut data = EntryData::new(&mut tar.r, expected.size);
-        let visited = visitor.entry(expected, &mut data);
-        // What the visitor did not read is read and hashed all the same.
-        let drained = visited.is_ok().then(|| data.drain());
-        if let Some(e) = data.failed.take() {
-            return Err(read_error(&expected.path, e, encrypted));
-        }
-        visited.map_err(|e| BundleError::Output {
-            entry: expected.path.clone(),
-            source: e,
-        })?;
-        if let Some(Err(e)) = drained {
-            return Err(read_error(&expected.path, e, encrypted));
-        }
-        let (digest, size) = data.finish();
-        if size != expected.size {
-            return Err(BundleError::Truncated {
-                entry: expected.path.clone(),
-                detail: format!("{size} of {} bytes present", expected.size),
-            });
-        }
-        if digest != expected.digest {
-            return Err(BundleError::DigestMismatch {
-                entry: expected.path.clone(),
-                expected: expected.digest,
-                actual: digest,
-            });
-        }
-        tar.skip_padding(&expected.path, expected.size)?;
-    }
-    if let Some(extra) = tar.next("end of archive")? {
-        return Err(BundleError::UnexpectedEntry {
-            expected: "end of archive".into(),
-            found: extra.path,
-        });
-    }
-    // Nothing may follow: bytes after the archive would be covered by no signature.
-    let trailing = tar
-        .r
-        .fill_buf()
-        .map_err(|e| read_error("end of archive", e, encrypted))?;
-    if !trailing.is_empty() {
-        return Err(BundleError::Malformed(
-            "data after the end of the archive".into(),
-        ));
-    }
-    visitor.finish()?;
+    body.read(visitor)?;
     Ok(verified)
 }
 
