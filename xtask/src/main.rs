@@ -1,9 +1,10 @@
-//! Developer entry points: `cargo xtask demo | ci | bench | fuzz`. Needs nothing but cargo and a
+//! Developer entry points: `cargo xtask demo | ci | bench | fuzz | rooms`. Needs nothing but cargo and a
 //! Debian machine with a Docker engine; missing Debian packages are installed with apt.
 
 mod bench;
 mod demo;
 mod fuzz;
+mod rooms;
 mod util;
 
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("fuzz-seeds") => fuzz::seeds(),
         Some("install-deps") => util::install_deps(),
+        Some("rooms") => rooms::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -31,7 +33,9 @@ fn main() -> ExitCode {
                  each, then the committed regression inputs (needs nightly; installs cargo-fuzz);\n                \
                  --pending also checks the known bugs listed in fuzz/pending\n  \
                  fuzz-seeds    rewrite fuzz/seeds from what the real tools produce (registry, pack, unpack)\n  \
-                 install-deps  apt-get install what tests and demo need"
+                 install-deps  apt-get install what tests and demo need\n  \
+                 rooms [--all] structure limits: file and function sizes, no module cycle\n                \
+                 (--all: the largest files and functions too)"
             );
             return ExitCode::from(2);
         }
