@@ -2,21 +2,20 @@
 //! named volumes, all or nothing.
 //!
 //! It runs in three steps around the one pass over the bundle:
-//! 1. [`prepare`](fn@prepare), once the signed header is read: decide every target, look
-//!    at what is already there (never trusted: existing files are hashed, existing volume
-//!    blobs are hashed in the background while the bundle streams), refuse conflicting
-//!    files unless `--overwrite`, and say where each blob must be written while streaming.
+//! 1. `prepare`, once the signed header is read: decide every target, look at what is
+//!    already there (never trusted: existing files are hashed, existing volume blobs are
+//!    hashed in the background while the bundle streams), refuse conflicting files unless
+//!    `--overwrite`, and say where each blob must be written while streaming.
 //! 2. While streaming, blobs go to temp files only: for a host models directory, temp files
 //!    in its `blobs/` (same filesystem, for the rename); for volumes and files, a private
 //!    spool directory (0700, files 0600) under the work dir. A blob already in a models
 //!    directory is compared with the stream (which the reader hashes) instead of being
 //!    hashed again, and written only from its first difference on.
-//! 3. [`commit`](fn@commit), only after the whole bundle verified: every host file and
-//!    manifest is written to its temp first, then blobs, manifests and files are renamed
-//!    into place (each model's manifest after its blobs, so `ollama list` never shows a
-//!    half model), then volumes are filled with one archive per model whose manifest entry
-//!    comes last.
-//!    [`Staging::release`] and [`Staging::abort`] remove the helper and every temp file
+//! 3. `commit`, only after the whole bundle verified: every host file and manifest is
+//!    written to its temp first, then blobs, manifests and files are renamed into place
+//!    (each model's manifest after its blobs, so `ollama list` never shows a half model),
+//!    then volumes are filled with one archive per model whose manifest entry comes last.
+//!    `Staging::release` and `Staging::abort` remove the helper and every temp file
 //!    instead.
 //!
 //! Host directories may belong to other users (the `ollama` user owns its models
@@ -24,10 +23,10 @@
 //! no symlink followed below a target root, temps with unpredictable names created
 //! `O_EXCL|O_NOFOLLOW`, modes set on fds, renames inside the held directories.
 //!
-//! The steps live in `prepare`, `sink` (the streaming step: [`SinkSpec`], [`Sink`],
-//! [`Tee`]) and `commit`; `volumes` fills Docker named volumes through
-//! [`crate::volume::Helper`], and `fs` holds restore's own fd-based host writing (temps,
-//! the spool, staged files, sweeping what killed loads left).
+//! The steps live in `prepare`, `sink` (the streaming step: `SinkSpec`, `Sink`, `Tee`)
+//! and `commit`; `volumes` fills Docker named volumes through [`crate::volume::Helper`],
+//! and `fs` holds restore's own fd-based host writing (temps, the spool, staged files,
+//! sweeping what killed loads left).
 
 mod commit;
 mod fs;
