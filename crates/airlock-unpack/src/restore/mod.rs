@@ -132,11 +132,11 @@ impl PartialEq<&str> for Action {
 
 /// An existing file that differs from the bundle's.
 #[derive(Debug, Clone)]
-pub struct Conflict {
-    pub target: Target,
-    pub path: String,
-    pub existing: String,
-    pub bundle: Digest,
+pub(crate) struct Conflict {
+    pub(crate) target: Target,
+    pub(crate) path: String,
+    pub(crate) existing: String,
+    pub(crate) bundle: Digest,
 }
 
 impl std::fmt::Display for Conflict {
