@@ -48,64 +48,28 @@ pub fn run() -> anyhow::Result<()> {
     let keys = Keys::ensure(&dir.join("keys"), &golden)?;
     let blobs = Blobs::make()?;
 
-    let v1 = v1_image(&blobs);
-    write_vector(
-        &dir,
-        &blobs,
-        "v1-image.airlock",
-        &v1,
-        &keys,
-        &Encryption::None,
-        None,
-    )?;
+    let out = Vectors {
+        dir: &dir,
+        blobs: &blobs,
+        keys: &keys,
+    };
+    let plain = Encryption::None;
+    out.write("v1-image.airlock", &v1_image(&blobs), &plain, None)?;
     let v2 = v2_image_model_file(&blobs);
     let to_host = Encryption::Recipients(vec![crypt::parse_recipient(&keys.host_recipient)?]);
-    write_vector(
-        &dir,
-        &blobs,
-        "v2-model-file.airlock",
-        &v2,
-        &keys,
-        &to_host,
-        None,
-    )?;
+    out.write("v2-model-file.airlock", &v2, &to_host, None)?;
     let v2_plain = Header {
         name: "v2-plain".into(),
-        ..v2.clone()
+        ..v2
     };
-    write_vector(
-        &dir,
-        &blobs,
-        "v2-plain.airlock",
-        &v2_plain,
-        &keys,
-        &Encryption::None,
-        None,
-    )?;
-    let v3 = v3_delta(&blobs);
-    write_vector(
-        &dir,
-        &blobs,
-        "v3-delta.airlock",
-        &v3,
-        &keys,
-        &Encryption::None,
-        None,
-    )?;
+    out.write("v2-plain.airlock", &v2_plain, &plain, None)?;
+    out.write("v3-delta.airlock", &v3_delta(&blobs), &plain, None)?;
     let split = Header {
         name: "v3-split".into(),
         version: 3,
         ..v1_image(&blobs)
     };
-    write_vector(
-        &dir,
-        &blobs,
-        "v3-split.airlock",
-        &split,
-        &keys,
-        &Encryption::None,
-        Some(PART_SIZE),
-    )?;
+    out.write("v3-split.airlock", &split, &plain, Some(PART_SIZE))?;
 
     hostile(&golden, &blobs, &keys)?;
     eprintln!(
@@ -489,37 +453,45 @@ fn files(blobs: &Blobs) -> Vec<FileRecord> {
     ]
 }
 
-/// Writes `dir/name` (or its parts) with its signed sums, and `expected/name.header.json`:
-/// the exact signed header bytes, which readers of the vector must find (kept in a folder
-/// of their own: beside the bundle, a reader would name them as stray files).
-fn write_vector(
-    dir: &Path,
-    blobs: &Blobs,
-    name: &str,
-    header: &Header,
-    keys: &Keys,
-    enc: &Encryption,
-    split: Option<u64>,
-) -> anyhow::Result<()> {
-    header.validate()?;
-    let expected = dir.join("expected");
-    fs::create_dir_all(&expected)?;
-    fs::write(
-        expected.join(format!("{name}.header.json")),
-        header.to_bytes(),
-    )?;
-    if !matches!(enc, Encryption::None) && dir.join(name).exists() {
-        // age output is randomised: a rerun would rewrite the committed bytes for nothing.
-        eprintln!("xtask: vectors: {name} is encrypted and exists: kept as committed");
-        return Ok(());
+/// Where the vectors go, and what they are made of.
+struct Vectors<'a> {
+    dir: &'a Path,
+    blobs: &'a Blobs,
+    keys: &'a Keys,
+}
+
+impl Vectors<'_> {
+    /// Writes `dir/name` (or its parts) with its signed sums, and `expected/name.header.json`:
+    /// the exact signed header bytes, which readers of the vector must find (kept in a folder
+    /// of their own: beside the bundle, a reader would name them as stray files).
+    fn write(
+        &self,
+        name: &str,
+        header: &Header,
+        enc: &Encryption,
+        split: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let (dir, blobs, keys) = (self.dir, self.blobs, self.keys);
+        header.validate()?;
+        let expected = dir.join("expected");
+        fs::create_dir_all(&expected)?;
+        fs::write(
+            expected.join(format!("{name}.header.json")),
+            header.to_bytes(),
+        )?;
+        if !matches!(enc, Encryption::None) && dir.join(name).exists() {
+            // age output is randomised: a rerun would rewrite the committed bytes for nothing.
+            eprintln!("xtask: vectors: {name} is encrypted and exists: kept as committed");
+            return Ok(());
+        }
+        let plain = plaintext(header, &keys.sign, blobs)?;
+        let bytes = encrypt(&plain, enc)?;
+        let mut out = PartWriter::new(dir, name, split);
+        out.write_all(&bytes)?;
+        let parts = out.finish()?;
+        write_sums(dir, name, &parts, split, &keys.sign)?;
+        Ok(())
     }
-    let plain = plaintext(header, &keys.sign, blobs)?;
-    let bytes = encrypt(&plain, enc)?;
-    let mut out = PartWriter::new(dir, name, split);
-    out.write_all(&bytes)?;
-    let parts = out.finish()?;
-    write_sums(dir, name, &parts, split, &keys.sign)?;
-    Ok(())
 }
 
 fn plaintext(header: &Header, key: &SigningKey, blobs: &Blobs) -> anyhow::Result<Vec<u8>> {
