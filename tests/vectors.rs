@@ -1,6 +1,6 @@
 //! The format test vectors (`tests/vectors/`, see its README): every committed bundle of
 //! every format version is read by the current reader and by the `airlock-unpack` binary
-//! (`verify`, `inspect --json`, `extract`), and must give the committed header and every
+//! (`verify`, `verify --outer-only`, `inspect --json`, `extract`), and must give the committed header and every
 //! entry's digest. Offline: no engine, no registry. A failure here means a reader no longer
 //! reads what an older writer wrote.
 
@@ -122,6 +122,12 @@ fn the_binary_verifies_inspects_and_extracts_every_vector() {
         ok(
             &unpack(&[&["verify", path][..], &keys].concat()),
             &format!("verify {file}"),
+        );
+
+        // The outer layer too: the signed sums of the file or of every part, no identity.
+        ok(
+            &unpack(&["verify", path, "--outer-only", "--trust", key, "--quiet"]),
+            &format!("verify --outer-only {file}"),
         );
 
         let json = ok(
