@@ -1,7 +1,7 @@
 //! The format test vectors (`tests/vectors/`, see its README): every committed bundle of
 //! every format version is read by the current reader and by the `airlock-unpack` binary
-//! (`verify`, `verify --outer-only`, `inspect --json`, `extract`), and must give the committed header and every
-//! entry's digest. Offline: no engine, no registry. A failure here means a reader no longer
+//! (`verify`, `verify --outer-only`, `inspect --json`, `extract`), and must give the
+//! committed header and every entry's digest. Offline: no engine, no registry. A failure here means a reader no longer
 //! reads what an older writer wrote.
 
 use std::io::Read;
