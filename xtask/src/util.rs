@@ -1,5 +1,5 @@
 //! Shared helpers: the workspace root, building the binaries, running commands, installing
-//! Debian packages, and the CI sequence.
+//! Debian packages. It imports no other xtask module: the commands use it, never the reverse.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,34 +64,4 @@ pub fn install_deps() -> anyhow::Result<()> {
         docker26.display()
     );
     Ok(())
-}
-
-/// What CI runs: dependencies, formatting, lints, every test, then every fuzz target for a
-/// few seconds and the committed regression inputs.
-pub fn ci() -> anyhow::Result<()> {
-    install_deps()?;
-    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    sh(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--quiet",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    // The strictly offline build (no `push`) must stay warning-free too.
-    sh(cargo().args([
-        "clippy",
-        "-p",
-        "airlock-unpack",
-        "--no-default-features",
-        "--all-targets",
-        "--quiet",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    sh(cargo().args(["test", "--workspace"]))?;
-    crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[], false)
 }

@@ -1,0 +1,71 @@
+//! `cargo xtask ci` (what `.ci/run` does): dependencies, formatting, lints, the dependency
+//! policy (`cargo deny`), every test, then a short fuzz run. It owns the CI sequence so that
+//! `util` stays a leaf the commands use, not a module that calls back into them.
+
+use std::process::Command;
+
+use crate::util::{cargo, install_deps, sh};
+
+/// The cargo-deny installed when none is: a known version, so that CI does not change under
+/// us (and its rules for `deny.toml` with it).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// What CI runs: dependencies, formatting, lints, the dependency policy, every test (the
+/// format vectors and golden CLI output among them), then every fuzz target for a few
+/// seconds and the committed regression inputs.
+pub fn ci() -> anyhow::Result<()> {
+    install_deps()?;
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The strictly offline build (no `push`) must stay warning-free too.
+    sh(cargo().args([
+        "clippy",
+        "-p",
+        "airlock-unpack",
+        "--no-default-features",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    deny()?;
+    sh(cargo().args(["test", "--workspace"]))?;
+    crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[], false)
+}
+
+/// `cargo deny check bans licenses sources` against `deny.toml`. Advisories are left out on
+/// purpose: their database is fetched from the network at check time, which CI here does not
+/// have; a connected job runs `cargo deny check advisories`.
+fn deny() -> anyhow::Result<()> {
+    ensure_cargo_deny()?;
+    sh(cargo().args(["deny", "--locked", "check", "bans", "licenses", "sources"]))
+}
+
+/// Installs the pinned cargo-deny from crates.io when `cargo deny` is missing (a few minutes
+/// of building, once per machine).
+fn ensure_cargo_deny() -> anyhow::Result<()> {
+    let have = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        return Ok(());
+    }
+    eprintln!("xtask: ci: installing cargo-deny {CARGO_DENY_VERSION}");
+    sh(Command::new("cargo").args([
+        "install",
+        "cargo-deny",
+        "--locked",
+        "--version",
+        CARGO_DENY_VERSION,
+    ]))
+}
