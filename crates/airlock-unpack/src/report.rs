@@ -126,7 +126,7 @@ impl ReportSink {
             Err(e) => {
                 obj.insert("result".into(), "refused".into());
                 obj.insert("error".into(), format!("{e:#}").into());
-                obj.insert("exit_code".into(), crate::cli::exit_code_of(e).into());
+                obj.insert("exit_code".into(), crate::exit::exit_code_of(e).into());
                 if let Some(engine) = engine_failure(e) {
                     obj.insert("engine_failure".into(), engine);
                 }
