@@ -57,7 +57,7 @@ pub(crate) fn bundle_exit_code(b: &BundleError) -> u8 {
 
 /// The documented exit code for a failure: that of the first error in its chain this crate
 /// or the format knows, else [`INTERNAL`].
-pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
     e.chain()
         .find_map(|c| {
             c.downcast_ref::<UnpackError>()

@@ -34,27 +34,27 @@ use crate::hostfs::{self, Dir, FileId};
 use crate::UnpackError;
 
 /// The trusted comment of a report signature.
-pub const REPORT_COMMENT: &str = "airlock-unpack report v1";
+pub(crate) const REPORT_COMMENT: &str = "airlock-unpack report v1";
 /// Mode of a new report (and its signature).
-pub const REPORT_MODE: u32 = 0o644;
+pub(crate) const REPORT_MODE: u32 = 0o644;
 
 /// Where the report goes, decided (and the signing key loaded) before any work starts.
 #[derive(Debug)]
-pub struct ReportSink {
-    pub path: Option<PathBuf>,
-    pub stdout: bool,
-    pub key: Option<SigningKey>,
+pub(crate) struct ReportSink {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) stdout: bool,
+    pub(crate) key: Option<SigningKey>,
     /// The report's directory, opened before any work.
     dir: Option<Dir>,
     started: String,
 }
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 impl ReportSink {
-    pub fn new(
+    pub(crate) fn new(
         path: Option<PathBuf>,
         stdout: bool,
         sign_key: Option<&Path>,
@@ -98,7 +98,7 @@ impl ReportSink {
 
     /// Writes the report: `operation` (`load`, `push`), the bundle as named, the outcome's
     /// own fields (`body`, an object) or the error that ended it.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         operation: &str,
         bundle: &Path,
@@ -236,7 +236,7 @@ fn engine_failure(e: &anyhow::Error) -> Option<EngineFailure<'_>> {
 /// Writes `data` to `path` as reports are written: a new temp file renamed over it, never
 /// through a symbolic link (one at `path` is refused). For other outputs of the gap side,
 /// such as `inventory -o`.
-pub fn write_output(what: &str, path: &Path, data: &[u8]) -> Result<(), UnpackError> {
+pub(crate) fn write_output(what: &str, path: &Path, data: &[u8]) -> Result<(), UnpackError> {
     let (dir, name) = split(path)?;
     let dir = std::path::absolute(dir)
         .map_err(|e| out_err(what, path, e))
@@ -316,7 +316,7 @@ fn replace_at(
 }
 
 /// `FILE.minisig`.
-pub fn sig_path(p: &Path) -> PathBuf {
+pub(crate) fn sig_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".minisig");
     PathBuf::from(s)
