@@ -8,7 +8,7 @@ use airlock_bundle::reader::ReadOptions;
 use airlock_progress::{Mode, Progress};
 use anyhow::Context as _;
 
-use super::signer_text;
+use super::shared::signer_text;
 use crate::cli::{Common, ExtractArgs};
 use crate::open::open_bundle;
 use crate::UnpackError;

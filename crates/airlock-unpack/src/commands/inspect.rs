@@ -10,7 +10,7 @@ use airlock_progress::human;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{read_with, signer_text, HeaderOnly};
+use super::shared::{read_with, signer_text, HeaderOnly};
 use crate::cli::InspectArgs;
 use crate::engine::{EngineFacts, Outcome, Problem};
 use crate::UnpackError;

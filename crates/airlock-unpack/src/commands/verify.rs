@@ -4,7 +4,7 @@
 use airlock_progress::{human, Mode, Progress};
 use anyhow::Context as _;
 
-use super::{read_located, signer_text, Drain};
+use super::shared::{read_located, signer_text, Drain};
 use crate::cli::VerifyArgs;
 use crate::open::BundleOnDisk;
 use crate::UnpackError;
