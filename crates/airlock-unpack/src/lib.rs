@@ -10,10 +10,12 @@
 //! the network and no TLS at all.
 
 pub mod archive;
-pub mod cli;
+pub(crate) mod cli;
+pub mod commands;
 pub mod containerd;
 pub mod docker;
 pub mod engine;
+pub mod exit;
 pub mod extract;
 pub mod extract_archive;
 pub mod hostfs;
@@ -27,31 +29,7 @@ pub mod restore;
 pub mod state;
 pub mod volume;
 
-use airlock_bundle::{BundleError, ErrorClass};
-
-/// Exit codes (documented in the README and `--help`).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const INTERNAL: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const INTEGRITY: u8 = 3;
-    pub const TRUST: u8 = 4;
-    pub const DECRYPT: u8 = 5;
-    pub const VERSION: u8 = 6;
-    pub const ENVIRONMENT: u8 = 7;
-    /// `push`: the registry is unreachable or refused (the same code as airlock-pack's).
-    pub const REGISTRY: u8 = 9;
-    /// Existing data differs from the bundle's and was left alone (see `--overwrite`).
-    pub const CONFLICT: u8 = 10;
-    /// A delta bundle relies on blobs this host lacks (nothing was loaded).
-    pub const NOT_PRESENT: u8 = 11;
-    /// Refused by this host's policy: the operator's policy file, or anti-rollback and
-    /// freshness (nothing was loaded).
-    pub const POLICY: u8 = 12;
-    /// The engine pre-flight: this engine cannot load the bundle's content (a layer type it
-    /// does not read, no image for its platform); nothing was sent.
-    pub const ENGINE_CANNOT: u8 = 13;
-}
+use airlock_bundle::BundleError;
 
 /// Failures of the unpacking side beyond the bundle format's own.
 #[derive(Debug, thiserror::Error)]
@@ -126,37 +104,9 @@ pub enum UnpackError {
     },
 }
 
-impl UnpackError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            UnpackError::Bundle(b) => bundle_exit_code(b),
-            UnpackError::Engine(_) | UnpackError::Environment(_) => exit::ENVIRONMENT,
-            UnpackError::Usage(_) => exit::USAGE,
-            UnpackError::Conflict(_) => exit::CONFLICT,
-            UnpackError::NotPresent(_) => exit::NOT_PRESENT,
-            UnpackError::Parts { inner, .. } => inner.exit_code(),
-            UnpackError::Registry { .. } => exit::REGISTRY,
-            UnpackError::Policy { .. } => exit::POLICY,
-            UnpackError::EngineCannot { .. } => exit::ENGINE_CANNOT,
-            UnpackError::EngineRefused { .. } => exit::ENVIRONMENT,
-        }
-    }
-}
-
 /// This host's name, for inventories and reports (empty if unknown).
 pub fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
-}
-
-pub fn bundle_exit_code(b: &BundleError) -> u8 {
-    match b.class() {
-        ErrorClass::Integrity => exit::INTEGRITY,
-        ErrorClass::Trust => exit::TRUST,
-        ErrorClass::Decrypt => exit::DECRYPT,
-        ErrorClass::Version => exit::VERSION,
-        ErrorClass::Environment => exit::ENVIRONMENT,
-        ErrorClass::Usage => exit::USAGE,
-    }
 }

@@ -24,34 +24,37 @@ use airlock_bundle::sign::SigningKey;
 use airlock_bundle::Digest;
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use crate::docker::Rollback;
+use crate::engine::Problem;
 use crate::hostfs::{self, Dir, FileId};
 use crate::UnpackError;
 
 /// The trusted comment of a report signature.
-pub const REPORT_COMMENT: &str = "airlock-unpack report v1";
+pub(crate) const REPORT_COMMENT: &str = "airlock-unpack report v1";
 /// Mode of a new report (and its signature).
-pub const REPORT_MODE: u32 = 0o644;
+pub(crate) const REPORT_MODE: u32 = 0o644;
 
 /// Where the report goes, decided (and the signing key loaded) before any work starts.
 #[derive(Debug)]
-pub struct ReportSink {
-    pub path: Option<PathBuf>,
-    pub stdout: bool,
-    pub key: Option<SigningKey>,
+pub(crate) struct ReportSink {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) stdout: bool,
+    pub(crate) key: Option<SigningKey>,
     /// The report's directory, opened before any work.
     dir: Option<Dir>,
     started: String,
 }
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 impl ReportSink {
-    pub fn new(
+    pub(crate) fn new(
         path: Option<PathBuf>,
         stdout: bool,
         sign_key: Option<&Path>,
@@ -95,7 +98,7 @@ impl ReportSink {
 
     /// Writes the report: `operation` (`load`, `push`), the bundle as named, the outcome's
     /// own fields (`body`, an object) or the error that ended it.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         operation: &str,
         bundle: &Path,
@@ -104,35 +107,33 @@ impl ReportSink {
         if self.path.is_none() && !self.stdout {
             return Ok(());
         }
-        let mut report = json!({
-            "report": REPORT_COMMENT,
-            "operation": operation,
-            "tool": airlock_bundle::tool_version("airlock-unpack"),
-            "host": crate::hostname(),
-            "started": self.started,
-            "finished": now(),
-            "bundle": bundle_files(bundle),
-        });
-        let obj = report.as_object_mut().expect("object");
-        match outcome {
-            Ok(body) => {
-                obj.insert("result".into(), "ok".into());
-                if let Some(b) = body.as_object() {
-                    for (k, v) in b {
-                        obj.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            Err(e) => {
-                obj.insert("result".into(), "refused".into());
-                obj.insert("error".into(), format!("{e:#}").into());
-                obj.insert("exit_code".into(), crate::cli::exit_code_of(e).into());
-                if let Some(engine) = engine_failure(e) {
-                    obj.insert("engine_failure".into(), engine);
-                }
-            }
-        }
-        let mut text = serde_json::to_string_pretty(&report).expect("report serialises");
+        let (result, body, error, exit_code) = match outcome {
+            Ok(body) => ("ok", body.as_object(), None, None),
+            Err(e) => (
+                "refused",
+                None,
+                Some(format!("{e:#}")),
+                Some(crate::exit::exit_code_of(e)),
+            ),
+        };
+        let report = ReportJson {
+            report: REPORT_COMMENT,
+            operation,
+            tool: airlock_bundle::tool_version("airlock-unpack"),
+            host: crate::hostname(),
+            started: &self.started,
+            finished: now(),
+            bundle: bundle_files(bundle),
+            result,
+            error,
+            exit_code,
+            engine_failure: outcome.as_ref().err().and_then(|e| engine_failure(e)),
+            body,
+        };
+        // Through a `Value`, as the report always was: its objects print their keys sorted.
+        let mut text = serde_json::to_value(&report)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .map_err(|e| UnpackError::Environment(format!("report: {e}")))?;
         text.push('\n');
         if self.stdout {
             print!("{text}");
@@ -149,19 +150,71 @@ impl ReportSink {
     }
 }
 
+/// A report, as `--report FILE` and `--json` write it.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    report: &'static str,
+    operation: &'a str,
+    tool: String,
+    host: String,
+    started: &'a str,
+    finished: String,
+    bundle: BundleJson<'a>,
+    /// `ok` or `refused`.
+    result: &'static str,
+    /// A refusal: the error chain and the exit code it ended with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine_failure: Option<EngineFailure<'a>>,
+    /// A success: the operation's own fields (its typed report), at the top level, last
+    /// (as before, they would win over a field above of the same name).
+    #[serde(flatten)]
+    body: Option<&'a Map<String, Value>>,
+}
+
+/// The bundle a report is about: the name given, and, when they are found, the files it
+/// came in and the digest of its sums (which pins every byte of them).
+#[derive(Serialize)]
+struct BundleJson<'a> {
+    path: &'a Path,
+    #[serde(flatten)]
+    located: Option<LocatedJson>,
+}
+
+#[derive(Serialize)]
+struct LocatedJson {
+    parts: Vec<String>,
+    sums_digest: Option<Digest>,
+}
+
 /// An engine's refusal in the report: the pre-flight's problems (nothing was sent), or what
 /// the engine refused and what the rollback undid.
-fn engine_failure(e: &anyhow::Error) -> Option<Value> {
+#[derive(Serialize)]
+#[serde(tag = "stage", rename_all = "lowercase")]
+enum EngineFailure<'a> {
+    Preflight {
+        engine: &'a str,
+        problems: &'a [Problem],
+    },
+    Load {
+        engine: &'a str,
+        image: &'a Option<String>,
+        layers: &'a [String],
+        engine_said: &'a str,
+        rollback: &'a Rollback,
+    },
+}
+
+fn engine_failure(e: &anyhow::Error) -> Option<EngineFailure<'_>> {
     e.chain()
         .find_map(|c| c.downcast_ref::<UnpackError>())
         .and_then(|u| match u {
             UnpackError::EngineCannot {
                 engine, problems, ..
-            } => Some(json!({
-                "stage": "preflight",
-                "engine": engine,
-                "problems": problems,
-            })),
+            } => Some(EngineFailure::Preflight { engine, problems }),
             UnpackError::EngineRefused {
                 engine,
                 image,
@@ -169,14 +222,13 @@ fn engine_failure(e: &anyhow::Error) -> Option<Value> {
                 said,
                 rollback,
                 ..
-            } => Some(json!({
-                "stage": "load",
-                "engine": engine,
-                "image": image,
-                "layers": layers,
-                "engine_said": said,
-                "rollback": rollback,
-            })),
+            } => Some(EngineFailure::Load {
+                engine,
+                image,
+                layers,
+                engine_said: said,
+                rollback,
+            }),
             _ => None,
         })
 }
@@ -184,7 +236,7 @@ fn engine_failure(e: &anyhow::Error) -> Option<Value> {
 /// Writes `data` to `path` as reports are written: a new temp file renamed over it, never
 /// through a symbolic link (one at `path` is refused). For other outputs of the gap side,
 /// such as `inventory -o`.
-pub fn write_output(what: &str, path: &Path, data: &[u8]) -> Result<(), UnpackError> {
+pub(crate) fn write_output(what: &str, path: &Path, data: &[u8]) -> Result<(), UnpackError> {
     let (dir, name) = split(path)?;
     let dir = std::path::absolute(dir)
         .map_err(|e| out_err(what, path, e))
@@ -264,25 +316,32 @@ fn replace_at(
 }
 
 /// `FILE.minisig`.
-pub fn sig_path(p: &Path) -> PathBuf {
+pub(crate) fn sig_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".minisig");
     PathBuf::from(s)
 }
 
-/// The files the bundle came in and the digest of its sums (which pins every byte of them).
-fn bundle_files(bundle: &Path) -> Value {
-    let Ok(files) = BundleFiles::locate(bundle) else {
-        return json!({ "path": bundle });
-    };
-    let sums = files
-        .sums
-        .as_ref()
-        .and_then(|s| std::fs::read(s).ok())
-        .map(|b| Digest::of(&b));
-    json!({
-        "path": bundle,
-        "parts": files.parts.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>(),
-        "sums_digest": sums,
-    })
+fn bundle_files(bundle: &Path) -> BundleJson<'_> {
+    let located = BundleFiles::locate(bundle).ok().map(|files| LocatedJson {
+        parts: files
+            .parts
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+        sums_digest: files
+            .sums
+            .as_ref()
+            .and_then(|s| std::fs::read(s).ok())
+            .map(|b| Digest::of(&b)),
+    });
+    BundleJson {
+        path: bundle,
+        located,
+    }
 }

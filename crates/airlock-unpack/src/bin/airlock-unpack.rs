@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    airlock_unpack::cli::main()
+    airlock_unpack::commands::main()
 }

@@ -1,0 +1,375 @@
+//! `airlock-unpack inspect`: what a bundle carries, from its signed header alone, as text or
+//! `--json`; with `--engine`, the engine pre-flight's verdict on every image.
+
+use airlock_bundle::header::{Entry, FileRecord, Present, Target};
+use airlock_bundle::oci::Platform;
+use airlock_bundle::ollama::ModelConfig;
+use airlock_bundle::reader::Verified;
+use airlock_bundle::{Digest, Header, ImageRecord, ModelRecord};
+use airlock_progress::human;
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::shared::{read_with, signer_text, HeaderOnly};
+use crate::cli::InspectArgs;
+use crate::engine::{EngineFacts, Outcome, Problem};
+use crate::UnpackError;
+
+pub(super) fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let InspectArgs {
+        common,
+        json,
+        engine,
+        platform,
+    } = args;
+    let v = read_with(&common, "inspect", &mut HeaderOnly)
+        .with_context(|| common.bundle.display().to_string())?;
+    let judged = if engine {
+        Some(engine_verdicts(&v.header, platform)?)
+    } else {
+        None
+    };
+    if json {
+        let out = InspectJson::new(&v, judged.as_ref());
+        // Through a `Value`, as the output always was: its objects print their keys sorted.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::to_value(&out)?)?
+        );
+    } else {
+        print_text(&v, judged.as_ref());
+    }
+    match judged.and_then(|j| j.error()) {
+        Some(e) => Err(e).with_context(|| common.bundle.display().to_string()),
+        None => Ok(()),
+    }
+}
+
+/// `inspect --json`.
+#[derive(Serialize)]
+struct InspectJson<'a> {
+    name: &'a str,
+    format: &'a str,
+    version: u32,
+    tool: &'a str,
+    created: &'a str,
+    signer: Option<String>,
+    signature_verified: bool,
+    encrypted: bool,
+    header_digest: Digest,
+    payload_bytes: u64,
+    images: Vec<ImageJson<'a>>,
+    models: Vec<ModelJson<'a>>,
+    files: &'a [FileRecord],
+    entries: &'a [Entry],
+    expected_present: &'a [Present],
+    /// Only with `--engine`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<EngineJson<'a>>,
+}
+
+/// An image in `inspect --json`.
+#[derive(Serialize)]
+struct ImageJson<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a str,
+    platform: &'a Platform,
+    manifest: Digest,
+    config: Digest,
+    index: Option<Digest>,
+    layers: &'a [Digest],
+    size: u64,
+}
+
+/// A model in `inspect --json`.
+#[derive(Serialize)]
+struct ModelJson<'a> {
+    name: &'a str,
+    manifest: Digest,
+    target: &'a Target,
+    size: u64,
+    info: &'a Option<ModelConfig>,
+}
+
+/// `inspect --engine --json`: the engine and its verdict on every image.
+#[derive(Serialize)]
+struct EngineJson<'a> {
+    facts: &'a EngineFacts,
+    description: String,
+    platform: &'a Platform,
+    verdicts: Vec<VerdictJson<'a>>,
+}
+
+/// One image's pre-flight verdict in `inspect --engine --json`.
+#[derive(Serialize)]
+struct VerdictJson<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a str,
+    platform: &'a Platform,
+    manifest: Digest,
+    /// `loadable`, `other-platform` or `cannot`.
+    verdict: &'static str,
+    /// Why not, for `cannot` (empty otherwise).
+    problems: &'a [Problem],
+}
+
+impl<'a> InspectJson<'a> {
+    fn new(v: &'a Verified, judged: Option<&'a Judged>) -> InspectJson<'a> {
+        let h = &v.header;
+        InspectJson {
+            name: &h.name,
+            format: &h.format,
+            version: h.version,
+            tool: &h.tool,
+            created: &h.created,
+            signer: v.signer.map(|k| k.to_string()),
+            signature_verified: v.signature_checked,
+            encrypted: v.encrypted,
+            header_digest: v.header_digest,
+            payload_bytes: h.payload_size(),
+            images: h
+                .images
+                .iter()
+                .map(|i| ImageJson {
+                    reference: &i.reference,
+                    platform: &i.platform,
+                    manifest: i.manifest,
+                    config: i.config,
+                    index: i.index,
+                    layers: &i.layers,
+                    size: image_size(h, i),
+                })
+                .collect(),
+            models: h
+                .models
+                .iter()
+                .map(|m| ModelJson {
+                    name: &m.name,
+                    manifest: m.manifest,
+                    target: &m.target,
+                    size: model_size(h, m),
+                    info: &m.info,
+                })
+                .collect(),
+            files: &h.files,
+            entries: &h.entries,
+            expected_present: &h.expected_present,
+            engine: judged.map(Judged::json),
+        }
+    }
+}
+
+/// The text form: the header's facts, then tables of images, models and files.
+fn print_text(v: &Verified, judged: Option<&Judged>) {
+    let h = &v.header;
+    println!("bundle   {}", h.name);
+    println!("created  {}", h.created);
+    println!("tool     {} (format {} v{})", h.tool, h.format, h.version);
+    println!("signer   {}", signer_text(v));
+    println!(
+        "payload  {} in {} entries{}",
+        human(h.payload_size()),
+        h.entries.len(),
+        if v.encrypted {
+            ", encrypted"
+        } else {
+            ", not encrypted"
+        }
+    );
+    if !h.expected_present.is_empty() {
+        let (blobs, bytes) = airlock_bundle::header::left_out_totals(&h.expected_present);
+        println!(
+            "delta    leaves out {blobs} blobs ({}) the target host has; load checks them",
+            human(bytes)
+        );
+    }
+    println!();
+    println!(
+        "{:<56} {:<14} {:>10}  MANIFEST",
+        "IMAGE", "PLATFORM", "SIZE"
+    );
+    for i in &h.images {
+        println!(
+            "{:<56} {:<14} {:>10}  {}",
+            i.reference,
+            i.platform.to_string(),
+            human(image_size(h, i)),
+            i.manifest
+        );
+    }
+    print_models(h);
+    print_files(h);
+    if let Some(j) = judged {
+        j.print();
+    }
+}
+
+fn print_models(h: &Header) {
+    if h.models.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<56} {:>10}  {:<8} {:<10} {:<8} TARGET",
+        "MODEL", "SIZE", "FORMAT", "FAMILY", "QUANT"
+    );
+    for m in &h.models {
+        let info = m.info.clone().unwrap_or_default();
+        let short = airlock_bundle::ollama::ModelName::parse(&m.name)
+            .map(|n| n.short())
+            .unwrap_or_else(|_| m.name.clone());
+        println!(
+            "{:<56} {:>10}  {:<8} {:<10} {:<8} {}",
+            short,
+            human(model_size(h, m)),
+            info.model_format,
+            info.model_family,
+            info.file_type,
+            m.target
+        );
+    }
+}
+
+fn print_files(h: &Header) {
+    if h.files.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<6} {:>10}  FILE", "MODE", "SIZE");
+    for f in &h.files {
+        let size = f
+            .digest
+            .and_then(|d| h.entry(&d.blob_path()))
+            .map(|e| human(e.size))
+            .unwrap_or_else(|| "dir".into());
+        let at = match &f.target {
+            Target::Volume(v) => format!("{v}:/{}", f.path),
+            Target::Path(p) => format!("{p}/{}", f.path),
+        };
+        println!("{:<6} {:>10}  {at}", f.mode, size);
+    }
+}
+
+/// Bytes of an image's manifest, config and layers.
+fn image_size(h: &Header, i: &ImageRecord) -> u64 {
+    std::iter::once(&i.manifest)
+        .chain(std::iter::once(&i.config))
+        .chain(&i.layers)
+        .filter_map(|d| h.entry(&d.blob_path()))
+        .map(|e| e.size)
+        .sum()
+}
+
+/// Bytes of a model's manifest, config and layers.
+fn model_size(h: &Header, m: &ModelRecord) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    std::iter::once(&m.manifest)
+        .chain(std::iter::once(&m.config))
+        .chain(&m.layers)
+        .filter(|d| seen.insert(**d))
+        .filter_map(|d| h.entry(&d.blob_path()))
+        .map(|e| e.size)
+        .sum()
+}
+
+/// `inspect --engine`: the engine's facts and the pre-flight's judgement of every image.
+struct Judged {
+    facts: EngineFacts,
+    platform: Platform,
+    outcomes: Vec<(ImageRecord, Outcome)>,
+}
+
+fn engine_verdicts(h: &Header, platform: Option<Platform>) -> Result<Judged, UnpackError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
+    let facts = rt.block_on(async {
+        let docker = crate::engine::connect().await?;
+        crate::engine::facts(&docker).await
+    })?;
+    let platform = platform.unwrap_or_else(|| facts.platform());
+    let outcomes = crate::engine::judge(&facts, h, &platform);
+    Ok(Judged {
+        facts,
+        platform,
+        outcomes,
+    })
+}
+
+impl Judged {
+    fn verdict_text(o: &Outcome) -> String {
+        match o {
+            Outcome::Load => "loadable".into(),
+            Outcome::OtherPlatform => "another platform (not loaded)".into(),
+            Outcome::Cannot(p) => format!(
+                "CANNOT: {}",
+                p.iter()
+                    .map(|p| match (&p.layer, &p.media_type) {
+                        (Some(l), Some(m)) => format!(
+                            "layer {l} ({}): {}",
+                            airlock_bundle::text::escape(m),
+                            p.reason
+                        ),
+                        (Some(l), None) => format!("layer {l}: {}", p.reason),
+                        _ => p.reason.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+
+    fn print(&self) {
+        println!();
+        println!("engine   {} for {}", self.facts.describe(), self.platform);
+        println!("{:<56} {:<14} VERDICT", "IMAGE", "PLATFORM");
+        for (i, o) in &self.outcomes {
+            println!(
+                "{:<56} {:<14} {}",
+                i.reference,
+                i.platform.to_string(),
+                Self::verdict_text(o)
+            );
+        }
+    }
+
+    fn json(&self) -> EngineJson<'_> {
+        EngineJson {
+            facts: &self.facts,
+            description: self.facts.describe(),
+            platform: &self.platform,
+            verdicts: self
+                .outcomes
+                .iter()
+                .map(|(i, o)| VerdictJson {
+                    reference: &i.reference,
+                    platform: &i.platform,
+                    manifest: i.manifest,
+                    verdict: match o {
+                        Outcome::Load => "loadable",
+                        Outcome::OtherPlatform => "other-platform",
+                        Outcome::Cannot(_) => "cannot",
+                    },
+                    problems: match o {
+                        Outcome::Cannot(p) => p,
+                        _ => &[],
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// Exit code 13 when load would refuse, so scripts can ask first.
+    fn error(&self) -> Option<UnpackError> {
+        let problems = crate::engine::problems(&self.outcomes);
+        if problems.is_empty() {
+            return None;
+        }
+        Some(UnpackError::EngineCannot {
+            engine: self.facts.describe(),
+            remedies: crate::engine::remedies(&problems, &self.platform),
+            problems,
+        })
+    }
+}

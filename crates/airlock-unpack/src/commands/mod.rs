@@ -1,0 +1,48 @@
+//! One module per `airlock-unpack` subcommand, each taking its parsed arguments from
+//! [`crate::cli`] and rendering its own output (text, and the typed `--json` shapes);
+//! [`main`] parses, dispatches, and maps a failure to its exit code ([`crate::exit`]).
+//! What several commands share is in [`shared`], apart from the dispatch here, so that no
+//! command module and this one use each other.
+
+mod extract;
+mod inspect;
+mod inventory;
+mod keygen;
+mod load;
+#[cfg(feature = "push")]
+mod push;
+mod shared;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::exit;
+
+/// The binary: parse the command line, run the subcommand, print the error chain and exit
+/// with its documented code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::exit_code_of(&e))
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Extract(args) => extract::run(args),
+        Command::Inventory(args) => inventory::run(args),
+        Command::Load(args) => load::run(args),
+        #[cfg(feature = "push")]
+        Command::Push(args) => push::run(args),
+    }
+}

@@ -1,0 +1,77 @@
+//! `airlock-unpack push`: the verified bundle's images and models into a registry inside
+//! the gap, its report written, its outcome printed.
+
+use airlock_progress::{Mode, Progress};
+use anyhow::Context as _;
+
+use crate::cli::PushArgs;
+use crate::push::{PushOptions, PushReport, Status};
+use crate::report::ReportSink;
+use crate::UnpackError;
+
+pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
+    let PushArgs {
+        common,
+        registry,
+        insecure,
+        prefix,
+        token_realm,
+        json,
+        report: report_args,
+    } = args;
+    let report_sink = ReportSink::new(
+        report_args.report,
+        json,
+        report_args.report_sign_key.as_deref(),
+    )?;
+    let progress = Progress::new(Mode::detect(common.quiet));
+    let access = common.access()?;
+    let opts = PushOptions {
+        registry,
+        insecure,
+        prefix: crate::push::naming::normalize_prefix(prefix.as_deref())
+            .map_err(UnpackError::Usage)?,
+        token_realm,
+    };
+    let pushed = crate::push::push(&common.bundle, &access, &opts, &progress)
+        .with_context(|| common.bundle.display().to_string());
+    // The report's own fields are the typed `PushReport`.
+    let body = match &pushed {
+        Ok(r) => Ok(serde_json::to_value(r)?),
+        Err(e) => Err(e),
+    };
+    report_sink.write("push", &common.bundle, &body)?;
+    let report = pushed?;
+    if !json {
+        print_text(&report, &progress);
+    }
+    Ok(())
+}
+
+/// The text form: a line per image and model, then the summary on stderr.
+fn print_text(report: &PushReport, progress: &Progress) {
+    for i in report.images.iter().chain(&report.models) {
+        println!(
+            "{} {} ({}; blobs: {} uploaded, {} mounted, {} present)",
+            match i.status {
+                Status::Pushed => "pushed",
+                Status::Unchanged => "unchanged",
+            },
+            i.reference,
+            i.manifest,
+            i.blobs_uploaded,
+            i.blobs_mounted,
+            i.blobs_present
+        );
+    }
+    progress.say(format!(
+        "verified; {} images and {} models in {} ({} blobs, {} uploaded, {} mounted, {} already there)",
+        report.images.len(),
+        report.models.len(),
+        report.registry,
+        report.blobs_uploaded + report.blobs_mounted + report.blobs_present,
+        report.blobs_uploaded,
+        report.blobs_mounted,
+        report.blobs_present
+    ));
+}

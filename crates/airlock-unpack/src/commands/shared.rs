@@ -1,0 +1,79 @@
+//! What several commands share: the keys a run uses, reading a bundle (whole, or its
+//! signed header alone), and how its signer is named.
+
+use std::io::Read;
+
+use airlock_bundle::header::Entry;
+use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_progress::{Mode, Progress};
+
+use crate::cli::Common;
+use crate::open::{Access, BundleOnDisk};
+use crate::UnpackError;
+
+impl Common {
+    /// The keys this run trusts and decrypts with, from `--trust`, `--identity` and the
+    /// environment.
+    pub(crate) fn access(&self) -> Result<Access, UnpackError> {
+        Access::new(&self.trust, self.insecure_skip_signature, &self.identity)
+    }
+}
+
+/// A visitor that reads every entry to its end (each is checked as it is read) and keeps
+/// nothing.
+pub(super) struct Drain;
+impl Visitor for Drain {
+    fn entry(&mut self, _: &Entry, _: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A visitor that stops once the signed header verified.
+pub(super) struct HeaderOnly;
+impl Visitor for HeaderOnly {
+    fn header(&mut self, _: &Verified) -> Result<bool, airlock_bundle::BundleError> {
+        Ok(false)
+    }
+    fn entry(&mut self, _: &Entry, _: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Who signed a bundle, and whether that was checked.
+pub(super) fn signer_text(v: &Verified) -> String {
+    match (v.signer, v.signature_checked) {
+        (Some(k), true) => format!("key {k} (verified)"),
+        (Some(k), false) => format!("key {k} (NOT verified)"),
+        (None, _) => "unknown (NOT verified)".into(),
+    }
+}
+
+/// Locates the bundle named by `c` and reads it with `visitor`.
+pub(super) fn read_with(
+    c: &Common,
+    label: &str,
+    visitor: &mut dyn Visitor,
+) -> Result<Verified, UnpackError> {
+    let progress = Progress::new(Mode::detect(c.quiet));
+    let access = c.access()?;
+    let on_disk = BundleOnDisk::locate(&c.bundle, &access, &progress)?;
+    read_located(&on_disk, &access, &progress, label, visitor)
+}
+
+/// Reads a located bundle with `visitor`; a failure names the part at fault.
+pub(super) fn read_located(
+    on_disk: &BundleOnDisk,
+    access: &Access,
+    progress: &Progress,
+    label: &str,
+    visitor: &mut dyn Visitor,
+) -> Result<Verified, UnpackError> {
+    let (input, bar) = on_disk.open(progress, label)?;
+    let opts = ReadOptions {
+        trust: access.trust(),
+        decryption: &access.decryption,
+    };
+    let r = read_bundle(input, &opts, visitor);
+    progress.remove(&bar);
+    r.map_err(|e| on_disk.explain(e.into(), progress))
+}
