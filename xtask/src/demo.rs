@@ -4,6 +4,7 @@
 //! network namespace with no network (images into the engine, the model and the files into
 //! Docker volumes), then the images run and a container shows the restored Ollama store.
 
+use std::path::Path;
 use std::process::Command;
 
 use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
@@ -41,6 +42,35 @@ pub fn run() -> anyhow::Result<()> {
     let w = work.path();
     // The gap side's anti-rollback record stays with this run, not in /var/lib/airlock.
     std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
+    let (hello, motd) = publish(&registry, w)?;
+    pack_side(&pack, &unpack, w)?;
+    transfer_station(w)?;
+    gap_host(&unpack, w)?;
+
+    step(
+        10,
+        "run the loaded images, and look into the restored volumes",
+    );
+    let result = show(&hello, &motd);
+
+    step(11, "cleaning up");
+    for image in [&hello, &motd] {
+        let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+    }
+    let _ = Command::new("docker")
+        .args(["volume", "rm", MODEL_VOLUME, FILES_VOLUME])
+        .output();
+    drop(registry);
+    result?;
+    eprintln!(
+        "\ndemo complete: packed, carried, verified offline; loaded and ran 2 images, restored 1 model and its files"
+    );
+    Ok(())
+}
+
+/// Two images sharing a layer and an Ollama model in the loopback registry, and the spec
+/// naming them with the LLM stack's Prometheus config as files; returns the two images.
+fn publish(registry: &TestRegistry, w: &Path) -> anyhow::Result<(String, String)> {
     let layers = w.join("layers");
     let busybox = Layer::busybox(&layers);
     let note = Layer::files(
@@ -92,20 +122,25 @@ pub fn run() -> anyhow::Result<()> {
             registry.addr
         ),
     )?;
+    Ok((hello, motd))
+}
 
+/// The connected side: keys on both sides, then lock and build.
+fn pack_side(pack: &Path, unpack: &Path, w: &Path) -> anyhow::Result<()> {
+    let spec = w.join("demo.toml");
     step(
         4,
         "keys: a signing key on the connected side, an age identity on the gap host",
     );
-    sh(Command::new(&pack)
+    sh(Command::new(pack)
         .args(["keygen", "-o"])
         .arg(w.join("pack-keys")))?;
-    sh(Command::new(&unpack)
+    sh(Command::new(unpack)
         .args(["keygen", "-o"])
         .arg(w.join("host")))?;
 
     step(5, "airlock-pack lock: pin every tag to a digest");
-    sh(Command::new(&pack)
+    sh(Command::new(pack)
         .arg("lock")
         .arg(&spec)
         .arg("--cache")
@@ -117,7 +152,7 @@ pub fn run() -> anyhow::Result<()> {
         "airlock-pack build: one signed bundle, encrypted to the gap host, in 8 MiB parts with signed sums",
     );
     let bundle = w.join("demo.airlock");
-    sh(Command::new(&pack)
+    sh(Command::new(pack)
         .arg("build")
         .arg(&spec)
         .arg("-o")
@@ -129,7 +164,11 @@ pub fn run() -> anyhow::Result<()> {
         .args(["--split", "8M"])
         .arg("--cache")
         .arg(w.join("cache")))?;
+    Ok(())
+}
 
+/// What a transfer station can check with standard tools and no key.
+fn transfer_station(w: &Path) -> anyhow::Result<()> {
     step(
         7,
         "a transfer station, with standard tools and no key: minisign -Vm demo.airlock.sums && sha256sum -c",
@@ -142,11 +181,15 @@ pub fn run() -> anyhow::Result<()> {
     sh(Command::new("sha256sum")
         .args(["-c", "demo.airlock.sums"])
         .current_dir(w))?;
+    Ok(())
+}
 
+/// The gap host, without any network: verify, inspect, load.
+fn gap_host(unpack: &Path, w: &Path) -> anyhow::Result<()> {
     let first_part = w.join("demo.airlock.001");
     let offline = |args: &[&str]| -> Command {
         let mut c = Command::new("unshare");
-        c.arg("-n").arg(&unpack).args(args).arg(&first_part);
+        c.arg("-n").arg(unpack).args(args).arg(&first_part);
         c.arg("--trust").arg(w.join("pack-keys/airlock.pub"));
         c.arg("--identity").arg(w.join("host/host.key"));
         c
@@ -163,52 +206,36 @@ pub fn run() -> anyhow::Result<()> {
         "on the gap host: load images into the engine, the model and files into volumes (all or nothing)",
     );
     sh(&mut offline(&["load"]))?;
+    Ok(())
+}
 
-    step(
-        10,
-        "run the loaded images, and look into the restored volumes",
-    );
-    let result = (|| {
-        for image in [&hello, &motd] {
-            let out =
-                capture(Command::new("docker").args(["run", "--rm", "--network", "none", image]))?;
-            eprintln!("    docker run {image}\n    > {}", out.trim());
-        }
-        let out = capture(Command::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &format!("{MODEL_VOLUME}:/root/.ollama:ro"),
-            "-v",
-            &format!("{FILES_VOLUME}:/etc/prometheus:ro"),
-            &hello,
-            "/bin/busybox",
-            "find",
-            "/root/.ollama/models",
-            "/etc/prometheus",
-            "-type",
-            "f",
-        ]))?;
-        eprintln!("    the Ollama store and the Prometheus config, as a container sees them:");
-        for line in out.lines() {
-            eprintln!("    > {line}");
-        }
-        Ok::<_, anyhow::Error>(())
-    })();
-
-    step(11, "cleaning up");
-    for image in [&hello, &motd] {
-        let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+/// The loaded images run, and a container shows the restored model and files.
+fn show(hello: &str, motd: &str) -> anyhow::Result<()> {
+    for image in [hello, motd] {
+        let out =
+            capture(Command::new("docker").args(["run", "--rm", "--network", "none", image]))?;
+        eprintln!("    docker run {image}\n    > {}", out.trim());
     }
-    let _ = Command::new("docker")
-        .args(["volume", "rm", MODEL_VOLUME, FILES_VOLUME])
-        .output();
-    drop(registry);
-    result?;
-    eprintln!(
-        "\ndemo complete: packed, carried, verified offline; loaded and ran 2 images, restored 1 model and its files"
-    );
+    let out = capture(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{MODEL_VOLUME}:/root/.ollama:ro"),
+        "-v",
+        &format!("{FILES_VOLUME}:/etc/prometheus:ro"),
+        hello,
+        "/bin/busybox",
+        "find",
+        "/root/.ollama/models",
+        "/etc/prometheus",
+        "-type",
+        "f",
+    ]))?;
+    eprintln!("    the Ollama store and the Prometheus config, as a container sees them:");
+    for line in out.lines() {
+        eprintln!("    > {line}");
+    }
     Ok(())
 }
