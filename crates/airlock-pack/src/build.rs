@@ -21,7 +21,7 @@ use airlock_progress::{human, Progress};
 use futures::StreamExt as _;
 
 use crate::cache::BlobCache;
-use crate::lock::ModelSources;
+use crate::local::ModelSources;
 use crate::ollama::{Follow, OllamaRegistry};
 use crate::plan::{plan, BlobSource, Plan, PlannedBlob, Sources};
 use crate::registry::Registry;
