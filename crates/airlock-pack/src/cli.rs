@@ -1,7 +1,7 @@
 //! The `airlock-pack` command line: the clap definitions and nothing else, so that the
 //! subcommands under `commands/` depend on it and not the other way round. Parsing and
-//! dispatch are [`crate::main`]; the mapping of failures to exit codes is
-//! [`crate::exit::code`].
+//! dispatch are `commands::main` (the binary's entry point); the mapping of failures to exit
+//! codes is `exit::code`.
 
 use std::path::PathBuf;
 

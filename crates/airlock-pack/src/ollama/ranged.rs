@@ -1,4 +1,4 @@
-//! The ranged-download machinery behind [`super::OllamaRegistry::fetch_blob`]: how a large
+//! The ranged-download machinery behind `OllamaRegistry::fetch_blob`: how a large
 //! blob is cut into parts, the partial file in the blob cache that the parts are written
 //! into, the journal that lets an interrupted pull resume, the in-order hashing that runs
 //! while later parts still arrive, and [`Follow`], which lets the bundle writer read a blob

@@ -1,6 +1,6 @@
 //! Finding and reading the policy file: where it is looked for, the refusal of a file its
 //! owner does not control alone (like `sshd` with `authorized_keys`), and a bounded read.
-//! What the bytes mean is [`super::rules`]'s and [`super::check`]'s.
+//! What the bytes mean is for `rules` and `check` to say.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
