@@ -21,7 +21,7 @@ use airlock_progress::{human, Progress};
 use futures::StreamExt as _;
 
 use crate::cache::BlobCache;
-use crate::lock::ModelSources;
+use crate::local::ModelSources;
 use crate::ollama::{Follow, OllamaRegistry};
 use crate::plan::{plan, BlobSource, Plan, PlannedBlob, Sources};
 use crate::registry::Registry;
@@ -88,45 +88,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     )
     .await?;
 
-    let expected_present = match &opts.have {
-        Some(inv) => {
-            let left_out = plan.leave_out(inv);
-            let (blobs, bytes) = left_out_totals(&left_out);
-            progress.say(format!(
-                "delta against {} (inventory of {}): leaving out {blobs} blobs ({}) the host has",
-                if inv.host.is_empty() { "?" } else { &inv.host },
-                inv.created,
-                human(bytes)
-            ));
-            left_out
-        }
-        None => Vec::new(),
-    };
-    let created = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(_) => crate::lock::now_rfc3339(),
-        Err(_) => lock.created.clone(),
-    };
-    let header = Header {
-        format: FORMAT_NAME.into(),
-        version: FORMAT_VERSION,
-        tool: airlock_bundle::tool_version("airlock-pack"),
-        name: spec.name.clone(),
-        created,
-        entries: plan.entries(),
-        images: plan.images.clone(),
-        models: plan.models.clone(),
-        files: plan.files.clone(),
-        expected_present,
-    };
-    // The gap host validates the header before it trusts anything in it. A header it would
-    // refuse (a control character in a name, two records claiming one place on the host) is
-    // a problem of the spec: say so here, before a byte is written or a blob fetched.
-    header.validate().map_err(|e| {
-        PackError::Usage(format!(
-            "{}: the gap host would refuse this bundle: {e}",
-            opts.spec_path.display()
-        ))
-    })?;
+    let header = header_for(&opts, &spec, &lock, &mut plan, progress)?;
     let payload_bytes = header.payload_size();
     let encrypted = !matches!(opts.encryption, Encryption::None);
     let key_id = opts.sign_key.key_id().to_string();
@@ -215,6 +177,57 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         sums: written.sums,
         removed: written.removed,
     })
+}
+
+/// The bundle's header for `plan` (with what a delta leaves out), checked as the gap host
+/// will check it.
+fn header_for(
+    opts: &BuildOptions,
+    spec: &Spec,
+    lock: &Lock,
+    plan: &mut Plan,
+    progress: &Progress,
+) -> Result<Header, PackError> {
+    let expected_present = match &opts.have {
+        Some(inv) => {
+            let left_out = plan.leave_out(inv);
+            let (blobs, bytes) = left_out_totals(&left_out);
+            progress.say(format!(
+                "delta against {} (inventory of {}): leaving out {blobs} blobs ({}) the host has",
+                if inv.host.is_empty() { "?" } else { &inv.host },
+                inv.created,
+                human(bytes)
+            ));
+            left_out
+        }
+        None => Vec::new(),
+    };
+    let created = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(_) => crate::lock::now_rfc3339(),
+        Err(_) => lock.created.clone(),
+    };
+    let header = Header {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        tool: airlock_bundle::tool_version("airlock-pack"),
+        name: spec.name.clone(),
+        created,
+        entries: plan.entries(),
+        images: plan.images.clone(),
+        models: plan.models.clone(),
+        files: plan.files.clone(),
+        expected_present,
+    };
+    // The gap host validates the header before it trusts anything in it. A header it would
+    // refuse (a control character in a name, two records claiming one place on the host) is
+    // a problem of the spec: say so here, before a byte is written or a blob fetched.
+    header.validate().map_err(|e| {
+        PackError::Usage(format!(
+            "{}: the gap host would refuse this bundle: {e}",
+            opts.spec_path.display()
+        ))
+    })?;
+    Ok(header)
 }
 
 /// Which blobs the writer must wait for, and how their downloads are going: a large model

@@ -1,13 +1,11 @@
-//! The `airlock-pack` command line: the clap definitions, and the mapping of every failure
-//! to its documented exit code. Each subcommand runs in its own module under `commands/`.
+//! The `airlock-pack` command line: the clap definitions and nothing else, so that the
+//! subcommands under `commands/` depend on it and not the other way round. Parsing and
+//! dispatch are `commands::main` (the binary's entry point); the mapping of failures to exit
+//! codes is `exit::code`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-use crate::commands;
-use crate::PackError;
 
 const AFTER_HELP: &str = "\
 Typical use, on the connected machine:
@@ -31,11 +29,11 @@ Exit codes: 0 ok, 2 usage, 3 content failed verification, 7 environment (disk, f
 #[command(name = "airlock-pack", version, about = "Pin, pull and pack container images, Ollama models and files into one signed, encrypted bundle for an air-gapped host.", after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Write a minisign key pair (airlock.key 0600, airlock.pub 0644) for signing bundles.
     /// Both are created new, never over an existing file or through a symbolic link.
     Keygen(KeygenArgs),
@@ -122,31 +120,4 @@ pub(crate) struct BuildArgs {
     pub(crate) jobs: usize,
     #[command(flatten)]
     pub(crate) common: Common,
-}
-
-/// Runs the CLI and maps every failure to its documented exit code.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let ran = match cli.command {
-        Command::Keygen(args) => commands::keygen::run(args),
-        Command::Lock(args) => commands::lock::run(args),
-        Command::Build(args) => commands::build::run(args),
-    };
-    match ran {
-        Ok(()) => ExitCode::from(crate::exit::OK),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            let code = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<PackError>().map(PackError::exit_code))
-                .or_else(|| {
-                    e.chain().find_map(|c| {
-                        c.downcast_ref::<airlock_bundle::BundleError>()
-                            .map(crate::bundle_exit_code)
-                    })
-                })
-                .unwrap_or(crate::exit::INTERNAL);
-            ExitCode::from(code)
-        }
-    }
 }

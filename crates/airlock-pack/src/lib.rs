@@ -15,6 +15,8 @@ pub mod registry;
 
 use airlock_bundle::{BundleError, ErrorClass};
 
+pub use commands::main;
+
 /// Exit codes (documented in the README and `--help`).
 pub mod exit {
     pub const OK: u8 = 0;
@@ -28,6 +30,23 @@ pub mod exit {
     pub const DRIFT: u8 = 8;
     /// A registry is unreachable or refused (the same code as airlock-unpack's `push`).
     pub const REGISTRY: u8 = 9;
+
+    /// The exit code of a failure: that of the first [`super::PackError`] in its chain, else
+    /// of the first format-level error, else [`INTERNAL`].
+    pub fn code(e: &anyhow::Error) -> u8 {
+        e.chain()
+            .find_map(|c| {
+                c.downcast_ref::<super::PackError>()
+                    .map(super::PackError::exit_code)
+            })
+            .or_else(|| {
+                e.chain().find_map(|c| {
+                    c.downcast_ref::<airlock_bundle::BundleError>()
+                        .map(super::bundle_exit_code)
+                })
+            })
+            .unwrap_or(INTERNAL)
+    }
 }
 
 /// Failures of the packing side, each with its exit code (see the README).

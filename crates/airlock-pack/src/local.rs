@@ -1,7 +1,8 @@
 //! A local Ollama store (`--ollama-models`, `$OLLAMA_MODELS`, `~/.ollama/models`) as a model
 //! source, for users who already pulled their models. Nothing here is trusted: Ollama never
 //! re-checks a blob after its pull, so every blob is hashed again when the bundle is written,
-//! and a mismatch names the store file.
+//! and a mismatch names the store file. [`ModelSources`] says which models come from it (lock,
+//! plan and build all ask).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,20 @@ use airlock_bundle::ollama::{self, ModelName};
 use airlock_bundle::Digest;
 
 use crate::PackError;
+
+/// Where models marked (or forced) local are read from.
+#[derive(Debug, Clone)]
+pub struct ModelSources {
+    pub store: LocalStore,
+    /// `--from-local`: every model comes from the store, whatever the spec says.
+    pub all_local: bool,
+}
+
+impl ModelSources {
+    pub fn is_local(&self, want: &airlock_bundle::spec::ModelWant) -> bool {
+        self.all_local || want.source == airlock_bundle::spec::ModelSource::Local
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {

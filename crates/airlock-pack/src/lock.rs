@@ -9,25 +9,12 @@ use airlock_bundle::oci::AnyManifest;
 use airlock_bundle::spec::Spec;
 
 use crate::cache::BlobCache;
-use crate::local::LocalStore;
+// Kept at its old path too: lock is where callers first met it.
+pub use crate::local::ModelSources;
 use crate::ollama::OllamaRegistry;
 use crate::registry::Registry;
 use crate::PackError;
 use airlock_progress::Progress;
-
-/// Where models marked (or forced) local are read from.
-#[derive(Debug, Clone)]
-pub struct ModelSources {
-    pub store: LocalStore,
-    /// `--from-local`: every model comes from the store, whatever the spec says.
-    pub all_local: bool,
-}
-
-impl ModelSources {
-    pub fn is_local(&self, want: &airlock_bundle::spec::ModelWant) -> bool {
-        self.all_local || want.source == airlock_bundle::spec::ModelSource::Local
-    }
-}
 
 /// What `lock` did, for the user.
 #[derive(Debug)]

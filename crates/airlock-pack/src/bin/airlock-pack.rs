@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    airlock_pack::cli::main()
+    airlock_pack::main()
 }

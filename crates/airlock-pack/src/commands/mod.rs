@@ -1,20 +1,38 @@
 //! One module per `airlock-pack` subcommand, each taking its parsed arguments from
-//! [`crate::cli`]; what several of them need (prompts, the blob cache, model sources, the
-//! async runtime) is here.
+//! [`crate::cli`]; here the dispatch to them ([`main`]), and what several of them need
+//! (prompts, the blob cache, model sources, the async runtime).
 
 pub(crate) mod build;
 pub(crate) mod keygen;
 pub(crate) mod lock;
 
 use std::io::IsTerminal as _;
+use std::process::ExitCode;
 
+use clap::Parser as _;
 use zeroize::Zeroizing;
 
 use crate::cache::BlobCache;
-use crate::cli::Common;
-use crate::local::LocalStore;
-use crate::lock::ModelSources;
+use crate::cli::{Cli, Command, Common};
+use crate::local::{LocalStore, ModelSources};
 use crate::PackError;
+
+/// Runs the CLI and maps every failure to its documented exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ran = match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Lock(args) => lock::run(args),
+        Command::Build(args) => build::run(args),
+    };
+    match ran {
+        Ok(()) => ExitCode::from(crate::exit::OK),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(crate::exit::code(&e))
+        }
+    }
+}
 
 /// A password or passphrase, wiped from memory when dropped.
 pub(crate) fn secret_from_env_or_prompt(

@@ -26,7 +26,7 @@ use airlock_bundle::{Digest, ImageRef};
 use airlock_progress::Progress;
 
 use crate::cache::BlobCache;
-use crate::lock::ModelSources;
+use crate::local::ModelSources;
 use crate::ollama::OllamaRegistry;
 use crate::registry::Registry;
 use crate::PackError;

@@ -8,6 +8,9 @@
 //! Each run starts from the committed seeds (`fuzz/seeds/<target>`) and the regressions, and
 //! grows a working corpus in `fuzz/corpus/<target>` (git-ignored). libFuzzer's own output
 //! goes to a log beside the build; it is printed only when a target fails.
+//!
+//! This file builds and runs the targets and replays their inputs; `seeds` writes the seed
+//! corpus (`cargo xtask fuzz-seeds`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context as _};
 
 use crate::util::root;
+
+mod seeds;
 
 /// One fuzz target and the largest input worth mutating for it: a little more than the
 /// largest real input of its kind (a small bundle for `tar`, a header, a spec).
@@ -407,215 +412,8 @@ fn secs(d: Duration) -> String {
     format!("{:.0} s", d.as_secs_f64())
 }
 
-/// The recipient of the fuzzing-only identity in `fuzz/src/agestream.rs`.
-const FUZZ_RECIPIENT: &str = "age1nxrjrrkanpk4stxafh3c24j9v25x27h78mwnfl2lq57vyjw6yapqytcyth";
-
-/// `cargo xtask fuzz-seeds`: writes `fuzz/seeds/` afresh from what the real tools produce: a
-/// loopback registry with a tiny image and an Ollama model, a spec with carried files, its
-/// lock, plain, encrypted, split and delta bundles built by `airlock-pack`, the headers and
-/// sums in them, an inventory from `airlock-unpack`, and the challenges real registries send.
-/// Signatures, keys and times differ on every run; commit what it writes.
+/// `cargo xtask fuzz-seeds`: writes `fuzz/seeds/` afresh from what the real tools produce
+/// (see [`seeds::write`]). Commit what it writes.
 pub fn seeds() -> anyhow::Result<()> {
-    use airlock_testkit::{fixtures, ImageSpec, Layer, TestRegistry};
-
-    crate::util::install_deps()?;
-    let bins = crate::util::build_bins(false)?;
-    let pack = bins.join("airlock-pack");
-    let unpack = bins.join("airlock-unpack");
-    let work = tempfile::tempdir()?;
-    let w = work.path();
-    let seeds = fuzz_dir().join("seeds");
-    let put = |target: &str, name: &str, bytes: &[u8]| -> anyhow::Result<()> {
-        let dir = seeds.join(target);
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join(name), bytes)?;
-        Ok(())
-    };
-    // Targets whose first byte picks a mode (see their module docs).
-    let with_mode = |mode: u8, bytes: &[u8]| [&[mode][..], bytes].concat();
-
-    let registry = TestRegistry::start();
-    let layer = Layer::files(
-        &w.join("layers"),
-        &[("etc/motd", b"carried by airlock-fuzz seeds\n", 0o644)],
-    );
-    let image = format!("{}/fuzz/tiny:v1", registry.addr);
-    fixtures::push(
-        &registry.addr,
-        "fuzz/tiny:v1",
-        &[ImageSpec::new(vec![layer], &["/bin/true"])],
-    );
-    let model = airlock_testkit::ollama::OllamaModel::generate(&w.join("model"), 256, 7);
-    model.push(&registry.addr, "library/tiny", "q4");
-    let model_name = format!("{}/library/tiny:q4", registry.addr);
-    let files = w.join("conf");
-    fs::create_dir_all(files.join("rules"))?;
-    fs::write(files.join("app.yml"), "listen: 127.0.0.1:9090\n")?;
-    fs::write(files.join(".env"), "TOKEN=not-a-secret\n")?;
-    fs::write(files.join("rules/alerts.yml"), "groups: []\n")?;
-    let spec = w.join("fuzz.toml");
-    let spec_text = format!(
-        "name = \"fuzz\"\nplatforms = [\"linux/amd64\"]\n\n[[image]]\nref = \"{image}\"\n\n\
-         [[model]]\nname = \"{model_name}\"\nvolume = \"ollama-data\"\n\n\
-         [[files]]\nsource = \"conf\"\npath = \"/srv/fuzz\"\n\n\
-         [registries.\"{}\"]\ninsecure = true\n",
-        registry.addr
-    );
-    fs::write(&spec, &spec_text)?;
-    put("spec", "fuzz.toml", spec_text.as_bytes())?;
-    let llm_stack = fs::read(root().join("manifests/llm-stack.toml"))?;
-    put("spec", "llm-stack.toml", &llm_stack)?;
-
-    let run = |c: &mut Command| crate::util::sh(c);
-    run(Command::new(&pack)
-        .args(["keygen", "-o"])
-        .arg(w.join("keys")))?;
-    let cache = w.join("cache");
-    run(Command::new(&pack)
-        .arg("lock")
-        .arg(&spec)
-        .arg("--cache")
-        .arg(&cache))?;
-    put("lock", "fuzz.lock", &fs::read(w.join("fuzz.lock"))?)?;
-    fs::write(w.join("fuzz.pub"), format!("{FUZZ_RECIPIENT}\n"))?;
-    let build = |out: &str, extra: &[&std::ffi::OsStr]| -> anyhow::Result<PathBuf> {
-        let out = w.join(out);
-        run(Command::new(&pack)
-            .arg("build")
-            .arg(&spec)
-            .arg("-o")
-            .arg(&out)
-            .arg("--sign-key")
-            .arg(w.join("keys/airlock.key"))
-            .arg("--cache")
-            .arg(&cache)
-            .arg("--quiet")
-            .args(extra))?;
-        Ok(out)
-    };
-
-    // A plain bundle: the tar framing, its header, its sums.
-    let plain = build("plain.airlock", &[])?;
-    let bundle = fs::read(&plain)?;
-    put("tar", "plain", &with_mode(0, &bundle))?;
-    put("tar", "plain-partial-reads", &with_mode(2, &bundle))?;
-    put("header", "plain", &first_entry(&bundle)?)?;
-    put("sums", "plain", &fs::read(w.join("plain.airlock.sums"))?)?;
-
-    // Split into parts: a sums file of several lines.
-    build("split.airlock", &["--split".as_ref(), "4096".as_ref()])?;
-    put("sums", "split", &fs::read(w.join("split.airlock.sums"))?)?;
-
-    // Encrypted to the fuzzing identity: a real age stream, as `airlock-pack` writes it.
-    let enc = build(
-        "enc.airlock",
-        &["--recipients-file".as_ref(), w.join("fuzz.pub").as_os_str()],
-    )?;
-    put("agestream", "bundle", &with_mode(0, &fs::read(&enc)?))?;
-    // And as the `age` tool writes it.
-    let age_out = w.join("motd.age");
-    run(Command::new("age")
-        .args(["-r", FUZZ_RECIPIENT, "-o"])
-        .arg(&age_out)
-        .arg(files.join("app.yml")))?;
-    put("agestream", "age-tool", &with_mode(0, &fs::read(&age_out)?))?;
-    put(
-        "agestream",
-        "structured",
-        &with_mode(1, b"airlock fuzz plaintext"),
-    )?;
-
-    // The gap host's inventory (its Ollama store has the model), and a delta against it.
-    let models = w.join("models");
-    model.install_local(
-        &models,
-        &airlock_bundle::ollama::ModelName::parse(&model_name)?,
-    );
-    let inventory = w.join("host.inventory");
-    run(Command::new(&unpack)
-        .args(["inventory", "--no-engine", "--ollama-models"])
-        .arg(&models)
-        .arg("-o")
-        .arg(&inventory))?;
-    put("inventory", "no-engine", &fs::read(&inventory)?)?;
-    let delta = build("delta.airlock", &["--have".as_ref(), inventory.as_os_str()])?;
-    put("header", "delta", &first_entry(&fs::read(&delta)?)?)?;
-
-    // Ollama manifests and names, image references.
-    put("ollama", "manifest.json", &model.manifest)?;
-    put("ollama", "config.json", &fs::read(&model.config.path)?)?;
-    for (i, n) in [
-        model_name.as_str(),
-        "llama3",
-        "hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M",
-    ]
-    .iter()
-    .enumerate()
-    {
-        put("ollama", &format!("name-{i}"), n.as_bytes())?;
-    }
-    for (i, r) in [
-        image.as_str(),
-        "busybox",
-        "ghcr.io/open-webui/open-webui:main",
-        "docker.io/library/alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "[::1]:5000/a/b:c",
-    ]
-    .iter()
-    .enumerate()
-    {
-        put("image_ref", &format!("ref-{i}"), r.as_bytes())?;
-    }
-
-    // What real registries answer an anonymous request with.
-    let basic = TestRegistry::start_with_auth("u", "p");
-    put(
-        "www_authenticate",
-        "basic",
-        challenge(&basic.addr, "/v2/")?.as_bytes(),
-    )?;
-    let token = airlock_testkit::token::TokenRegistry::start("u", "p");
-    put(
-        "www_authenticate",
-        "bearer",
-        challenge(&token.registry.addr, "/v2/")?.as_bytes(),
-    )?;
-    put(
-        "www_authenticate",
-        "bearer-scope",
-        challenge(&token.registry.addr, "/v2/fuzz/tiny/manifests/v1")?.as_bytes(),
-    )?;
-    eprintln!("xtask: fuzz seeds written to {}", seeds.display());
-    Ok(())
-}
-
-/// The first entry of a plain bundle: `airlock/header.json`.
-fn first_entry(bundle: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use airlock_bundle::tarfmt::{parse_header, BLOCK};
-    let block: &[u8; BLOCK] = bundle
-        .first_chunk()
-        .context("bundle shorter than a block")?;
-    let h = parse_header(block)
-        .map_err(anyhow::Error::msg)?
-        .context("empty archive")?;
-    Ok(bundle[BLOCK..BLOCK + h.size as usize].to_vec())
-}
-
-/// The `WWW-Authenticate` header a registry answers an anonymous GET of `path` with.
-fn challenge(addr: &str, path: &str) -> anyhow::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("www-authenticate")
-                .then(|| v.trim().to_string())
-        })
-        .with_context(|| format!("no WWW-Authenticate from {addr}{path}"))
+    seeds::write(&fuzz_dir().join("seeds"))
 }

@@ -8,13 +8,15 @@
 //! file in the blob cache, so an interrupted pull resumes where it stopped; the whole blob is
 //! hashed in order while later parts are still arriving, and gets its real name only after
 //! its sha256 checked.
+//!
+//! This file is the registry client ([`OllamaRegistry`]: URLs, credentials and token
+//! challenges, hand-followed redirects, manifests, and the HTTP side of each blob part);
+//! `ranged` owns the partial file, its journal, the in-order hashing and [`Follow`].
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{Read as _, Write as _};
 use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_bundle::oci::DOCKER_MANIFEST;
@@ -25,17 +27,17 @@ use futures::StreamExt as _;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
-use sha2::Digest as _;
 
 use crate::cache::BlobCache;
 use crate::registry::retry;
 use crate::PackError;
 
+mod ranged;
+
+use ranged::{Download, Fetched};
+pub use ranged::{Follow, FollowReader};
+
 const MAX_REDIRECTS: usize = 5;
-/// Parts are size/16, within these bounds (Ollama itself uses 100 MB – 1 GB; smaller parts
-/// keep resume fine-grained on slow links at a negligible cost in requests).
-const MIN_PART: u64 = 8 << 20;
-const MAX_PART: u64 = 1 << 30;
 
 #[derive(Clone)]
 pub struct OllamaRegistry {
@@ -296,99 +298,28 @@ impl OllamaRegistry {
         on_follow: Option<&(dyn Fn(Arc<Follow>) + Sync)>,
     ) -> Result<Fetched, PackError> {
         let url = self.url(name, &format!("blobs/{digest}"))?;
-        let mut part = (size / 16).clamp(MIN_PART, MAX_PART);
+        let mut part = ranged::part_size(size);
         // A server without Range support would send the whole blob for every part: ask it
         // for one byte first, and fetch in one piece if it does not answer 206.
         if part < size && !retry(|| self.ranges_supported(name, &url)).await? {
             part = size;
         }
-        let partial = cache.partial_path(&digest);
-        let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", partial.display()));
-        let parts: Vec<(u64, u64)> = (0..size.div_ceil(part).max(1))
-            .map(|i| (i * part, ((i + 1) * part).min(size)))
-            .collect();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&partial)
-            .map_err(env)?;
-        if file.metadata().map_err(env)?.len() != size {
-            file.set_len(size).map_err(env)?;
-        }
-        let journal = Journal::open(&partial, parts.len(), size, part).map_err(env)?;
-        let resumed: u64 = journal
-            .done_parts()
-            .iter()
-            .map(|&i| parts[i].1 - parts[i].0)
-            .sum();
-        on_bytes(resumed as i64);
-        let file = Arc::new(file);
-        let progress = Arc::new(Progressive::new(parts.len(), &journal));
+        let download = Download::open(cache, digest, size, part)?;
+        on_bytes(download.resumed as i64);
         // Only a fresh download is followed: bytes kept from an earlier run are checked by the
         // whole-blob hash first (a stale journal means fetching again). A followed blob is
         // hashed by the bundle writer, which commits it to the cache once it verified: one
         // sha256 pass instead of two.
-        let following = on_follow.is_some() && resumed == 0;
+        let following = on_follow.is_some() && download.resumed == 0;
         if let (Some(on_follow), true) = (on_follow, following) {
-            on_follow(Arc::new(Follow {
-                digest,
-                file: file.clone(),
-                parts: parts.clone(),
-                progress: progress.clone(),
-                partial: partial.clone(),
-                journal: journal.path.clone(),
-                dest: cache.path(&digest),
-            }));
+            on_follow(download.follow(cache));
         }
-        let hasher = (!following).then(|| {
-            let (file, progress, parts) = (file.clone(), progress.clone(), parts.clone());
-            std::thread::spawn(move || hash_in_order(&file, &parts, &progress))
-        });
-        let todo: Vec<usize> = (0..parts.len()).filter(|i| !progress.is_done(*i)).collect();
-        let results = futures::stream::iter(todo)
-            .map(|i| {
-                let (url, file, journal, progress, parts) =
-                    (&url, &file, &journal, &progress, &parts);
-                async move {
-                    let (start, end) = parts[i];
-                    let r = retry(|| async {
-                        self.fetch_part(
-                            name,
-                            url,
-                            file,
-                            (start, end),
-                            parts.len() == 1,
-                            on_bytes,
-                            &|n| progress.fill(i, n),
-                        )
-                        .await
-                    })
-                    .await
-                    .map_err(|e| match e {
-                        PackError::Usage(m) => PackError::Registry(m),
-                        o => o,
-                    });
-                    match r {
-                        Ok(()) => {
-                            journal.record(i).map_err(env)?;
-                            progress.finish(i);
-                            Ok(())
-                        }
-                        Err(e) => {
-                            progress.fail();
-                            Err(e)
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(jobs.max(1))
-            .collect::<Vec<_>>()
+        let hasher = (!following).then(|| download.spawn_hasher());
+        let first_err = self
+            .fetch_parts(name, &url, &download, jobs, on_bytes)
             .await;
-        let first_err = results.into_iter().find_map(Result::err);
         if first_err.is_some() {
-            progress.fail();
+            download.progress.fail();
         }
         let computed = match hasher {
             Some(h) => h
@@ -408,22 +339,49 @@ impl OllamaRegistry {
         if following {
             return Ok(Fetched::Handed);
         }
-        let computed = computed.map_err(env)?;
-        if computed != Some(digest) {
-            journal.remove();
-            let _ = std::fs::remove_file(&partial);
-            on_bytes(-(size as i64));
-            if resumed > 0 {
-                return Ok(Fetched::StaleResume);
-            }
-            return Err(PackError::Integrity(format!(
-                "{name}: digest mismatch for blob {digest} from the registry: computed {}",
-                computed.map(|d| d.to_string()).unwrap_or_default()
-            )));
-        }
-        journal.remove();
-        cache.commit(&partial, &digest).map_err(env)?;
-        Ok(Fetched::Done)
+        download.verify_and_commit(name, cache, computed, on_bytes)
+    }
+
+    /// Fetches the parts not done yet, at most `jobs` at once, each with its retries.
+    /// Returns the first failure once every started part has ended.
+    async fn fetch_parts(
+        &self,
+        name: &ModelName,
+        url: &Url,
+        download: &Download,
+        jobs: usize,
+        on_bytes: &(dyn Fn(i64) + Sync),
+    ) -> Option<PackError> {
+        let parts = &download.parts;
+        let todo: Vec<usize> = (0..parts.len())
+            .filter(|i| !download.progress.is_done(*i))
+            .collect();
+        let results = futures::stream::iter(todo)
+            .map(|i| async move {
+                let (start, end) = parts[i];
+                let r = retry(|| async {
+                    self.fetch_part(
+                        name,
+                        url,
+                        download.file(),
+                        (start, end),
+                        parts.len() == 1,
+                        on_bytes,
+                        &|n| download.progress.fill(i, n),
+                    )
+                    .await
+                })
+                .await
+                .map_err(|e| match e {
+                    PackError::Usage(m) => PackError::Registry(m),
+                    o => o,
+                });
+                download.part_ended(i, r)
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        results.into_iter().find_map(Result::err)
     }
 
     /// Whether the blob at `url` is served in ranges (`206` for `bytes=0-0`).
@@ -520,245 +478,6 @@ impl OllamaRegistry {
         }
         result
     }
-}
-
-enum Fetched {
-    Done,
-    /// Every part arrived; the follower verifies and commits.
-    Handed,
-    StaleResume,
-}
-
-/// Which parts of a partial blob are complete: one line per finished part index, after a
-/// first line naming the blob size and part size (a journal for another layout is ignored).
-struct Journal {
-    path: PathBuf,
-    done: Vec<usize>,
-    file: Mutex<File>,
-}
-
-impl Journal {
-    fn open(partial: &Path, parts: usize, size: u64, part: u64) -> std::io::Result<Journal> {
-        let path = partial.with_extension("parts");
-        let head = format!("{size} {part}");
-        let mut done = Vec::new();
-        if let Ok(mut f) = File::open(&path) {
-            let mut text = String::new();
-            f.read_to_string(&mut text)?;
-            let mut lines = text.lines();
-            if lines.next() == Some(head.as_str()) {
-                done = lines
-                    .filter_map(|l| l.parse::<usize>().ok())
-                    .filter(|&i| i < parts)
-                    .collect();
-            }
-        }
-        let mut f = File::create(&path)?;
-        writeln!(f, "{head}")?;
-        for i in &done {
-            writeln!(f, "{i}")?;
-        }
-        Ok(Journal {
-            path,
-            done,
-            file: Mutex::new(f),
-        })
-    }
-
-    fn done_parts(&self) -> &[usize] {
-        &self.done
-    }
-
-    fn record(&self, i: usize) -> std::io::Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        // No fsync: after a power loss the journal may claim a part whose bytes never
-        // reached the disk; the whole-blob sha256 then fails and the partial is discarded.
-        writeln!(f, "{i}")
-    }
-
-    fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Parts finished so far, shared with the hashing thread and the bundle writer.
-struct Progressive {
-    state: Mutex<PartsState>,
-    cv: Condvar,
-}
-
-struct PartsState {
-    done: Vec<bool>,
-    /// Bytes written so far from the start of each part (its current attempt).
-    filled: Vec<u64>,
-    failed: bool,
-}
-
-/// A blob still downloading, readable in order as far as its parts have arrived: the bundle
-/// writer follows the download instead of waiting for its end. What it reads is hashed by
-/// the writer itself (every bundle entry is), and only then is the blob committed to the
-/// cache ([`Follow::commit`]), so following trusts nothing new.
-pub struct Follow {
-    /// The blob being followed.
-    pub digest: Digest,
-    file: Arc<File>,
-    parts: Vec<(u64, u64)>,
-    progress: Arc<Progressive>,
-    partial: PathBuf,
-    journal: PathBuf,
-    dest: PathBuf,
-}
-
-impl std::fmt::Debug for Follow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Follow")
-    }
-}
-
-impl Follow {
-    /// Moves the blob into the cache under its digest. Only for the follower, once what it
-    /// read verified against the digest.
-    pub fn commit(&self) -> std::io::Result<()> {
-        std::fs::rename(&self.partial, &self.dest)?;
-        let _ = std::fs::remove_file(&self.journal);
-        Ok(())
-    }
-
-    /// Drops what was downloaded: the follower found it does not match the digest.
-    pub fn discard(&self) {
-        let _ = std::fs::remove_file(&self.partial);
-        let _ = std::fs::remove_file(&self.journal);
-    }
-
-    /// A reader of the whole blob that blocks until the bytes it needs have arrived. What it
-    /// yields is unverified until the reader's own hash says otherwise.
-    pub fn reader(self: &Arc<Self>) -> FollowReader {
-        FollowReader {
-            follow: self.clone(),
-            pos: 0,
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct FollowReader {
-    follow: Arc<Follow>,
-    pos: u64,
-}
-
-impl std::io::Read for FollowReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let f = &self.follow;
-        let size = f.parts.last().map(|p| p.1).unwrap_or(0);
-        if self.pos >= size || buf.is_empty() {
-            return Ok(0);
-        }
-        // Read only bytes the part's download has written: the writer stays right behind
-        // the first unfinished part instead of waiting for whole parts.
-        let i = f
-            .parts
-            .iter()
-            .position(|&(s, e)| s <= self.pos && self.pos < e)
-            .expect("pos inside the blob");
-        let (start, end) = f.parts[i];
-        let Some(filled) = f.progress.wait_past(i, self.pos - start, end - start) else {
-            return Err(std::io::Error::other("the download failed"));
-        };
-        let n = ((start + filled - self.pos) as usize).min(buf.len());
-        f.file.read_exact_at(&mut buf[..n], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Progressive {
-    fn new(n: usize, journal: &Journal) -> Progressive {
-        let mut done = vec![false; n];
-        for &i in journal.done_parts() {
-            done[i] = true;
-        }
-        Progressive {
-            state: Mutex::new(PartsState {
-                done,
-                filled: vec![0; n],
-                failed: false,
-            }),
-            cv: Condvar::new(),
-        }
-    }
-    fn lock(&self) -> std::sync::MutexGuard<'_, PartsState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn is_done(&self, i: usize) -> bool {
-        self.lock().done[i]
-    }
-    fn finish(&self, i: usize) {
-        self.lock().done[i] = true;
-        self.cv.notify_all();
-    }
-    /// Part `i` holds `bytes` valid bytes from its start (a retry starts again from 0).
-    fn fill(&self, i: usize, bytes: u64) {
-        self.lock().filled[i] = bytes;
-        self.cv.notify_all();
-    }
-    fn fail(&self) {
-        self.lock().failed = true;
-        self.cv.notify_all();
-    }
-    /// Waits for part `i`; false if the download failed first.
-    fn wait(&self, i: usize) -> bool {
-        let mut g = self.lock();
-        loop {
-            if g.done[i] {
-                return true;
-            }
-            if g.failed {
-                return false;
-            }
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-    /// Waits until part `i` (of `len` bytes) holds more than `offset` bytes; returns how many
-    /// it holds, or `None` if the download failed first.
-    fn wait_past(&self, i: usize, offset: u64, len: u64) -> Option<u64> {
-        let mut g = self.lock();
-        loop {
-            if g.done[i] {
-                return Some(len);
-            }
-            if g.filled[i] > offset {
-                return Some(g.filled[i]);
-            }
-            if g.failed {
-                return None;
-            }
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// Hashes the partial file part by part, in order, as parts complete: the sha256 is ready
-/// moments after the last byte arrives. `None` if the download failed.
-fn hash_in_order(
-    file: &File,
-    parts: &[(u64, u64)],
-    progress: &Progressive,
-) -> std::io::Result<Option<Digest>> {
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for (i, &(start, end)) in parts.iter().enumerate() {
-        if !progress.wait(i) {
-            return Ok(None);
-        }
-        let mut at = start;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at)?;
-            h.update(&buf[..n]);
-            at += n as u64;
-        }
-    }
-    Ok(Some(Digest::from_bytes(h.finalize().into())))
 }
 
 #[cfg(test)]
