@@ -55,6 +55,21 @@ impl FsError {
     }
 }
 
+/// For a caller that speaks `io::Error`: the same text, and the kind of the I/O error
+/// underneath (a refusal reads as permission denied).
+impl From<FsError> for io::Error {
+    fn from(e: FsError) -> io::Error {
+        match e {
+            FsError::Io { path, source } => {
+                io::Error::new(source.kind(), format!("{}: {source}", path.display()))
+            }
+            e @ FsError::Refused { .. } => {
+                io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
+            }
+        }
+    }
+}
+
 /// The identity of a file: what we created is what we rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
