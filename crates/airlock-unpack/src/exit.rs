@@ -31,9 +31,29 @@ impl UnpackError {
     pub fn exit_code(&self) -> u8 {
         match self {
             UnpackError::Bundle(b) => bundle_exit_code(b),
-            UnpackError::Engine(_) | UnpackError::Environment(_) => ENVIRONMENT,
-            UnpackError::Usage(_) => USAGE,
-            UnpackError::Conflict(_) => CONFLICT,
+            UnpackError::Engine(_)
+            | UnpackError::Environment(_)
+            | UnpackError::Io { .. }
+            | UnpackError::Host { .. }
+            | UnpackError::StateCorrupt { .. }
+            | UnpackError::Serialize { .. }
+            | UnpackError::Runtime(_)
+            | UnpackError::NeverWritten { .. }
+            | UnpackError::NoSpool
+            | UnpackError::NeedsDockerEngine
+            | UnpackError::EngineCall { .. }
+            | UnpackError::EngineIo { .. }
+            | UnpackError::EngineSaid { .. }
+            | UnpackError::EngineTask { .. } => ENVIRONMENT,
+            UnpackError::Usage(_) | UnpackError::BadPath { .. } => USAGE,
+            UnpackError::Conflict(_)
+            | UnpackError::Refused { .. }
+            | UnpackError::Replaced { .. }
+            | UnpackError::Appeared { .. }
+            | UnpackError::NotAFile { .. }
+            | UnpackError::VolumeNotABlob { .. }
+            | UnpackError::KindDiffers { .. }
+            | UnpackError::FilesDiffer(_) => CONFLICT,
             UnpackError::NotPresent(_) => NOT_PRESENT,
             UnpackError::Parts { inner, .. } => inner.exit_code(),
             UnpackError::Registry { .. } => REGISTRY,
@@ -55,6 +75,27 @@ pub(crate) fn bundle_exit_code(b: &BundleError) -> u8 {
     }
 }
 
+/// A failure as the binary prints it after `error: ` (and a report records it): each error
+/// of the chain, joined by `: ` as anyhow's `{:#}` does, but ending at a variant of ours
+/// whose own message already ends with its source ([`UnpackError::says_source`]), which
+/// would otherwise be said twice.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        if i > 0 {
+            out.push_str(": ");
+        }
+        out.push_str(&cause.to_string());
+        if cause
+            .downcast_ref::<UnpackError>()
+            .is_some_and(UnpackError::says_source)
+        {
+            break;
+        }
+    }
+    out
+}
+
 /// The documented exit code for a failure: that of the first error in its chain this crate
 /// or the format knows, else [`INTERNAL`].
 pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
@@ -65,4 +106,241 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
                 .or_else(|| c.downcast_ref::<BundleError>().map(bundle_exit_code))
         })
         .unwrap_or(INTERNAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+    use std::path::PathBuf;
+
+    use airlock_bundle::Digest;
+
+    use super::*;
+    use crate::Destined;
+
+    fn os_err() -> io::Error {
+        io::Error::from_raw_os_error(2)
+    }
+
+    /// The source an error returns, as text (`None`: it has none).
+    fn source_of(e: &UnpackError) -> Option<String> {
+        e.source().map(ToString::to_string)
+    }
+
+    fn path() -> PathBuf {
+        PathBuf::from("/srv/x")
+    }
+
+    #[test]
+    fn io_is_environment_with_its_source() {
+        let e = UnpackError::Io {
+            what: "state",
+            path: path(),
+            source: os_err(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(os_err().to_string()));
+        assert_eq!(e.to_string(), format!("state /srv/x: {}", os_err()));
+        let bare = UnpackError::io(path(), os_err());
+        assert_eq!(bare.to_string(), format!("/srv/x: {}", os_err()));
+    }
+
+    #[test]
+    fn host_and_state_corrupt_are_environment() {
+        let e = UnpackError::Host {
+            what: "report",
+            path: path(),
+            problem: "exists and is not a regular file".into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(
+            e.to_string(),
+            "report /srv/x: exists and is not a regular file"
+        );
+        let e = UnpackError::StateCorrupt {
+            path: path(),
+            problem: "not a regular file".into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert!(e
+            .to_string()
+            .starts_with("state /srv/x: not a regular file; refusing"));
+    }
+
+    #[test]
+    fn serialize_is_environment_with_its_source() {
+        let source = serde_json::from_str::<u8>("x").unwrap_err();
+        let text = source.to_string();
+        let e = UnpackError::Serialize {
+            what: "report",
+            source,
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(text.clone()));
+        assert_eq!(e.to_string(), format!("report: {text}"));
+    }
+
+    #[test]
+    fn runtime_is_environment_with_its_source() {
+        let e = UnpackError::Runtime(os_err());
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(os_err().to_string()));
+    }
+
+    #[test]
+    fn restore_bugs_are_environment() {
+        for e in [
+            UnpackError::NeverWritten { path: path() },
+            UnpackError::NoSpool,
+            UnpackError::NeedsDockerEngine,
+        ] {
+            assert_eq!(e.exit_code(), ENVIRONMENT, "{e}");
+            assert!(e.source().is_none(), "{e}");
+        }
+    }
+
+    #[test]
+    fn engine_call_is_environment_with_its_source() {
+        let source = bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "boom".into(),
+        };
+        let text = source.to_string();
+        let e = UnpackError::EngineCall {
+            what: "creating volume v".into(),
+            source,
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(text.clone()));
+        assert_eq!(e.to_string(), format!("engine: creating volume v: {text}"));
+    }
+
+    #[test]
+    fn engine_io_and_said_are_environment() {
+        let e = UnpackError::EngineIo {
+            what: "reading volume v".into(),
+            source: os_err(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(os_err().to_string()));
+        let e = UnpackError::EngineSaid {
+            what: "importing the helper image".into(),
+            said: "no space".into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(
+            e.to_string(),
+            "engine: importing the helper image: no space"
+        );
+    }
+
+    #[tokio::test]
+    async fn engine_task_is_environment_with_its_source() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let source = task.await.unwrap_err();
+        let text = source.to_string();
+        let e = UnpackError::EngineTask {
+            what: "checking a volume",
+            source,
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(text.clone()));
+        assert_eq!(e.to_string(), format!("engine: checking a volume: {text}"));
+    }
+
+    #[test]
+    fn host_conflicts_are_conflicts() {
+        let d = Digest::of(b"x");
+        let cases = [
+            (
+                UnpackError::Refused {
+                    path: path(),
+                    why: "a symbolic link".into(),
+                },
+                "/srv/x: a symbolic link".to_string(),
+            ),
+            (
+                UnpackError::Replaced {
+                    path: path(),
+                    why: None,
+                },
+                "/srv/x: was replaced by someone else while airlock-unpack was writing it".into(),
+            ),
+            (
+                UnpackError::Replaced {
+                    path: path(),
+                    why: Some("a symbolic link".into()),
+                },
+                "/srv/x: was replaced by someone else while airlock-unpack was writing it (a symbolic link)".into(),
+            ),
+            (
+                UnpackError::Appeared { path: path() },
+                "/srv/x: appeared while the bundle was loading; left as it is".into(),
+            ),
+            (
+                UnpackError::NotAFile {
+                    path: path(),
+                    meant: Destined::Blob(d),
+                },
+                format!("/srv/x: is not a regular file, where the blob {d} goes"),
+            ),
+            (
+                UnpackError::VolumeNotABlob {
+                    volume: "v".into(),
+                    path: "blobs/x".into(),
+                    found: "a directory".into(),
+                },
+                "volume v: blobs/x is a directory, not a blob file".into(),
+            ),
+            (
+                UnpackError::KindDiffers {
+                    target: "dir /srv".into(),
+                    path: "x".into(),
+                    found: "a directory".into(),
+                    bundle_dir: false,
+                },
+                "dir /srv x: is a directory, the bundle has a file".into(),
+            ),
+            (
+                UnpackError::FilesDiffer(Vec::new()),
+                "0 existing file(s) differ from the bundle; nothing was changed (use --overwrite to replace them):\n".into(),
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.exit_code(), CONFLICT, "{e}");
+            assert_eq!(e.to_string(), text);
+            assert!(e.source().is_none(), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_path_is_usage_with_its_source() {
+        let e = UnpackError::BadPath {
+            path: path(),
+            source: os_err(),
+        };
+        assert_eq!(e.exit_code(), USAGE);
+        assert_eq!(source_of(&e), Some(os_err().to_string()));
+    }
+
+    /// The printed chain says a structured variant's source once, as the text variant it
+    /// replaced did, and still walks the chain of everything else.
+    #[test]
+    fn message_says_a_source_once() {
+        let e = anyhow::Error::from(UnpackError::Io {
+            what: "report",
+            path: path(),
+            source: os_err(),
+        })
+        .context("writing the report");
+        assert_eq!(
+            message(&e),
+            format!("writing the report: report /srv/x: {}", os_err())
+        );
+        assert_eq!(exit_code_of(&e), ENVIRONMENT);
+        let plain = anyhow::Error::from(os_err()).context("opening");
+        assert_eq!(message(&plain), format!("{plain:#}"));
+    }
 }

@@ -29,22 +29,152 @@ pub mod restore;
 pub mod state;
 pub mod volume;
 
-use airlock_bundle::BundleError;
+use std::io;
+use std::path::{Path, PathBuf};
 
-/// Failures of the unpacking side beyond the bundle format's own.
+use airlock_bundle::ollama::ModelName;
+use airlock_bundle::{BundleError, Digest};
+
+/// Failures of the unpacking side beyond the bundle format's own: one variant per kind of
+/// failure, holding the path, image, model or digest it concerns and, where there is one,
+/// the error underneath as its `source()`. Each message reads as it always did, and a
+/// variant that has a source says it at the end of its own message, so the binary prints
+/// the chain through [`exit::message`], which stops there (see [`UnpackError::says_source`]).
+/// The exit code of each variant is in [`exit`].
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    /// The engine (Docker or Podman) is unreachable or failed a request.
+    /// The engine (Docker or Podman) is unreachable or failed a request. Being replaced by
+    /// the structured variants ([`UnpackError::EngineCall`] and the ones after it).
     #[error("engine: {0}")]
     Engine(String),
+    /// Being replaced by the structured variants ([`UnpackError::Io`] and the ones after it).
     #[error("{0}")]
     Environment(String),
+    /// A usage message: a human sentence about the command line is the whole content.
     #[error("{0}")]
     Usage(String),
+    /// Being replaced by the structured variants ([`UnpackError::Refused`] and the ones
+    /// after it).
     #[error("{0}")]
     Conflict(String),
+
+    // Environment (exit 7): this host, not the bundle.
+    /// A host file or directory could not be read or written. `what` names it (`state`,
+    /// `report`, `inventory`), empty for the files a load or extract writes itself.
+    #[error("{}: {source}", labelled(.what, .path))]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A host file or directory is not what it must be (no I/O error underneath).
+    #[error("{}: {problem}", labelled(.what, .path))]
+    Host {
+        what: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    /// The state file ([`state`]) cannot be read as one: never reset behind the operator's
+    /// back.
+    #[error("state {}: {problem}; refusing to guess what this host loaded (it is not reset: move it away only if you mean to forget every record)", .path.display())]
+    StateCorrupt { path: PathBuf, problem: String },
+    /// `what` (the report) could not be rendered as JSON.
+    #[error("{what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The async runtime could not be started.
+    #[error("async runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// A file to rename into place was never written to its temp (a bug, not the host).
+    #[error("{}: the staged file was never written", .path.display())]
+    NeverWritten { path: PathBuf },
+    /// A blob bound for a volume or files found no spool made for it (a bug, not the host).
+    #[error("a blob to spool, and no spool was made for it")]
+    NoSpool,
+    /// Models or files bound for Docker volumes, and the engine is not Docker.
+    #[error("restoring into Docker volumes needs the Docker engine")]
+    NeedsDockerEngine,
+    /// An Engine API request failed; `what` says which (`creating volume v`).
+    #[error("engine: {what}: {source}")]
+    EngineCall {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// What the engine sent back for `what` could not be read.
+    #[error("engine: {what}: {source}")]
+    EngineIo {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The engine answered `what` with an error of its own, or with more than we take.
+    #[error("engine: {what}: {said}")]
+    EngineSaid { what: String, said: String },
+    /// A task waiting on the engine for `what` failed.
+    #[error("engine: {what}: {source}")]
+    EngineTask {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    // Conflict (exit 10): what is on the host is left alone.
+    /// A symlink, or something else that is not ours to write through, stands in the way.
+    #[error("{}: {why}", .path.display())]
+    Refused { path: PathBuf, why: String },
+    /// A file airlock-unpack created was swapped for another while it was written.
+    #[error(
+        "{}: was replaced by someone else while airlock-unpack was writing it{}",
+        .path.display(),
+        .why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default()
+    )]
+    Replaced { path: PathBuf, why: Option<String> },
+    /// A file that was absent when the load was planned appeared before it was placed.
+    #[error("{}: appeared while the bundle was loading; left as it is", .path.display())]
+    Appeared { path: PathBuf },
+    /// Not a regular file where a blob or a model's manifest goes.
+    #[error("{}: is not a regular file, where {meant} goes", .path.display())]
+    NotAFile { path: PathBuf, meant: Destined },
+    /// In a volume, something other than a blob file where a blob goes.
+    #[error("volume {volume}: {path} is {found}, not a blob file")]
+    VolumeNotABlob {
+        volume: String,
+        path: String,
+        found: String,
+    },
+    /// A directory where the bundle has a file, a file where it has a directory, or a
+    /// symlink: never replaced, not even with `--overwrite`. `target` is where the bundle's
+    /// files go (a directory or a volume).
+    #[error("{target} {path}: is {found}, the bundle has a {}", if *.bundle_dir { "directory" } else { "file" })]
+    KindDiffers {
+        target: String,
+        path: String,
+        found: String,
+        bundle_dir: bool,
+    },
+    /// Existing files differ from the bundle's, and `--overwrite` was not given.
+    #[error(
+        "{} existing file(s) differ from the bundle; nothing was changed (use --overwrite to replace them):\n{}",
+        .0.len(),
+        .0.iter().map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n")
+    )]
+    FilesDiffer(Vec<restore::Conflict>),
+
+    // Usage (exit 2).
+    /// A path on the command line that cannot be made absolute.
+    #[error("{}: {source}", .path.display())]
+    BadPath {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("this is a delta bundle, and this host lacks {} of the blobs it left out (built against another host's inventory, or they were removed since); nothing was loaded:\n  {}", .0.len(), .0.join("\n  "))]
     NotPresent(Vec<String>),
     /// A failed read, with which of the bundle's parts is at fault.
@@ -102,6 +232,58 @@ pub enum UnpackError {
         unreadable_layer: bool,
         rollback: Box<docker::Rollback>,
     },
+}
+
+impl UnpackError {
+    /// Whether this error's own message ends with its `source()`'s: the variants built to
+    /// carry a source while printing what the text variants before them printed. The chain
+    /// printer ([`exit::message`]) stops after one of these, so the source is not said twice.
+    pub fn says_source(&self) -> bool {
+        matches!(
+            self,
+            UnpackError::Io { .. }
+                | UnpackError::Serialize { .. }
+                | UnpackError::Runtime(_)
+                | UnpackError::EngineCall { .. }
+                | UnpackError::EngineIo { .. }
+                | UnpackError::EngineTask { .. }
+                | UnpackError::BadPath { .. }
+        )
+    }
+
+    /// A failed read or write of a restore's own file at `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> UnpackError {
+        UnpackError::Io {
+            what: "",
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// What goes where a [`UnpackError::NotAFile`] stands.
+#[derive(Debug, Clone)]
+pub enum Destined {
+    Blob(Digest),
+    Manifest(ModelName),
+}
+
+impl std::fmt::Display for Destined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destined::Blob(d) => write!(f, "the blob {d}"),
+            Destined::Manifest(name) => write!(f, "the manifest of {name}"),
+        }
+    }
+}
+
+/// `state /var/lib/...`, or the bare path when `what` is empty.
+fn labelled(what: &str, path: &Path) -> String {
+    if what.is_empty() {
+        path.display().to_string()
+    } else {
+        format!("{what} {}", path.display())
+    }
 }
 
 /// This host's name, for inventories and reports (empty if unknown).

@@ -16,7 +16,7 @@
 //! A new report is 0644 (it names paths, digests and keys, no secrets, and is meant to be
 //! read and carried out); a report replacing a regular file keeps that file's mode.
 
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use airlock_bundle::parts::BundleFiles;
@@ -74,9 +74,7 @@ impl ReportSink {
                 let dir = std::path::absolute(dir)
                     .map_err(|e| env_err(p, e))
                     .and_then(|abs| {
-                        Dir::open_trusted(&abs, None).map_err(|e| {
-                            UnpackError::Environment(format!("report {}: {e}", p.display()))
-                        })
+                        Dir::open_trusted(&abs, None).map_err(|e| env_err(p, e.into()))
                     })?;
                 // Refused now, not after a long load.
                 replaceable(&dir, name, p, "report")?;
@@ -112,7 +110,7 @@ impl ReportSink {
             Err(e) => (
                 "refused",
                 None,
-                Some(format!("{e:#}")),
+                Some(crate::exit::message(e)),
                 Some(crate::exit::exit_code_of(e)),
             ),
         };
@@ -133,7 +131,10 @@ impl ReportSink {
         // Through a `Value`, as the report always was: its objects print their keys sorted.
         let mut text = serde_json::to_value(&report)
             .and_then(|v| serde_json::to_string_pretty(&v))
-            .map_err(|e| UnpackError::Environment(format!("report: {e}")))?;
+            .map_err(|source| UnpackError::Serialize {
+                what: "report",
+                source,
+            })?;
         text.push('\n');
         if self.stdout {
             print!("{text}");
@@ -236,11 +237,15 @@ fn engine_failure(e: &anyhow::Error) -> Option<EngineFailure<'_>> {
 /// Writes `data` to `path` as reports are written: a new temp file renamed over it, never
 /// through a symbolic link (one at `path` is refused). For other outputs of the gap side,
 /// such as `inventory -o`.
-pub(crate) fn write_output(what: &str, path: &Path, data: &[u8]) -> Result<(), UnpackError> {
+pub(crate) fn write_output(
+    what: &'static str,
+    path: &Path,
+    data: &[u8],
+) -> Result<(), UnpackError> {
     let (dir, name) = split(path)?;
     let dir = std::path::absolute(dir)
         .map_err(|e| out_err(what, path, e))
-        .and_then(|abs| Dir::open_trusted(&abs, None).map_err(|e| out_err(what, path, e)))?;
+        .and_then(|abs| Dir::open_trusted(&abs, None).map_err(|e| out_err(what, path, e.into())))?;
     replace_at(&dir, name, path, what, data)
 }
 
@@ -260,30 +265,48 @@ fn sig_name(name: &str) -> String {
     format!("{name}.minisig")
 }
 
-fn env_err(shown: &Path, e: impl std::fmt::Display) -> UnpackError {
+fn env_err(shown: &Path, e: io::Error) -> UnpackError {
     out_err("report", shown, e)
 }
 
 /// An output that could not be written: `what` (`report`, `inventory`) and where.
-fn out_err(what: &str, shown: &Path, e: impl std::fmt::Display) -> UnpackError {
-    UnpackError::Environment(format!("{what} {}: {e}", shown.display()))
+fn out_err(what: &'static str, shown: &Path, source: io::Error) -> UnpackError {
+    UnpackError::Io {
+        what,
+        path: shown.to_path_buf(),
+        source,
+    }
+}
+
+/// Something other than a file we may replace stands where an output goes.
+fn out_says(what: &'static str, shown: &Path, problem: &str) -> UnpackError {
+    UnpackError::Host {
+        what,
+        path: shown.to_path_buf(),
+        problem: problem.to_string(),
+    }
 }
 
 /// The mode a report written at `name` gets: a regular file's own, else [`REPORT_MODE`].
 /// Anything else at `name` (a symbolic link above all) is refused.
-fn replaceable(dir: &Dir, name: &str, shown: &Path, what: &str) -> Result<u32, UnpackError> {
-    let env_err = |shown: &Path, e: &dyn std::fmt::Display| out_err(what, shown, e);
+fn replaceable(
+    dir: &Dir,
+    name: &str,
+    shown: &Path,
+    what: &'static str,
+) -> Result<u32, UnpackError> {
     match rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => Ok(REPORT_MODE),
-        Err(e) => Err(env_err(shown, &std::io::Error::from(e))),
+        Err(e) => Err(out_err(what, shown, io::Error::from(e))),
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Ok(st.st_mode & 0o777),
-            FileType::Symlink => Err(env_err(
+            FileType::Symlink => Err(out_says(
+                what,
                 shown,
-                &"is a symbolic link; a report is never written through one \
+                "is a symbolic link; a report is never written through one \
                  (remove the link, or name the file it points to)",
             )),
-            _ => Err(env_err(shown, &"exists and is not a regular file")),
+            _ => Err(out_says(what, shown, "exists and is not a regular file")),
         },
     }
 }
@@ -294,20 +317,20 @@ fn replace_at(
     dir: &Dir,
     name: &str,
     shown: &Path,
-    what: &str,
+    what: &'static str,
     data: &[u8],
 ) -> Result<(), UnpackError> {
     let mode = replaceable(dir, name, shown, what)?;
     let (tmp, mut f) = dir
         .create_temp(".airlock-report-", ".tmp")
-        .map_err(|e| out_err(what, shown, e))?;
+        .map_err(|e| out_err(what, shown, e.into()))?;
     let written = (|| {
-        let id = FileId::of_file(&f).map_err(|e| e.to_string())?;
-        hostfs::set_mode(&f, mode).map_err(|e| e.to_string())?;
-        f.write_all(data).map_err(|e| e.to_string())?;
-        f.sync_all().map_err(|e| e.to_string())?;
+        let id = FileId::of_file(&f)?;
+        hostfs::set_mode(&f, mode)?;
+        f.write_all(data)?;
+        f.sync_all()?;
         dir.place(&tmp, id, dir, name, true)
-            .map_err(|e| e.to_string())
+            .map_err(io::Error::from)
     })();
     written.map_err(|e| {
         let _ = dir.remove_file(&tmp);

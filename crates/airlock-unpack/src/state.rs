@@ -129,8 +129,22 @@ pub struct State {
     records: BTreeMap<String, (Record, SystemTime)>,
 }
 
-fn env_err(what: &Path, e: impl std::fmt::Display) -> UnpackError {
-    UnpackError::Environment(format!("state {}: {e}", what.display()))
+/// The state dir or file at `path` could not be read or written.
+fn env_err(path: &Path, source: std::io::Error) -> UnpackError {
+    UnpackError::Io {
+        what: "state",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The state dir or file at `path` is not one this host can trust or read.
+fn state_says(path: &Path, problem: impl Into<String>) -> UnpackError {
+    UnpackError::Host {
+        what: "state",
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
 }
 
 fn parse_time(s: &str) -> Result<SystemTime, String> {
@@ -264,21 +278,21 @@ impl State {
     /// newer (a downgrade loaded with --allow-downgrade leaves the newer record in place).
     /// Creates the state dir (0700) if it does not exist yet.
     pub fn record(&mut self, h: &Header, digest: Digest) -> Result<(), UnpackError> {
-        let created = parse_time(&h.created).map_err(|e| env_err(&self.file(), e))?;
+        let created = parse_time(&h.created).map_err(|e| state_says(&self.file(), e))?;
         if self.held.is_none() {
             if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 // Missing parents are made like target roots: from `/`, through trusted
                 // symlinks only (the state dir itself is checked when opened below).
                 let abs = std::path::absolute(parent).map_err(|e| env_err(parent, e))?;
                 crate::hostfs::Dir::open_trusted(&abs, Some(&mut Vec::new()))
-                    .map_err(|e| env_err(parent, e))?;
+                    .map_err(|e| env_err(parent, e.into()))?;
             }
             match rustix::fs::mkdir(&self.dir, Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(env_err(&self.dir, std::io::Error::from(e))),
             }
             let fd = open_dir(&self.dir)?
-                .ok_or_else(|| env_err(&self.dir, "vanished right after it was created"))?;
+                .ok_or_else(|| state_says(&self.dir, "vanished right after it was created"))?;
             // Another load may have recorded since this one looked (there was no dir to
             // lock then).
             self.records = read_records(&self.dir, &fd)?;
@@ -324,7 +338,7 @@ fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, UnpackError> {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(None),
         Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-            return Err(env_err(
+            return Err(state_says(
                 dir,
                 "is a symlink or not a directory: refused (the record of what this host loaded must be a directory only its owner controls)",
             ))
@@ -334,7 +348,7 @@ fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, UnpackError> {
     let st = rustix::fs::fstat(&fd).map_err(|e| env_err(dir, std::io::Error::from(e)))?;
     let me = rustix::process::geteuid().as_raw();
     if st.st_uid != 0 && st.st_uid != me {
-        return Err(env_err(
+        return Err(state_says(
             dir,
             format!(
                 "owned by uid {}, neither root nor this user: refused (its owner could rewrite what this host loaded)",
@@ -343,7 +357,7 @@ fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, UnpackError> {
         ));
     }
     if st.st_mode & 0o022 != 0 {
-        return Err(env_err(
+        return Err(state_says(
             dir,
             format!(
                 "mode {:04o} lets group or others write it: refused (they could reset the record of what this host loaded; chmod 0700)",
@@ -368,11 +382,9 @@ fn read_records(
     fd: &OwnedFd,
 ) -> Result<BTreeMap<String, (Record, SystemTime)>, UnpackError> {
     let path = dir.join(STATE_FILE);
-    let corrupt = |e: String| {
-        UnpackError::Environment(format!(
-            "state {}: {e}; refusing to guess what this host loaded (it is not reset: move it away only if you mean to forget every record)",
-            path.display()
-        ))
+    let corrupt = |problem: String| UnpackError::StateCorrupt {
+        path: path.clone(),
+        problem,
     };
     let file = match rustix::fs::openat(
         fd,

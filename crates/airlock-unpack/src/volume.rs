@@ -25,8 +25,28 @@ use crate::UnpackError;
 /// Label on the helper image and container, so a crashed run's leftovers can be found.
 pub const HELPER_LABEL: &str = "io.airlock.helper";
 
-fn engine(what: &str, e: impl std::fmt::Display) -> UnpackError {
-    UnpackError::Engine(format!("{what}: {e}"))
+/// A failed Engine API request for `what`.
+fn engine(what: &str, source: bollard::errors::Error) -> UnpackError {
+    UnpackError::EngineCall {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// What the engine sent back for `what` could not be read.
+fn engine_io(what: &str, source: std::io::Error) -> UnpackError {
+    UnpackError::EngineIo {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The engine answered `what` with an error of its own, or with more than we take.
+fn engine_said(what: &str, said: impl Into<String>) -> UnpackError {
+    UnpackError::EngineSaid {
+        what: what.to_string(),
+        said: said.into(),
+    }
 }
 
 /// What a path inside a volume holds.
@@ -203,23 +223,23 @@ impl Helper {
                 Err(e) => return Err(engine(&what, e)),
             }
             if archive.len() > limit {
-                return Err(engine(&what, format!("more than {limit} bytes")));
+                return Err(engine_said(&what, format!("more than {limit} bytes")));
             }
         }
         let mut out = Vec::new();
         let mut ar = tar::Archive::new(archive.as_slice());
-        for e in ar.entries().map_err(|e| engine(&what, e))? {
-            let mut e = e.map_err(|e| engine(&what, e))?;
+        for e in ar.entries().map_err(|e| engine_io(&what, e))? {
+            let mut e = e.map_err(|e| engine_io(&what, e))?;
             if !e.header().entry_type().is_file() {
                 continue;
             }
             let path = e
                 .path()
-                .map_err(|e| engine(&what, e))?
+                .map_err(|e| engine_io(&what, e))?
                 .to_string_lossy()
                 .into_owned();
             let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut data).map_err(|e| engine(&what, e))?;
+            std::io::Read::read_to_end(&mut e, &mut data).map_err(|e| engine_io(&what, e))?;
             out.push((path, data));
         }
         Ok(out)
@@ -310,7 +330,7 @@ impl VolumeFile {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(b) => {
-                    if parser.feed(&b).map_err(|e| engine(&what, e))? {
+                    if parser.feed(&b).map_err(|e| engine_said(&what, e))? {
                         break;
                     }
                 }
@@ -320,7 +340,7 @@ impl VolumeFile {
                 Err(e) => return Err(engine(&what, e)),
             }
         }
-        parser.result().map_err(|e| engine(&what, e))
+        parser.result().map_err(|e| engine_said(&what, e))
     }
 }
 
@@ -348,7 +368,7 @@ async fn import_empty_image(docker: &Docker) -> Result<String, UnpackError> {
     while let Some(r) = s.next().await {
         let info = r.map_err(|e| engine("importing the helper image", e))?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(engine("importing the helper image", err));
+            return Err(engine_said("importing the helper image", err));
         }
         if let Some(s) = info.status.filter(|s| s.starts_with("sha256:")) {
             id = Some(s);

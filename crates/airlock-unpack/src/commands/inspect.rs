@@ -283,7 +283,7 @@ fn engine_verdicts(h: &Header, platform: Option<Platform>) -> Result<Judged, Unp
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
+        .map_err(UnpackError::Runtime)?;
     let facts = rt.block_on(async {
         let docker = crate::engine::connect().await?;
         crate::engine::facts(&docker).await

@@ -106,8 +106,10 @@ fn default_work_dir() -> PathBuf {
 
 /// An absolute path for a target given on the command line.
 fn absolute(p: &Path) -> Result<String, UnpackError> {
-    let abs =
-        std::path::absolute(p).map_err(|e| UnpackError::Usage(format!("{}: {e}", p.display())))?;
+    let abs = std::path::absolute(p).map_err(|source| UnpackError::BadPath {
+        path: p.to_path_buf(),
+        source,
+    })?;
     abs.to_str()
         .map(|s| s.trim_end_matches('/').to_string())
         .ok_or_else(|| UnpackError::Usage(format!("{}: not a UTF-8 path", p.display())))

@@ -18,7 +18,7 @@ use airlock_bundle::Digest;
 
 use crate::hostfs::{self, Created, Dir, FileId, FsError, Kind};
 use crate::volume::Existing;
-use crate::UnpackError;
+use crate::{Destined, UnpackError};
 
 /// Names of spool directories under the work dir: `PREFIX` + pid + random.
 pub(super) const SPOOL_PREFIX: &str = ".airlock-spool-";
@@ -26,26 +26,19 @@ pub(super) const SPOOL_PREFIX: &str = ".airlock-spool-";
 pub(super) const PARTIAL_MARK: &str = "-partial-airlock-";
 
 pub(super) fn env(p: &Path, e: io::Error) -> UnpackError {
-    UnpackError::Environment(format!("{}: {e}", p.display()))
+    UnpackError::io(p, e)
 }
 
 /// A host write refused (a symlink or a swapped file in the way: exit 10) or failed (7).
 pub(super) fn fs_err(e: FsError) -> UnpackError {
     match e {
-        FsError::Refused { .. } => UnpackError::Conflict(e.to_string()),
-        FsError::Io { .. } => UnpackError::Environment(e.to_string()),
+        FsError::Refused { path, why } => UnpackError::Refused { path, why },
+        FsError::Io { path, source } => UnpackError::io(path, source),
     }
 }
 
 pub(super) fn fs_io(e: FsError) -> io::Error {
-    match e {
-        FsError::Io { path, source } => {
-            io::Error::new(source.kind(), format!("{}: {source}", path.display()))
-        }
-        e @ FsError::Refused { .. } => {
-            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
-        }
-    }
+    e.into()
 }
 
 /// A private directory under the work dir for content bound for volumes and files: 0700,
@@ -121,17 +114,17 @@ impl TempSpec {
     /// Reopens what we created (checked to be the same file) for reading or `fchmod`.
     pub(super) fn reopen(&self) -> Result<fs::File, UnpackError> {
         let f = self.dir.open_read(&self.name).map_err(|e| match e {
-            FsError::Refused { why, .. } => UnpackError::Conflict(format!(
-                "{}: was replaced by someone else while airlock-unpack was writing it ({why})",
-                self.path().display()
-            )),
+            FsError::Refused { why, .. } => UnpackError::Replaced {
+                path: self.path(),
+                why: Some(why),
+            },
             e => fs_err(e),
         })?;
         if Some(FileId::of_file(&f).map_err(|e| env(&self.path(), e))?) != self.made() {
-            return Err(UnpackError::Conflict(format!(
-                "{}: was replaced by someone else while airlock-unpack was writing it",
-                self.path().display()
-            )));
+            return Err(UnpackError::Replaced {
+                path: self.path(),
+                why: None,
+            });
         }
         Ok(f)
     }
@@ -245,21 +238,15 @@ pub(super) struct Staged {
 
 impl Staged {
     pub(super) fn place(&self) -> Result<(), UnpackError> {
-        let id = self.temp.made().ok_or_else(|| {
-            UnpackError::Environment(format!(
-                "{}: the staged file was never written",
-                self.temp.path().display()
-            ))
+        let id = self.temp.made().ok_or_else(|| UnpackError::NeverWritten {
+            path: self.temp.path(),
         })?;
         self.temp
             .dir
             .place(&self.temp.name, id, &self.dest, &self.to, self.replace)
             .map_err(|e| match e {
                 FsError::Io { path, source } if source.kind() == io::ErrorKind::AlreadyExists => {
-                    UnpackError::Conflict(format!(
-                        "{}: appeared while the bundle was loading; left as it is",
-                        path.display()
-                    ))
+                    UnpackError::Appeared { path }
                 }
                 e => fs_err(e),
             })
@@ -294,10 +281,10 @@ pub(super) fn stage_manifest(
             Some(d).filter(|d| *d != Digest::of(bytes))
         }
         _ => {
-            return Err(UnpackError::Conflict(format!(
-                "{}: is not a regular file, where the manifest of {name} goes",
-                leaf.path().join(tag).display()
-            )))
+            return Err(UnpackError::NotAFile {
+                path: leaf.path().join(tag),
+                meant: Destined::Manifest(name.clone()),
+            })
         }
     };
     let manifests = Arc::new(store.root.open_dir("manifests").map_err(fs_err)?);

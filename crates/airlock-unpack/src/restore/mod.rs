@@ -132,11 +132,11 @@ impl PartialEq<&str> for Action {
 
 /// An existing file that differs from the bundle's.
 #[derive(Debug, Clone)]
-pub(crate) struct Conflict {
-    pub(crate) target: Target,
-    pub(crate) path: String,
-    pub(crate) existing: String,
-    pub(crate) bundle: Digest,
+pub struct Conflict {
+    pub target: Target,
+    pub path: String,
+    pub existing: String,
+    pub bundle: Digest,
 }
 
 impl std::fmt::Display for Conflict {
@@ -208,9 +208,10 @@ struct PlannedFile {
 impl Staging {
     /// The spool, made at prepare by the first blob that needed it.
     fn spool_dir(&self) -> Result<&Arc<Dir>, UnpackError> {
-        self.spool.as_ref().map(|s| &s.dir).ok_or_else(|| {
-            UnpackError::Environment("a blob to spool, and no spool was made for it".into())
-        })
+        self.spool
+            .as_ref()
+            .map(|s| &s.dir)
+            .ok_or(UnpackError::NoSpool)
     }
 
     fn spool_temp(&self, d: &Digest) -> Result<TempSpec, UnpackError> {

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::hostfs::{self, Dir, Kind};
 use crate::volume::{Existing, Helper};
-use crate::UnpackError;
+use crate::{Destined, UnpackError};
 
 /// Decides every write before a blob is read. Blobs already in place are checked (compared
 /// with the stream in a directory, hashed in the background in a volume): kept if right,
@@ -141,15 +141,7 @@ async fn prepare_with(
     let conflicts = plan_files(h, opts, st, reader).await?;
     add_spool_sinks(st)?;
     if !conflicts.is_empty() {
-        return Err(UnpackError::Conflict(format!(
-            "{} existing file(s) differ from the bundle; nothing was changed (use --overwrite to replace them):\n{}",
-            conflicts.len(),
-            conflicts
-                .iter()
-                .map(|c| format!("  - {c}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+        return Err(UnpackError::FilesDiffer(conflicts));
     }
     Ok(())
 }
@@ -249,10 +241,10 @@ fn host_blob_sink(
         },
         Kind::File { .. } | Kind::Missing => SinkSpec::Write(temp.clone()),
         _ => {
-            return Err(UnpackError::Conflict(format!(
-                "{}: is not a regular file, where the blob {d} goes",
-                blobs_dir.path().join(final_name).display()
-            )))
+            return Err(UnpackError::NotAFile {
+                path: blobs_dir.path().join(final_name),
+                meant: Destined::Blob(d),
+            })
         }
     };
     Ok((spec, temp))
@@ -305,10 +297,11 @@ async fn plan_volume_model(
             }
             (Existing::Missing | Existing::Sized(_) | Existing::File { .. }, _) => None,
             (other, _) => {
-                return Err(UnpackError::Conflict(format!(
-                    "volume {v}: {rel} is {}, not a blob file",
-                    describe(&other)
-                )))
+                return Err(UnpackError::VolumeNotABlob {
+                    volume: v.to_string(),
+                    path: rel.clone(),
+                    found: describe(&other),
+                })
             }
         };
         st.need_spool(opts, d, unless)?;
@@ -376,13 +369,12 @@ fn file_action(
         (_, other) => {
             // A directory where a file goes, a file where a directory goes, or a
             // symlink: never replaced, not even with --overwrite.
-            return Err(UnpackError::Conflict(format!(
-                "{} {}: is {}, the bundle has a {}",
-                f.target,
-                f.path,
-                describe(other),
-                if f.is_dir() { "directory" } else { "file" }
-            )));
+            return Err(UnpackError::KindDiffers {
+                target: f.target.to_string(),
+                path: f.path.to_string(),
+                found: describe(other),
+                bundle_dir: f.is_dir(),
+            });
         }
     })
 }

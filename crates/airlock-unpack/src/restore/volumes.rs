@@ -24,7 +24,7 @@ use crate::volume::{volume_exists, Existing, Helper};
 use crate::UnpackError;
 
 fn needs_engine() -> UnpackError {
-    UnpackError::Environment("restoring into Docker volumes needs the Docker engine".into())
+    UnpackError::NeedsDockerEngine
 }
 
 /// A helper reading the `volumes` that exist already (`None` when none does): a volume that
@@ -88,10 +88,10 @@ pub(super) fn check_in_background(
 async fn settle(st: &mut Staging) -> Result<BTreeSet<(String, Digest)>, UnpackError> {
     let mut present = BTreeSet::new();
     for c in st.checks.drain(..) {
-        let found = c
-            .task
-            .await
-            .map_err(|e| UnpackError::Engine(format!("checking a volume: {e}")))??;
+        let found = c.task.await.map_err(|source| UnpackError::EngineTask {
+            what: "checking a volume",
+            source,
+        })??;
         if found {
             present.insert((c.volume, c.digest));
         }

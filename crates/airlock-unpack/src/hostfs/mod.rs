@@ -24,36 +24,9 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};
 
-/// Why a host write was refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    /// A symlink, or something else that is not ours to write through, stands in the way.
-    #[error("{path}: {why}")]
-    Refused { path: PathBuf, why: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
+mod error;
 
-impl FsError {
-    fn io(path: impl Into<PathBuf>, e: impl Into<io::Error>) -> FsError {
-        FsError::Io {
-            path: path.into(),
-            source: e.into(),
-        }
-    }
-
-    fn refused(path: impl Into<PathBuf>, why: impl Into<String>) -> FsError {
-        FsError::Refused {
-            path: path.into(),
-            why: why.into(),
-        }
-    }
-
-    /// Whether this is "not found".
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, FsError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
-    }
-}
+pub use error::FsError;
 
 /// The identity of a file: what we created is what we rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
