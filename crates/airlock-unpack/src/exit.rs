@@ -76,19 +76,20 @@ pub(crate) fn bundle_exit_code(b: &BundleError) -> u8 {
 }
 
 /// A failure as the binary prints it after `error: ` (and a report records it): each error
-/// of the chain, joined by `: ` as anyhow's `{:#}` does, but ending at a variant of ours
-/// whose own message already ends with its source ([`UnpackError::says_source`]), which
-/// would otherwise be said twice.
+/// of the chain, joined by `: ` as anyhow's `{:#}` does, but ending at an error whose own
+/// message already ends with its source's (ours and the format's `Io`-like variants keep
+/// the source for callers and say it for people), which would otherwise be said twice.
 pub fn message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for (i, cause) in e.chain().enumerate() {
         if i > 0 {
             out.push_str(": ");
         }
-        out.push_str(&cause.to_string());
+        let said = cause.to_string();
+        out.push_str(&said);
         if cause
-            .downcast_ref::<UnpackError>()
-            .is_some_and(UnpackError::says_source)
+            .source()
+            .is_some_and(|s| said.ends_with(&s.to_string()))
         {
             break;
         }

@@ -39,7 +39,7 @@ use airlock_bundle::{BundleError, Digest};
 /// failure, holding the path, image, model or digest it concerns and, where there is one,
 /// the error underneath as its `source()`. Each message reads as it always did, and a
 /// variant that has a source says it at the end of its own message, so the binary prints
-/// the chain through [`exit::message`], which stops there (see [`UnpackError::says_source`]).
+/// the chain through [`exit::message`], which stops there.
 /// The exit code of each variant is in [`exit`].
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -235,22 +235,6 @@ pub enum UnpackError {
 }
 
 impl UnpackError {
-    /// Whether this error's own message ends with its `source()`'s: the variants built to
-    /// carry a source while printing what the text variants before them printed. The chain
-    /// printer ([`exit::message`]) stops after one of these, so the source is not said twice.
-    pub fn says_source(&self) -> bool {
-        matches!(
-            self,
-            UnpackError::Io { .. }
-                | UnpackError::Serialize { .. }
-                | UnpackError::Runtime(_)
-                | UnpackError::EngineCall { .. }
-                | UnpackError::EngineIo { .. }
-                | UnpackError::EngineTask { .. }
-                | UnpackError::BadPath { .. }
-        )
-    }
-
     /// A failed read or write of a restore's own file at `path`.
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> UnpackError {
         UnpackError::Io {
