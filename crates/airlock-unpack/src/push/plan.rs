@@ -95,11 +95,7 @@ pub(crate) fn manifest_media_type(h: &Header, d: &Digest, bytes: Option<&[u8]>) 
 
 /// Decides what goes where: names, the index for several platforms, and what the registry
 /// already has.
-pub(crate) async fn plan(
-    client: &Client,
-    v: &Verified,
-    prefix: &str,
-) -> Result<Plan, UnpackError> {
+pub(crate) async fn plan(client: &Client, v: &Verified, prefix: &str) -> Result<Plan, UnpackError> {
     let h = &v.header;
     refuse_delta(h)?;
     let mut items = image_items(h, prefix)?;
@@ -334,15 +330,15 @@ async fn route_blobs(
 ) -> Result<Streaming, UnpackError> {
     let mut mounts_refused = false;
     let mut streaming = Streaming::default();
-    for Need { digest: d, have, lack } in needs {
+    for Need { digest, have, lack } in needs {
         if lack.is_empty() {
             continue;
         }
         let mut plan = BlobPlan::default();
         if let Some(from) = have.first() {
             for repo in lack {
-                if !mounts_refused && client.mount(&repo, from, &d).await? {
-                    actions.insert((repo, d), Action::Mounted);
+                if !mounts_refused && client.mount(&repo, from, &digest).await? {
+                    actions.insert((repo, digest), Action::Mounted);
                 } else {
                     mounts_refused = true;
                     plan.upload_to.push(repo);
@@ -356,7 +352,7 @@ async fn route_blobs(
             plan.mount_into.extend(lack);
         }
         if !plan.upload_to.is_empty() {
-            streaming.blobs.insert(d, plan);
+            streaming.blobs.insert(digest, plan);
         }
     }
     Ok(streaming)
