@@ -2,18 +2,18 @@
 //! (distribution, Harbor, zot), in one pass over the bundle. Behind the `push` feature: the
 //! minimal build of `airlock-unpack` has no HTTP client at all.
 //!
-//! 1. The header verified: every target repository is asked (HEAD, concurrently) which
+//! 1. The header verified (`plan`): every target repository is asked (HEAD, concurrently) which
 //!    blobs it has and what its tags point to. A tag that already names the exact manifest
 //!    is left alone ("unchanged"); a blob a repository has is not sent again. A blob one
 //!    target repository has and another lacks is mounted across (`?mount=&from=`).
-//! 2. The bundle streams: each blob still missing is uploaded while it is read (POST for a
+//! 2. The bundle streams (`upload`): each blob still missing is uploaded while it is read (POST for a
 //!    session, one monolithic PUT with a Content-Length, the body fed from the reader thread
 //!    through a bounded channel), never held in memory. A blob several repositories need is
 //!    uploaded once and mounted into the others; where the registry refuses the mount, it
 //!    is copied across from the repository that has it (GET streamed into an upload). The
 //!    registry checks each digest (`?digest=`).
 //! 3. Only once the reader has checked every digest and the end of the archive are the
-//!    manifests PUT, i.e. the tags become visible: a corrupt, truncated or tampered bundle
+//!    manifests PUT (`publish`), i.e. the tags become visible: a corrupt, truncated or tampered bundle
 //!    pushes no tag at all.
 //!
 //! An image the bundle carries for several platforms (it came from a multi-platform index,
@@ -34,8 +34,7 @@ mod upload;
 use std::sync::Arc;
 
 use airlock_bundle::reader::{BundleReader, ReadOptions, Verified};
-use airlock_bundle::BundleError;
-use airlock_bundle::Digest;
+use airlock_bundle::{BundleError, Digest};
 use airlock_progress::Progress;
 use serde::Serialize;
 
