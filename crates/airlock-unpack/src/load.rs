@@ -49,8 +49,9 @@ pub struct LoadReport {
 }
 
 /// What one kind of engine does in a load; [`run`] calls these in a fixed order and does
-/// the cleanup between them. Until [`EngineSide::hold`] succeeded nothing of the engine's
-/// is changed; after it, [`EngineSide::abandon`] (or [`EngineSide::refuse`]) undoes it.
+/// the cleanup between them: once [`EngineSide::plan`] succeeded, every failure ends in
+/// [`EngineSide::abandon`] or [`EngineSide::refuse`], which undo what the engine took and
+/// let go of what was held for the load (a hold name, a lease).
 pub(crate) trait EngineSide {
     /// Streams the selected images' blobs into the engine, on the bundle reader's thread.
     type Stream: EngineStream + Send;
