@@ -45,16 +45,6 @@ impl<W: Write> Archive<W> {
         }
     }
 
-    /// An archive of no image yet (the writer is held until the images are known).
-    pub fn empty(out: W) -> Self {
-        Archive {
-            out,
-            images: Vec::new(),
-            needed: HashSet::new(),
-            manifests: BTreeMap::new(),
-        }
-    }
-
     /// The images this archive carries, in the order the docker `manifest.json` lists them.
     pub fn images(&self) -> &[ImageRecord] {
         &self.images

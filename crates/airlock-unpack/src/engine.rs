@@ -411,8 +411,20 @@ pub enum Outcome {
     Cannot(Vec<Problem>),
 }
 
+/// Picks, per reference, the image for `platform` (the first the bundle lists): what a load
+/// sends to the engine and what the pre-flight judges.
+pub fn select_images(images: &[ImageRecord], platform: &Platform) -> Vec<ImageRecord> {
+    let mut seen = std::collections::HashSet::new();
+    images
+        .iter()
+        .filter(|i| platform.matches(&i.platform.to_oci()))
+        .filter(|i| seen.insert(i.reference.clone()))
+        .cloned()
+        .collect()
+}
+
 /// Judges every image record of `header` for loading into `facts`' engine as `platform`
-/// (the engine's, or `--platform`): per reference, the image [`crate::docker::select_images`]
+/// (the engine's, or `--platform`): per reference, the image [`select_images`]
 /// picks is judged by [`verdict`]; a reference with no image for `platform` cannot be
 /// loaded either.
 pub fn judge(
@@ -420,7 +432,7 @@ pub fn judge(
     header: &Header,
     platform: &Platform,
 ) -> Vec<(ImageRecord, Outcome)> {
-    let selected = crate::docker::select_images(&header.images, platform);
+    let selected = select_images(&header.images, platform);
     header
         .images
         .iter()
@@ -795,5 +807,40 @@ mod tests {
             Endpoint::Podman(PODMAN_ROOT_SOCKET.into()).address(),
             "unix:///run/podman/podman.sock"
         );
+    }
+
+    fn record(reference: &str, platform: &str) -> ImageRecord {
+        ImageRecord {
+            reference: reference.into(),
+            platform: platform.parse().unwrap(),
+            manifest: Digest::of(platform.as_bytes()),
+            config: Digest::of(reference.as_bytes()),
+            layers: vec![],
+            index: None,
+        }
+    }
+
+    #[test]
+    fn selects_one_image_per_reference_for_the_platform() {
+        use crate::archive::repo_tag;
+        let images = [
+            record("r/a:1", "linux/amd64"),
+            record("r/a:1", "linux/arm64/v8"),
+            record("r/b:1", "linux/arm64/v8"),
+        ];
+        let amd: Vec<String> = select_images(&images, &"linux/amd64".parse().unwrap())
+            .into_iter()
+            .map(|i| format!("{} {}", i.reference, i.platform))
+            .collect();
+        assert_eq!(amd, ["r/a:1 linux/amd64"]);
+        // No variant asked: any variant of the architecture will do.
+        let arm = select_images(&images, &"linux/arm64".parse().unwrap());
+        assert_eq!(arm.len(), 2);
+        assert!(select_images(&images, &"linux/s390x".parse().unwrap()).is_empty());
+        assert_eq!(
+            repo_tag("127.0.0.1:5000/a/b:v1").as_deref(),
+            Some("127.0.0.1:5000/a/b:v1")
+        );
+        assert_eq!(repo_tag(&format!("a/b@{}", Digest::of(b"x"))), None);
     }
 }

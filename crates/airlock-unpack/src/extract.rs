@@ -15,7 +15,7 @@ use std::path::Path;
 use airlock_bundle::hashing::copy_large;
 use airlock_bundle::header::{Entry, Target, HEADER_PATH, SIGNATURE_PATH};
 use airlock_bundle::ollama::{self, ModelName};
-use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_bundle::reader::{BundleReader, ReadOptions, Verified, Visitor};
 use airlock_bundle::Digest;
 
 use crate::hostfs::{self, Dir, FsError, Kind};
@@ -27,7 +27,7 @@ const TEMP_PREFIX: &str = ".airlock-extract-";
 /// whatever its own mode) through descriptors: nothing in it is opened by path.
 struct ExtractVisitor {
     tmp: Dir,
-    header: Option<airlock_bundle::Header>,
+    header: airlock_bundle::Header,
     /// Directories made, relative to the temp root, and the mode each gets at the end.
     dirs: BTreeMap<String, u32>,
 }
@@ -84,8 +84,9 @@ impl ExtractVisitor {
     }
 }
 
-impl Visitor for ExtractVisitor {
-    fn header(&mut self, v: &Verified) -> Result<bool, airlock_bundle::BundleError> {
+impl ExtractVisitor {
+    /// The signed header and its signature, exactly as stored, first in the layout.
+    fn header(&mut self, v: &Verified) -> Result<(), airlock_bundle::BundleError> {
         let mut write = |rel: &str, data: &[u8]| {
             self.create(rel)
                 .and_then(|mut f| f.write_all(data))
@@ -95,15 +96,15 @@ impl Visitor for ExtractVisitor {
                 })
         };
         write(HEADER_PATH, &v.header_bytes)?;
-        write(SIGNATURE_PATH, v.signature.as_bytes())?;
-        self.header = Some(v.header.clone());
-        Ok(true)
+        write(SIGNATURE_PATH, v.signature.as_bytes())
     }
+}
 
+impl Visitor for ExtractVisitor {
     /// Everything verified: lay out the models and files views, and give every file and
     /// directory its final mode.
     fn finish(&mut self) -> Result<(), airlock_bundle::BundleError> {
-        let h = self.header.take().expect("header read before finish");
+        let h = self.header.clone();
         self.views(&h).and_then(|()| self.modes(&h)).map_err(|e| {
             airlock_bundle::BundleError::Output {
                 entry: "ollama/ and files/".into(),
@@ -251,16 +252,21 @@ pub fn extract(
     let (tmp_name, tmp) = parent
         .create_private_dir(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .map_err(fs_err)?;
-    let mut visitor = ExtractVisitor {
-        tmp,
-        header: None,
-        dirs: BTreeMap::new(),
-    };
-    let placed = read_bundle(input, opts, &mut visitor)
+    let placed = BundleReader::open(input, opts)
+        .and_then(|(verified, body)| {
+            let mut visitor = ExtractVisitor {
+                tmp,
+                header: verified.header.clone(),
+                dirs: BTreeMap::new(),
+            };
+            visitor.header(&verified)?;
+            body.read(&mut visitor)?;
+            Ok((verified, visitor.tmp))
+        })
         .map_err(UnpackError::from)
-        .and_then(|verified| {
+        .and_then(|(verified, tmp)| {
             // Private until this point; now the tree gets its final mode and name.
-            visitor.tmp.chmod(0o755).map_err(fs_err)?;
+            tmp.chmod(0o755).map_err(fs_err)?;
             if parent.kind(name).map_err(fs_err)? == Kind::Dir {
                 parent.remove_dir(name).map_err(fs_err)?;
             }

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use airlock_bundle::header::{Entry, ImageRecord};
 use airlock_bundle::oci::Platform;
-use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_bundle::reader::{BundleReader, ReadOptions, Verified, Visitor};
 use airlock_bundle::BundleError;
 
 use crate::archive::Archive;
@@ -33,31 +33,12 @@ pub struct Written {
 
 /// Streams the chosen images' blobs into the archive as the bundle verifies them.
 struct ArchiveVisitor<W: Write> {
-    /// Until the header is read: the bare writer; then the archive around it.
-    out: Option<W>,
-    archive: Option<Archive<W>>,
-    platform: Platform,
-    /// Why the header was refused, with its own exit code (the reader only carries a
-    /// message back).
-    refused: Option<UnpackError>,
+    archive: Archive<W>,
 }
 
 impl<W: Write> Visitor for ArchiveVisitor<W> {
-    fn header(&mut self, v: &Verified) -> Result<bool, BundleError> {
-        let images = choose(&v.header, &self.platform).map_err(|e| {
-            let m = BundleError::Usage(e.to_string());
-            self.refused = Some(e);
-            m
-        })?;
-        let out = self.out.take().expect("header is read once");
-        self.archive = Some(Archive::new(out, &v.header, images));
-        Ok(true)
-    }
-
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        let Some(archive) = self.archive.as_mut() else {
-            return Ok(());
-        };
+        let archive = &mut self.archive;
         if !entry.path.starts_with("blobs/") || !archive.wants(&entry.digest) {
             return Ok(());
         }
@@ -71,7 +52,7 @@ impl<W: Write> Visitor for ArchiveVisitor<W> {
             entry: "manifest.json".into(),
             source: e,
         };
-        let archive = self.archive.as_mut().expect("header read before finish");
+        let archive = &mut self.archive;
         archive.finish().map_err(err)?;
         archive.out().flush().map_err(err)
     }
@@ -83,7 +64,7 @@ fn choose(
     h: &airlock_bundle::Header,
     platform: &Platform,
 ) -> Result<Vec<ImageRecord>, UnpackError> {
-    let images = crate::docker::select_images(&h.images, platform);
+    let images = crate::engine::select_images(&h.images, platform);
     if images.is_empty() {
         let have: Vec<String> = h.images.iter().map(|i| i.platform.to_string()).collect();
         return Err(UnpackError::Usage(if have.is_empty() {
@@ -185,19 +166,15 @@ fn stream<W: Write>(
     out: W,
     platform: Platform,
 ) -> Result<(Written, W), UnpackError> {
+    let (verified, body) = BundleReader::open(input, opts)?;
+    // Refused from the header, before a byte of the body is read.
+    let images = choose(&verified.header, &platform)?;
     let mut v = ArchiveVisitor {
-        out: Some(out),
-        archive: None,
-        platform,
-        refused: None,
+        archive: Archive::new(out, &verified.header, images),
     };
-    let verified = read_bundle(input, opts, &mut v).map_err(|e| match v.refused.take() {
-        Some(refused) => refused,
-        None => UnpackError::from(e),
-    })?;
-    let archive = v.archive.expect("a verified bundle had its header visited");
-    let images = archive.images().to_vec();
-    Ok((Written { verified, images }, archive.into_inner()))
+    body.read(&mut v)?;
+    let images = v.archive.images().to_vec();
+    Ok((Written { verified, images }, v.archive.into_inner()))
 }
 
 /// This machine's platform (the default for `--platform`).

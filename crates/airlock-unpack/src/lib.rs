@@ -20,6 +20,7 @@ pub mod extract;
 pub mod extract_archive;
 pub mod hostfs;
 pub mod inventory;
+pub mod load;
 pub mod open;
 pub mod policy;
 #[cfg(feature = "push")]
