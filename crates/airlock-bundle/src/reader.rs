@@ -47,11 +47,6 @@ pub struct Verified {
 
 /// Receives the bundle's entries as [`Body::read`] streams them.
 pub trait Visitor {
-    /// Called by [`read_bundle`] once the header verified; return `false` to stop reading
-    /// there. (Callers that decide from the header use [`BundleReader::open`] instead.)
-    fn header(&mut self, _verified: &Verified) -> Result<bool, BundleError> {
-        Ok(true)
-    }
     /// One entry; `data` yields at most the entry's bytes. What is not read is drained and
     /// still verified. An error here is reported as an output error.
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()>;
@@ -206,16 +201,14 @@ impl Body {
     }
 }
 
-/// Reads the whole bundle from `input`: [`BundleReader::open`], then [`Body::read`].
+/// Reads the whole bundle from `input`: [`BundleReader::open`], then [`Body::read`] (for
+/// callers that decide nothing from the header before the body).
 pub fn read_bundle<R: Read + Send + 'static>(
     input: R,
     opts: &ReadOptions<'_>,
     visitor: &mut dyn Visitor,
 ) -> Result<Verified, BundleError> {
     let (verified, body) = BundleReader::open(input, opts)?;
-    if !visitor.header(&verified)? {
-        return Ok(verified);
-    }
     body.read(visitor)?;
     Ok(verified)
 }

@@ -10,7 +10,7 @@ use airlock_progress::human;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::shared::{read_with, signer_text, HeaderOnly};
+use super::shared::{read_with, signer_text, Depth};
 use crate::cli::InspectArgs;
 use crate::engine::{EngineFacts, Outcome, Problem};
 use crate::UnpackError;
@@ -22,7 +22,7 @@ pub(super) fn run(args: InspectArgs) -> anyhow::Result<()> {
         engine,
         platform,
     } = args;
-    let v = read_with(&common, "inspect", &mut HeaderOnly)
+    let v = read_with(&common, "inspect", Depth::Header)
         .with_context(|| common.bundle.display().to_string())?;
     let judged = if engine {
         Some(engine_verdicts(&v.header, platform)?)

@@ -14,7 +14,7 @@ use crate::cli::{Common, GuardArgs, LoadArgs};
 use crate::docker::{LoadReport, LoadedImage};
 use crate::policy::LoadGuard;
 use crate::report::ReportSink;
-use crate::restore::{RestoreOptions, RestoredFile, RestoredModel};
+use crate::restore::{Action, RestoreOptions, RestoredFile, RestoredModel};
 use crate::state::RollbackDecision;
 use crate::UnpackError;
 
@@ -246,7 +246,11 @@ fn print_text(report: &LoadReport, progress: &Progress) {
                 .unwrap_or_default()
         );
     }
-    for f in report.files.iter().filter(|f| f.action != "directory") {
+    for f in report
+        .files
+        .iter()
+        .filter(|f| f.action != Action::Directory)
+    {
         match f.previous {
             Some(p) => println!("{} {} {} (was {p})", f.action, f.target, f.path),
             None => println!("{} {} {}", f.action, f.target, f.path),
@@ -267,7 +271,7 @@ fn print_text(report: &LoadReport, progress: &Progress) {
         report
             .files
             .iter()
-            .filter(|f| f.action != "directory")
+            .filter(|f| f.action != Action::Directory)
             .count(),
         if report.engine.is_empty() {
             String::new()

@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use airlock_bundle::header::Entry;
-use airlock_bundle::reader::{read_bundle, ReadOptions, Verified, Visitor};
+use airlock_bundle::reader::{BundleReader, ReadOptions, Verified, Visitor};
 use airlock_progress::{Mode, Progress};
 
 use crate::cli::Common;
@@ -28,15 +28,12 @@ impl Visitor for Drain {
     }
 }
 
-/// A visitor that stops once the signed header verified.
-pub(super) struct HeaderOnly;
-impl Visitor for HeaderOnly {
-    fn header(&mut self, _: &Verified) -> Result<bool, airlock_bundle::BundleError> {
-        Ok(false)
-    }
-    fn entry(&mut self, _: &Entry, _: &mut dyn Read) -> std::io::Result<()> {
-        Ok(())
-    }
+/// How much of a bundle a command reads.
+pub(super) enum Depth<'v> {
+    /// The signed header alone: opened and verified, the body left unread.
+    Header,
+    /// Every entry, each checked as the visitor reads it.
+    Whole(&'v mut dyn Visitor),
 }
 
 /// Who signed a bundle, and whether that was checked.
@@ -48,32 +45,35 @@ pub(super) fn signer_text(v: &Verified) -> String {
     }
 }
 
-/// Locates the bundle named by `c` and reads it with `visitor`.
+/// Locates the bundle named by `c` and reads it to `depth`.
 pub(super) fn read_with(
     c: &Common,
     label: &str,
-    visitor: &mut dyn Visitor,
+    depth: Depth<'_>,
 ) -> Result<Verified, UnpackError> {
     let progress = Progress::new(Mode::detect(c.quiet));
     let access = c.access()?;
     let on_disk = BundleOnDisk::locate(&c.bundle, &access, &progress)?;
-    read_located(&on_disk, &access, &progress, label, visitor)
+    read_located(&on_disk, &access, &progress, label, depth)
 }
 
-/// Reads a located bundle with `visitor`; a failure names the part at fault.
+/// Reads a located bundle to `depth`; a failure names the part at fault.
 pub(super) fn read_located(
     on_disk: &BundleOnDisk,
     access: &Access,
     progress: &Progress,
     label: &str,
-    visitor: &mut dyn Visitor,
+    depth: Depth<'_>,
 ) -> Result<Verified, UnpackError> {
     let (input, bar) = on_disk.open(progress, label)?;
     let opts = ReadOptions {
         trust: access.trust(),
         decryption: &access.decryption,
     };
-    let r = read_bundle(input, &opts, visitor);
+    let r = BundleReader::open(input, &opts).and_then(|(verified, body)| match depth {
+        Depth::Header => Ok(verified),
+        Depth::Whole(visitor) => body.read(visitor).map(|()| verified),
+    });
     progress.remove(&bar);
     r.map_err(|e| on_disk.explain(e.into(), progress))
 }

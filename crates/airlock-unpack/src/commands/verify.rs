@@ -4,7 +4,7 @@
 use airlock_progress::{human, Mode, Progress};
 use anyhow::Context as _;
 
-use super::shared::{read_located, signer_text, Drain};
+use super::shared::{read_located, signer_text, Depth, Drain};
 use crate::cli::VerifyArgs;
 use crate::open::BundleOnDisk;
 use crate::UnpackError;
@@ -24,8 +24,14 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if outer_only || no_key {
         return verify_outer(&on_disk, &progress).with_context(|| c.bundle.display().to_string());
     }
-    let v = read_located(&on_disk, &access, &progress, "verify", &mut Drain)
-        .with_context(|| c.bundle.display().to_string())?;
+    let v = read_located(
+        &on_disk,
+        &access,
+        &progress,
+        "verify",
+        Depth::Whole(&mut Drain),
+    )
+    .with_context(|| c.bundle.display().to_string())?;
     println!(
         "OK {}: {} entries, {} verified, signed by {}{}",
         c.bundle.display(),

@@ -123,13 +123,6 @@ impl std::fmt::Display for Action {
     }
 }
 
-/// Compares with the word the report uses (`f.action != "directory"`).
-impl PartialEq<&str> for Action {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// An existing file that differs from the bundle's.
 #[derive(Debug, Clone)]
 pub struct Conflict {
@@ -318,7 +311,7 @@ mod tests {
             (Action::Directory, "directory"),
         ] {
             assert_eq!(a.to_string(), word);
-            assert!(a == word);
+            assert_eq!(a.as_str(), word);
             assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{word}\""));
         }
     }
