@@ -9,26 +9,26 @@
 //! `--token-realm`), and nothing else. Without the feature the binary has no HTTP client for
 //! the network and no TLS at all.
 
-pub mod archive;
+pub(crate) mod archive;
 pub(crate) mod cli;
 pub mod commands;
-pub mod containerd;
-pub mod docker;
-pub mod engine;
+pub(crate) mod containerd;
+pub(crate) mod docker;
+pub(crate) mod engine;
 pub mod exit;
-pub mod extract;
-pub mod extract_archive;
-pub mod hostfs;
-pub mod inventory;
-pub mod load;
-pub mod open;
-pub mod policy;
+pub(crate) mod extract;
+pub(crate) mod extract_archive;
+pub(crate) mod hostfs;
+pub(crate) mod inventory;
+pub(crate) mod load;
+pub(crate) mod open;
+pub(crate) mod policy;
 #[cfg(feature = "push")]
-pub mod push;
-pub mod report;
-pub mod restore;
-pub mod state;
-pub mod volume;
+pub(crate) mod push;
+pub(crate) mod report;
+pub(crate) mod restore;
+pub(crate) mod state;
+pub(crate) mod volume;
 
 use std::io;
 use std::path::{Path, PathBuf};

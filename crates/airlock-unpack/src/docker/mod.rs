@@ -33,7 +33,7 @@ use bollard::Docker;
 use tokio::runtime::Handle;
 
 pub use crate::load::{LoadReport, LoadedImage};
-pub use rollback::{Repointed, Rollback};
+pub use rollback::Rollback;
 
 use crate::archive::repo_tag;
 use crate::engine::{select_images, EngineFacts, Problem};

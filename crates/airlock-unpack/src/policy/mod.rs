@@ -26,6 +26,6 @@ mod rules;
 mod trust;
 
 pub use check::Policy;
-pub use file::{locate, DEFAULT_POLICY, MAX_POLICY_SIZE};
+pub use file::locate;
 pub use guard::{no_policy_notice, Cleared, LoadGuard};
 pub use trust::TrustNames;
