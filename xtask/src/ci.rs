@@ -1,5 +1,5 @@
-//! `cargo xtask ci` (what `.ci/run` does): dependencies, formatting, lints, the dependency
-//! policy (`cargo deny`), every test, then a short fuzz run. It owns the CI sequence so that
+//! `cargo xtask ci` (what `.ci/run` does): dependencies, formatting, lints, the structure
+//! limits (`rooms`), the dependency policy (`cargo deny`), every test, then a short fuzz run. It owns the CI sequence so that
 //! `util` stays a leaf the commands use, not a module that calls back into them.
 
 use std::process::Command;
@@ -10,7 +10,7 @@ use crate::util::{cargo, install_deps, sh};
 /// us (and its rules for `deny.toml` with it).
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
-/// What CI runs: dependencies, formatting, lints, the dependency policy, every test (the
+/// What CI runs: dependencies, formatting, lints, the structure limits, the dependency policy, every test (the
 /// format vectors and golden CLI output among them), then every fuzz target for a few
 /// seconds and the committed regression inputs.
 pub fn ci() -> anyhow::Result<()> {
@@ -37,6 +37,8 @@ pub fn ci() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The structure limits: no long files or functions, no module cycle.
+    crate::rooms::run(&[])?;
     deny()?;
     sh(cargo().args(["test", "--workspace"]))?;
     crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[], false)

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  demo          loopback registry + generated images -> pack -> unpack (offline) -> docker run\n  \
-                 ci            install test dependencies, fmt, clippy, cargo deny (bans, licenses, sources),\n                \
+                 ci            install test dependencies, fmt, clippy, rooms, cargo deny (bans, licenses, sources),\n                \
                  all tests, a short fuzz run (what .ci/run does)\n  \
                  bench [--big] throughput and peak memory against skopeo, age and docker load\n  \
                  bench models|parts|push  one section: models, verify --outer-only of parts, push\n  \
