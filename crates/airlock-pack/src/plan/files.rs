@@ -82,7 +82,7 @@ pub(super) fn walk_files(
     dest: &str,
 ) -> Result<Vec<(FileRecord, PathBuf, u64)>, PackError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let env = |p: &Path, source: std::io::Error| PackError::Input {
+    let input = |p: &Path, source: std::io::Error| PackError::Input {
         path: p.to_path_buf(),
         source,
     };
@@ -95,7 +95,7 @@ pub(super) fn walk_files(
     };
     let mut out = Vec::new();
     let mut stack = vec![(source.to_path_buf(), String::new())];
-    let top = std::fs::symlink_metadata(source).map_err(|e| env(source, e))?;
+    let top = std::fs::symlink_metadata(source).map_err(|e| input(source, e))?;
     if top.is_file() {
         let name =
             source
@@ -118,7 +118,7 @@ pub(super) fn walk_files(
         ));
     }
     while let Some((path, rel)) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| env(&path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| input(&path, e))?;
         let mode = format!("{:04o}", meta.permissions().mode() & 0o777);
         let ft = meta.file_type();
         if ft.is_symlink() {
@@ -126,9 +126,9 @@ pub(super) fn walk_files(
         }
         if ft.is_file() {
             let (d, size) = airlock_bundle::hashing::digest_reader(
-                std::fs::File::open(&path).map_err(|e| env(&path, e))?,
+                std::fs::File::open(&path).map_err(|e| input(&path, e))?,
             )
-            .map_err(|e| env(&path, e))?;
+            .map_err(|e| input(&path, e))?;
             let rec_path = join(&rel);
             airlock_bundle::header::check_relative(&rec_path).map_err(|why| {
                 PackError::BadBundlePath {
@@ -160,8 +160,8 @@ pub(super) fn walk_files(
                 ));
             }
             let mut children = Vec::new();
-            for e in std::fs::read_dir(&path).map_err(|e| env(&path, e))? {
-                let e = e.map_err(|e| env(&path, e))?;
+            for e in std::fs::read_dir(&path).map_err(|e| input(&path, e))? {
+                let e = e.map_err(|e| input(&path, e))?;
                 let name = e
                     .file_name()
                     .into_string()
