@@ -73,7 +73,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     }
     let lock = Lock::load(&lock_path)?;
     let registry = Registry::new(&spec.insecure_registries());
-    let ollama = OllamaRegistry::new(&spec.insecure_registries());
+    let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
     let mut plan = plan(
         &spec,
         &opts.spec_path,
@@ -155,9 +155,10 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         &ready,
     )
     .await;
-    let written = writer
-        .await
-        .map_err(|e| PackError::Environment(format!("writer thread failed: {e}")))?;
+    let written = writer.await.map_err(|source| PackError::WorkerFailed {
+        what: "writer",
+        source,
+    })?;
     progress.remove(&write_bar);
     // A failed download explains a failed write better than the writer's own error.
     let downloaded = downloaded?;
@@ -221,12 +222,12 @@ fn header_for(
     // The gap host validates the header before it trusts anything in it. A header it would
     // refuse (a control character in a name, two records claiming one place on the host) is
     // a problem of the spec: say so here, before a byte is written or a blob fetched.
-    header.validate().map_err(|e| {
-        PackError::Usage(format!(
-            "{}: the gap host would refuse this bundle: {e}",
-            opts.spec_path.display()
-        ))
-    })?;
+    header
+        .validate()
+        .map_err(|source| PackError::Unbundleable {
+            spec: opts.spec_path.to_path_buf(),
+            source,
+        })?;
     Ok(header)
 }
 
@@ -343,10 +344,7 @@ async fn download(
                             )
                             .await
                     }
-                    BlobSource::File(p) => Err(PackError::Environment(format!(
-                        "{} is a local file, not a download",
-                        p.display()
-                    ))),
+                    BlobSource::File(p) => Err(PackError::NotADownload { path: p.clone() }),
                 };
                 progress.remove(&bar);
                 ready.mark(b.digest, r.as_ref().map(drop).map_err(|e| e.to_string()));
@@ -406,12 +404,17 @@ fn write_file(
     on_bytes: &dyn Fn(u64),
 ) -> Result<Written, PackError> {
     let output = out.path;
-    let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", output.display()));
+    let env = |source: std::io::Error| PackError::Io {
+        path: output.to_path_buf(),
+        source,
+    };
     let sources: HashMap<Digest, &BlobSource> =
         plan.blobs.iter().map(|b| (b.digest, &b.from)).collect();
     let base = output
         .file_name()
-        .ok_or_else(|| PackError::Usage(format!("{}: not a file name", output.display())))?
+        .ok_or_else(|| PackError::NotAFileName {
+            path: output.to_path_buf(),
+        })?
         .to_string_lossy()
         .into_owned();
     let dir = match output.parent() {
@@ -515,31 +518,30 @@ fn evict_corrupt(
     followed: Option<&Follow>,
 ) -> PackError {
     use airlock_bundle::BundleError::{DigestMismatch, SizeMismatch};
-    let PackError::Bundle(DigestMismatch { entry, .. } | SizeMismatch { entry, .. }) = &e else {
+    let blob = match &e {
+        PackError::Bundle(DigestMismatch { entry, .. } | SizeMismatch { entry, .. }) => entry
+            .strip_prefix("blobs/sha256/")
+            .and_then(|h| Digest::from_hex(h).ok()),
+        _ => None,
+    };
+    let Some(d) = blob else {
         return e;
     };
-    let Some(d) = entry
-        .strip_prefix("blobs/sha256/")
-        .and_then(|h| Digest::from_hex(h).ok())
-    else {
-        return e;
+    let source = match e {
+        PackError::Bundle(b) => b,
+        other => return other,
     };
     if let Some(BlobSource::File(p)) = sources.get(&d) {
-        return PackError::Integrity(format!(
-            "{e}\n{} does not hold the content the bundle needs (a damaged local Ollama store, or a file that changed while the bundle was written); nothing was written",
-            p.display()
-        ));
+        return PackError::LocalBlobChanged {
+            path: p.clone(),
+            source,
+        };
     }
     if let Some(f) = followed.filter(|f| f.digest == d) {
         f.discard();
-        return PackError::Integrity(format!(
-            "{e}\nthe registry sent content that does not match its digest; nothing was kept"
-        ));
+        return PackError::DownloadCorrupt { source };
     }
     let path = cache.path(&d);
     let _ = std::fs::remove_file(&path);
-    PackError::Integrity(format!(
-        "{e}\nthe cached copy {} was corrupt and has been removed: run the build again to fetch it anew",
-        path.display()
-    ))
+    PackError::CacheCorrupt { path, source }
 }

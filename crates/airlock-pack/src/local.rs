@@ -50,13 +50,12 @@ impl LocalStore {
     /// The raw manifest bytes of a model in the store, with their sha256.
     pub fn manifest(&self, name: &ModelName) -> Result<(Vec<u8>, Digest), PackError> {
         let p = self.manifest_path(name);
-        let bytes = std::fs::read(&p).map_err(|e| {
-            PackError::Usage(format!(
-                "{name} is not in the local Ollama store {} ({}: {e}); pull it with `ollama pull {}` or set OLLAMA_MODELS / --ollama-models",
-                self.root.display(),
-                p.display(),
-                name.short()
-            ))
+        let bytes = std::fs::read(&p).map_err(|source| PackError::NotInLocalStore {
+            model: name.to_string(),
+            pull: name.short(),
+            store: self.root.clone(),
+            manifest: p.clone(),
+            source,
         })?;
         let d = Digest::of(&bytes);
         Ok((bytes, d))
@@ -73,15 +72,17 @@ impl LocalStore {
         let p = self.blob_path(d);
         match std::fs::metadata(&p) {
             Ok(m) if m.is_file() && m.len() == size => Ok(p),
-            Ok(m) => Err(PackError::Integrity(format!(
-                "{name}: {} has {} bytes, the manifest says {size}: the local store is damaged; pull the model again",
-                p.display(),
-                m.len()
-            ))),
-            Err(e) => Err(PackError::Usage(format!(
-                "{name}: {} is missing from the local store ({e}); pull the model again",
-                p.display()
-            ))),
+            Ok(m) => Err(PackError::LocalBlobSize {
+                model: name.to_string(),
+                path: p,
+                expected: size,
+                actual: m.len(),
+            }),
+            Err(source) => Err(PackError::LocalBlobMissing {
+                model: name.to_string(),
+                path: p,
+                source,
+            }),
         }
     }
 }

@@ -85,10 +85,13 @@ pub async fn lock(
         progress.say(format!("resolving {key}"));
         let (bytes, digest) = registry.manifest(&r).await?;
         let manifest = AnyManifest::parse(&bytes)
-            .map_err(|e| PackError::Registry(format!("{key}: unreadable manifest: {e}")))?;
+            .map_err(|e| PackError::registry(&key, "unreadable manifest", e))?;
         cache
             .put_bytes(&digest, &bytes)
-            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+            .map_err(|source| PackError::CacheWrite {
+                blob: digest,
+                source,
+            })?;
         let entry = LockedImage {
             reference: key.clone(),
             digest,
@@ -101,7 +104,7 @@ pub async fn lock(
         }
         images.push(entry);
     }
-    let ollama = OllamaRegistry::new(&spec.insecure_registries());
+    let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
     let mut locked_models = Vec::new();
     for want in spec.model_wants() {
         let key = want.name.to_string();
@@ -122,7 +125,10 @@ pub async fn lock(
         };
         cache
             .put_bytes(&digest, &bytes)
-            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+            .map_err(|source| PackError::CacheWrite {
+                blob: digest,
+                source,
+            })?;
         match old.as_ref().and_then(|l| l.model(&key)) {
             Some(prev) if prev.digest == digest => {}
             Some(prev) => changed.push(format!("{key}: {} -> {digest}", prev.digest)),
@@ -169,7 +175,10 @@ pub async fn lock(
         let tmp = lock_path.with_extension("lock.tmp");
         std::fs::write(&tmp, lock.to_toml())
             .and_then(|()| std::fs::rename(&tmp, &lock_path))
-            .map_err(|e| PackError::Environment(format!("{}: {e}", lock_path.display())))?;
+            .map_err(|source| PackError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
     }
     Ok(LockOutcome {
         lock,

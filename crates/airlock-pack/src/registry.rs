@@ -46,10 +46,6 @@ fn to_oci_ref(r: &ImageRef) -> Reference {
     }
 }
 
-fn registry_err(r: &ImageRef, what: &str, e: impl std::fmt::Display) -> PackError {
-    PackError::Registry(format!("{r}: {what}: {e}"))
-}
-
 /// Runs `f` until it succeeds, fails for good, or has failed `ATTEMPTS` times, doubling the
 /// pause between attempts. Shared by the OCI and the Ollama registry clients.
 pub(crate) async fn retry<T, F, Fut>(mut f: F) -> Result<T, PackError>
@@ -101,15 +97,17 @@ impl Registry {
                 .pull_manifest_raw(&oref, &auth, MANIFEST_ACCEPT)
                 .await
                 .map(|(b, _)| b.to_vec())
-                .map_err(|e| registry_err(r, "fetching manifest", e))
+                .map_err(|e| PackError::registry(r, "fetching manifest", e))
         })
         .await?;
         let digest = Digest::of(&bytes);
         if let Some(want) = r.digest {
             if want != digest {
-                return Err(PackError::Integrity(format!(
-                    "digest mismatch for manifest of {r}: expected {want}, computed {digest}"
-                )));
+                return Err(PackError::ManifestDigest {
+                    reference: r.to_string(),
+                    expected: want,
+                    actual: digest,
+                });
             }
         }
         Ok((bytes, digest))
@@ -123,11 +121,11 @@ impl Registry {
             self.client
                 .fetch_manifest_digest(&oref, &auth)
                 .await
-                .map_err(|e| registry_err(r, "resolving tag", e))
+                .map_err(|e| PackError::registry(r, "resolving tag", e))
         })
         .await?;
         s.parse()
-            .map_err(|e| PackError::Registry(format!("{r}: registry sent digest {s:?}: {e}")))
+            .map_err(|e| PackError::registry(r, format!("registry sent digest {s:?}"), e))
     }
 
     /// Streams a blob into the cache; verified before it gets its real name. `on_bytes`
@@ -155,12 +153,12 @@ impl Registry {
         retry(|| async {
             let tmp = cache.temp_path(&digest);
             let result = self
-                .fetch_once(&oref, &desc, digest, size, &tmp, on_bytes)
+                .fetch_once(r, &desc, digest, size, &tmp, on_bytes)
                 .await;
             match result {
                 Ok(()) => cache
                     .commit(&tmp, &digest)
-                    .map_err(|e| PackError::Environment(format!("{}: {e}", tmp.display()))),
+                    .map_err(|source| PackError::Io { path: tmp, source }),
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
                     Err(e)
@@ -169,36 +167,44 @@ impl Registry {
         })
         .await
         .map_err(|e| match e {
-            PackError::Registry(m) => PackError::Registry(format!("{r}: blob {digest}: {m}")),
+            e @ PackError::Registry { .. } => PackError::RegistryBlob {
+                subject: r.to_string(),
+                blob: digest,
+                source: Box::new(e),
+            },
             other => other,
         })
     }
 
     async fn fetch_once(
         &self,
-        oref: &Reference,
+        r: &ImageRef,
         desc: &OciDescriptor,
         digest: Digest,
         size: u64,
         tmp: &std::path::Path,
         on_bytes: &(dyn Fn(i64) + Sync),
     ) -> Result<(), PackError> {
-        let env_err = |e: std::io::Error| PackError::Environment(format!("{}: {e}", tmp.display()));
+        let env_err = |source: std::io::Error| PackError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        };
         let mut stream = self
             .client
-            .pull_blob_stream(oref, desc)
+            .pull_blob_stream(&to_oci_ref(r), desc)
             .await
-            .map_err(|e| PackError::Registry(e.to_string()))?;
+            .map_err(|e| PackError::registry("", "", e))?;
         let file = std::fs::File::create(tmp).map_err(env_err)?;
         let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
         let mut reported = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| PackError::Registry(format!("download interrupted: {e}")))?;
+            let chunk = chunk.map_err(|e| PackError::registry("", "download interrupted", e))?;
             if out.count() + chunk.len() as u64 > size {
-                return Err(PackError::Integrity(format!(
-                    "size mismatch for {digest}: expected {size} bytes, the registry sent more"
-                )));
+                return Err(PackError::BlobTooLong {
+                    reference: r.to_string(),
+                    blob: digest,
+                    expected: size,
+                });
             }
             out.write_all(&chunk).map_err(env_err)?;
             on_bytes(chunk.len() as i64);
@@ -206,13 +212,16 @@ impl Registry {
         }
         let (actual, count, w) = out.finish();
         let result = if count != size {
-            Err(PackError::Registry(format!(
-                "download ended early: {count} of {size} bytes"
-            )))
+            Err(PackError::registry_said(
+                "",
+                format!("download ended early: {count} of {size} bytes"),
+            ))
         } else if actual != digest {
-            Err(PackError::Integrity(format!(
-                "digest mismatch for blob from registry: expected {digest}, computed {actual}"
-            )))
+            Err(PackError::BlobDigest {
+                reference: r.to_string(),
+                expected: digest,
+                actual,
+            })
         } else {
             // No fsync: a cache entry lost to a crash is fetched again, and every cache
             // entry is re-hashed when a bundle is written.

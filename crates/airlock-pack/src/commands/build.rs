@@ -45,7 +45,10 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         split: args.split,
         have: match &args.have {
             Some(p) => Some(airlock_bundle::inventory::Inventory::parse(
-                &std::fs::read(p).map_err(|e| PackError::Usage(format!("{}: {e}", p.display())))?,
+                &std::fs::read(p).map_err(|source| PackError::Input {
+                    path: p.clone(),
+                    source,
+                })?,
                 &p.display().to_string(),
             )?),
             None => None,

@@ -28,7 +28,7 @@ pub fn main() -> ExitCode {
     match ran {
         Ok(()) => ExitCode::from(crate::exit::OK),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::report(&e));
             ExitCode::from(crate::exit::code(&e))
         }
     }
@@ -61,7 +61,7 @@ pub(crate) fn secret_from_env_or_prompt(
 pub(crate) fn cache(common: &Common) -> anyhow::Result<BlobCache> {
     let root = common.cache.clone().unwrap_or_else(BlobCache::default_root);
     BlobCache::open(root.clone())
-        .map_err(|e| PackError::Environment(format!("blob cache {}: {e}", root.display())).into())
+        .map_err(|source| PackError::CacheOpen { path: root, source }.into())
 }
 
 pub(crate) fn model_sources(common: &Common) -> ModelSources {

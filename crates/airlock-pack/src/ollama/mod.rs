@@ -30,7 +30,7 @@ use reqwest::{StatusCode, Url};
 
 use crate::cache::BlobCache;
 use crate::registry::retry;
-use crate::PackError;
+use crate::{BoxError, PackError};
 
 mod ranged;
 
@@ -53,8 +53,8 @@ impl std::fmt::Debug for OllamaRegistry {
     }
 }
 
-fn reg_err(name: &ModelName, what: &str, e: impl std::fmt::Display) -> PackError {
-    PackError::Registry(format!("{name}: {what}: {e}"))
+fn reg_err(name: &ModelName, what: &str, e: impl Into<BoxError>) -> PackError {
+    PackError::registry(name, what, e)
 }
 
 /// Same origin (scheme, host, port): the only place credentials may be sent again.
@@ -65,7 +65,9 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 }
 
 impl OllamaRegistry {
-    pub fn new(insecure: &BTreeSet<String>) -> OllamaRegistry {
+    /// A client; registries in `insecure` are spoken to over plain HTTP. Fails only when
+    /// the TLS backend cannot be set up.
+    pub fn new(insecure: &BTreeSet<String>) -> Result<OllamaRegistry, PackError> {
         let client = reqwest::Client::builder()
             // Redirects are followed by hand: the Authorization header must not travel to
             // another origin, and every hop is checked.
@@ -74,12 +76,12 @@ impl OllamaRegistry {
             .read_timeout(Duration::from_secs(300))
             .user_agent(concat!("airlock-pack/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("HTTP client");
-        OllamaRegistry {
+            .map_err(|source| PackError::HttpClient { source })?;
+        Ok(OllamaRegistry {
             client,
             insecure: insecure.clone(),
             tokens: Arc::default(),
-        }
+        })
     }
 
     fn url(&self, name: &ModelName, tail: &str) -> Result<Url, PackError> {
@@ -141,7 +143,10 @@ impl OllamaRegistry {
             .await
             .map_err(|e| reg_err(name, "token service", e))?;
         if !resp.status().is_success() {
-            return Err(reg_err(name, "token service", resp.status()));
+            return Err(PackError::registry_said(
+                name,
+                format!("token service: {}", resp.status()),
+            ));
         }
         #[derive(serde::Deserialize)]
         struct Tok {
@@ -193,7 +198,10 @@ impl OllamaRegistry {
                         .get(LOCATION)
                         .and_then(|v| v.to_str().ok())
                         .ok_or_else(|| {
-                            reg_err(name, &format!("GET {at}"), "redirect without a Location")
+                            PackError::registry_said(
+                                name,
+                                format!("GET {at}: redirect without a Location"),
+                            )
                         })?;
                     at = at
                         .join(loc)
@@ -214,10 +222,9 @@ impl OllamaRegistry {
                 }
                 return Ok(resp);
             }
-            return Err(reg_err(
+            return Err(PackError::registry_said(
                 name,
-                "GET",
-                format!("more than {MAX_REDIRECTS} redirects"),
+                format!("GET: more than {MAX_REDIRECTS} redirects"),
             ));
         }
     }
@@ -231,33 +238,39 @@ impl OllamaRegistry {
             let resp = self.get(name, url.clone(), h.clone()).await?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND {
-                return Err(PackError::Usage(format!(
-                    "{name}: the registry has no such model (404)"
-                )));
+                return Err(PackError::registry_refused(
+                    name,
+                    "the registry has no such model (404)",
+                ));
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                return Err(PackError::Usage(format!(
-                    "{name}: the registry refused access ({status}); check the credentials for {}",
-                    name.host
-                )));
+                return Err(PackError::registry_refused(
+                    name,
+                    format!(
+                        "the registry refused access ({status}); check the credentials for {}",
+                        name.host
+                    ),
+                ));
             }
             if !status.is_success() {
-                return Err(reg_err(name, "fetching manifest", status));
+                return Err(PackError::registry_said(
+                    name,
+                    format!("fetching manifest: {status}"),
+                ));
             }
             let b = resp
                 .bytes()
                 .await
                 .map_err(|e| reg_err(name, "fetching manifest", e))?;
             if b.len() > 4 << 20 {
-                return Err(reg_err(name, "fetching manifest", "larger than 4 MiB"));
+                return Err(PackError::registry_said(
+                    name,
+                    "fetching manifest: larger than 4 MiB",
+                ));
             }
             Ok(b.to_vec())
         })
-        .await
-        .map_err(|e| match e {
-            PackError::Usage(m) => PackError::Registry(m),
-            o => o,
-        })?;
+        .await?;
         let digest = Digest::of(&bytes);
         Ok((bytes, digest))
     }
@@ -324,15 +337,17 @@ impl OllamaRegistry {
         let computed = match hasher {
             Some(h) => h
                 .join()
-                .map_err(|_| PackError::Environment("hashing thread panicked".into()))?,
+                .map_err(|_| PackError::WorkerPanicked { what: "hashing" })?,
             None => Ok(None),
         };
         if let Some(e) = first_err {
             // Finished parts stay in the journal: the next run resumes from them.
             return Err(match e {
-                PackError::Registry(m) => {
-                    PackError::Registry(format!("{name}: blob {digest}: {m}"))
-                }
+                e @ PackError::Registry { .. } => PackError::RegistryBlob {
+                    subject: name.to_string(),
+                    blob: digest,
+                    source: Box::new(e),
+                },
                 o => o,
             });
         }
@@ -371,11 +386,7 @@ impl OllamaRegistry {
                     )
                     .await
                 })
-                .await
-                .map_err(|e| match e {
-                    PackError::Usage(m) => PackError::Registry(m),
-                    o => o,
-                });
+                .await;
                 download.part_ended(i, r)
             })
             .buffer_unordered(jobs.max(1))
@@ -409,7 +420,8 @@ impl OllamaRegistry {
         let mut h = HeaderMap::new();
         if !whole {
             let r = format!("bytes={start}-{}", end - 1);
-            h.insert(RANGE, HeaderValue::from_str(&r).expect("ascii"));
+            let r = HeaderValue::try_from(r).map_err(|e| reg_err(name, "Range", e))?;
+            h.insert(RANGE, r);
         }
         let resp = self.get(name, url.clone(), h).await?;
         let status = resp.status();
@@ -421,18 +433,18 @@ impl OllamaRegistry {
                 // The server ignored Range: read from the start and keep only our part.
                 skip = start;
             }
-            // Not worth retrying: report as a registry error after the retry loop.
+            // Not worth retrying.
             s if s.is_client_error() => {
-                return Err(PackError::Usage(format!("GET {url}: {s}")));
+                return Err(PackError::registry_refused("", format!("GET {url}: {s}")));
             }
-            s => return Err(PackError::Registry(format!("GET {url}: {s}"))),
+            s => return Err(PackError::registry_said("", format!("GET {url}: {s}"))),
         }
         let mut stream = resp.bytes_stream();
         let mut got = 0u64;
         let result: Result<(), PackError> = async {
             while let Some(chunk) = stream.next().await {
                 let chunk =
-                    chunk.map_err(|e| PackError::Registry(format!("download interrupted: {e}")))?;
+                    chunk.map_err(|e| PackError::registry("", "download interrupted", e))?;
                 let mut c: &[u8] = &chunk;
                 if skip > 0 {
                     let n = (skip as usize).min(c.len());
@@ -450,7 +462,7 @@ impl OllamaRegistry {
                     continue;
                 }
                 file.write_all_at(c, at)
-                    .map_err(|e| PackError::Environment(format!("writing blob part: {e}")))?;
+                    .map_err(|source| PackError::PartWrite { start, end, source })?;
                 at += c.len() as u64;
                 got += c.len() as u64;
                 // Tell a follower every MiB, not every network chunk.
@@ -464,11 +476,14 @@ impl OllamaRegistry {
                 }
             }
             if at != end {
-                return Err(PackError::Registry(format!(
-                    "download ended early: {} of {} bytes of part {start}-{end}",
-                    at - start,
-                    end - start
-                )));
+                return Err(PackError::registry_said(
+                    "",
+                    format!(
+                        "download ended early: {} of {} bytes of part {start}-{end}",
+                        at - start,
+                        end - start
+                    ),
+                ));
             }
             Ok(())
         }

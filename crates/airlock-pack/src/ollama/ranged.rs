@@ -61,7 +61,10 @@ impl Download {
         part: u64,
     ) -> Result<Download, PackError> {
         let partial = cache.partial_path(&digest);
-        let env = |e: std::io::Error| PackError::Environment(format!("{}: {e}", partial.display()));
+        let env = |source: std::io::Error| PackError::Io {
+            path: partial.clone(),
+            source,
+        };
         let parts: Vec<(u64, u64)> = (0..size.div_ceil(part).max(1))
             .map(|i| (i * part, ((i + 1) * part).min(size)))
             .collect();
@@ -100,7 +103,10 @@ impl Download {
     }
 
     fn env(&self, e: std::io::Error) -> PackError {
-        PackError::Environment(format!("{}: {e}", self.partial.display()))
+        PackError::Io {
+            path: self.partial.clone(),
+            source: e,
+        }
     }
 
     /// A handle for the bundle writer to read the blob in order while it arrives.
@@ -158,10 +164,11 @@ impl Download {
             if self.resumed > 0 {
                 return Ok(Fetched::StaleResume);
             }
-            return Err(PackError::Integrity(format!(
-                "{name}: digest mismatch for blob {digest} from the registry: computed {}",
-                computed.map(|d| d.to_string()).unwrap_or_default()
-            )));
+            return Err(PackError::ModelBlobDigest {
+                model: name.to_string(),
+                blob: digest,
+                actual: computed,
+            });
         }
         self.journal.remove();
         cache
@@ -297,11 +304,14 @@ impl std::io::Read for FollowReader {
         }
         // Read only bytes the part's download has written: the writer stays right behind
         // the first unfinished part instead of waiting for whole parts.
-        let i = f
+        // The parts tile 0..size, so this finds one; an error (not a panic) if they did not.
+        let Some(i) = f
             .parts
             .iter()
             .position(|&(s, e)| s <= self.pos && self.pos < e)
-            .expect("pos inside the blob");
+        else {
+            return Err(std::io::Error::other("read outside the parts of the blob"));
+        };
         let (start, end) = f.parts[i];
         let Some(filled) = f.progress.wait_past(i, self.pos - start, end - start) else {
             return Err(std::io::Error::other("the download failed"));

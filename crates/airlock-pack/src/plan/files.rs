@@ -82,7 +82,10 @@ pub(super) fn walk_files(
     dest: &str,
 ) -> Result<Vec<(FileRecord, PathBuf, u64)>, PackError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let env = |p: &Path, e: std::io::Error| PackError::Usage(format!("{}: {e}", p.display()));
+    let input = |p: &Path, source: std::io::Error| PackError::Input {
+        path: p.to_path_buf(),
+        source,
+    };
     let join = |rel: &str| -> String {
         match (dest.is_empty(), rel.is_empty()) {
             (true, _) => rel.to_string(),
@@ -92,11 +95,15 @@ pub(super) fn walk_files(
     };
     let mut out = Vec::new();
     let mut stack = vec![(source.to_path_buf(), String::new())];
-    let top = std::fs::symlink_metadata(source).map_err(|e| env(source, e))?;
+    let top = std::fs::symlink_metadata(source).map_err(|e| input(source, e))?;
     if top.is_file() {
-        let name = source.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            PackError::Usage(format!("{}: not a UTF-8 file name", source.display()))
-        })?;
+        let name =
+            source
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| PackError::NotUtf8 {
+                    path: source.to_path_buf(),
+                })?;
         stack = vec![(source.to_path_buf(), name.to_string())];
     } else if !dest.is_empty() && top.is_dir() {
         out.push((
@@ -111,23 +118,24 @@ pub(super) fn walk_files(
         ));
     }
     while let Some((path, rel)) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| env(&path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| input(&path, e))?;
         let mode = format!("{:04o}", meta.permissions().mode() & 0o777);
         let ft = meta.file_type();
         if ft.is_symlink() {
-            return Err(PackError::Usage(format!(
-                "{}: is a symbolic link; airlock carries regular files and directories only (copy the target into place instead)",
-                path.display()
-            )));
+            return Err(PackError::Symlink { path });
         }
         if ft.is_file() {
             let (d, size) = airlock_bundle::hashing::digest_reader(
-                std::fs::File::open(&path).map_err(|e| env(&path, e))?,
+                std::fs::File::open(&path).map_err(|e| input(&path, e))?,
             )
-            .map_err(|e| env(&path, e))?;
+            .map_err(|e| input(&path, e))?;
             let rec_path = join(&rel);
-            airlock_bundle::header::check_relative(&rec_path)
-                .map_err(|e| PackError::Usage(format!("{}: {e}", path.display())))?;
+            airlock_bundle::header::check_relative(&rec_path).map_err(|why| {
+                PackError::BadBundlePath {
+                    path: path.clone(),
+                    why,
+                }
+            })?;
             out.push((
                 FileRecord {
                     target: target.clone(),
@@ -152,14 +160,15 @@ pub(super) fn walk_files(
                 ));
             }
             let mut children = Vec::new();
-            for e in std::fs::read_dir(&path).map_err(|e| env(&path, e))? {
-                let e = e.map_err(|e| env(&path, e))?;
-                let name = e.file_name().into_string().map_err(|n| {
-                    PackError::Usage(format!(
-                        "{}: {n:?} is not a UTF-8 file name",
-                        path.display()
-                    ))
-                })?;
+            for e in std::fs::read_dir(&path).map_err(|e| input(&path, e))? {
+                let e = e.map_err(|e| input(&path, e))?;
+                let name = e
+                    .file_name()
+                    .into_string()
+                    .map_err(|name| PackError::NotUtf8Entry {
+                        dir: path.clone(),
+                        name,
+                    })?;
                 children.push(name);
             }
             // Reverse-sorted onto the stack: popped in sorted order.
@@ -173,10 +182,7 @@ pub(super) fn walk_files(
                 stack.push((path.join(&c), child_rel));
             }
         } else {
-            return Err(PackError::Usage(format!(
-                "{}: is not a regular file or directory",
-                path.display()
-            )));
+            return Err(PackError::NotRegular { path });
         }
     }
     Ok(out)

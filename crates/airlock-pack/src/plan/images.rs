@@ -48,7 +48,7 @@ pub(super) async fn plan(
         };
         let bytes = document(registry, cache, r, &top, true).await?;
         let manifest = AnyManifest::parse(&bytes)
-            .map_err(|e| PackError::Registry(format!("{r}: unreadable manifest: {e}")))?;
+            .map_err(|e| PackError::registry(r, "unreadable manifest", e))?;
         let mut picked: Vec<(Platform, Descriptor, Option<Digest>)> = Vec::new();
         match &manifest {
             AnyManifest::Index(index) => {
@@ -76,15 +76,16 @@ pub(super) async fn plan(
         for (mut platform, desc, index) in picked {
             let mbytes = document(registry, cache, r, &desc, true).await?;
             if Digest::of(&mbytes) != desc.digest {
-                return Err(PackError::Integrity(format!(
-                    "digest mismatch for manifest {} of {r}",
-                    desc.digest
-                )));
+                return Err(PackError::PlatformManifestDigest {
+                    reference: r.to_string(),
+                    expected: desc.digest,
+                    actual: Digest::of(&mbytes),
+                });
             }
             let m = parse_image(r, &mbytes)?;
             let cfg_bytes = document(registry, cache, r, &m.config, false).await?;
             let cfg: ImageConfig = serde_json::from_slice(&cfg_bytes)
-                .map_err(|e| PackError::Registry(format!("{r}: unreadable image config: {e}")))?;
+                .map_err(|e| PackError::registry(r, "unreadable image config", e))?;
             if let Some(rootfs) = &cfg.rootfs {
                 diff_ids.insert(m.config.digest, rootfs.diff_ids.clone());
             }
@@ -96,14 +97,11 @@ pub(super) async fn plan(
                     variant: cfg.variant.clone(),
                 };
                 if !spec.platforms.iter().any(|p| p.matches(&platform.to_oci())) {
-                    return Err(PackError::Usage(format!(
-                        "{r}: single-platform image for {platform}, but the spec wants {}",
-                        spec.platforms
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
+                    return Err(PackError::WrongPlatform {
+                        reference: r.to_string(),
+                        platform: platform.to_string(),
+                        wanted: spec.platforms.iter().map(|p| p.to_string()).collect(),
+                    });
                 }
             }
             let mdesc = Descriptor {
@@ -182,7 +180,10 @@ async fn document(
         let (bytes, _) = registry.manifest(&r.with_digest(d.digest)).await?;
         cache
             .put_bytes(&d.digest, &bytes)
-            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+            .map_err(|source| PackError::CacheWrite {
+                blob: d.digest,
+                source,
+            })?;
         return Ok(bytes);
     }
     registry
@@ -190,18 +191,17 @@ async fn document(
         .await?;
     cache
         .get_bytes(&d.digest)
-        .ok_or_else(|| PackError::Environment(format!("blob cache lost {}", d.digest)))
+        .ok_or(PackError::CacheLost { blob: d.digest })
 }
 
 fn parse_image(r: &ImageRef, bytes: &[u8]) -> Result<ImageManifest, PackError> {
     match AnyManifest::parse(bytes) {
         Ok(AnyManifest::Image(m)) => Ok(m),
-        Ok(AnyManifest::Index(_)) => Err(PackError::Registry(format!(
-            "{r}: nested index where an image manifest was expected"
-        ))),
-        Err(e) => Err(PackError::Registry(format!(
-            "{r}: unreadable manifest: {e}"
-        ))),
+        Ok(AnyManifest::Index(_)) => Err(PackError::registry_said(
+            r,
+            "nested index where an image manifest was expected",
+        )),
+        Err(e) => Err(PackError::registry(r, "unreadable manifest", e)),
     }
 }
 
@@ -227,13 +227,10 @@ fn select(r: &ImageRef, index: &ImageIndex, want: &Platform) -> Result<Descripto
                 .filter(|p| !is_attestation(p))
                 .map(|p| Platform::from(p).to_string())
                 .collect();
-            PackError::Usage(format!(
-                "{r}: no manifest for platform {want} (the image has: {})",
-                if have.is_empty() {
-                    "none".into()
-                } else {
-                    have.join(", ")
-                }
-            ))
+            PackError::NoSuchPlatform {
+                reference: r.to_string(),
+                want: want.to_string(),
+                have,
+            }
         })
 }

@@ -20,7 +20,7 @@ pub(super) async fn plan(
     for (want, bytes, local) in model_manifests {
         let name = &want.name;
         let m: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| PackError::Registry(format!("{name}: unreadable model manifest: {e}")))?;
+            .map_err(|e| PackError::registry(name, "unreadable model manifest", e))?;
         let mdigest = Digest::of(&bytes);
         let source = |d: &Digest, size: u64| -> Result<BlobSource, PackError> {
             Ok(if local {
@@ -31,7 +31,10 @@ pub(super) async fn plan(
         };
         cache
             .put_bytes(&mdigest, &bytes)
-            .map_err(|e| PackError::Environment(format!("blob cache: {e}")))?;
+            .map_err(|source| PackError::CacheWrite {
+                blob: mdigest,
+                source,
+            })?;
         blobs.add(PlannedBlob {
             digest: mdigest,
             size: bytes.len() as u64,
@@ -55,7 +58,7 @@ pub(super) async fn plan(
                 .models
                 .store
                 .check_blob(name, &m.config.digest, m.config.size)?;
-            std::fs::read(&p).map_err(|e| PackError::Usage(format!("{}: {e}", p.display())))?
+            std::fs::read(&p).map_err(|source| PackError::Input { path: p, source })?
         } else {
             if !cache.has(&m.config.digest, m.config.size) {
                 src.ollama
@@ -70,9 +73,11 @@ pub(super) async fn plan(
                     )
                     .await?;
             }
-            cache.get_bytes(&m.config.digest).ok_or_else(|| {
-                PackError::Environment(format!("blob cache lost {}", m.config.digest))
-            })?
+            cache
+                .get_bytes(&m.config.digest)
+                .ok_or(PackError::CacheLost {
+                    blob: m.config.digest,
+                })?
         };
         // Informational only: a config that is not Ollama's JSON still packs.
         let info = serde_json::from_slice(&cfg).ok();
