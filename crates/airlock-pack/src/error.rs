@@ -390,19 +390,21 @@ pub fn bundle_exit_code(b: &BundleError) -> u8 {
 }
 
 /// The text printed after `error: `: the chain joined by `: ` as anyhow's `{:#}` does, but
-/// ending at the first [`PackError`] whose message already quotes its source, so that no
-/// cause is printed twice.
+/// ending at the first [`PackError`] whose message already quotes its source, or at any
+/// error (the format's own among them) whose message already ends with its source's, so
+/// that no cause is printed twice.
 pub fn report(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for (i, cause) in e.chain().enumerate() {
         if i > 0 {
             out.push_str(": ");
         }
-        let _ = write!(out, "{cause}");
-        if cause
+        let said = cause.to_string();
+        let _ = write!(out, "{said}");
+        let quotes = cause
             .downcast_ref::<PackError>()
-            .is_some_and(PackError::quotes_its_source)
-        {
+            .is_some_and(PackError::quotes_its_source);
+        if quotes || cause.source().is_some_and(|s| said.ends_with(&s.to_string())) {
             break;
         }
     }
