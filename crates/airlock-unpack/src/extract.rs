@@ -209,7 +209,15 @@ pub fn extract(
     opts: &ReadOptions<'_>,
     dest: &Path,
 ) -> Result<Verified, UnpackError> {
-    let fs_err = |e: FsError| UnpackError::Environment(e.to_string());
+    // Both are this host's (exit 7): nothing stood here before the extract began.
+    let fs_err = |e: FsError| match e {
+        FsError::Io { path, source } => UnpackError::io(path, source),
+        FsError::Refused { path, why } => UnpackError::Host {
+            what: "",
+            path,
+            problem: why,
+        },
+    };
     let abs = std::path::absolute(dest)
         .map_err(|e| UnpackError::Usage(format!("{}: {e}", dest.display())))?;
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
