@@ -209,7 +209,8 @@ pub fn extract(
     opts: &ReadOptions<'_>,
     dest: &Path,
 ) -> Result<Verified, UnpackError> {
-    // Both are this host's (exit 7): nothing stood here before the extract began.
+    // A refusal too is this host's failure (exit 7), as it always was for extract: the
+    // destination is a new or empty directory, not existing data left alone (exit 10).
     let fs_err = |e: FsError| match e {
         FsError::Io { path, source } => UnpackError::io(path, source),
         FsError::Refused { path, why } => UnpackError::Host {
