@@ -115,11 +115,18 @@ pub async fn connect() -> Result<Docker, UnpackError> {
         _ => String::new(),
     };
     let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| UnpackError::Engine(format!("cannot connect to {where_}{tried}: {e}")))?
+        .map_err(|source| UnpackError::EngineCall {
+            what: format!("cannot connect to {where_}{tried}"),
+            source,
+        })?
         .with_timeout(Duration::from_secs(24 * 3600));
-    docker.negotiate_version().await.map_err(|e| {
-        UnpackError::Engine(format!("cannot reach the engine at {where_}{tried}: {e}"))
-    })
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|source| UnpackError::EngineCall {
+            what: format!("cannot reach the engine at {where_}{tried}"),
+            source,
+        })
 }
 
 /// Docker or Podman (through its Docker-compatible API).
@@ -229,8 +236,9 @@ impl EngineFacts {
 /// trip on the socket).
 pub async fn facts(docker: &Docker) -> Result<EngineFacts, UnpackError> {
     let (version, info) = tokio::join!(docker.version(), docker.info());
-    let err = |what: &str, e: bollard::errors::Error| {
-        UnpackError::Engine(format!("reading the engine's {what}: {e}"))
+    let err = |what: &str, source: bollard::errors::Error| UnpackError::EngineCall {
+        what: format!("reading the engine's {what}"),
+        source,
     };
     Ok(EngineFacts::from_api(
         &version.map_err(|e| err("/version", e))?,

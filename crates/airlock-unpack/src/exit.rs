@@ -31,9 +31,7 @@ impl UnpackError {
     pub fn exit_code(&self) -> u8 {
         match self {
             UnpackError::Bundle(b) => bundle_exit_code(b),
-            UnpackError::Engine(_)
-            | UnpackError::Environment(_)
-            | UnpackError::Io { .. }
+            UnpackError::Io { .. }
             | UnpackError::Host { .. }
             | UnpackError::StateCorrupt { .. }
             | UnpackError::Serialize { .. }
@@ -44,10 +42,22 @@ impl UnpackError {
             | UnpackError::EngineCall { .. }
             | UnpackError::EngineIo { .. }
             | UnpackError::EngineSaid { .. }
-            | UnpackError::EngineTask { .. } => ENVIRONMENT,
+            | UnpackError::EngineTask { .. }
+            | UnpackError::EngineAnswered { .. }
+            | UnpackError::Task { .. }
+            | UnpackError::NotRecorded(_)
+            | UnpackError::ContainerdConnect { .. }
+            | UnpackError::ContainerdRefused { .. }
+            | UnpackError::Unpacking { .. }
+            | UnpackError::UnpackedDigest { .. }
+            | UnpackError::ImageContent { .. }
+            | UnpackError::ImageContentUnreadable { .. }
+            | UnpackError::StoreTooLarge { .. }
+            | UnpackError::StoreMismatch { .. } => ENVIRONMENT,
+            #[cfg(feature = "push")]
+            UnpackError::HttpClient(_) => ENVIRONMENT,
             UnpackError::Usage(_) | UnpackError::BadPath { .. } => USAGE,
-            UnpackError::Conflict(_)
-            | UnpackError::Refused { .. }
+            UnpackError::Refused { .. }
             | UnpackError::Replaced { .. }
             | UnpackError::Appeared { .. }
             | UnpackError::NotAFile { .. }
@@ -249,6 +259,175 @@ mod tests {
         assert_eq!(e.exit_code(), ENVIRONMENT);
         assert_eq!(source_of(&e), Some(text.clone()));
         assert_eq!(e.to_string(), format!("engine: checking a volume: {text}"));
+    }
+
+    #[tokio::test]
+    async fn task_is_environment_with_its_source() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let source = task.await.unwrap_err();
+        let text = source.to_string();
+        let e = UnpackError::Task {
+            what: "upload task",
+            source,
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(text.clone()));
+        assert_eq!(e.to_string(), format!("upload task: {text}"));
+    }
+
+    #[test]
+    fn engine_answered_is_environment_and_escaped() {
+        let e = UnpackError::EngineAnswered {
+            said: "no\nspace".into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert!(e.source().is_none());
+        assert_eq!(e.to_string(), r"engine: no\nspace");
+    }
+
+    #[test]
+    fn not_recorded_is_environment_whatever_failed_under_it() {
+        let e = UnpackError::NotRecorded(Box::new(UnpackError::Refused {
+            path: path(),
+            why: "a symbolic link".into(),
+        }));
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e).as_deref(), Some("/srv/x: a symbolic link"));
+        assert_eq!(
+            e.to_string(),
+            "everything was loaded, but recording it for anti-rollback failed, so an older bundle of this name would not be refused until a later load is recorded: /srv/x: a symbolic link"
+        );
+        // Said once, and the exit code is the outer one.
+        let any = anyhow::Error::from(e);
+        assert_eq!(message(&any), any.to_string());
+        assert_eq!(exit_code_of(&any), ENVIRONMENT);
+    }
+
+    #[cfg(feature = "push")]
+    #[test]
+    fn http_client_is_environment_with_its_source() {
+        // A builder error, without the network: a proxy URL that cannot be one.
+        let Err(source) = reqwest::Proxy::all("http://[") else {
+            panic!("the proxy URL parsed");
+        };
+        let text = source.to_string();
+        let e = UnpackError::HttpClient(source);
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(text.clone()));
+        assert_eq!(e.to_string(), format!("HTTP client: {text}"));
+    }
+
+    #[test]
+    fn containerd_refusals_are_environment_and_say_the_status_once() {
+        let status = tonic::Status::not_found("no\nsuch blob");
+        let e = UnpackError::ContainerdRefused {
+            op: "apply".into(),
+            what: "sha256:ab".into(),
+            source: crate::GrpcStatus(status),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e).as_deref(), Some(r"no\nsuch blob (NotFound)"));
+        let want = r"containerd refused to apply sha256:ab: no\nsuch blob (NotFound)";
+        assert_eq!(e.to_string(), want);
+        let code = match e
+            .source()
+            .and_then(|s| s.downcast_ref::<crate::GrpcStatus>())
+        {
+            Some(s) => s.0.code(),
+            None => panic!("the status is not the source"),
+        };
+        assert_eq!(code, tonic::Code::NotFound);
+        assert_eq!(message(&anyhow::Error::from(e)), want);
+
+        let e = UnpackError::ContainerdConnect {
+            socket: "/run/containerd/containerd.sock".into(),
+            said: "refused\u{1b}".into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert!(e.source().is_none());
+        assert_eq!(
+            e.to_string(),
+            r"cannot connect to containerd at /run/containerd/containerd.sock: refused\u{1b}"
+        );
+    }
+
+    #[test]
+    fn unpacking_is_environment_with_its_source() {
+        let layer = Digest::of(b"layer");
+        let inner = UnpackError::UnpackedDigest {
+            got: "sha256:x\n".into(),
+            config: Digest::of(b"diff"),
+        };
+        let inner_text = format!(
+            r"the unpacked layer's digest is sha256:x\n, the config says {}",
+            Digest::of(b"diff")
+        );
+        assert_eq!(inner.exit_code(), ENVIRONMENT);
+        assert_eq!(inner.to_string(), inner_text);
+        let e = UnpackError::Unpacking {
+            layer,
+            image: "r/a:1\n".into(),
+            source: Box::new(inner),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(inner_text.clone()));
+        assert_eq!(
+            e.to_string(),
+            format!(r"unpacking layer {layer} of r/a:1\n: {inner_text}")
+        );
+    }
+
+    #[test]
+    fn image_content_is_environment() {
+        let d = Digest::of(b"m");
+        let e = UnpackError::ImageContent {
+            image: "r/a:1".into(),
+            part: "manifest",
+            blob: d,
+            problem: "is an index, expected an image manifest".into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert!(e.source().is_none());
+        assert_eq!(
+            e.to_string(),
+            format!("r/a:1: manifest {d} is an index, expected an image manifest")
+        );
+        let source = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        let text = source.to_string();
+        let e = UnpackError::ImageContentUnreadable {
+            image: "r/a:1".into(),
+            part: "config",
+            blob: d,
+            source: source.into(),
+        };
+        assert_eq!(e.exit_code(), ENVIRONMENT);
+        assert_eq!(source_of(&e), Some(text.clone()));
+        assert_eq!(e.to_string(), format!("r/a:1: config {d}: {text}"));
+    }
+
+    #[test]
+    fn content_store_surprises_are_environment() {
+        let d = Digest::of(b"m");
+        let got = Digest::of(b"other");
+        let cases = [
+            (
+                UnpackError::StoreTooLarge {
+                    blob: d,
+                    limit: 10,
+                },
+                format!("{d} in containerd's content store is larger than 10 bytes; not a manifest or config"),
+            ),
+            (
+                UnpackError::StoreMismatch { blob: d, got },
+                format!("containerd's content store returned {got} for {d}"),
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.exit_code(), ENVIRONMENT, "{e}");
+            assert!(e.source().is_none(), "{e}");
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]

@@ -209,7 +209,16 @@ pub fn extract(
     opts: &ReadOptions<'_>,
     dest: &Path,
 ) -> Result<Verified, UnpackError> {
-    let fs_err = |e: FsError| UnpackError::Environment(e.to_string());
+    // A refusal too is this host's failure (exit 7), as it always was for extract: the
+    // destination is a new or empty directory, not existing data left alone (exit 10).
+    let fs_err = |e: FsError| match e {
+        FsError::Io { path, source } => UnpackError::io(path, source),
+        FsError::Refused { path, why } => UnpackError::Host {
+            what: "",
+            path,
+            problem: why,
+        },
+    };
     let abs = std::path::absolute(dest)
         .map_err(|e| UnpackError::Usage(format!("{}: {e}", dest.display())))?;
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name().and_then(|n| n.to_str()))

@@ -109,7 +109,8 @@ pub fn extract_archive(
         let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
         return stream(input, opts, out, platform).map(|(w, _)| w);
     }
-    let fs_err = |e: FsError| UnpackError::Environment(format!("archive {}: {e}", dest.display()));
+    // The archive's path first, then what failed under it (the temp file, its directory).
+    let fs_err = |e: FsError| archive_io(dest, e.into());
     let abs = std::path::absolute(dest)
         .map_err(|e| UnpackError::Usage(format!("{}: {e}", dest.display())))?;
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
@@ -134,19 +135,17 @@ pub fn extract_archive(
         .create_temp(&format!("{TEMP_PREFIX}{}-", std::process::id()), ".tmp")
         .map_err(fs_err)?;
     let placed = FileId::of_file(&file)
-        .map_err(|e| UnpackError::Environment(format!("archive {}: {e}", dest.display())))
+        .map_err(|e| archive_io(dest, e))
         .and_then(|id| {
             let out = BufWriter::with_capacity(1 << 20, file);
             let (written, out) = stream(input, opts, out, platform)?;
-            let file = out.into_inner().map_err(|e| {
-                UnpackError::Environment(format!("archive {}: {}", dest.display(), e.error()))
-            })?;
+            let file = out
+                .into_inner()
+                .map_err(|e| archive_io(dest, e.into_error()))?;
             // Durable before it is visible; readable by the loaders (root or not) after.
             file.sync_all()
                 .and_then(|()| hostfs::set_mode(&file, 0o644))
-                .map_err(|e| {
-                    UnpackError::Environment(format!("archive {}: {e}", dest.display()))
-                })?;
+                .map_err(|e| archive_io(dest, e))?;
             parent
                 .place(&tmp, id, &parent, name, false)
                 .map_err(fs_err)?;
@@ -156,6 +155,15 @@ pub fn extract_archive(
         let _ = parent.remove_file(&tmp);
     }
     placed
+}
+
+/// Writing the archive at `dest` failed: this host, not the bundle (exit 7).
+fn archive_io(dest: &Path, source: io::Error) -> UnpackError {
+    UnpackError::Io {
+        what: "archive",
+        path: dest.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads the whole bundle into the archive on `out`; the archive's documents only after

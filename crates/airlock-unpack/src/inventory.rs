@@ -42,7 +42,10 @@ pub async fn engine_images(docker: &Docker) -> Result<Vec<EngineImage>, UnpackEr
             ..Default::default()
         }))
         .await
-        .map_err(|e| UnpackError::Engine(format!("listing images: {e}")))?;
+        .map_err(|source| UnpackError::EngineCall {
+            what: "listing images".into(),
+            source,
+        })?;
     let mut out = Vec::new();
     for summary in list {
         let inspect = match docker.inspect_image(&summary.id).await {
@@ -76,12 +79,7 @@ pub fn dir_blobs(dir: &Path) -> Result<Vec<StoredBlob>, UnpackError> {
     let rd = match std::fs::read_dir(&blobs) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(UnpackError::Environment(format!(
-                "{}: {e}",
-                blobs.display()
-            )))
-        }
+        Err(e) => return Err(UnpackError::io(blobs, e)),
     };
     let mut out = Vec::new();
     for e in rd.flatten() {

@@ -34,6 +34,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use airlock_bundle::ollama::ModelName;
+use airlock_bundle::text::escape;
 use airlock_bundle::{BundleError, Digest};
 
 /// Failures of the unpacking side beyond the bundle format's own: one variant per kind of
@@ -46,20 +47,9 @@ use airlock_bundle::{BundleError, Digest};
 pub enum UnpackError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    /// The engine (Docker or Podman) is unreachable or failed a request. Being replaced by
-    /// the structured variants ([`UnpackError::EngineCall`] and the ones after it).
-    #[error("engine: {0}")]
-    Engine(String),
-    /// Being replaced by the structured variants ([`UnpackError::Io`] and the ones after it).
-    #[error("{0}")]
-    Environment(String),
     /// A usage message: a human sentence about the command line is the whole content.
     #[error("{0}")]
     Usage(String),
-    /// Being replaced by the structured variants ([`UnpackError::Refused`] and the ones
-    /// after it).
-    #[error("{0}")]
-    Conflict(String),
 
     // Environment (exit 7): this host, not the bundle.
     /// A host file or directory could not be read or written. `what` names it (`state`,
@@ -125,6 +115,74 @@ pub enum UnpackError {
         #[source]
         source: tokio::task::JoinError,
     },
+
+    /// The engine answered a load with an error of its own, before the load knew which
+    /// engine it was talking to (so nothing to name it by or roll back).
+    #[error("engine: {}", escape(.said))]
+    EngineAnswered { said: String },
+    /// A task of ours (not the engine's) failed; `what` says which (`upload task`).
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// `push`: the HTTP client could not be built (its TLS roots, most likely).
+    #[cfg(feature = "push")]
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// Everything was loaded, and the record anti-rollback keeps ([`policy`]) could not
+    /// be written.
+    #[error("everything was loaded, but recording it for anti-rollback failed, so an older bundle of this name would not be refused until a later load is recorded: {0}")]
+    NotRecorded(#[source] Box<UnpackError>),
+    /// containerd's socket could not be opened; `said` is what the connection said.
+    #[error("cannot connect to containerd at {socket}: {}", escape(.said))]
+    ContainerdConnect { socket: String, said: String },
+    /// containerd refused a request: the operation (`apply`), what it concerned (a blob's
+    /// digest, a snapshot's chain ID, the socket) and its gRPC status.
+    #[error("containerd refused to {op} {what}: {source}")]
+    ContainerdRefused {
+        op: String,
+        what: String,
+        #[source]
+        source: GrpcStatus,
+    },
+    /// A layer of `image` could not be unpacked into containerd's snapshotter.
+    #[error("unpacking layer {layer} of {}: {source}", escape(.image))]
+    Unpacking {
+        layer: Digest,
+        image: String,
+        #[source]
+        source: Box<UnpackError>,
+    },
+    /// containerd unpacked a layer to another diff ID than the image's config names.
+    #[error("the unpacked layer's digest is {}, the config says {config}", escape(.got))]
+    UnpackedDigest { got: String, config: Digest },
+    /// A manifest or config (`part`) read back from containerd's content store is not
+    /// what `image` needs.
+    #[error("{}: {part} {blob} {problem}", escape(.image))]
+    ImageContent {
+        image: String,
+        part: &'static str,
+        blob: Digest,
+        problem: String,
+    },
+    /// A manifest or config (`part`) read back from containerd's content store does not
+    /// parse.
+    #[error("{}: {part} {blob}: {source}", escape(.image))]
+    ImageContentUnreadable {
+        image: String,
+        part: &'static str,
+        blob: Digest,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// containerd's content store holds more under `blob` than a manifest or config can be.
+    #[error("{blob} in containerd's content store is larger than {limit} bytes; not a manifest or config")]
+    StoreTooLarge { blob: Digest, limit: usize },
+    /// containerd's content store returned other bytes than those of `blob`.
+    #[error("containerd's content store returned {got} for {blob}")]
+    StoreMismatch { blob: Digest, got: Digest },
 
     // Conflict (exit 10): what is on the host is left alone.
     /// A symlink, or something else that is not ours to write through, stands in the way.
@@ -245,6 +303,19 @@ impl UnpackError {
         }
     }
 }
+
+/// A gRPC status from containerd, said as the messages always said it (its message,
+/// escaped, then its code), where [`tonic::Status`]'s own text lists every field.
+#[derive(Debug)]
+pub struct GrpcStatus(pub tonic::Status);
+
+impl std::fmt::Display for GrpcStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:?})", escape(self.0.message()), self.0.code())
+    }
+}
+
+impl std::error::Error for GrpcStatus {}
 
 /// What goes where a [`UnpackError::NotAFile`] stands.
 #[derive(Debug, Clone)]

@@ -180,7 +180,7 @@ pub(crate) fn run<E: EngineSide>(
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
+        .map_err(UnpackError::Runtime)?;
     let (input, bar, on_disk) = open_bundle(path, access, progress, "load")?;
     let opts = ReadOptions {
         trust: access.trust(),
@@ -261,11 +261,9 @@ pub(crate) fn run<E: EngineSide>(
             return Err(e);
         }
     };
-    guard.record(&verified).map_err(|e| {
-        UnpackError::Environment(format!(
-            "everything was loaded, but recording it for anti-rollback failed, so an older bundle of this name would not be refused until a later load is recorded: {e}"
-        ))
-    })?;
+    guard
+        .record(&verified)
+        .map_err(|e| UnpackError::NotRecorded(Box::new(e)))?;
     Ok(LoadReport {
         verified,
         images,

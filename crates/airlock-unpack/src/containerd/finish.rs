@@ -34,18 +34,20 @@ pub(super) async fn finish(
         let manifest = match AnyManifest::parse(&manifest_bytes) {
             Ok(AnyManifest::Image(m)) => m,
             Ok(AnyManifest::Index(_)) => {
-                return Err(UnpackError::Environment(format!(
-                    "{}: manifest {} is an index, expected an image manifest",
-                    escape(&i.reference),
-                    i.manifest
-                )))
+                return Err(UnpackError::ImageContent {
+                    image: i.reference.clone(),
+                    part: "manifest",
+                    blob: i.manifest,
+                    problem: "is an index, expected an image manifest".into(),
+                })
             }
             Err(e) => {
-                return Err(UnpackError::Environment(format!(
-                    "{}: manifest {}: {e}",
-                    escape(&i.reference),
-                    i.manifest
-                )))
+                return Err(UnpackError::ImageContentUnreadable {
+                    image: i.reference.clone(),
+                    part: "manifest",
+                    blob: i.manifest,
+                    source: e.into(),
+                })
             }
         };
         let layers_match = manifest
@@ -54,29 +56,32 @@ pub(super) async fn finish(
             .map(|l| l.digest)
             .eq(i.layers.iter().copied());
         if manifest.config.digest != i.config || !layers_match {
-            return Err(UnpackError::Environment(format!(
-                "{}: manifest {} does not name the config and layers the bundle's header lists",
-                escape(&i.reference),
-                i.manifest
-            )));
+            return Err(UnpackError::ImageContent {
+                image: i.reference.clone(),
+                part: "manifest",
+                blob: i.manifest,
+                problem: "does not name the config and layers the bundle's header lists".into(),
+            });
         }
         let config: ImageConfig = serde_json::from_slice(&read_blob(client, &i.config).await?)
-            .map_err(|e| {
-                UnpackError::Environment(format!(
-                    "{}: config {}: {e}",
-                    escape(&i.reference),
-                    i.config
-                ))
+            .map_err(|e| UnpackError::ImageContentUnreadable {
+                image: i.reference.clone(),
+                part: "config",
+                blob: i.config,
+                source: e.into(),
             })?;
         let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
         if diff_ids.len() != manifest.layers.len() {
-            return Err(UnpackError::Environment(format!(
-                "{}: config {} lists {} diff IDs for {} layers",
-                escape(&i.reference),
-                i.config,
-                diff_ids.len(),
-                manifest.layers.len()
-            )));
+            return Err(UnpackError::ImageContent {
+                image: i.reference.clone(),
+                part: "config",
+                blob: i.config,
+                problem: format!(
+                    "lists {} diff IDs for {} layers",
+                    diff_ids.len(),
+                    manifest.layers.len()
+                ),
+            });
         }
         // What containerd's garbage collector follows from an image to its content: the
         // manifest names its config and layers, the config its unpacked snapshot.
@@ -269,16 +274,17 @@ async fn read_blob(c: &Client, d: &Digest) -> Result<Vec<u8>, UnpackError> {
     {
         out.extend_from_slice(&m.data);
         if out.len() > MAX_DOCUMENT {
-            return Err(UnpackError::Environment(format!(
-                "{d} in containerd's content store is larger than {MAX_DOCUMENT} bytes; not a manifest or config"
-            )));
+            return Err(UnpackError::StoreTooLarge {
+                blob: *d,
+                limit: MAX_DOCUMENT,
+            });
         }
     }
     if Digest::of(&out) != *d {
-        return Err(UnpackError::Environment(format!(
-            "containerd's content store returned {} for {d}",
-            Digest::of(&out)
-        )));
+        return Err(UnpackError::StoreMismatch {
+            blob: *d,
+            got: Digest::of(&out),
+        });
     }
     Ok(out)
 }

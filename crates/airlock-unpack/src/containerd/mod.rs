@@ -28,9 +28,9 @@ mod write;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use crate::GrpcStatus;
 use airlock_bundle::header::{Header, ImageRecord};
 use airlock_bundle::oci::Platform;
-use airlock_bundle::text::escape;
 use airlock_progress::Progress;
 use bollard::Docker;
 use tokio::runtime::Handle;
@@ -98,11 +98,11 @@ pub struct Options {
 }
 
 fn ctd_err(op: &str, what: &str, s: &Status) -> UnpackError {
-    UnpackError::Environment(format!(
-        "containerd refused to {op} {what}: {} ({:?})",
-        escape(s.message()),
-        s.code()
-    ))
+    UnpackError::ContainerdRefused {
+        op: op.to_string(),
+        what: what.to_string(),
+        source: GrpcStatus(s.clone()),
+    }
 }
 
 /// Loads the bundle at `path` into containerd, restoring models and files into host

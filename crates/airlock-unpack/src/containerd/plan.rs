@@ -44,11 +44,9 @@ pub(super) async fn connect(opts: &Options) -> Result<Ctd, UnpackError> {
     let at = opts.socket.display().to_string();
     let client = Client::connect(&opts.socket, &opts.namespace)
         .await
-        .map_err(|e| {
-            UnpackError::Environment(format!(
-                "cannot connect to containerd at {at}: {}",
-                escape(&e)
-            ))
+        .map_err(|said| UnpackError::ContainerdConnect {
+            socket: at.clone(),
+            said,
         })?;
     let version: api::VersionResponse = client
         .unary(path::VERSION, api::Empty {})

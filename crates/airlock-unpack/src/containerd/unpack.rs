@@ -3,7 +3,6 @@
 
 use airlock_bundle::inventory::chain_ids;
 use airlock_bundle::oci;
-use airlock_bundle::text::escape;
 use airlock_bundle::Digest;
 
 use super::api::{self, path, Client};
@@ -67,11 +66,11 @@ pub(super) async fn unpack(
                     },
                 )
                 .await;
-            return Err(UnpackError::Environment(format!(
-                "unpacking layer {} of {}: {e}",
-                layer.digest,
-                escape(reference)
-            )));
+            return Err(UnpackError::Unpacking {
+                layer: layer.digest,
+                image: reference.to_string(),
+                source: Box::new(e),
+            });
         }
     }
     Ok(chains.last().copied())
@@ -102,10 +101,10 @@ async fn apply_and_commit(
         .map_err(|s| ctd_err("apply", &layer.digest.to_string(), &s))?;
     let got = applied.applied.map(|d| d.digest).unwrap_or_default();
     if got != diff_id.to_string() {
-        return Err(UnpackError::Environment(format!(
-            "the unpacked layer's digest is {}, the config says {diff_id}",
-            escape(&got)
-        )));
+        return Err(UnpackError::UnpackedDigest {
+            got,
+            config: *diff_id,
+        });
     }
     match client
         .unary::<_, api::Empty>(

@@ -26,7 +26,6 @@ use std::collections::HashSet;
 
 use airlock_bundle::header::{Header, ImageRecord};
 use airlock_bundle::oci::Platform;
-use airlock_bundle::text::escape;
 use airlock_bundle::Digest;
 use airlock_progress::Progress;
 use bollard::Docker;
@@ -235,7 +234,7 @@ impl EngineSide for DockerSide {
                 refused,
                 rb.unwrap_or_default(),
             ),
-            None => UnpackError::Engine(escape(&refused.said)),
+            None => UnpackError::EngineAnswered { said: refused.said },
         };
         self.release().await;
         e

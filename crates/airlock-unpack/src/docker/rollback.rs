@@ -54,11 +54,12 @@ impl Before {
                     repo: Some(repo.clone()),
                     tag: Some(n.to_string()),
                 };
-                if let Err(e) = docker.tag_image(prev, Some(opts)).await {
+                if let Err(source) = docker.tag_image(prev, Some(opts)).await {
                     before.release(docker).await;
-                    return Err(UnpackError::Engine(format!(
-                        "holding image {prev} for the length of the load: {e}"
-                    )));
+                    return Err(UnpackError::EngineCall {
+                        what: format!("holding image {prev} for the length of the load"),
+                        source,
+                    });
                 }
                 before.holds.push(format!("{repo}:{n}"));
             }
@@ -86,7 +87,10 @@ async fn image_ids(docker: &Docker) -> Result<HashSet<String>, UnpackError> {
             ..Default::default()
         }))
         .await
-        .map_err(|e| UnpackError::Engine(format!("listing the engine's images: {e}")))?;
+        .map_err(|source| UnpackError::EngineCall {
+            what: "listing the engine's images".into(),
+            source,
+        })?;
     Ok(list.into_iter().map(|i| i.id).collect())
 }
 

@@ -23,9 +23,11 @@ pub fn locate(named: Option<&Path>) -> Result<Option<PathBuf>, UnpackError> {
         Ok(_) => Ok(Some(default.to_path_buf())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         // Cannot tell whether the operator wrote a policy: failing open would ignore it.
-        Err(e) => Err(UnpackError::Environment(format!(
-            "{DEFAULT_POLICY}: {e} (cannot tell whether this host has a policy)"
-        ))),
+        Err(e) => Err(UnpackError::Host {
+            what: "",
+            path: default.to_path_buf(),
+            problem: format!("{e} (cannot tell whether this host has a policy)"),
+        }),
     }
 }
 
@@ -34,16 +36,23 @@ pub(super) fn bad_policy(path: &Path, e: impl std::fmt::Display) -> UnpackError 
     UnpackError::Usage(format!("policy {}: {e}", path.display()))
 }
 
+/// The policy file at `path` could not be read: this host, not the file's content (exit 7).
+fn policy_io(path: &Path, source: std::io::Error) -> UnpackError {
+    UnpackError::Io {
+        what: "policy",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// The bytes of the policy at `path`: a regular file, controlled by root or this user only,
 /// and at most [`MAX_POLICY_SIZE`] bytes.
 pub(super) fn read(path: &Path) -> Result<Vec<u8>, UnpackError> {
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => bad_policy(path, "no such file"),
-        _ => UnpackError::Environment(format!("policy {}: {e}", path.display())),
+        _ => policy_io(path, e),
     })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| UnpackError::Environment(format!("policy {}: {e}", path.display())))?;
+    let meta = file.metadata().map_err(|e| policy_io(path, e))?;
     if !meta.is_file() {
         return Err(bad_policy(path, "not a regular file"));
     }
@@ -51,7 +60,7 @@ pub(super) fn read(path: &Path) -> Result<Vec<u8>, UnpackError> {
     let mut bytes = Vec::new();
     file.take(MAX_POLICY_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| UnpackError::Environment(format!("policy {}: {e}", path.display())))?;
+        .map_err(|e| policy_io(path, e))?;
     if bytes.len() as u64 > MAX_POLICY_SIZE {
         return Err(bad_policy(
             path,

@@ -32,7 +32,7 @@ impl TrustNames {
                     .filter(|p| p.extension().is_some_and(|x| x == "pub"))
                     .collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(UnpackError::Environment(format!("{}: {e}", dir.display()))),
+                Err(e) => return Err(UnpackError::io(dir, e)),
             }
         };
         let mut t = TrustNames::default();

@@ -123,7 +123,7 @@ pub fn push(
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| UnpackError::Environment(format!("async runtime: {e}")))?;
+        .map_err(UnpackError::Runtime)?;
     let client = Arc::new(Client::new(
         &opts.registry,
         opts.insecure,
@@ -207,7 +207,10 @@ fn finish_uploads(
     actions: &mut Actions,
 ) -> Result<(), UnpackError> {
     for r in rt.block_on(futures::future::join_all(uploads)) {
-        let done = r.map_err(|e| UnpackError::Environment(format!("upload task: {e}")))??;
+        let done = r.map_err(|source| UnpackError::Task {
+            what: "upload task",
+            source,
+        })??;
         for repo in done.uploaded {
             actions.insert((repo, done.digest), Action::Uploaded);
         }

@@ -124,7 +124,7 @@ impl Client {
             .read_timeout(Duration::from_secs(300))
             .user_agent(concat!("airlock-unpack/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| UnpackError::Environment(format!("HTTP client: {e}")))?;
+            .map_err(UnpackError::HttpClient)?;
         Ok(Client {
             http,
             base,
