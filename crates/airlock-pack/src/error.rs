@@ -404,7 +404,11 @@ pub fn report(e: &anyhow::Error) -> String {
         let quotes = cause
             .downcast_ref::<PackError>()
             .is_some_and(PackError::quotes_its_source);
-        if quotes || cause.source().is_some_and(|s| said.ends_with(&s.to_string())) {
+        if quotes
+            || cause
+                .source()
+                .is_some_and(|s| said.ends_with(&s.to_string()))
+        {
             break;
         }
     }

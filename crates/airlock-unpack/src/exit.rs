@@ -64,7 +64,7 @@ impl UnpackError {
             | UnpackError::VolumeNotABlob { .. }
             | UnpackError::KindDiffers { .. }
             | UnpackError::FilesDiffer(_) => CONFLICT,
-            UnpackError::NotPresent(_) => NOT_PRESENT,
+            UnpackError::NotPresent(_) | UnpackError::DeltaNotExtractable { .. } => NOT_PRESENT,
             UnpackError::Parts { inner, .. } => inner.exit_code(),
             UnpackError::Registry { .. } => REGISTRY,
             UnpackError::Policy { .. } => POLICY,
@@ -132,6 +132,23 @@ mod tests {
 
     fn os_err() -> io::Error {
         io::Error::from_raw_os_error(2)
+    }
+
+    #[test]
+    fn a_delta_that_cannot_be_extracted_is_exit_11_and_names_each_blob() {
+        let e = UnpackError::DeltaNotExtractable {
+            left_out: vec!["sha256:aa (3 bytes, a blob of model m)".into()],
+        };
+        assert_eq!(e.exit_code(), NOT_PRESENT);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("this is a delta bundle: it leaves out 1 blob that"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n  - sha256:aa (3 bytes, a blob of model m)"),
+            "{text}"
+        );
     }
 
     /// The source an error returns, as text (`None`: it has none).

@@ -262,6 +262,11 @@ pub fn extract(
         .create_private_dir(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .map_err(fs_err)?;
     let placed = BundleReader::open(input, opts)
+        .map_err(UnpackError::from)
+        .and_then(|(verified, body)| {
+            refuse_delta(&verified.header)?;
+            Ok((verified, body))
+        })
         .and_then(|(verified, body)| {
             let mut visitor = ExtractVisitor {
                 tmp,
@@ -272,7 +277,6 @@ pub fn extract(
             body.read(&mut visitor)?;
             Ok((verified, visitor.tmp))
         })
-        .map_err(UnpackError::from)
         .and_then(|(verified, tmp)| {
             // Private until this point; now the tree gets its final mode and name.
             tmp.chmod(0o755).map_err(fs_err)?;
@@ -288,4 +292,43 @@ pub fn extract(
         let _ = parent.remove_tree(&tmp_name);
     }
     placed
+}
+
+/// A delta bundle cannot be extracted: the blobs it left out are on the host it was built
+/// for, and a layout or Ollama store without them is not the bundle's content. Refused
+/// from the verified header, before any entry is read.
+fn refuse_delta(h: &airlock_bundle::Header) -> Result<(), UnpackError> {
+    if h.expected_present.is_empty() {
+        return Ok(());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let left_out = h
+        .expected_present
+        .iter()
+        .filter(|p| seen.insert(p.digest))
+        .map(|p| {
+            let needed_by = match &p.chain_id {
+                Some(_) => "an image layer".to_string(),
+                None => {
+                    let models: Vec<&str> = h
+                        .models
+                        .iter()
+                        .filter(|m| m.config == p.digest || m.layers.contains(&p.digest))
+                        .map(|m| m.name.as_str())
+                        .collect();
+                    match models.as_slice() {
+                        [] => "a model blob".to_string(),
+                        names => format!("a blob of model {}", names.join(", ")),
+                    }
+                }
+            };
+            format!(
+                "{} ({} bytes, {})",
+                p.digest,
+                p.size,
+                airlock_bundle::text::Escaped(&needed_by)
+            )
+        })
+        .collect();
+    Err(UnpackError::DeltaNotExtractable { left_out })
 }
