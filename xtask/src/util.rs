@@ -13,6 +13,17 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Scratch space for the bench, on the disk the builds use: `$CARGO_TARGET_DIR` (a relative
+/// one from the root, as cargo reads it), else `target/` at the root; created if missing.
+pub fn scratch() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root().join(t) })
+        .unwrap_or_else(|| root().join("target"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());

@@ -17,7 +17,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let pack = bins.join("airlock-pack");
     let unpack = bins.join("airlock-unpack");
     let source = TestRegistry::start();
-    let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
+    let work = tempfile::tempdir_in(crate::util::scratch()?)?;
     let w = work.path();
     std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
     eprintln!("bench: generating 1 GiB of fixture images");

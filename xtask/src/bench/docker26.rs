@@ -19,11 +19,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let pack = bins.join("airlock-pack");
     let unpack = bins.join("airlock-unpack");
     let source = TestRegistry::start();
-    // Beside the other benches' work dirs; `target/` may not exist when CARGO_TARGET_DIR
-    // points elsewhere.
-    let scratch = crate::util::root().join("target");
-    std::fs::create_dir_all(&scratch)?;
-    let work = tempfile::tempdir_in(&scratch)?;
+    let work = tempfile::tempdir_in(crate::util::scratch()?)?;
     let w = work.path();
     eprintln!("bench docker26: generating 1 GiB of fixture images, starting Docker 26");
     let (tags, bundle) = super::plain_bundle(&pack, w, &source)?;

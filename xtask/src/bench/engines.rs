@@ -26,7 +26,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     let pack = bins.join("airlock-pack");
     let unpack = bins.join("airlock-unpack");
     let source = TestRegistry::start();
-    let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
+    let work = tempfile::tempdir_in(crate::util::scratch()?)?;
     let w = work.path();
     eprintln!("bench engines: generating 1 GiB of fixture images, starting Podman");
     let (tags, bundle) = super::plain_bundle(&pack, w, &source)?;

@@ -13,7 +13,7 @@ use crate::util::sh;
 pub fn run(bins: &Path) -> anyhow::Result<()> {
     let pack = bins.join("airlock-pack");
     let unpack = bins.join("airlock-unpack");
-    let work = tempfile::tempdir_in(crate::util::root().join("target"))?;
+    let work = tempfile::tempdir_in(crate::util::scratch()?)?;
     let w = work.path();
     // The gap side's anti-rollback record stays with this run, not in /var/lib/airlock.
     std::env::set_var("AIRLOCK_STATE_DIR", w.join("airlock-state"));
