@@ -239,7 +239,7 @@ pub enum UnpackError {
     /// `extract` of a delta bundle: what it left out is on the host it was built for, not
     /// in the bundle, so no directory could hold its content whole. Each entry names the
     /// blob and what needs it.
-    #[error("this is a delta bundle: it leaves out {} blob{} that the host it was built for already has, so extract cannot write its content whole; nothing was written (load it on that host, where `load` checks they are there, or build a full bundle, without --delta, to extract):\n  - {}", .left_out.len(), if .left_out.len() == 1 { "" } else { "s" }, .left_out.join("\n  - "))]
+    #[error("this is a delta bundle: it leaves out {} blob{} that the host it was built for already has, so extract cannot write its content whole; nothing was written (load it on that host, where `load` checks they are there, or build a full bundle, without --have, to extract):\n  - {}", .left_out.len(), if .left_out.len() == 1 { "" } else { "s" }, .left_out.join("\n  - "))]
     DeltaNotExtractable { left_out: Vec<String> },
     /// A failed read, with which of the bundle's parts is at fault.
     #[error("{inner}\n{parts}")]
