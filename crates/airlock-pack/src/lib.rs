@@ -1,18 +1,19 @@
 //! `airlock-pack`: pins the images of a bundle spec in a lock file, pulls them from OCI
 //! registries into a verified blob cache, and writes one signed (and usually encrypted)
-//! bundle. The format itself belongs to `airlock-bundle`.
+//! bundle. The format itself belongs to `airlock-bundle`. The library exists for its
+//! binary: its modules are `pub(crate)`; `main`, the errors and the exit codes are public.
 
-pub mod auth;
-pub mod build;
-pub mod cache;
-pub mod cli;
+pub(crate) mod auth;
+pub(crate) mod build;
+pub(crate) mod cache;
+pub(crate) mod cli;
 mod commands;
 mod error;
-pub mod local;
-pub mod lock;
-pub mod ollama;
-pub mod plan;
-pub mod registry;
+pub(crate) mod local;
+pub(crate) mod lock;
+pub(crate) mod ollama;
+pub(crate) mod plan;
+pub(crate) mod registry;
 
 pub use commands::main;
 pub use error::{bundle_exit_code, exit, report, BoxError, PackError};

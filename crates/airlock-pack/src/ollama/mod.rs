@@ -34,8 +34,8 @@ use crate::{BoxError, PackError};
 
 mod ranged;
 
+pub use ranged::Follow;
 use ranged::{Download, Fetched};
-pub use ranged::{Follow, FollowReader};
 
 const MAX_REDIRECTS: usize = 5;
 

@@ -31,7 +31,7 @@ use crate::ollama::OllamaRegistry;
 use crate::registry::Registry;
 use crate::PackError;
 
-pub use files::{files_now, FILE_MEDIA_TYPE};
+pub use files::files_now;
 
 /// Where a blob comes from.
 #[derive(Debug, Clone)]
