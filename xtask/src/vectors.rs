@@ -67,6 +67,7 @@ pub fn run() -> anyhow::Result<()> {
     let split = Header {
         name: "v3-split".into(),
         version: 3,
+        provenance: Vec::new(),
         ..v1_image(&blobs)
     };
     out.write("v3-split.airlock", &split, &plain, Some(PART_SIZE))?;
@@ -352,6 +353,7 @@ fn header(version: u32, name: &str, entries: Vec<Entry>, images: Vec<ImageRecord
     Header {
         format: FORMAT_NAME.into(),
         version,
+        provenance: Vec::new(),
         tool: TOOL.into(),
         name: name.into(),
         created: CREATED.into(),
@@ -540,6 +542,7 @@ fn hostile(dir: &Path, blobs: &Blobs, keys: &Keys) -> anyhow::Result<()> {
     let v99 = Header {
         name: "v99".into(),
         version: 99,
+        provenance: Vec::new(),
         ..v1_image(blobs)
     };
     write_plain(dir, "v99.airlock", &plaintext(&v99, &keys.sign, blobs)?)?;

@@ -9,7 +9,7 @@ use crate::{BundleError, Digest};
 pub const FORMAT_NAME: &str = "airlock-bundle";
 /// Version 2 added `models` and `files`, version 3 `expected_present` (delta bundles); an
 /// older header is a newer one without those fields, so readers accept all three.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 pub const HEADER_PATH: &str = "airlock/header.json";
 pub const SIGNATURE_PATH: &str = "airlock/header.json.minisig";
@@ -30,6 +30,9 @@ pub struct Header {
     pub created: String,
     pub entries: Vec<Entry>,
     pub images: Vec<ImageRecord>,
+    /// Upstream signatures, attestations and SBOMs carried for the images (version 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<crate::provenance::Provenance>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -335,6 +338,8 @@ impl Header {
             }
         }
         self.check_host_places()?;
+        crate::provenance::validate(&self.provenance, &self.images, &seen)
+            .map_err(|e| BundleError::Malformed(format!("{HEADER_PATH}: {e}")))?;
         for img in &self.images {
             for d in std::iter::once(&img.manifest).chain(std::iter::once(&img.config)) {
                 if !seen.contains(d.blob_path().as_str()) {
@@ -568,6 +573,7 @@ mod tests {
         Header {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
+            provenance: Vec::new(),
             tool: "t".into(),
             name: "t".into(),
             created: "2026-01-01T00:00:00Z".into(),

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod oci;
 pub mod ollama;
 pub mod parts;
+pub mod provenance;
 pub mod readahead;
 pub mod reader;
 pub mod reference;

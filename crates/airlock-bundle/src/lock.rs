@@ -62,6 +62,11 @@ pub struct LockedImage {
     /// Digest of the manifest or index the reference resolved to.
     pub digest: Digest,
     pub media_type: String,
+    /// The cosign signature manifests (under `sha256-<digest hex>.sig`) that verified this
+    /// image under the spec's `[[verify]]` rules when it was locked; `build` finds the same
+    /// ones upstream or refuses (a signature that vanished or changed is drift).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Digest>,
 }
 
 /// One way a lock no longer matches its spec or the registry.
@@ -284,11 +289,13 @@ mod tests {
                     reference: "docker.io/library/b:latest".into(),
                     digest: Digest::of(b"b"),
                     media_type: crate::oci::OCI_INDEX.into(),
+                    signatures: vec![],
                 },
                 LockedImage {
                     reference: "docker.io/library/a:latest".into(),
                     digest: Digest::of(b"a"),
                     media_type: crate::oci::OCI_MANIFEST.into(),
+                    signatures: vec![],
                 },
             ],
             vec![],
@@ -318,11 +325,13 @@ mod tests {
                     reference: format!("docker.io/library/c@{}", Digest::of(b"spec")),
                     digest: Digest::of(b"other"),
                     media_type: crate::oci::OCI_MANIFEST.into(),
+                    signatures: vec![],
                 },
                 LockedImage {
                     reference: "docker.io/library/gone:latest".into(),
                     digest: Digest::of(b"g"),
                     media_type: crate::oci::OCI_MANIFEST.into(),
+                    signatures: vec![],
                 },
             ],
             vec![LockedModel {

@@ -29,6 +29,27 @@ pub struct Spec {
     pub ollama: OllamaDefaults,
     #[serde(default)]
     pub files: Vec<FilesSpec>,
+    /// Which images must carry a cosign signature, and by which key.
+    #[serde(default, rename = "verify")]
+    pub verify: Vec<VerifySpec>,
+}
+
+/// A `[[verify]]` rule: images whose normalised repository `match`es must carry a cosign
+/// signature by `key` (a PEM public key, relative to the spec's directory or absolute) for
+/// the digest the lock pins, unless `require = false` (then a valid one is recorded when
+/// present, and its absence is only shown).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub key: String,
+    #[serde(default = "required")]
+    pub require: bool,
+}
+
+fn required() -> bool {
+    true
 }
 
 /// Where a model's blobs come from at build time.
@@ -123,6 +144,19 @@ pub struct RegistrySpec {
     pub insecure: bool,
 }
 
+/// `"*"`, `"prefix*"` or one repository: the syntax the gap-host policy's image patterns
+/// use (`airlock-sigstore` matches them; this only refuses what could never match).
+fn check_verify_pattern(p: &str) -> Result<(), String> {
+    let inner = p.strip_suffix('*').unwrap_or(p);
+    if p.is_empty() || (inner.is_empty() && p != "*") {
+        return Err("match is empty".into());
+    }
+    if inner.contains('*') {
+        return Err("a '*' may only end the pattern".into());
+    }
+    Ok(())
+}
+
 fn default_platforms() -> Vec<Platform> {
     vec!["linux/amd64".parse().expect("valid platform")]
 }
@@ -162,6 +196,13 @@ impl Spec {
             if !seen.insert(r.to_string()) {
                 return Err(bad(format!("image {r} is listed twice")));
             }
+        }
+        for (i, v) in self.verify.iter().enumerate() {
+            let what = format!("[[verify]] #{} (match {:?})", i + 1, v.pattern);
+            if v.key.is_empty() {
+                return Err(bad(format!("{what}: key is empty")));
+            }
+            check_verify_pattern(&v.pattern).map_err(|e| bad(format!("{what}: {e}")))?;
         }
         let mut names = BTreeSet::new();
         target_of(&self.ollama.volume, &self.ollama.path)
@@ -257,6 +298,24 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_rules_parse_with_require_by_default() {
+        let s = Spec::from_toml(
+            "name = \"x\"\n[[verify]]\nmatch = \"docker.io/grafana/*\"\nkey = \"keys/g.pub\"\n\
+             [[verify]]\nmatch = \"*\"\nkey = \"/k.pub\"\nrequire = false\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.verify.len(), 2);
+        assert!(s.verify[0].require);
+        assert!(!s.verify[1].require);
+        for bad in ["a*b", "", "**"] {
+            let text = format!("name = \"x\"\n[[verify]]\nmatch = \"{bad}\"\nkey = \"k\"\n");
+            let e = Spec::from_toml(&text, Path::new("s.toml")).unwrap_err();
+            assert!(e.to_string().contains("[[verify]] #1"), "{e}");
+        }
+    }
 
     #[test]
     fn models_and_files_resolve_targets() {

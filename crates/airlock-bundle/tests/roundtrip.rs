@@ -56,6 +56,7 @@ fn sample() -> (Header, HashMap<String, Vec<u8>>) {
     let header = Header {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
+        provenance: Vec::new(),
         tool: "test".into(),
         name: "t".into(),
         created: "2026-01-01T00:00:00Z".into(),

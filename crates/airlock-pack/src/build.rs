@@ -208,6 +208,7 @@ fn header_for(
     let header = Header {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
+        provenance: Vec::new(),
         tool: airlock_bundle::tool_version("airlock-pack"),
         name: spec.name.clone(),
         created,

@@ -96,6 +96,7 @@ pub async fn lock(
             reference: key.clone(),
             digest,
             media_type: manifest.media_type().to_string(),
+            signatures: Vec::new(),
         };
         match old.as_ref().and_then(|l| l.get(&key)) {
             Some(prev) if prev.digest == digest => {}

@@ -547,6 +547,7 @@ mod tests {
         let mut h = Header {
             format: airlock_bundle::header::FORMAT_NAME.into(),
             version: airlock_bundle::header::FORMAT_VERSION,
+            provenance: Vec::new(),
             tool: "t".into(),
             name: "t".into(),
             created: "2026-01-01T00:00:00Z".into(),

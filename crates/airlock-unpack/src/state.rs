@@ -469,6 +469,7 @@ mod tests {
         Header {
             format: "airlock-bundle".into(),
             version: 3,
+            provenance: Vec::new(),
             tool: "t".into(),
             name: name.into(),
             created: created.into(),

@@ -272,6 +272,7 @@ mod tests {
         Header {
             format: "airlock-bundle".into(),
             version: 3,
+            provenance: Vec::new(),
             tool: "t".into(),
             name: "t".into(),
             created: "2026-01-01T00:00:00Z".into(),
