@@ -32,6 +32,8 @@ use serde_json::json;
 
 use crate::util::root;
 
+mod provenance;
+
 /// Every vector's signed creation time: fixed, so that reruns write the same bytes.
 const CREATED: &str = "2026-01-01T00:00:00Z";
 const TOOL: &str = "airlock-pack 0.1.0";
@@ -46,7 +48,8 @@ pub fn run() -> anyhow::Result<()> {
     let dir = root().join("tests/vectors");
     let golden = root().join("tests/golden/bundles");
     let keys = Keys::ensure(&dir.join("keys"), &golden)?;
-    let blobs = Blobs::make()?;
+    let mut blobs = Blobs::make()?;
+    let v4 = provenance::v4_provenance(&mut blobs, &dir.join("keys"))?;
 
     let out = Vectors {
         dir: &dir,
@@ -71,6 +74,7 @@ pub fn run() -> anyhow::Result<()> {
         ..v1_image(&blobs)
     };
     out.write("v3-split.airlock", &split, &plain, Some(PART_SIZE))?;
+    out.write("v4-provenance.airlock", &v4, &plain, None)?;
 
     hostile(&golden, &blobs, &keys)?;
     eprintln!(
@@ -283,6 +287,13 @@ impl Blobs {
             compose,
             script,
         })
+    }
+
+    /// Adds a blob made after [`Blobs::make`]; its digest.
+    fn put(&mut self, bytes: Vec<u8>) -> Digest {
+        let d = Digest::of(&bytes);
+        self.data.insert(d, bytes);
+        d
     }
 
     fn entry(&self, d: &Digest, media_type: Option<&str>) -> Entry {
