@@ -24,6 +24,7 @@ const VECTORS: &[(&str, &str, u32, bool)] = &[
     ("v2-plain.airlock", "v2-plain.airlock", 2, false),
     ("v3-delta.airlock", "v3-delta.airlock", 3, false),
     ("v3-split.airlock.001", "v3-split.airlock", 3, false),
+    ("v4-provenance.airlock", "v4-provenance.airlock", 4, false),
 ];
 
 fn dir() -> PathBuf {
@@ -187,4 +188,41 @@ fn the_binary_verifies_inspects_and_extracts_every_vector() {
             );
         }
     }
+}
+
+/// The v4 vector's carried signature is a real cosign-format signature: it verifies with
+/// `keys/cosign.pub` for the image's manifest digest and repository, its `verified_with` is
+/// that key's fingerprint, and it does not verify for another digest.
+#[test]
+fn the_v4_signature_verifies_with_the_vector_cosign_key() {
+    let bytes = expected_header("v4-provenance.airlock");
+    let header = airlock_bundle::Header::parse(&bytes).unwrap();
+    let key = airlock_sigstore::PublicKey::from_pem(
+        &std::fs::read(dir().join("keys/cosign.pub")).unwrap(),
+    )
+    .unwrap();
+    let image = &header.images[0];
+    let record = header
+        .provenance
+        .iter()
+        .find(|p| p.kind == airlock_bundle::provenance::ArtifactKind::Signature)
+        .expect("a signature record");
+    let sig = &record.signatures[0];
+    assert_eq!(sig.verified_with.as_deref(), Some(key.fingerprint()));
+    let payload = sig.payload_bytes().unwrap();
+    let input = [airlock_sigstore::SignatureInput {
+        label: record.manifest.to_string(),
+        payload: &payload,
+        signature: sig.signature_bytes(),
+    }];
+    let repo = airlock_bundle::ImageRef::parse(&image.reference)
+        .unwrap()
+        .name();
+    let j = airlock_sigstore::judge(&key, &image.manifest, &repo, &input);
+    assert!(j.verified(), "{j}");
+    let j = airlock_sigstore::judge(&key, &Digest::of(b"another"), &repo, &input);
+    assert!(
+        !j.verified() && j.to_string().contains("by this key, but for"),
+        "{j}"
+    );
 }

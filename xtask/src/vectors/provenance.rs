@@ -76,8 +76,10 @@ pub(super) fn v4_provenance(blobs: &mut Blobs, keys: &Path) -> anyhow::Result<He
     let payload_digest = blobs.put(payload.clone());
     let sig_manifest = manifest(
         blobs,
-        vec![json!({"mediaType": SIMPLE_SIGNING, "digest": payload_digest.to_string(),
-            "size": payload_size, "annotations": {SIGNATURE_ANNOTATION: signature}})],
+        vec![
+            json!({"mediaType": SIMPLE_SIGNING, "digest": payload_digest.to_string(),
+            "size": payload_size, "annotations": {SIGNATURE_ANNOTATION: signature}}),
+        ],
     )?;
     let spdx = serde_json::to_vec(&json!({
         "spdxVersion": "SPDX-2.3",
