@@ -17,6 +17,7 @@ pub mod podman;
 pub mod registry;
 pub mod token;
 pub mod tools;
+pub mod trixie;
 
 pub use fixtures::{ImageSpec, Layer};
 pub use registry::TestRegistry;
