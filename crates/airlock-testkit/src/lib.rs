@@ -15,9 +15,11 @@ pub mod http;
 pub mod ollama;
 pub mod podman;
 pub mod registry;
+pub mod skopeo118;
 pub mod token;
 pub mod tools;
 pub mod trixie;
 
 pub use fixtures::{ImageSpec, Layer};
 pub use registry::TestRegistry;
+pub use skopeo118::Skopeo118;
