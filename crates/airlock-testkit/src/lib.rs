@@ -9,6 +9,7 @@
 
 pub mod builders;
 pub mod containerd;
+pub mod distribution;
 pub mod docker26;
 pub mod fixtures;
 pub mod http;
