@@ -9,6 +9,7 @@
 
 pub mod builders;
 pub mod containerd;
+pub mod cosign;
 pub mod distribution;
 pub mod docker26;
 pub mod fixtures;
@@ -21,6 +22,7 @@ pub mod token;
 pub mod tools;
 pub mod trixie;
 
+pub use cosign::CosignKey;
 pub use fixtures::{ImageSpec, Layer};
 pub use registry::TestRegistry;
 pub use skopeo118::Skopeo118;
