@@ -16,14 +16,30 @@
 //!    manifests PUT (`publish`), i.e. the tags become visible: a corrupt, truncated or tampered bundle
 //!    pushes no tag at all.
 //!
+//! Provenance (format v4 `provenance` records: upstream signatures, attestations, SBOMs,
+//! referrers, BuildKit attestation manifests) goes into each image's repository with it
+//! (`artifacts` plans, `attach` publishes), under the conventions cosign, skopeo
+//! (`use-sigstore-attachments`), BuildKit and OCI 1.1 use, so that a `sigstoreSigned`
+//! policy or `cosign verify` works inside the gap: cosign kinds under
+//! `sha256-<subject hex>.sig|.att|.sbom` (merged into what such a tag already holds),
+//! referrers by digest plus the `sha256-<subject hex>` tag-schema index where the registry
+//! has no referrers API, BuildKit attestation manifests by digest and in the index push
+//! builds. They are published after the platform manifests and before the tag, also for an
+//! image whose tag is unchanged.
+//!
 //! An image the bundle carries for several platforms (it came from a multi-platform index,
 //! `ImageRecord::index`) is pushed as a new image index listing the carried platform
-//! manifests (the source index itself is not in the bundle, so its digest differs when
-//! platforms or attestations were left out); an image with one platform is pushed as its
-//! platform manifest under the tag. Models are pushed as what they are, a docker v2
+//! manifests and their BuildKit attestation manifests (the source index itself is not in
+//! the bundle, so its digest differs from upstream's; a signature of the upstream index
+//! still goes under the upstream index's tag, where nothing that resolves the pushed tag
+//! looks for it); an image with one platform is pushed as its
+//! platform manifest under the tag, unless the bundle carries BuildKit attestations for it:
+//! then as an index of the two, as BuildKit pushes it. Models are pushed as what they are, a docker v2
 //! manifest with Ollama layers, so `ollama pull HOST/NAMESPACE/MODEL:TAG` works against
 //! the registry.
 
+mod artifacts;
+mod attach;
 pub(crate) mod auth;
 pub(crate) mod client;
 pub mod naming;
@@ -33,6 +49,7 @@ mod upload;
 
 use std::sync::Arc;
 
+use airlock_bundle::provenance::ArtifactKind;
 use airlock_bundle::reader::{BundleReader, ReadOptions, Verified};
 use airlock_bundle::{BundleError, Digest};
 use airlock_progress::Progress;
@@ -86,6 +103,46 @@ pub struct PushedItem {
     pub blobs_mounted: usize,
     pub blobs_present: usize,
     pub status: Status,
+    /// The image's provenance as it ended up in the registry (images only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<PushedArtifact>,
+}
+
+/// What happened to an artifact the tag's status does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactStatus {
+    /// The bundle's manifest is now there (under its tag, or by digest), or the referrers
+    /// index gained it.
+    Pushed,
+    /// It was there already; nothing was sent.
+    Unchanged,
+    /// Its cosign tag held another manifest (the registry's own signatures): that one now
+    /// also has the bundle's layers (`merged_into`).
+    Merged,
+}
+
+/// One carried signature, attestation, SBOM, referrer or BuildKit attestation manifest in
+/// the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushedArtifact {
+    pub kind: ArtifactKind,
+    /// What it is attached to: the image's manifest, one of its platform manifests, or the
+    /// upstream index (which push does not recreate: see the module documentation).
+    pub subject: Digest,
+    /// The artifact manifest the bundle carries.
+    pub manifest: Digest,
+    /// `HOST:PORT/repo:sha256-<hex>.sig` (cosign kinds) or `HOST:PORT/repo@digest`.
+    pub reference: String,
+    pub status: ArtifactStatus,
+    /// The manifest the cosign tag holds when that is not the carried one: the merge of the
+    /// registry's own and the carried layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<Digest>,
+    /// The referrers tag-schema index that lists a referrer, on a registry without the
+    /// referrers API: `HOST:PORT/repo:sha256-<subject hex>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers_tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,13 +224,13 @@ pub fn push(
     let mut actions = planned.actions;
     finish_uploads(&rt, uploads, &mut actions)?;
     let items = planned.items;
-    rt.block_on(publish::publish_all(
+    let attached = rt.block_on(publish::publish_all(
         &client,
         &verified.header,
         &items,
         &captured,
     ))?;
-    Ok(report(opts, &verified, items, actions))
+    Ok(report(opts, &verified, items, attached, actions))
 }
 
 /// The error of a push whose bundle did not read to the end. An upload that failed stops
@@ -226,13 +283,16 @@ fn report(
     opts: &PushOptions,
     verified: &Verified,
     items: Vec<Item>,
+    attached: Vec<Vec<PushedArtifact>>,
     mut actions: Actions,
 ) -> PushReport {
     let h = &verified.header;
     // A tag already at the bundle's digest has every blob it names (the registry checked
-    // that when the tag was pushed): they count as present.
-    for it in items.iter().filter(|it| it.unchanged) {
-        for d in &it.blobs {
+    // that when the tag was pushed): they count as present. So has an artifact in place.
+    for it in &items {
+        let image = if it.unchanged { &it.blobs[..] } else { &[] };
+        let artifacts = it.artifacts.iter().filter(|a| a.present);
+        for d in image.iter().chain(artifacts.flat_map(|a| &a.blobs)) {
             actions
                 .entry((it.dest.repository.clone(), *d))
                 .or_insert(Action::Present);
@@ -261,7 +321,7 @@ fn report(
             Action::Present => report.blobs_present += 1,
         }
     }
-    for it in items {
+    for (it, artifacts) in items.into_iter().zip(attached) {
         let count = |want: Action| {
             it.blobs
                 .iter()
@@ -283,6 +343,7 @@ fn report(
             },
             source: it.source,
             platforms: it.platforms,
+            artifacts,
         };
         if it.model {
             report.models.push(pushed);

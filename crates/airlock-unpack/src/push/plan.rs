@@ -1,7 +1,10 @@
 //! The plan, made from the verified header before any blob is read: what each image and
 //! model becomes in the registry (repository, tag, the index built for several platforms),
 //! which tags already point at the bundle's manifests, which blobs each repository has,
-//! which are mounted across now and which must be uploaded from the stream.
+//! which are mounted across now and which must be uploaded from the stream. An image's
+//! provenance (`artifacts`) goes into its repository like its layers: the blobs of the
+//! artifact manifests the registry lacks are planned with the image blobs, also for an image
+//! whose tag is unchanged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,6 +15,7 @@ use airlock_bundle::Digest;
 use bytes::Bytes;
 use futures::StreamExt as _;
 
+use super::artifacts::{self, Artifact};
 use super::client::Client;
 use super::naming::{self, Destination};
 use super::PlatformManifest;
@@ -47,7 +51,28 @@ pub(crate) struct Item {
     pub(crate) platforms: Vec<PlatformManifest>,
     /// Config and layers.
     pub(crate) blobs: Vec<Digest>,
+    /// The provenance the bundle carries for the image: published whether or not the tag
+    /// is unchanged.
+    pub(crate) artifacts: Vec<Artifact>,
     pub(crate) unchanged: bool,
+}
+
+impl Item {
+    /// The blobs this push needs in the item's repository: the image's unless its tag is
+    /// unchanged, and those of every artifact the registry does not have in place.
+    fn needed_blobs(&self) -> impl Iterator<Item = &Digest> {
+        let image = if self.unchanged {
+            &[][..]
+        } else {
+            &self.blobs[..]
+        };
+        image.iter().chain(
+            self.artifacts
+                .iter()
+                .filter(|a| !a.present)
+                .flat_map(|a| &a.blobs),
+        )
+    }
 }
 
 /// What the reader needs to know once planning is done.
@@ -102,10 +127,18 @@ pub(crate) async fn plan(client: &Client, v: &Verified, prefix: &str) -> Result<
     items.extend(model_items(h, prefix)?);
     refuse_shared_tags(&items, &client.registry)?;
     mark_unchanged(client, &mut items).await?;
+    artifacts::mark_present(client, &mut items).await?;
     let (mut actions, needs) = blobs_present(client, &items).await?;
     let mut streaming = route_blobs(client, needs, &mut actions).await?;
-    for it in items.iter().filter(|it| !it.unchanged) {
-        streaming.capture.extend(it.manifests.iter().copied());
+    for it in &items {
+        if !it.unchanged {
+            streaming.capture.extend(it.manifests.iter().copied());
+        }
+        // Every artifact manifest, present or not: a tag may change before publishing,
+        // and a referrer's bytes make its entry in the referrers index.
+        streaming
+            .capture
+            .extend(it.artifacts.iter().map(|a| a.manifest));
     }
     Ok(Plan {
         items,
@@ -162,11 +195,15 @@ fn image_item(h: &Header, group: &[&ImageRecord], prefix: &str) -> Result<Item, 
             manifest: i.manifest,
         })
         .collect();
-    let manifests = group.iter().map(|i| i.manifest).collect();
-    let (top, index) = if group.len() == 1 {
+    let manifests: Vec<Digest> = group.iter().map(|i| i.manifest).collect();
+    let artifacts = artifacts::artifacts_of(h, &source);
+    let attestations = artifacts::attestation_entries(&artifacts, &manifests);
+    // One platform and nothing attached to it in an index: the manifest itself. With
+    // BuildKit attestations, an index as BuildKit pushes it, so tools find them.
+    let (top, index) = if group.len() == 1 && attestations.is_empty() {
         (group[0].manifest, None)
     } else {
-        let (bytes, media_type) = platform_index(h, group);
+        let (bytes, media_type) = platform_index(h, group, attestations);
         (Digest::of(&bytes), Some((bytes, media_type)))
     };
     Ok(Item {
@@ -178,14 +215,20 @@ fn image_item(h: &Header, group: &[&ImageRecord], prefix: &str) -> Result<Item, 
         manifests,
         platforms,
         blobs,
+        artifacts,
         unchanged: false,
     })
 }
 
-/// The index listing the platform manifests the bundle carries (a docker manifest list
-/// when they all are docker manifests), and its media type.
-fn platform_index(h: &Header, group: &[&ImageRecord]) -> (Bytes, &'static str) {
-    let descs: Vec<Descriptor> = group
+/// The index listing the platform manifests the bundle carries, then the BuildKit
+/// attestation manifests that describe them (an OCI index; a docker manifest list when
+/// they all are docker manifests and there are no attestations), and its media type.
+fn platform_index(
+    h: &Header,
+    group: &[&ImageRecord],
+    attestations: Vec<Descriptor>,
+) -> (Bytes, &'static str) {
+    let mut descs: Vec<Descriptor> = group
         .iter()
         .map(|i| Descriptor {
             media_type: manifest_media_type(h, &i.manifest, None),
@@ -195,6 +238,7 @@ fn platform_index(h: &Header, group: &[&ImageRecord]) -> (Bytes, &'static str) {
             annotations: None,
         })
         .collect();
+    descs.extend(attestations);
     let media_type = if descs.iter().all(|d| d.media_type == oci::DOCKER_MANIFEST) {
         oci::DOCKER_LIST
     } else {
@@ -232,6 +276,7 @@ fn model_items(h: &Header, prefix: &str) -> Result<Vec<Item>, UnpackError> {
                 manifests: vec![m.manifest],
                 platforms: Vec::new(),
                 blobs,
+                artifacts: Vec::new(),
                 unchanged: false,
             })
         })
@@ -278,16 +323,16 @@ async fn mark_unchanged(client: &Client, items: &mut [Item]) -> Result<(), Unpac
     Ok(())
 }
 
-/// Asks which blobs each repository of a changed item has: those are marked present, and
-/// every blob is returned with where it is and where it is missing.
+/// Asks which blobs each repository needs ([`Item::needed_blobs`]) and has: those are
+/// marked present, and every blob is returned with where it is and where it is missing.
 async fn blobs_present(
     client: &Client,
     items: &[Item],
 ) -> Result<(Actions, Vec<Need>), UnpackError> {
     let mut pairs: Vec<(String, Digest)> = Vec::new();
     let mut seen = HashSet::new();
-    for it in items.iter().filter(|it| !it.unchanged) {
-        for d in &it.blobs {
+    for it in items {
+        for d in it.needed_blobs() {
             if seen.insert((it.dest.repository.clone(), *d)) {
                 pairs.push((it.dest.repository.clone(), *d));
             }

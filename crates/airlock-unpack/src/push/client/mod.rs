@@ -27,6 +27,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 mod answer;
 mod bearer;
+mod get;
 
 use super::auth::Credentials;
 use crate::UnpackError;

@@ -1,0 +1,201 @@
+//! Provenance in the plan: the artifact manifests the bundle carries for an image (its
+//! header's `provenance` records), where each goes in the image's destination repository
+//! (a cosign tag, or by digest), the index entries BuildKit gives attestation manifests,
+//! and which of them the registry already has, so that only the blobs of missing ones are
+//! uploaded. `attach` publishes them.
+//!
+//! The names follow cosign, BuildKit and the OCI 1.1 referrers tag schema, as
+//! `airlock_sigstore::cosign` spells them (that crate is not a dependency of
+//! `airlock-unpack`; the tests below pin the strings it produces).
+
+use std::collections::BTreeMap;
+
+use airlock_bundle::header::Header;
+use airlock_bundle::oci::{Descriptor, OciPlatform};
+use airlock_bundle::provenance::ArtifactKind;
+use airlock_bundle::Digest;
+use futures::StreamExt as _;
+
+use super::client::Client;
+use super::plan::Item;
+use crate::UnpackError;
+
+/// BuildKit marks an index entry as an attestation manifest with this annotation …
+pub(crate) const BUILDKIT_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// … set to this value …
+pub(crate) const BUILDKIT_ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// … and names the platform manifest it describes with this one.
+pub(crate) const BUILDKIT_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// HEAD requests in flight while planning.
+const HEADS: usize = 8;
+
+/// The cosign tag of `kind` for `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`), for the
+/// kinds attached by tag.
+pub(crate) fn cosign_tag(subject: &Digest, kind: ArtifactKind) -> Option<String> {
+    kind.tag_suffix()
+        .map(|s| format!("sha256-{}.{s}", subject.hex()))
+}
+
+/// The referrers tag schema's tag for `subject`: an index of its referrers, kept by clients
+/// where the registry has no referrers API.
+pub(crate) fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// One artifact manifest carried for an image, and where it goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Artifact {
+    pub(crate) kind: ArtifactKind,
+    pub(crate) subject: Digest,
+    pub(crate) manifest: Digest,
+    pub(crate) media_type: String,
+    /// The manifest's size in the bundle.
+    pub(crate) size: u64,
+    /// Its config and layers.
+    pub(crate) blobs: Vec<Digest>,
+    /// The cosign tag it goes under; `None`: by digest.
+    pub(crate) tag: Option<String>,
+    /// The registry had it in place when planning (the tag at this manifest, or the
+    /// manifest by digest): its blobs are not needed.
+    pub(crate) present: bool,
+}
+
+/// The artifacts the header carries for the image `reference`, in header order.
+pub(crate) fn artifacts_of(h: &Header, reference: &str) -> Vec<Artifact> {
+    h.provenance
+        .iter()
+        .filter(|p| p.reference == reference)
+        .map(|p| Artifact {
+            kind: p.kind,
+            subject: p.subject,
+            manifest: p.manifest,
+            media_type: p.media_type.clone(),
+            size: h.entry(&p.manifest.blob_path()).map_or(0, |e| e.size),
+            blobs: p.blobs.clone(),
+            tag: cosign_tag(&p.subject, p.kind),
+            present: false,
+        })
+        .collect()
+}
+
+/// The index entries for the BuildKit attestation manifests that describe one of
+/// `platform_manifests`, as BuildKit writes them: platform `unknown/unknown` and the two
+/// annotations. They follow the platform manifests in the index push builds, so that
+/// `docker buildx imagetools inspect` and the SBOM tooling find them there.
+pub(crate) fn attestation_entries(
+    artifacts: &[Artifact],
+    platform_manifests: &[Digest],
+) -> Vec<Descriptor> {
+    artifacts
+        .iter()
+        .filter(|a| {
+            a.kind == ArtifactKind::BuildkitAttestation && platform_manifests.contains(&a.subject)
+        })
+        .map(|a| Descriptor {
+            media_type: a.media_type.clone(),
+            digest: a.manifest,
+            size: a.size,
+            platform: Some(OciPlatform {
+                architecture: "unknown".into(),
+                os: "unknown".into(),
+                variant: None,
+            }),
+            annotations: Some(BTreeMap::from([
+                (BUILDKIT_REFERENCE_DIGEST.to_string(), a.subject.to_string()),
+                (
+                    BUILDKIT_REFERENCE_TYPE.to_string(),
+                    BUILDKIT_ATTESTATION_MANIFEST.to_string(),
+                ),
+            ])),
+        })
+        .collect()
+}
+
+/// Asks the registry which artifacts are in place already: a cosign tag that names the
+/// carried manifest, a manifest by digest that exists. Whatever else a tag holds is merged
+/// at publishing (`attach`), which needs the carried blobs.
+pub(crate) async fn mark_present(client: &Client, items: &mut [Item]) -> Result<(), UnpackError> {
+    let asks: Vec<(usize, usize)> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| (0..it.artifacts.len()).map(move |j| (i, j)))
+        .collect();
+    let answers = futures::stream::iter(asks.iter().map(|&(i, j)| {
+        let repo = &items[i].dest.repository;
+        let a = &items[i].artifacts[j];
+        async move {
+            let reference = a.tag.clone().unwrap_or_else(|| a.manifest.to_string());
+            client
+                .manifest_digest(repo, &reference)
+                .await
+                .map(|d| d == Some(a.manifest))
+        }
+    }))
+    .buffered(HEADS)
+    .collect::<Vec<_>>()
+    .await;
+    for (&(i, j), present) in asks.iter().zip(answers) {
+        items[i].artifacts[j].present = present?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_follow_cosign_and_the_referrers_tag_schema() {
+        let d = Digest::of(b"subject");
+        let hex = d.hex();
+        assert_eq!(
+            cosign_tag(&d, ArtifactKind::Signature),
+            Some(format!("sha256-{hex}.sig"))
+        );
+        assert_eq!(
+            cosign_tag(&d, ArtifactKind::Attestation),
+            Some(format!("sha256-{hex}.att"))
+        );
+        assert_eq!(
+            cosign_tag(&d, ArtifactKind::Sbom),
+            Some(format!("sha256-{hex}.sbom"))
+        );
+        assert_eq!(cosign_tag(&d, ArtifactKind::Referrer), None);
+        assert_eq!(cosign_tag(&d, ArtifactKind::BuildkitAttestation), None);
+        assert_eq!(referrers_tag(&d), format!("sha256-{hex}"));
+    }
+
+    #[test]
+    fn attestation_entries_are_buildkits_for_the_platforms_pushed() {
+        let amd64 = Digest::of(b"amd64");
+        let other = Digest::of(b"not pushed");
+        let att = |subject: Digest, kind: ArtifactKind| Artifact {
+            kind,
+            subject,
+            manifest: Digest::of(subject.to_string().as_bytes()),
+            media_type: airlock_bundle::oci::OCI_MANIFEST.into(),
+            size: 500,
+            blobs: vec![],
+            tag: None,
+            present: false,
+        };
+        let arts = [
+            att(amd64, ArtifactKind::BuildkitAttestation),
+            att(other, ArtifactKind::BuildkitAttestation),
+            att(amd64, ArtifactKind::Referrer),
+        ];
+        let e = attestation_entries(&arts, &[amd64]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].digest, arts[0].manifest);
+        assert_eq!(e[0].size, 500);
+        let p = e[0].platform.as_ref().unwrap();
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str()),
+            ("unknown", "unknown")
+        );
+        let ann = e[0].annotations.as_ref().unwrap();
+        assert_eq!(ann[BUILDKIT_REFERENCE_TYPE], "attestation-manifest");
+        assert_eq!(ann[BUILDKIT_REFERENCE_DIGEST], amd64.to_string());
+    }
+}
