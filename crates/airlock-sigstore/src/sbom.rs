@@ -74,7 +74,11 @@ pub fn parse(bytes: &[u8]) -> Result<Sbom, String> {
     })
 }
 
-fn read(doc: Value, wrapped_in: &mut Vec<String>, depth: u8) -> Result<(Format, Vec<Package>), String> {
+fn read(
+    doc: Value,
+    wrapped_in: &mut Vec<String>,
+    depth: u8,
+) -> Result<(Format, Vec<Package>), String> {
     if depth > MAX_NESTING {
         return Err("envelopes nested too deep".into());
     }
@@ -155,9 +159,8 @@ fn spdx(doc: &Value) -> Vec<Package> {
                 .get("externalRefs")
                 .and_then(Value::as_array)
                 .and_then(|refs| {
-                    refs.iter().find(|r| {
-                        r.get("referenceType").and_then(Value::as_str) == Some("purl")
-                    })
+                    refs.iter()
+                        .find(|r| r.get("referenceType").and_then(Value::as_str) == Some("purl"))
                 })
                 .and_then(|r| text(r, "referenceLocator"));
             Some(Package {
@@ -293,6 +296,8 @@ mod tests {
         assert!(!is_sbom_predicate("https://slsa.dev/provenance/v1"));
         assert!(is_sbom_media_type("application/spdx+json"));
         assert!(is_sbom_media_type("application/vnd.cyclonedx+json"));
-        assert!(!is_sbom_media_type("application/vnd.oci.image.config.v1+json"));
+        assert!(!is_sbom_media_type(
+            "application/vnd.oci.image.config.v1+json"
+        ));
     }
 }

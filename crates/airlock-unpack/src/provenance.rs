@@ -411,7 +411,11 @@ mod tests {
         let other = Digest::of(b"other");
         let wrong = check(&header(None, vec![signature(&sk, m, other)]), &rules);
         let f = failures(&wrong);
-        assert!(f[0].found.contains(&format!("but for {other}")), "{}", f[0].found);
+        assert!(
+            f[0].found.contains(&format!("but for {other}")),
+            "{}",
+            f[0].found
+        );
         // A signature attached to another subject (a platform manifest of an index) does
         // not sign the image's top digest, whatever it says.
         let index = Digest::of(b"index");

@@ -243,7 +243,10 @@ pub(super) fn print(out: &ProvenanceJson) {
                 }
                 for f in &s.findings {
                     if f.verified {
-                        println!("      verified here with {} ({})", f.key_file, f.fingerprint);
+                        println!(
+                            "      verified here with {} ({})",
+                            f.key_file, f.fingerprint
+                        );
                     } else {
                         println!(
                             "      NOT verified here with {} ({}): {}",
@@ -256,7 +259,11 @@ pub(super) fn print(out: &ProvenanceJson) {
         for (label, list, what) in [
             ("attestation", &i.attestations, "predicate types"),
             ("sbom", &i.sboms, "media types"),
-            ("buildkit-attestation", &i.buildkit_attestations, "predicate types"),
+            (
+                "buildkit-attestation",
+                &i.buildkit_attestations,
+                "predicate types",
+            ),
         ] {
             for a in list {
                 println!(
@@ -272,7 +279,10 @@ pub(super) fn print(out: &ProvenanceJson) {
                 "  referrer {} on {}: artifact type {}",
                 a.manifest,
                 a.subject,
-                a.artifact_type.as_deref().map(escape).unwrap_or_else(|| "(none)".into())
+                a.artifact_type
+                    .as_deref()
+                    .map(escape)
+                    .unwrap_or_else(|| "(none)".into())
             );
         }
         for r in &i.rules {
@@ -282,7 +292,11 @@ pub(super) fn print(out: &ProvenanceJson) {
                     r.pattern,
                     r.key_file,
                     r.fingerprint,
-                    if r.require { "REQUIRED, " } else { "not required, " },
+                    if r.require {
+                        "REQUIRED, "
+                    } else {
+                        "not required, "
+                    },
                     r.found
                 );
             }

@@ -42,12 +42,18 @@ pub(super) fn resolve<'h>(h: &'h Header, wanted: &str) -> Result<&'h str, Unpack
         [] => Err(UnpackError::Usage(format!(
             "--sbom {}: the bundle has no such image; it has: {}",
             escape(wanted),
-            refs.iter().map(|r| escape(r)).collect::<Vec<_>>().join(", ")
+            refs.iter()
+                .map(|r| escape(r))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
         many => Err(UnpackError::Usage(format!(
             "--sbom {}: several images of that repository; name one: {}",
             escape(wanted),
-            many.iter().map(|r| escape(r)).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|r| escape(r))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -55,9 +61,10 @@ pub(super) fn resolve<'h>(h: &'h Header, wanted: &str) -> Result<&'h str, Unpack
 /// Whether a record may carry an SBOM, from what the header says of it: not a signature,
 /// nor an attestation that declares only other predicate types (SLSA provenance).
 fn may_carry_sbom(p: &Provenance) -> bool {
-    let declared_sbom = p.predicate_types.iter().any(|t| {
-        sbom::is_sbom_predicate(t) || sbom::is_sbom_media_type(t)
-    });
+    let declared_sbom = p
+        .predicate_types
+        .iter()
+        .any(|t| sbom::is_sbom_predicate(t) || sbom::is_sbom_media_type(t));
     match p.kind {
         ArtifactKind::Sbom => true,
         ArtifactKind::Signature => false,
@@ -72,7 +79,10 @@ fn may_carry_sbom(p: &Provenance) -> bool {
 
 /// The layers (not the config) of the image's records that may carry an SBOM, each with
 /// the first record naming it. A layer larger than the bound is refused now.
-fn candidates<'h>(h: &'h Header, reference: &str) -> Result<BTreeMap<Digest, &'h Provenance>, UnpackError> {
+fn candidates<'h>(
+    h: &'h Header,
+    reference: &str,
+) -> Result<BTreeMap<Digest, &'h Provenance>, UnpackError> {
     let mut out = BTreeMap::new();
     for p in h
         .provenance
@@ -172,9 +182,10 @@ pub(super) fn read_sboms(
                 wrapped_in: s.wrapped_in,
                 packages: s.packages,
             }),
-            Err(e) if p.kind == ArtifactKind::Sbom => {
-                unreadable.push(format!("{} layer {d}: not read as an SBOM: {e}", p.kind.name()))
-            }
+            Err(e) if p.kind == ArtifactKind::Sbom => unreadable.push(format!(
+                "{} layer {d}: not read as an SBOM: {e}",
+                p.kind.name()
+            )),
             Err(_) => {}
         }
     }
@@ -184,7 +195,10 @@ pub(super) fn read_sboms(
 /// The text form: per SBOM a line, then its packages.
 pub(super) fn print(reference: &str, sboms: &[SbomJson]) {
     if sboms.is_empty() {
-        println!("{}: the bundle carries no SPDX or CycloneDX SBOM for it", escape(reference));
+        println!(
+            "{}: the bundle carries no SPDX or CycloneDX SBOM for it",
+            escape(reference)
+        );
         return;
     }
     for s in sboms {

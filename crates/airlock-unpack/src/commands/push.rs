@@ -32,17 +32,16 @@ pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
     let policy = host_policy(&common, policy.as_deref())?;
     // The [[verify]] rules are checked on the verified header before the registry hears a
     // thing. The push reads the header again; the digests are compared below.
-    let checked = match &policy {
-        Some(p) => Some(
-            read_with(&common, "push", Depth::Header)
-                .and_then(|v| {
-                    let checked = check_provenance(Some(p), &v, &progress)?;
-                    Ok((v.header_digest, checked))
-                })
-                .with_context(|| common.bundle.display().to_string()),
-        ),
-        None => None,
-    };
+    // The [[verify]] rules are checked on the verified header before the registry hears a
+    // thing. The push reads the header again; the two digests are compared below.
+    let checked = policy.as_ref().map(|p| {
+        read_with(&common, "push", Depth::Header)
+            .and_then(|v| {
+                let checked = check_provenance(Some(p), &v, &progress)?;
+                Ok((v.header_digest, checked))
+            })
+            .with_context(|| common.bundle.display().to_string())
+    });
     let checked = match checked {
         Some(Err(e)) => {
             report_sink.write("push", &common.bundle, &Err(&e))?;
