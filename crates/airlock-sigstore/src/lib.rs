@@ -17,6 +17,7 @@ mod judge;
 mod key;
 mod pattern;
 pub mod payload;
+pub mod sbom;
 
 pub use judge::{judge, Finding, Judgment, SignatureInput};
 pub use key::{KeyError, PublicKey};

@@ -27,7 +27,9 @@ from the bundle's (nothing changed; see load --overwrite), 11 a delta bundle rel
 this host lacks (nothing loaded; see inventory), 12 refused by this host's policy: its policy
 file, or an older, too old or future-dated bundle (nothing loaded; see load --help), 13 this
 engine cannot load the bundle's content: a layer type it does not read, or no image for its
-platform (nothing sent; see inspect --engine).";
+platform (nothing sent; see inspect --engine), 14 an image this host's policy covers with a
+[[verify]] rule carries no upstream signature that verifies with the rule's key (nothing
+loaded or pushed; see load --help).";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-unpack", version, about = "Verify an airlock bundle offline, load its images into the local Docker engine and restore its Ollama models and files.", after_help = AFTER_HELP)]
@@ -88,6 +90,11 @@ pub(crate) struct VerifyArgs {
     /// Only check the parts against NAME.sums and its signature (no key needed).
     #[arg(long)]
     pub(crate) outer_only: bool,
+    /// This host's policy: its [[verify]] rules are checked against the upstream
+    /// signatures the bundle carries (exit 14 if a required one does not verify)
+    /// [default: /etc/airlock/policy.toml, if it exists].
+    #[arg(long, env = "AIRLOCK_POLICY", value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
 }
 
 // `inspect`.
@@ -105,6 +112,19 @@ pub(crate) struct InspectArgs {
     /// With --engine: judge the images for this platform instead of the engine's.
     #[arg(long, requires = "engine")]
     pub(crate) platform: Option<Platform>,
+    /// Per image, the upstream signatures, attestations, SBOMs and referrers the bundle
+    /// carries, and whether this host's [[verify]] rules verify the signatures (header only).
+    #[arg(long, conflicts_with_all = ["engine", "sbom"])]
+    pub(crate) provenance: bool,
+    /// Read the whole bundle (it must verify) and list the packages (name, version, purl) of
+    /// every SPDX or CycloneDX SBOM it carries for IMAGE (a reference as the bundle has it;
+    /// busybox:1.36 is docker.io/library/busybox:1.36).
+    #[arg(long, value_name = "IMAGE", conflicts_with = "engine")]
+    pub(crate) sbom: Option<String>,
+    /// The policy whose [[verify]] rules --provenance judges the signatures by
+    /// [default: /etc/airlock/policy.toml, if it exists].
+    #[arg(long, env = "AIRLOCK_POLICY", value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
 }
 
 // `extract`.
@@ -206,6 +226,11 @@ pub(crate) struct PushArgs {
     /// only other place push sends the registry's credentials to.
     #[arg(long, value_name = "URL")]
     pub(crate) token_realm: Option<String>,
+    /// This host's policy: its [[verify]] rules are checked against the upstream
+    /// signatures the bundle carries before the registry is contacted (exit 14 if a
+    /// required one does not verify) [default: /etc/airlock/policy.toml, if it exists].
+    #[arg(long, env = "AIRLOCK_POLICY", value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
     /// Print the push report as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -294,6 +319,20 @@ sections for keys not trusted are errors (exit 2), and so is a policy file other
 The check runs once the signed header verified, before anything is written or the engine is
 contacted; every violation is listed, naming the rule and the record (exit 12).
 --ollama-models and --ollama-volume are checked against models_dirs and volumes too.
+
+Upstream signatures: [[verify]] tables in the policy say which images must carry a cosign
+signature by which public key (the operator's copy of the vendor's key, PEM, ECDSA P-256 or
+Ed25519; a path relative to the policy file's directory, held to the same ownership rules):
+  [[verify]]
+  match   = \"docker.io/grafana/*\"        # '*', a prefix ending in '*', or one repository
+  key     = \"keys/grafana-cosign.pub\"
+  require = true                          # the default; false only reports
+The signatures the bundle carries in its signed header (copied from the registry when it
+was packed) are checked offline against the image's digest and repository before anything
+is loaded; an image a required rule covers without one that verifies is refused (exit 14),
+naming the image, digest, key and what was found. A rule allows nothing by itself: the
+images category still decides what may load. verify and push apply the same rules, and
+inspect --provenance shows them per image.
 
 Anti-rollback: this host records, per bundle name, the newest signed `created` it loaded and
 that bundle's header digest (DIR/state.json, see --state-dir). An older bundle of that name,

@@ -26,6 +26,9 @@ pub const POLICY: u8 = 12;
 /// The engine pre-flight: this engine cannot load the bundle's content (a layer type it
 /// does not read, no image for its platform); nothing was sent.
 pub const ENGINE_CANNOT: u8 = 13;
+/// Upstream provenance: an image the host's `[[verify]]` rules cover carries no signature
+/// that verifies with the rule's key (nothing was loaded or pushed).
+pub const PROVENANCE: u8 = 14;
 
 impl UnpackError {
     pub fn exit_code(&self) -> u8 {
@@ -69,6 +72,7 @@ impl UnpackError {
             UnpackError::Registry { .. } => REGISTRY,
             UnpackError::Policy { .. } => POLICY,
             UnpackError::EngineCannot { .. } => ENGINE_CANNOT,
+            UnpackError::Provenance { .. } => PROVENANCE,
             UnpackError::EngineRefused { .. } => ENVIRONMENT,
         }
     }

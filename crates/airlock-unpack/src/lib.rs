@@ -23,6 +23,7 @@ pub(crate) mod inventory;
 pub(crate) mod load;
 pub(crate) mod open;
 pub(crate) mod policy;
+pub(crate) mod provenance;
 #[cfg(feature = "push")]
 pub(crate) mod push;
 pub(crate) mod report;
@@ -263,6 +264,20 @@ pub enum UnpackError {
     Policy {
         policy: Option<String>,
         problems: Vec<String>,
+    },
+    /// Refused by the `[[verify]]` rules of this host's policy: images whose carried
+    /// upstream signatures do not verify under the key a required rule names, each with
+    /// what was found instead. Checked on the signed header, before anything is read
+    /// further, loaded or sent (exit code 14).
+    #[error(
+        "upstream provenance refused by this host's policy ({policy}), nothing was loaded or pushed; {} image{} not signed as required:\n  - {}",
+        .failures.len(),
+        if .failures.len() == 1 { "" } else { "s" },
+        .failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - ")
+    )]
+    Provenance {
+        policy: String,
+        failures: Vec<provenance::ProvenanceFailure>,
     },
     /// The engine pre-flight: images this engine cannot load, each naming the layer and
     /// media type at fault, and what would work instead.

@@ -316,6 +316,9 @@ async fn decide<E: EngineSide>(
     progress: &Progress,
 ) -> Result<Decision, UnpackError> {
     let cleared = guard.check(v, restore.models_to.as_ref())?;
+    for line in crate::provenance::verified_lines(&cleared.provenance) {
+        progress.say(line);
+    }
     // --no-files: restoring sees a header without [[files]]; their blobs are still read and
     // verified with the rest, and written nowhere.
     let without_files;

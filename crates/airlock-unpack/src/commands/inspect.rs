@@ -10,7 +10,9 @@ use airlock_progress::human;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::shared::{read_with, signer_text, Depth};
+use super::inspect_provenance;
+use super::inspect_sbom::{self, Collect};
+use super::shared::{host_policy, read_with, signer_text, Depth};
 use crate::cli::InspectArgs;
 use crate::engine::{EngineFacts, Outcome, Problem};
 use crate::UnpackError;
@@ -21,9 +23,36 @@ pub(super) fn run(args: InspectArgs) -> anyhow::Result<()> {
         json,
         engine,
         platform,
+        provenance,
+        sbom,
+        policy,
     } = args;
+    if let Some(image) = sbom {
+        return sbom_run(&common, &image, json);
+    }
     let v = read_with(&common, "inspect", Depth::Header)
         .with_context(|| common.bundle.display().to_string())?;
+    if provenance {
+        let policy = host_policy(&common, policy.as_deref())?;
+        let out = inspect_provenance::collect(&v.header, policy.as_ref());
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::to_value(&out)?)?
+            );
+        } else {
+            println!("bundle   {}", v.header.name);
+            println!("signer   {}", signer_text(&v));
+            inspect_provenance::print(&out);
+        }
+        // Exit code 14 when load would refuse, so scripts can ask first.
+        if let Some(p) = &policy {
+            let checked = crate::provenance::check(&v.header, &p.verify);
+            crate::provenance::refusal(&checked, &p.describe())
+                .with_context(|| common.bundle.display().to_string())?;
+        }
+        return Ok(());
+    }
     let judged = if engine {
         Some(engine_verdicts(&v.header, platform)?)
     } else {
@@ -79,6 +108,10 @@ struct ImageJson<'a> {
     index: Option<Digest>,
     layers: &'a [Digest],
     size: u64,
+    /// `unverified upstream`, or what the pack side verified (see `inspect --provenance`).
+    upstream: String,
+    /// Key fingerprints the pack side verified the upstream signature with.
+    upstream_verified_with: Vec<String>,
 }
 
 /// A model in `inspect --json`.
@@ -130,14 +163,20 @@ impl<'a> InspectJson<'a> {
             images: h
                 .images
                 .iter()
-                .map(|i| ImageJson {
-                    reference: &i.reference,
-                    platform: &i.platform,
-                    manifest: i.manifest,
-                    config: i.config,
-                    index: i.index,
-                    layers: &i.layers,
-                    size: image_size(h, i),
+                .map(|i| {
+                    let (upstream, upstream_verified_with) =
+                        inspect_provenance::upstream_status(h, &i.reference);
+                    ImageJson {
+                        reference: &i.reference,
+                        platform: &i.platform,
+                        manifest: i.manifest,
+                        config: i.config,
+                        index: i.index,
+                        layers: &i.layers,
+                        size: image_size(h, i),
+                        upstream,
+                        upstream_verified_with,
+                    }
                 })
                 .collect(),
             models: h
@@ -197,11 +236,52 @@ fn print_text(v: &Verified, judged: Option<&Judged>) {
             i.manifest
         );
     }
+    print_upstream(h);
     print_models(h);
     print_files(h);
     if let Some(j) = judged {
         j.print();
     }
+}
+
+/// Per image reference: verified upstream at pack time, or not.
+fn print_upstream(h: &Header) {
+    let refs = crate::provenance::references(h);
+    if refs.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<56} UPSTREAM", "IMAGE");
+    for r in refs {
+        println!(
+            "{:<56} {}",
+            airlock_bundle::text::escape(r),
+            inspect_provenance::upstream_status(h, r).0
+        );
+    }
+}
+
+/// `inspect --sbom IMAGE`: the whole bundle read and verified, then the packages of the
+/// image's SBOMs printed (nothing before the bundle verified).
+fn sbom_run(common: &crate::cli::Common, image: &str, json: bool) -> anyhow::Result<()> {
+    let wanted = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let mut collect = Collect {
+        wanted: &wanted,
+        got: Default::default(),
+    };
+    let plan = |v: &Verified| inspect_sbom::plan(v, image, &wanted);
+    let v = read_with(common, "inspect", Depth::Checked(&plan, &mut collect))
+        .with_context(|| common.bundle.display().to_string())?;
+    let (reference, sboms, unreadable) = inspect_sbom::read_sboms(&v, image, &collect.got)?;
+    for u in unreadable {
+        eprintln!("warning: {u}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sboms)?);
+    } else {
+        inspect_sbom::print(&reference, &sboms);
+    }
+    Ok(())
 }
 
 fn print_models(h: &Header) {

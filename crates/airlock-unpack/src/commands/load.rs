@@ -175,6 +175,8 @@ struct LoadJson<'a> {
     policy: Option<PolicyJson<'a>>,
     rollback: &'a RollbackDecision,
     expected_present: &'a [airlock_bundle::header::Present],
+    /// Per image, which `[[verify]]` key verified its upstream signature (if any).
+    provenance: Vec<crate::provenance::ImageProvenanceJson>,
 }
 
 /// A `[[files]]` record left out by `--no-files`.
@@ -220,6 +222,7 @@ impl<'a> LoadJson<'a> {
             }),
             rollback: &r.cleared.rollback,
             expected_present: &r.verified.header.expected_present,
+            provenance: crate::provenance::report(&r.cleared.provenance),
         }
     }
 }

@@ -6,6 +6,8 @@
 
 mod extract;
 mod inspect;
+mod inspect_provenance;
+mod inspect_sbom;
 mod inventory;
 mod keygen;
 mod load;

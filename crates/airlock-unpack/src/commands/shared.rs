@@ -1,7 +1,9 @@
 //! What several commands share: the keys a run uses, reading a bundle (whole, or its
-//! signed header alone), and how its signer is named.
+//! signed header alone), how its signer is named, and this host's policy and its
+//! `[[verify]]` check for the commands other than `load`.
 
 use std::io::Read;
+use std::path::Path;
 
 use airlock_bundle::header::Entry;
 use airlock_bundle::reader::{BundleReader, ReadOptions, Verified, Visitor};
@@ -9,6 +11,8 @@ use airlock_progress::{Mode, Progress};
 
 use crate::cli::Common;
 use crate::open::{Access, BundleOnDisk};
+use crate::policy::{Policy, TrustNames};
+use crate::provenance::ImageProvenance;
 use crate::UnpackError;
 
 impl Common {
@@ -28,12 +32,16 @@ impl Visitor for Drain {
     }
 }
 
+/// A check of the verified header before the body is read (the `[[verify]]` rules).
+pub(super) type HeaderCheck<'v> = &'v dyn Fn(&Verified) -> Result<(), UnpackError>;
+
 /// How much of a bundle a command reads.
 pub(super) enum Depth<'v> {
     /// The signed header alone: opened and verified, the body left unread.
     Header,
-    /// Every entry, each checked as the visitor reads it.
-    Whole(&'v mut dyn Visitor),
+    /// Every entry, each checked as the visitor reads it, once the check of the verified
+    /// header passed.
+    Checked(HeaderCheck<'v>, &'v mut dyn Visitor),
 }
 
 /// Who signed a bundle, and whether that was checked.
@@ -70,10 +78,48 @@ pub(super) fn read_located(
         trust: access.trust(),
         decryption: &access.decryption,
     };
-    let r = BundleReader::open(input, &opts).and_then(|(verified, body)| match depth {
-        Depth::Header => Ok(verified),
-        Depth::Whole(visitor) => body.read(visitor).map(|()| verified),
-    });
+    let r = BundleReader::open(input, &opts)
+        .map_err(UnpackError::from)
+        .and_then(|(verified, body)| match depth {
+            Depth::Header => Ok(verified),
+            Depth::Checked(check, visitor) => {
+                check(&verified)?;
+                Ok(body.read(visitor).map(|()| verified)?)
+            }
+        });
     progress.remove(&bar);
-    r.map_err(|e| on_disk.explain(e.into(), progress))
+    r.map_err(|e| on_disk.explain(e, progress))
+}
+
+/// This host's policy for the `[[verify]]` rules of `verify`, `push` and `inspect`: the one
+/// named, else `$AIRLOCK_POLICY` (clap's `env`), else the default if it exists; read as
+/// `load` reads it (its `[signer.*]` sections checked against the trusted keys' names).
+pub(super) fn host_policy(c: &Common, named: Option<&Path>) -> Result<Option<Policy>, UnpackError> {
+    let Some(path) = crate::policy::locate(named)? else {
+        return Ok(None);
+    };
+    let names = if c.insecure_skip_signature {
+        None
+    } else {
+        Some(TrustNames::read(&c.trust)?)
+    };
+    Policy::load(&path, names.as_ref()).map(Some)
+}
+
+/// The `[[verify]]` rules of `policy` applied to a verified header: refused (exit 14) if a
+/// required one is not satisfied, else each verification said on stderr.
+pub(super) fn check_provenance(
+    policy: Option<&Policy>,
+    v: &Verified,
+    progress: &Progress,
+) -> Result<Vec<ImageProvenance>, UnpackError> {
+    let Some(p) = policy else {
+        return Ok(Vec::new());
+    };
+    let checked = crate::provenance::check(&v.header, &p.verify);
+    crate::provenance::refusal(&checked, &p.describe())?;
+    for line in crate::provenance::verified_lines(&checked) {
+        progress.say(line);
+    }
+    Ok(checked)
 }

@@ -15,6 +15,7 @@ use airlock_bundle::{Digest, ImageRef};
 use super::file::{bad_policy, read};
 use super::rules::{Category, PolicyToml, Rules, SectionToml};
 use super::trust::TrustNames;
+use super::verify::{resolve, VerifyRule, VerifyToml};
 use crate::UnpackError;
 
 /// The operator's policy file, parsed.
@@ -26,6 +27,11 @@ pub struct Policy {
     top: Rules,
     /// `[signer.NAME]` sections by name.
     pub(super) signers: BTreeMap<String, Rules>,
+    /// `[[verify]]`: the upstream signatures images must carry (checked by
+    /// [`crate::provenance`], not by [`Policy::check`]).
+    pub verify: Vec<VerifyRule>,
+    /// `[[verify]]` as written, until [`Policy::load`] reads their keys.
+    verify_toml: Vec<VerifyToml>,
 }
 
 impl Policy {
@@ -35,8 +41,10 @@ impl Policy {
     pub fn load(path: &Path, signers: Option<&TrustNames>) -> Result<Policy, UnpackError> {
         let bytes = read(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| bad_policy(path, e))?;
-        Policy::parse(path, Digest::of(&bytes), text, signers.map(|s| &s.names))
-            .map_err(|e| bad_policy(path, e))
+        let mut p = Policy::parse(path, Digest::of(&bytes), text, signers.map(|s| &s.names))
+            .map_err(|e| bad_policy(path, e))?;
+        p.verify = resolve(path, std::mem::take(&mut p.verify_toml))?;
+        Ok(p)
     }
 
     /// Parses policy text (`known`: the trusted keys' names, when known).
@@ -82,6 +90,8 @@ impl Policy {
             sha256,
             top,
             signers,
+            verify: Vec::new(),
+            verify_toml: t.verify,
         })
     }
 

@@ -36,61 +36,59 @@ pub(super) fn bad_policy(path: &Path, e: impl std::fmt::Display) -> UnpackError 
     UnpackError::Usage(format!("policy {}: {e}", path.display()))
 }
 
-/// The policy file at `path` could not be read: this host, not the file's content (exit 7).
-fn policy_io(path: &Path, source: std::io::Error) -> UnpackError {
-    UnpackError::Io {
-        what: "policy",
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The bytes of the policy at `path`: a regular file, controlled by root or this user only,
 /// and at most [`MAX_POLICY_SIZE`] bytes.
 pub(super) fn read(path: &Path) -> Result<Vec<u8>, UnpackError> {
+    read_controlled(path, MAX_POLICY_SIZE, "policy", &|e| bad_policy(path, e))
+}
+
+/// The bytes of a file the policy relies on (the policy itself, a `[[verify]]` key): a
+/// regular file its owner (root or this user) controls alone, at most `max` bytes. `bad`
+/// turns a problem with the file into the error that names it; `what` names it in an I/O
+/// error.
+pub(super) fn read_controlled(
+    path: &Path,
+    max: u64,
+    what: &'static str,
+    bad: &dyn Fn(String) -> UnpackError,
+) -> Result<Vec<u8>, UnpackError> {
+    let io = |source| UnpackError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => bad_policy(path, "no such file"),
-        _ => policy_io(path, e),
+        std::io::ErrorKind::NotFound => bad("no such file".into()),
+        _ => io(e),
     })?;
-    let meta = file.metadata().map_err(|e| policy_io(path, e))?;
+    let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(bad_policy(path, "not a regular file"));
+        return Err(bad("not a regular file".into()));
     }
-    check_owner(path, &meta)?;
+    check_owner(&meta).map_err(bad)?;
     let mut bytes = Vec::new();
-    file.take(MAX_POLICY_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| policy_io(path, e))?;
-    if bytes.len() as u64 > MAX_POLICY_SIZE {
-        return Err(bad_policy(
-            path,
-            format!("larger than {MAX_POLICY_SIZE} bytes; not a policy"),
-        ));
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(bad(format!("larger than {max} bytes; not a {what}")));
     }
     Ok(bytes)
 }
 
-/// A policy anyone but its owner can change is no limit: refused, like `sshd` refuses a
+/// A file anyone but its owner can change is no limit: refused, like `sshd` refuses a
 /// group-writable `authorized_keys`.
-fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), UnpackError> {
+fn check_owner(meta: &std::fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt as _;
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(bad_policy(
-            path,
-            format!(
-                "owned by uid {}, neither root nor this user: its owner could rewrite what bundles may do",
-                meta.uid()
-            ),
+        return Err(format!(
+            "owned by uid {}, neither root nor this user: its owner could rewrite what bundles may do",
+            meta.uid()
         ));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(bad_policy(
-            path,
-            format!(
-                "mode {:04o} lets group or others write it, and so decide what bundles may do (chmod go-w)",
-                meta.mode() & 0o7777
-            ),
+        return Err(format!(
+            "mode {:04o} lets group or others write it, and so decide what bundles may do (chmod go-w)",
+            meta.mode() & 0o7777
         ));
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! [`LoadGuard`]: the one check `load` runs once the signed header verified and before
-//! anything is written or sent to the engine, putting together this host's policy,
-//! `--no-files`, and anti-rollback and freshness from [`crate::state`].
+//! anything is written or sent to the engine, putting together this host's policy (its
+//! `[[verify]]` rules too, through [`crate::provenance`]), `--no-files`, and anti-rollback
+//! and freshness from [`crate::state`].
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +11,7 @@ use airlock_bundle::reader::Verified;
 use super::check::Policy;
 use super::file::DEFAULT_POLICY;
 use super::trust::TrustNames;
+use crate::provenance::ImageProvenance;
 use crate::state::{Freshness, RollbackDecision, State};
 use crate::UnpackError;
 
@@ -34,13 +36,25 @@ pub struct Cleared {
     pub rollback: RollbackDecision,
     /// `[[files]]` skipped by `--no-files`.
     pub files_skipped: Vec<FileRecord>,
+    /// The policy's `[[verify]]` rules applied to each image (empty without a policy).
+    pub provenance: Vec<ImageProvenance>,
 }
 
 impl LoadGuard {
     /// Every reason to refuse `v` (the policy's and anti-rollback's together), or what is
     /// let through. `models_to`: `--ollama-models` / `--ollama-volume`.
+    /// The upstream signatures come first: an image not signed as the `[[verify]]` rules
+    /// require is refused with exit code 14 whatever else is wrong.
     pub fn check(&self, v: &Verified, models_to: Option<&Target>) -> Result<Cleared, UnpackError> {
         let h = &v.header;
+        let provenance = match &self.policy {
+            Some(p) => {
+                let checked = crate::provenance::check(h, &p.verify);
+                crate::provenance::refusal(&checked, &p.describe())?;
+                checked
+            }
+            None => Vec::new(),
+        };
         let signer = v
             .signer
             .filter(|_| v.signature_checked)
@@ -88,6 +102,7 @@ impl LoadGuard {
             } else {
                 Vec::new()
             },
+            provenance,
         })
     }
 

@@ -15,17 +15,23 @@
 //! (this policy, `--no-files`, and anti-rollback and freshness from [`crate::state`]).
 //! Every problem is listed, not only the first; the refusal is exit code 12.
 //!
+//! The file's `[[verify]]` rules (`verify`) say which images must carry an upstream
+//! signature by which key; [`crate::provenance`] checks them (exit code 14).
+//!
 //! Its files: `file` (finding and reading the policy, its ownership check), `rules` (the
 //! TOML and its patterns), `check` ([`Policy`] and checking a header against it), `trust`
-//! (trust file names), `guard` ([`LoadGuard`]).
+//! (trust file names), `guard` ([`LoadGuard`]), `verify` (the `[[verify]]` rules and their
+//! keys).
 
 mod check;
 mod file;
 mod guard;
 mod rules;
 mod trust;
+mod verify;
 
 pub use check::Policy;
 pub use file::locate;
 pub use guard::{no_policy_notice, Cleared, LoadGuard};
 pub use trust::TrustNames;
+pub use verify::VerifyRule;

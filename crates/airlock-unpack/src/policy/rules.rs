@@ -38,6 +38,9 @@ pub(super) struct PolicyToml {
     pub(super) max_age: Option<String>,
     #[serde(default)]
     pub(super) signer: BTreeMap<String, SectionToml>,
+    /// `[[verify]]`: upstream signatures required (see `verify`).
+    #[serde(default)]
+    pub(super) verify: Vec<super::verify::VerifyToml>,
 }
 
 /// `max_mode = "0755"`, or TOML's own octal `0o755`.
