@@ -10,11 +10,21 @@ use crate::util::{cargo, install_deps, sh};
 /// us (and its rules for `deny.toml` with it).
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
+/// Fetches Debian 13's skopeo 1.18 (the tests' independent cosign signer and verifier)
+/// once into the target dir, as `install_deps` does for Docker 26: the tests find it there
+/// instead of each racing to fetch it.
+fn prefetch_skopeo118() -> anyhow::Result<()> {
+    let root = airlock_testkit::skopeo118::fetch().map_err(anyhow::Error::msg)?;
+    eprintln!("xtask: skopeo 1.18 for the tests is in {}", root.display());
+    Ok(())
+}
+
 /// What CI runs: dependencies, formatting, lints, the structure limits, the dependency policy, every test (the
 /// format vectors and golden CLI output among them), then every fuzz target for a few
 /// seconds and the committed regression inputs.
 pub fn ci() -> anyhow::Result<()> {
     install_deps()?;
+    prefetch_skopeo118()?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     sh(cargo().args([
         "clippy",

@@ -40,6 +40,9 @@ pub struct BuildOptions {
     pub split: Option<u64>,
     /// The target host's inventory: leave out what it has (`--have`, a delta bundle).
     pub have: Option<airlock_bundle::inventory::Inventory>,
+    /// Carry the images' upstream signatures, attestations, SBOMs and referrers
+    /// (`--no-provenance` says no; `[[verify]]` rules are checked either way).
+    pub provenance: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let lock = Lock::load(&lock_path)?;
     let registry = Registry::new(&spec.insecure_registries());
     let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
+    let rules = crate::provenance::Rules::load(&spec, &opts.spec_path)?;
     let mut plan = plan(
         &spec,
         &opts.spec_path,
@@ -82,6 +86,8 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
             ollama: &ollama,
             models: &opts.models,
             cache: &opts.cache,
+            rules: &rules,
+            carry: opts.provenance,
         },
         progress,
     )
@@ -208,7 +214,7 @@ fn header_for(
     let header = Header {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
-        provenance: Vec::new(),
+        provenance: plan.provenance.clone(),
         tool: airlock_bundle::tool_version("airlock-pack"),
         name: spec.name.clone(),
         created,

@@ -23,7 +23,9 @@ Models already pulled with `ollama pull`: add --from-local to lock and build (no
 the store is --ollama-models DIR, else $OLLAMA_MODELS, else ~/.ollama/models).
 
 Exit codes: 0 ok, 2 usage, 3 content failed verification, 7 environment (disk, files),
-8 lock out of date (run `lock --update`), 9 registry unreachable or refused.";
+8 lock out of date (run `lock --update`), 9 registry unreachable or refused,
+14 provenance: an image a [[verify]] rule covers is not signed by its key, or its
+signature changed since the lock.";
 
 #[derive(Debug, Parser)]
 #[command(name = "airlock-pack", version, about = "Pin, pull and pack container images, Ollama models and files into one signed, encrypted bundle for an air-gapped host.", after_help = AFTER_HELP)]
@@ -38,9 +40,27 @@ pub(crate) enum Command {
     /// Both are created new, never over an existing file or through a symbolic link.
     Keygen(KeygenArgs),
     /// Pin every image, model and [[files]] source of SPEC to a digest in SPEC.lock beside it.
+    ///
+    /// An image that a [[verify]] rule of the spec covers must carry a cosign signature by
+    /// the rule's key for the digest it is pinned to (the `sha256-<hex>.sig` tag that
+    /// `cosign sign --key` and `skopeo copy --sign-by-sigstore` write), else lock refuses
+    /// (exit 14) and says what it found; the lock records the signature manifest that
+    /// verified. A rule:
+    ///
+    ///   [[verify]]
+    ///   match = "docker.io/grafana/*"   # a repository, a prefix ending in *, or *
+    ///   key = "keys/grafana.pub"        # cosign public key, relative to the spec
+    ///   require = true                  # false: record a valid one, warn without
+    #[command(verbatim_doc_comment)]
     Lock(LockArgs),
     /// Pull the locked images and models, read the spec's files, and write one signed (and
     /// encrypted) bundle.
+    ///
+    /// Each image's signature manifest must still be the one the lock recorded, and the
+    /// spec's [[verify]] rules must still hold (else exit 14). The images' cosign
+    /// signatures, attestations and SBOMs, OCI 1.1 referrers and BuildKit attestations are
+    /// carried with them (see --no-provenance), each signature with the fingerprint of the
+    /// key that verified it, so that the gap host can check its own rules.
     Build(BuildArgs),
 }
 
@@ -115,6 +135,12 @@ pub(crate) struct BuildArgs {
     /// out, recorded in the signed header as expected present, and checked by `load`.
     #[arg(long, value_name = "INVENTORY")]
     pub(crate) have: Option<PathBuf>,
+    /// Leave out the images' upstream provenance: their cosign signatures (`.sig`),
+    /// attestations (`.att`), SBOMs (`.sbom`), OCI 1.1 referrers and BuildKit attestation
+    /// manifests, which are carried by default. The spec's [[verify]] rules are checked
+    /// either way.
+    #[arg(long)]
+    pub(crate) no_provenance: bool,
     /// Concurrent blob downloads (and Range parts per large model blob).
     #[arg(short, long, default_value_t = 4)]
     pub(crate) jobs: usize,

@@ -27,6 +27,10 @@ pub mod exit {
     pub const DRIFT: u8 = 8;
     /// A registry is unreachable or refused (the same code as airlock-unpack's `push`).
     pub const REGISTRY: u8 = 9;
+    /// An image a `[[verify]]` rule covers has no signature by the rule's key, or its
+    /// signature changed since the lock (the same code as airlock-unpack's provenance
+    /// refusals).
+    pub const PROVENANCE: u8 = 14;
 
     /// The exit code of a failure: that of the first [`super::PackError`] in its chain, else
     /// of the first format-level error, else [`INTERNAL`].
@@ -47,13 +51,34 @@ pub mod exit {
 }
 
 /// Failures of the packing side, each with its exit code (see the README): registry 9,
-/// integrity 3, environment 7, usage 2, drift 8.
+/// integrity 3, environment 7, usage 2, drift 8, provenance 14.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
     #[error("the lock does not match {what}:\n{details}\nrun `airlock-pack lock --update {spec}` to re-pin, then review the diff")]
     Drift {
         what: String,
         details: String,
+        spec: String,
+    },
+
+    // --- Provenance (exit 14) ---
+    /// A required `[[verify]]` rule covers the image and no signature by its key verifies
+    /// the locked digest; `found` says what there was instead.
+    #[error("{reference} ({digest}) is not signed by the key {} ({fingerprint}) that a [[verify]] rule requires: {found}", key.display())]
+    Unverified {
+        reference: String,
+        digest: Digest,
+        key: PathBuf,
+        fingerprint: String,
+        found: String,
+    },
+    /// The image's signature manifest is not the one the lock recorded as verified.
+    #[error("{reference} ({digest}): its signature changed since the lock: locked {}, now {}; run `airlock-pack lock --update {spec}` to verify and pin it again", locked.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), now.map(|d| d.to_string()).unwrap_or_else(|| "nothing (no signature manifest)".into()))]
+    SignatureDrift {
+        reference: String,
+        digest: Digest,
+        locked: Vec<Digest>,
+        now: Option<Digest>,
         spec: String,
     },
 
@@ -251,6 +276,14 @@ pub enum PackError {
         wanted: Vec<String>,
     },
 
+    /// A `[[verify]]` rule's key file is not a public key airlock can verify with.
+    #[error("{}: {source}", path.display())]
+    VerifyKey {
+        path: PathBuf,
+        #[source]
+        source: airlock_sigstore::KeyError,
+    },
+
     #[error(transparent)]
     Bundle(#[from] BundleError),
 }
@@ -335,6 +368,7 @@ impl PackError {
         use PackError as E;
         match self {
             E::Drift { .. } => exit::DRIFT,
+            E::Unverified { .. } | E::SignatureDrift { .. } => exit::PROVENANCE,
             E::Registry { .. } | E::RegistryBlob { .. } => exit::REGISTRY,
             E::ManifestDigest { .. }
             | E::PlatformManifestDigest { .. }
@@ -366,7 +400,8 @@ impl PackError {
             | E::NotInLocalStore { .. }
             | E::LocalBlobMissing { .. }
             | E::NoSuchPlatform { .. }
-            | E::WrongPlatform { .. } => exit::USAGE,
+            | E::WrongPlatform { .. }
+            | E::VerifyKey { .. } => exit::USAGE,
             E::Bundle(b) => bundle_exit_code(b),
         }
     }
@@ -735,6 +770,39 @@ mod tests {
                 exit::USAGE,
                 false,
                 false,
+            ),
+            (
+                E::Unverified {
+                    reference: "r".into(),
+                    digest: d("a"),
+                    key: p(),
+                    fingerprint: "sha256:f".into(),
+                    found: "no signature found".into(),
+                },
+                exit::PROVENANCE,
+                false,
+                false,
+            ),
+            (
+                E::SignatureDrift {
+                    reference: "r".into(),
+                    digest: d("a"),
+                    locked: vec![d("s")],
+                    now: None,
+                    spec: "s".into(),
+                },
+                exit::PROVENANCE,
+                false,
+                false,
+            ),
+            (
+                E::VerifyKey {
+                    path: p(),
+                    source: airlock_sigstore::KeyError::TooLarge,
+                },
+                exit::USAGE,
+                false,
+                true,
             ),
             (E::Bundle(mismatch()), exit::INTEGRITY, false, false),
         ]

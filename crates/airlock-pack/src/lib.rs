@@ -13,6 +13,7 @@ pub(crate) mod local;
 pub(crate) mod lock;
 pub(crate) mod ollama;
 pub(crate) mod plan;
+pub(crate) mod provenance;
 pub(crate) mod registry;
 
 pub use commands::main;

@@ -12,6 +12,7 @@ use crate::cache::BlobCache;
 // Kept at its old path too: lock is where callers first met it.
 pub use crate::local::ModelSources;
 use crate::ollama::OllamaRegistry;
+use crate::provenance::Rules;
 use crate::registry::Registry;
 use crate::PackError;
 use airlock_progress::Progress;
@@ -56,6 +57,28 @@ fn after(previous: &str) -> String {
     }
 }
 
+/// The signature manifests that verify `entry` under the rules covering it (none when no
+/// rule does); a required rule unsatisfied refuses.
+async fn signatures(
+    registry: &Registry,
+    cache: &BlobCache,
+    rules: &Rules,
+    r: &airlock_bundle::ImageRef,
+    entry: &LockedImage,
+    progress: &Progress,
+) -> Result<Vec<airlock_bundle::Digest>, PackError> {
+    let verdict =
+        crate::provenance::verify(registry, cache, rules, &entry.reference, r, entry.digest)
+            .await?;
+    let Some(v) = verdict else {
+        return Ok(Vec::new());
+    };
+    for n in &v.notes {
+        progress.say(format!("warning: {n}"));
+    }
+    Ok(v.verified.into_iter().collect())
+}
+
 /// Pins the spec's images. Without `update`, existing pins are kept and only images the
 /// lock lacks are resolved; with it, every tag is resolved again.
 pub async fn lock(
@@ -73,13 +96,17 @@ pub async fn lock(
         None
     };
     let registry = Registry::new(&spec.insecure_registries());
+    let rules = Rules::load(&spec, spec_path)?;
     let mut images = Vec::new();
     let mut changed = Vec::new();
     for r in spec.image_refs() {
         let key = r.to_string();
         let kept = old.as_ref().and_then(|l| l.get(&key)).filter(|_| !update);
         if let Some(k) = kept {
-            images.push(k.clone());
+            // A kept pin is verified again: the rules may be new since it was pinned.
+            let mut k = k.clone();
+            k.signatures = signatures(&registry, cache, &rules, &r, &k, progress).await?;
+            images.push(k);
             continue;
         }
         progress.say(format!("resolving {key}"));
@@ -92,18 +119,35 @@ pub async fn lock(
                 blob: digest,
                 source,
             })?;
-        let entry = LockedImage {
+        let mut entry = LockedImage {
             reference: key.clone(),
             digest,
             media_type: manifest.media_type().to_string(),
             signatures: Vec::new(),
         };
+        entry.signatures = signatures(&registry, cache, &rules, &r, &entry, progress).await?;
         match old.as_ref().and_then(|l| l.get(&key)) {
             Some(prev) if prev.digest == digest => {}
             Some(prev) => changed.push(format!("{key}: {} -> {digest}", prev.digest)),
             None => changed.push(format!("{key}: pinned {digest}")),
         }
         images.push(entry);
+    }
+    for i in &images {
+        let was = old
+            .as_ref()
+            .and_then(|l| l.get(&i.reference))
+            .filter(|p| p.digest == i.digest)
+            .map(|p| p.signatures.clone())
+            .unwrap_or_default();
+        if i.signatures != was && !i.signatures.is_empty() {
+            let list: Vec<String> = i.signatures.iter().map(|d| d.to_string()).collect();
+            changed.push(format!(
+                "{}: signature {} verified",
+                i.reference,
+                list.join(", ")
+            ));
+        }
     }
     let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
     let mut locked_models = Vec::new();

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use airlock_bundle::hashing::HashingWriter;
-use airlock_bundle::oci::MANIFEST_ACCEPT;
+use airlock_bundle::oci::{Descriptor, MANIFEST_ACCEPT};
 use airlock_bundle::{Digest, ImageRef};
 use futures::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -43,6 +43,24 @@ fn to_oci_ref(r: &ImageRef) -> Reference {
         (None, None) => {
             Reference::with_tag(r.registry.clone(), r.repository.clone(), "latest".into())
         }
+    }
+}
+
+/// Artifact manifests (signatures, attestations, SBOMs, referrers) are OCI image manifests;
+/// some tools write Docker's media type, and a referrer may be an index.
+const ARTIFACT_ACCEPT: &[&str] = MANIFEST_ACCEPT;
+
+/// Whether the registry said it has no such manifest (or repository).
+fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::ServerError { code: 404, .. } => true,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| matches!(x.code, C::ManifestUnknown | C::NameUnknown)),
+        _ => false,
     }
 }
 
@@ -111,6 +129,74 @@ impl Registry {
             }
         }
         Ok((bytes, digest))
+    }
+
+    /// Fetches a manifest that may not exist (a cosign `.sig`/`.att`/`.sbom` tag): `None`
+    /// when the registry answers that it has no such manifest, at once and without retries
+    /// (most images have none, and a retried 404 would cost seconds per image). Any other
+    /// failure stays an error.
+    pub async fn manifest_if_any(
+        &self,
+        r: &ImageRef,
+    ) -> Result<Option<(Vec<u8>, Digest)>, PackError> {
+        let oref = to_oci_ref(r);
+        let auth = Self::auth(r);
+        let bytes = retry(|| async {
+            match self
+                .client
+                .pull_manifest_raw(&oref, &auth, ARTIFACT_ACCEPT)
+                .await
+            {
+                Ok((b, _)) => Ok(Some(b.to_vec())),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(PackError::registry(r, "fetching manifest", e)),
+            }
+        })
+        .await?;
+        Ok(bytes.map(|b| {
+            let d = Digest::of(&b);
+            (b, d)
+        }))
+    }
+
+    /// The OCI 1.1 referrers of `subject` in `r`'s repository: the referrers API, or where
+    /// the registry has none (a 404, as distribution 2.8 answers), the
+    /// `sha256-<hex>` tag schema; oci-client does both (`pull_referrers`).
+    pub async fn referrers(
+        &self,
+        r: &ImageRef,
+        subject: Digest,
+    ) -> Result<Vec<Descriptor>, PackError> {
+        let oref = to_oci_ref(&r.with_digest(subject));
+        let auth = Self::auth(r);
+        self.client
+            .store_auth_if_needed(oref.resolve_registry(), &auth)
+            .await;
+        let index = retry(|| async {
+            self.client
+                .pull_referrers(&oref, None)
+                .await
+                .map_err(|e| PackError::registry(r, format!("referrers of {subject}"), e))
+        })
+        .await?;
+        let mut out = Vec::new();
+        for m in index.manifests {
+            let digest = m.digest.parse().map_err(|e| {
+                PackError::registry(
+                    r,
+                    format!("referrers of {subject}: digest {:?}", m.digest),
+                    e,
+                )
+            })?;
+            out.push(Descriptor {
+                media_type: m.media_type,
+                digest,
+                size: u64::try_from(m.size).unwrap_or(0),
+                platform: None,
+                annotations: m.annotations.map(|a| a.into_iter().collect()),
+            });
+        }
+        Ok(out)
     }
 
     /// The digest a tag points to now (HEAD, falling back to GET).

@@ -22,8 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The Debian suite and package the engine comes from.
-const SUITE: &str = "trixie";
+/// The Debian 13 package the engine comes from.
 const PACKAGE: &str = "docker.io";
 /// What `dockerd --version` must say, so that a changed suite cannot swap the engine the
 /// tests claim to cover.
@@ -44,128 +43,36 @@ pub struct Docker26 {
     keeper: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// Where engines fetched for tests are kept: under the cargo target dir, which survives
-/// between test runs and CI steps and goes away with `cargo clean`.
+/// Where the unpacked engine is kept: `$CARGO_TARGET_DIR/engines/docker-26` (see
+/// [`crate::trixie`]).
 pub fn cache_dir() -> PathBuf {
-    let root = crate::tools::workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { root.join(t) })
-        .unwrap_or_else(|| root.join("target"));
-    target.join("engines").join("docker-26")
+    crate::trixie::cache_dir("docker-26")
 }
 
-/// The unpacked package (its `usr/sbin/dockerd`), fetching it first when missing. Parallel
-/// callers (test processes, xtask) fetch once: the first holds a file lock, the others wait
-/// and find it done.
+/// The unpacked package (its `usr/sbin/dockerd`), fetching it first when missing, once
+/// for all parallel callers (see [`crate::trixie::fetch`]).
 pub fn fetch() -> Result<PathBuf, String> {
-    let dir = cache_dir();
-    let root = dir.join("root");
-    if dockerd(&root).is_file() {
-        return Ok(root);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let lock_path = dir.join(".lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    if dockerd(&root).is_file() {
-        return Ok(root);
-    }
-    let work = dir.join("download");
-    let _ = std::fs::remove_dir_all(&work);
-    let sources = work.join("sources.list.d");
-    for d in [
-        sources.clone(),
-        work.join("lists/partial"),
-        work.join("cache/archives/partial"),
-    ] {
-        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-    }
-    std::fs::write(
-        sources.join(format!("{SUITE}.sources")),
-        format!(
-            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {SUITE}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        ),
+    crate::trixie::fetch(
+        "docker-26",
+        &[PACKAGE],
+        |root| dockerd(root).is_file(),
+        |root| {
+            let version = crate::trixie::checked(Command::new(dockerd(root)).arg("--version"))?;
+            if version.starts_with(VERSION_PREFIX) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{PACKAGE}/{} says {:?}, expected {VERSION_PREFIX}…",
+                    crate::trixie::SUITE,
+                    version.trim()
+                ))
+            }
+        },
     )
-    .map_err(|e| format!("{}: {e}", sources.display()))?;
-    // Only the private sources, lists and cache: the host's apt state is left as it was,
-    // while its apt.conf.d (proxies, mirrors) still applies.
-    let apt = |args: &[&str]| {
-        let mut c = Command::new("apt-get");
-        c.current_dir(&work)
-            .arg("-q")
-            .arg("-o")
-            .arg("Dir::Etc::sourcelist=/dev/null")
-            .arg("-o")
-            .arg(format!("Dir::Etc::sourceparts={}", sources.display()))
-            .arg("-o")
-            .arg(format!(
-                "Dir::State::Lists={}",
-                work.join("lists").display()
-            ))
-            .arg("-o")
-            .arg(format!("Dir::Cache={}", work.join("cache").display()))
-            // The download lands in a root-owned dir that apt's `_apt` user cannot write.
-            .arg("-o")
-            .arg("APT::Sandbox::User=root")
-            .args(args);
-        c
-    };
-    checked(&mut apt(&["update"]))?;
-    checked(&mut apt(&["download", &format!("{PACKAGE}/{SUITE}")]))?;
-    let deb = std::fs::read_dir(&work)
-        .map_err(|e| format!("{}: {e}", work.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("docker.io_") && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| {
-            format!(
-                "apt-get download left no docker.io .deb in {}",
-                work.display()
-            )
-        })?;
-    // Unpacked beside the final place and renamed into it: a half-unpacked package is
-    // never mistaken for a fetched one.
-    let partial = dir.join("root.partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
-    let version = checked(Command::new(dockerd(&partial)).arg("--version"))?;
-    if !version.starts_with(VERSION_PREFIX) {
-        return Err(format!(
-            "{} says {:?}, expected {VERSION_PREFIX}…",
-            deb.display(),
-            version.trim()
-        ));
-    }
-    std::fs::rename(&partial, &root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(root)
 }
 
 fn dockerd(root: &Path) -> PathBuf {
     root.join("usr/sbin/dockerd")
-}
-
-/// Runs a command; its stdout, or an error with its output.
-fn checked(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Docker26 {

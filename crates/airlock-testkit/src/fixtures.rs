@@ -135,6 +135,29 @@ impl ImageSpec {
         self.arch = arch.into();
         self
     }
+
+    /// The image config (linux/ARCH, `Cmd`, one diff ID per layer), serialised.
+    pub fn config_bytes(&self) -> Vec<u8> {
+        let config = json!({
+            "architecture": self.arch,
+            "os": "linux",
+            "created": "2026-01-01T00:00:00Z",
+            "config": {"Cmd": self.cmd, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": self.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
+            "history": self.layers.iter().map(|_| json!({"created_by": "airlock-testkit"})).collect::<Vec<_>>(),
+        });
+        serde_json::to_vec(&config).unwrap()
+    }
+
+    /// The OCI image manifest for this spec with its config blob's digest and size.
+    pub fn manifest(&self, config: &Digest, config_size: u64) -> serde_json::Value {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": oci::OCI_MANIFEST,
+            "config": {"mediaType": oci::OCI_CONFIG, "digest": config.to_string(), "size": config_size},
+            "layers": self.layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size})).collect::<Vec<_>>(),
+        })
+    }
 }
 
 fn put(blobs: &Path, data: &[u8]) -> (Digest, u64) {
@@ -175,21 +198,8 @@ pub fn push_with_creds(
         for l in &spec.layers {
             link_or_copy(&l.path, &blobs.join(l.digest.hex()));
         }
-        let config = json!({
-            "architecture": spec.arch,
-            "os": "linux",
-            "created": "2026-01-01T00:00:00Z",
-            "config": {"Cmd": spec.cmd, "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": spec.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
-            "history": spec.layers.iter().map(|_| json!({"created_by": "airlock-testkit"})).collect::<Vec<_>>(),
-        });
-        let (cd, cs) = put(&blobs, &serde_json::to_vec(&config).unwrap());
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": oci::OCI_MANIFEST,
-            "config": {"mediaType": oci::OCI_CONFIG, "digest": cd.to_string(), "size": cs},
-            "layers": spec.layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size})).collect::<Vec<_>>(),
-        });
+        let (cd, cs) = put(&blobs, &spec.config_bytes());
+        let manifest = spec.manifest(&cd, cs);
         let (md, ms) = put(&blobs, &serde_json::to_vec(&manifest).unwrap());
         manifests.push(json!({
             "mediaType": oci::OCI_MANIFEST, "digest": md.to_string(), "size": ms,

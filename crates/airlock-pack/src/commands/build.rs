@@ -42,6 +42,7 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         cache: cache(&args.common)?,
         models: model_sources(&args.common),
         jobs: args.jobs,
+        provenance: !args.no_provenance,
         split: args.split,
         have: match &args.have {
             Some(p) => Some(airlock_bundle::inventory::Inventory::parse(

@@ -73,6 +73,8 @@ pub struct Plan {
     pub oci_layout: Vec<u8>,
     /// Each image config's diff IDs (what a delta build needs to compute chain IDs).
     pub diff_ids: HashMap<Digest, Vec<Digest>>,
+    /// The signatures, attestations, SBOMs and referrers carried with the images.
+    pub provenance: Vec<airlock_bundle::provenance::Provenance>,
 }
 
 impl Plan {
@@ -123,6 +125,10 @@ impl Plan {
             }
         }
         needed.extend(self.files.iter().filter_map(|f| f.digest));
+        for p in &self.provenance {
+            needed.insert(p.manifest);
+            needed.extend(p.blobs.iter().copied());
+        }
         present.retain(|p| !needed.contains(&p.digest));
         let mut seen = HashSet::new();
         present.retain(|p| seen.insert((p.digest, p.chain_id)));
@@ -163,6 +169,10 @@ pub struct Sources<'a> {
     pub ollama: &'a OllamaRegistry,
     pub models: &'a ModelSources,
     pub cache: &'a BlobCache,
+    /// The spec's `[[verify]]` rules.
+    pub rules: &'a crate::provenance::Rules,
+    /// Whether upstream provenance is carried (`build --no-provenance` says no).
+    pub carry: bool,
 }
 
 /// Every blob of the bundle once, in the order they are added.
@@ -180,9 +190,10 @@ impl Blobs {
     }
 }
 
-/// Checks the lock against the spec and the registries, then resolves every image and
-/// model to the blobs it needs and every `[[files]]` entry to its files. Fetches manifests
-/// and configs (small), not layers.
+/// Checks the lock against the spec and the registries (and the images' signatures against
+/// the lock and the `[[verify]]` rules), then resolves every image and model to the blobs it
+/// needs and every `[[files]]` entry to its files, and looks up the provenance carried with
+/// the images. Fetches manifests and configs (small), not layers.
 pub async fn plan(
     spec: &Spec,
     spec_path: &std::path::Path,
@@ -191,8 +202,42 @@ pub async fn plan(
     progress: &Progress,
 ) -> Result<Plan, PackError> {
     let checked = drift::check(spec, spec_path, lock, src).await?;
+    let mut verdicts = Vec::new();
+    for (r, l) in &checked.images {
+        let v =
+            crate::provenance::recheck(src.registry, src.cache, src.rules, l, r, spec_path).await?;
+        for n in v.iter().flat_map(|v| &v.notes) {
+            progress.say(format!("warning: {n}"));
+        }
+        verdicts.push(v);
+    }
     let mut blobs = Blobs::default();
     let images = images::plan(spec, &checked.images, src, progress, &mut blobs).await?;
+    let mut provenance = Vec::new();
+    if src.carry {
+        let subjects: Vec<crate::provenance::Subject<'_>> = checked
+            .images
+            .iter()
+            .zip(&verdicts)
+            .map(|((r, l), v)| crate::provenance::Subject {
+                r,
+                locked: l,
+                platforms: images
+                    .records
+                    .iter()
+                    .filter(|i| i.reference == l.reference)
+                    .map(|i| i.manifest)
+                    .collect(),
+                verdict: v.as_ref(),
+            })
+            .collect();
+        let carried =
+            crate::provenance::collect(src.registry, src.cache, &subjects, progress).await?;
+        for b in carried.blobs {
+            blobs.add(b);
+        }
+        provenance = carried.records;
+    }
     let models = models::plan(checked.models, src, &mut blobs).await?;
     let files = files::plan(spec, spec_path, lock, progress, &mut blobs)?;
     Ok(Plan {
@@ -203,6 +248,7 @@ pub async fn plan(
         index_json: images.index_json,
         oci_layout: oci::OCI_LAYOUT.to_vec(),
         diff_ids: images.diff_ids,
+        provenance,
     })
 }
 
