@@ -2,7 +2,7 @@
 //! header's `provenance` records), where each goes in the image's destination repository
 //! (a cosign tag, or by digest), the index entries BuildKit gives attestation manifests,
 //! and which of them the registry already has, so that only the blobs of missing ones are
-//! uploaded. `attach` publishes them.
+//! uploaded (`plan::mark_present` asks the registry). `attach` publishes them.
 //!
 //! The names follow cosign, BuildKit and the OCI 1.1 referrers tag schema, as
 //! `airlock_sigstore::cosign` spells them (that crate is not a dependency of
@@ -14,11 +14,6 @@ use airlock_bundle::header::Header;
 use airlock_bundle::oci::{Descriptor, OciPlatform};
 use airlock_bundle::provenance::ArtifactKind;
 use airlock_bundle::Digest;
-use futures::StreamExt as _;
-
-use super::client::Client;
-use super::plan::Item;
-use crate::UnpackError;
 
 /// BuildKit marks an index entry as an attestation manifest with this annotation …
 pub(crate) const BUILDKIT_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
@@ -26,9 +21,6 @@ pub(crate) const BUILDKIT_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 pub(crate) const BUILDKIT_ATTESTATION_MANIFEST: &str = "attestation-manifest";
 /// … and names the platform manifest it describes with this one.
 pub(crate) const BUILDKIT_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
-
-/// HEAD requests in flight while planning.
-const HEADS: usize = 8;
 
 /// The cosign tag of `kind` for `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`), for the
 /// kinds attached by tag.
@@ -110,35 +102,6 @@ pub(crate) fn attestation_entries(
             ])),
         })
         .collect()
-}
-
-/// Asks the registry which artifacts are in place already: a cosign tag that names the
-/// carried manifest, a manifest by digest that exists. Whatever else a tag holds is merged
-/// at publishing (`attach`), which needs the carried blobs.
-pub(crate) async fn mark_present(client: &Client, items: &mut [Item]) -> Result<(), UnpackError> {
-    let asks: Vec<(usize, usize)> = items
-        .iter()
-        .enumerate()
-        .flat_map(|(i, it)| (0..it.artifacts.len()).map(move |j| (i, j)))
-        .collect();
-    let answers = futures::stream::iter(asks.iter().map(|&(i, j)| {
-        let repo = &items[i].dest.repository;
-        let a = &items[i].artifacts[j];
-        async move {
-            let reference = a.tag.clone().unwrap_or_else(|| a.manifest.to_string());
-            client
-                .manifest_digest(repo, &reference)
-                .await
-                .map(|d| d == Some(a.manifest))
-        }
-    }))
-    .buffered(HEADS)
-    .collect::<Vec<_>>()
-    .await;
-    for (&(i, j), present) in asks.iter().zip(answers) {
-        items[i].artifacts[j].present = present?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

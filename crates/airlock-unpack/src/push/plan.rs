@@ -127,7 +127,7 @@ pub(crate) async fn plan(client: &Client, v: &Verified, prefix: &str) -> Result<
     items.extend(model_items(h, prefix)?);
     refuse_shared_tags(&items, &client.registry)?;
     mark_unchanged(client, &mut items).await?;
-    artifacts::mark_present(client, &mut items).await?;
+    mark_present(client, &mut items).await?;
     let (mut actions, needs) = blobs_present(client, &items).await?;
     let mut streaming = route_blobs(client, needs, &mut actions).await?;
     for it in &items {
@@ -319,6 +319,35 @@ async fn mark_unchanged(client: &Client, items: &mut [Item]) -> Result<(), Unpac
     .await;
     for (it, same) in items.iter_mut().zip(tags) {
         it.unchanged = same?;
+    }
+    Ok(())
+}
+
+/// Asks the registry which artifacts are in place already: a cosign tag that names the
+/// carried manifest, a manifest by digest that exists. Whatever else a tag holds is merged
+/// at publishing (`attach`), which needs the carried blobs.
+async fn mark_present(client: &Client, items: &mut [Item]) -> Result<(), UnpackError> {
+    let asks: Vec<(usize, usize)> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| (0..it.artifacts.len()).map(move |j| (i, j)))
+        .collect();
+    let answers = futures::stream::iter(asks.iter().map(|&(i, j)| {
+        let repo = &items[i].dest.repository;
+        let a = &items[i].artifacts[j];
+        async move {
+            let reference = a.tag.clone().unwrap_or_else(|| a.manifest.to_string());
+            client
+                .manifest_digest(repo, &reference)
+                .await
+                .map(|d| d == Some(a.manifest))
+        }
+    }))
+    .buffered(HEADS)
+    .collect::<Vec<_>>()
+    .await;
+    for (&(i, j), present) in asks.iter().zip(answers) {
+        items[i].artifacts[j].present = present?;
     }
     Ok(())
 }
