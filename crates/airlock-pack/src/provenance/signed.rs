@@ -152,13 +152,13 @@ pub(crate) fn judge(
                 }
             }
         } else if rule.require {
-            return Err(PackError::Unverified {
+            return Err(PackError::Unverified(Box::new(crate::error::Unverified {
                 reference: reference.to_string(),
                 digest: *digest,
                 key: rule.key_path.clone(),
                 fingerprint: rule.key.fingerprint().to_string(),
                 found: found(&j, sig),
-            });
+            })));
         } else {
             verdict.notes.push(format!(
                 "{reference}: no signature by {} ({}) verifies {digest} (require = false): {}",
