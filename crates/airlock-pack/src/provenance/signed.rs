@@ -55,7 +55,13 @@ pub(crate) async fn fetch(
     };
     put(cache, &digest, &bytes)?;
     let manifest = ArtifactManifest::parse(&bytes).map_err(|e| {
-        PackError::registry_refused(&at, format!("signature manifest {digest}: {e}"))
+        PackError::registry_refused(
+            &at,
+            format!(
+                "signature manifest {digest}: {}",
+                airlock_bundle::text::Escaped(&e)
+            ),
+        )
     })?;
     let layers = payloads(registry, cache, r, &manifest).await?;
     Ok(Some(SigManifest { digest, layers }))
