@@ -40,6 +40,7 @@ mod engines;
 mod images;
 mod models;
 mod parts;
+mod provenance;
 mod push;
 
 struct Measured {
@@ -163,6 +164,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "push") {
         return push::run(&bins);
+    }
+    if args.iter().any(|a| a == "provenance") {
+        return provenance::run(&bins);
     }
     if args.iter().any(|a| a == "docker26") {
         return docker26::run(&bins);

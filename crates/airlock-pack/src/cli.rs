@@ -27,6 +27,24 @@ Exit codes: 0 ok, 2 usage, 3 content failed verification, 7 environment (disk, f
 14 provenance: an image a [[verify]] rule covers is not signed by its key, or its
 signature changed since the lock.";
 
+const LOCK_AFTER_HELP: &str = "\
+An image that a [[verify]] rule of the spec covers must carry a cosign signature by the
+rule's key for the digest it is pinned to (the sha256-<hex>.sig tag that `cosign sign --key`
+and `skopeo copy --sign-by-sigstore-private-key` write), else lock refuses (exit 14) and says
+what it found; the lock records the signature manifest that verified. A rule:
+
+  [[verify]]
+  match = \"docker.io/grafana/*\"   # a repository, a prefix ending in *, or *
+  key = \"keys/grafana.pub\"        # cosign public key (PEM), relative to the spec
+  require = true                  # false: record a valid one, only warn without";
+
+const BUILD_AFTER_HELP: &str = "\
+Each image's signature manifest must still be the one the lock recorded and the spec's
+[[verify]] rules must still hold, else build refuses (exit 14). The images' cosign
+signatures, attestations and SBOMs, their OCI 1.1 referrers and BuildKit attestations are
+carried in the bundle (unless --no-provenance), each signature with the fingerprint of the
+key that verified it, for the gap host to check against its own rules.";
+
 #[derive(Debug, Parser)]
 #[command(name = "airlock-pack", version, about = "Pin, pull and pack container images, Ollama models and files into one signed, encrypted bundle for an air-gapped host.", after_help = AFTER_HELP)]
 pub struct Cli {
@@ -40,27 +58,11 @@ pub(crate) enum Command {
     /// Both are created new, never over an existing file or through a symbolic link.
     Keygen(KeygenArgs),
     /// Pin every image, model and [[files]] source of SPEC to a digest in SPEC.lock beside it.
-    ///
-    /// An image that a [[verify]] rule of the spec covers must carry a cosign signature by
-    /// the rule's key for the digest it is pinned to (the `sha256-<hex>.sig` tag that
-    /// `cosign sign --key` and `skopeo copy --sign-by-sigstore` write), else lock refuses
-    /// (exit 14) and says what it found; the lock records the signature manifest that
-    /// verified. A rule:
-    ///
-    ///   [[verify]]
-    ///   match = "docker.io/grafana/*"   # a repository, a prefix ending in *, or *
-    ///   key = "keys/grafana.pub"        # cosign public key, relative to the spec
-    ///   require = true                  # false: record a valid one, warn without
-    #[command(verbatim_doc_comment)]
+    #[command(after_help = LOCK_AFTER_HELP)]
     Lock(LockArgs),
     /// Pull the locked images and models, read the spec's files, and write one signed (and
     /// encrypted) bundle.
-    ///
-    /// Each image's signature manifest must still be the one the lock recorded, and the
-    /// spec's [[verify]] rules must still hold (else exit 14). The images' cosign
-    /// signatures, attestations and SBOMs, OCI 1.1 referrers and BuildKit attestations are
-    /// carried with them (see --no-provenance), each signature with the fingerprint of the
-    /// key that verified it, so that the gap host can check its own rules.
+    #[command(after_help = BUILD_AFTER_HELP)]
     Build(BuildArgs),
 }
 

@@ -63,24 +63,12 @@ pub enum PackError {
 
     // --- Provenance (exit 14) ---
     /// A required `[[verify]]` rule covers the image and no signature by its key verifies
-    /// the locked digest; `found` says what there was instead.
-    #[error("{reference} ({digest}) is not signed by the key {} ({fingerprint}) that a [[verify]] rule requires: {found}", key.display())]
-    Unverified {
-        reference: String,
-        digest: Digest,
-        key: PathBuf,
-        fingerprint: String,
-        found: String,
-    },
+    /// the locked digest (boxed: the largest variant otherwise).
+    #[error("{0}")]
+    Unverified(Box<Unverified>),
     /// The image's signature manifest is not the one the lock recorded as verified.
-    #[error("{reference} ({digest}): its signature changed since the lock: locked {}, now {}; run `airlock-pack lock --update {spec}` to verify and pin it again", locked.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), now.map(|d| d.to_string()).unwrap_or_else(|| "nothing (no signature manifest)".into()))]
-    SignatureDrift {
-        reference: String,
-        digest: Digest,
-        locked: Vec<Digest>,
-        now: Option<Digest>,
-        spec: String,
-    },
+    #[error("{0}")]
+    SignatureDrift(Box<SignatureDrift>),
 
     // --- Registry (exit 9) ---
     /// A registry could not be reached, failed, or refused. `subject` is the image reference
@@ -288,6 +276,30 @@ pub enum PackError {
     Bundle(#[from] BundleError),
 }
 
+/// What [`PackError::Unverified`] names: the image, its digest, the rule's key file and
+/// fingerprint, and what was found instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{reference} ({digest}) is not signed by the key {} ({fingerprint}) that a [[verify]] rule requires: {found}", key.display())]
+pub struct Unverified {
+    pub reference: String,
+    pub digest: Digest,
+    pub key: PathBuf,
+    pub fingerprint: String,
+    pub found: String,
+}
+
+/// What [`PackError::SignatureDrift`] names: the signature manifests the lock recorded for
+/// the image at `digest`, and the one upstream now (`None`: it has none).
+#[derive(Debug, thiserror::Error)]
+#[error("{reference} ({digest}): its signature changed since the lock: locked {}, now {}; run `airlock-pack lock --update {spec}` to verify and pin it again", locked.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), now.map(|d| d.to_string()).unwrap_or_else(|| "nothing (no signature manifest)".into()))]
+pub struct SignatureDrift {
+    pub reference: String,
+    pub digest: Digest,
+    pub locked: Vec<Digest>,
+    pub now: Option<Digest>,
+    pub spec: String,
+}
+
 /// `subject: what: source`, leaving out the parts that are empty.
 fn registry_detail(
     subject: &str,
@@ -368,7 +380,7 @@ impl PackError {
         use PackError as E;
         match self {
             E::Drift { .. } => exit::DRIFT,
-            E::Unverified { .. } | E::SignatureDrift { .. } => exit::PROVENANCE,
+            E::Unverified(_) | E::SignatureDrift(_) => exit::PROVENANCE,
             E::Registry { .. } | E::RegistryBlob { .. } => exit::REGISTRY,
             E::ManifestDigest { .. }
             | E::PlatformManifestDigest { .. }
@@ -772,25 +784,25 @@ mod tests {
                 false,
             ),
             (
-                E::Unverified {
+                E::Unverified(Box::new(Unverified {
                     reference: "r".into(),
                     digest: d("a"),
                     key: p(),
                     fingerprint: "sha256:f".into(),
                     found: "no signature found".into(),
-                },
+                })),
                 exit::PROVENANCE,
                 false,
                 false,
             ),
             (
-                E::SignatureDrift {
+                E::SignatureDrift(Box::new(SignatureDrift {
                     reference: "r".into(),
                     digest: d("a"),
                     locked: vec![d("s")],
                     now: None,
                     spec: "s".into(),
-                },
+                })),
                 exit::PROVENANCE,
                 false,
                 false,

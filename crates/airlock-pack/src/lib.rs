@@ -17,4 +17,4 @@ pub(crate) mod provenance;
 pub(crate) mod registry;
 
 pub use commands::main;
-pub use error::{bundle_exit_code, exit, report, BoxError, PackError};
+pub use error::{bundle_exit_code, exit, report, BoxError, PackError, SignatureDrift, Unverified};

@@ -79,6 +79,28 @@ async fn signatures(
     Ok(v.verified.into_iter().collect())
 }
 
+/// "ref: signature … verified" for each image whose verified signatures are new to the
+/// lock (first verified, or another manifest than before for the same digest).
+fn newly_verified(old: Option<&Lock>, images: &[LockedImage]) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in images {
+        let was = old
+            .and_then(|l| l.get(&i.reference))
+            .filter(|p| p.digest == i.digest)
+            .map(|p| p.signatures.clone())
+            .unwrap_or_default();
+        if i.signatures != was && !i.signatures.is_empty() {
+            let list: Vec<String> = i.signatures.iter().map(|d| d.to_string()).collect();
+            out.push(format!(
+                "{}: signature {} verified",
+                i.reference,
+                list.join(", ")
+            ));
+        }
+    }
+    out
+}
+
 /// Pins the spec's images. Without `update`, existing pins are kept and only images the
 /// lock lacks are resolved; with it, every tag is resolved again.
 pub async fn lock(
@@ -133,22 +155,7 @@ pub async fn lock(
         }
         images.push(entry);
     }
-    for i in &images {
-        let was = old
-            .as_ref()
-            .and_then(|l| l.get(&i.reference))
-            .filter(|p| p.digest == i.digest)
-            .map(|p| p.signatures.clone())
-            .unwrap_or_default();
-        if i.signatures != was && !i.signatures.is_empty() {
-            let list: Vec<String> = i.signatures.iter().map(|d| d.to_string()).collect();
-            changed.push(format!(
-                "{}: signature {} verified",
-                i.reference,
-                list.join(", ")
-            ));
-        }
-    }
+    changed.extend(newly_verified(old.as_ref(), &images));
     let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
     let mut locked_models = Vec::new();
     for want in spec.model_wants() {

@@ -195,8 +195,9 @@ async fn carry_image(
         };
         let m = match ArtifactManifest::parse(&f.bytes) {
             Ok(m) => m,
+            // The parser's message may quote the registry's bytes.
             Err(e) => {
-                skip(e);
+                skip(airlock_bundle::text::Escaped(&e).to_string());
                 continue;
             }
         };

@@ -51,13 +51,15 @@ pub(crate) async fn recheck(
     let sig = signed::fetch(registry, cache, r, locked.digest).await?;
     let now = sig.as_ref().map(|s| s.digest);
     if !locked.signatures.is_empty() && !now.is_some_and(|d| locked.signatures.contains(&d)) {
-        return Err(PackError::SignatureDrift {
-            reference: locked.reference.clone(),
-            digest: locked.digest,
-            locked: locked.signatures.clone(),
-            now,
-            spec: spec.display().to_string(),
-        });
+        return Err(PackError::SignatureDrift(Box::new(
+            crate::error::SignatureDrift {
+                reference: locked.reference.clone(),
+                digest: locked.digest,
+                locked: locked.signatures.clone(),
+                now,
+                spec: spec.display().to_string(),
+            },
+        )));
     }
     signed::judge(rules, &locked.reference, r, &locked.digest, sig.as_ref()).map(Some)
 }

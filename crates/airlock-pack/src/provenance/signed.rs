@@ -55,7 +55,13 @@ pub(crate) async fn fetch(
     };
     put(cache, &digest, &bytes)?;
     let manifest = ArtifactManifest::parse(&bytes).map_err(|e| {
-        PackError::registry_refused(&at, format!("signature manifest {digest}: {e}"))
+        PackError::registry_refused(
+            &at,
+            format!(
+                "signature manifest {digest}: {}",
+                airlock_bundle::text::Escaped(&e)
+            ),
+        )
     })?;
     let layers = payloads(registry, cache, r, &manifest).await?;
     Ok(Some(SigManifest { digest, layers }))
@@ -152,13 +158,13 @@ pub(crate) fn judge(
                 }
             }
         } else if rule.require {
-            return Err(PackError::Unverified {
+            return Err(PackError::Unverified(Box::new(crate::error::Unverified {
                 reference: reference.to_string(),
                 digest: *digest,
                 key: rule.key_path.clone(),
                 fingerprint: rule.key.fingerprint().to_string(),
                 found: found(&j, sig),
-            });
+            })));
         } else {
             verdict.notes.push(format!(
                 "{reference}: no signature by {} ({}) verifies {digest} (require = false): {}",
