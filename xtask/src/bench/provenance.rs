@@ -106,8 +106,16 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
         );
     };
     row("lock --update, no rules", &lock_bare, &lock_bare);
-    row("lock --update, [[verify]] every image", &lock_ruled, &lock_bare);
-    row("build, no rules (signatures carried)", &build_bare, &build_bare);
+    row(
+        "lock --update, [[verify]] every image",
+        &lock_ruled,
+        &lock_bare,
+    );
+    row(
+        "build, no rules (signatures carried)",
+        &build_bare,
+        &build_bare,
+    );
     row("build, [[verify]] every image", &build_ruled, &build_bare);
     row("build --no-provenance, no rules", &build_none, &build_bare);
     let ratio = build_ruled.secs / build_bare.secs;

@@ -5,7 +5,9 @@
 use airlock_progress::{Mode, Progress};
 use anyhow::Context as _;
 
-use super::shared::{check_provenance, host_policy, read_with, Depth};
+use airlock_bundle::reader::Verified;
+
+use super::shared::{check_provenance, host_policy};
 use crate::cli::PushArgs;
 use crate::push::{PushOptions, PushReport, Status};
 use crate::report::ReportSink;
@@ -30,26 +32,6 @@ pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
     let progress = Progress::new(Mode::detect(common.quiet));
     let access = common.access()?;
     let policy = host_policy(&common, policy.as_deref())?;
-    // The [[verify]] rules are checked on the verified header before the registry hears a
-    // thing. The push reads the header again; the digests are compared below.
-    // The [[verify]] rules are checked on the verified header before the registry hears a
-    // thing. The push reads the header again; the two digests are compared below.
-    let checked = policy.as_ref().map(|p| {
-        read_with(&common, "push", Depth::Header)
-            .and_then(|v| {
-                let checked = check_provenance(Some(p), &v, &progress)?;
-                Ok((v.header_digest, checked))
-            })
-            .with_context(|| common.bundle.display().to_string())
-    });
-    let checked = match checked {
-        Some(Err(e)) => {
-            report_sink.write("push", &common.bundle, &Err(&e))?;
-            return Err(e);
-        }
-        Some(Ok(c)) => Some(c),
-        None => None,
-    };
     let opts = PushOptions {
         registry,
         insecure,
@@ -57,25 +39,23 @@ pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
             .map_err(UnpackError::Usage)?,
         token_realm,
     };
-    let pushed = crate::push::push(&common.bundle, &access, &opts, &progress)
-        .and_then(|r| match &checked {
-            Some((digest, _)) if *digest != r.header_digest => Err(UnpackError::Host {
-                what: "bundle",
-                path: common.bundle.clone(),
-                problem: format!(
-                    "changed while it was pushed: its header was {digest} when the [[verify]] rules were checked and {} when it was pushed; check what the registry now holds",
-                    r.header_digest
-                ),
-            }),
-            _ => Ok(r),
-        })
+    // The [[verify]] rules are judged on the header the push verified, before the
+    // registry hears a thing.
+    let mut checked = None;
+    let mut admit = |v: &Verified| -> Result<(), UnpackError> {
+        if policy.is_some() {
+            checked = Some(check_provenance(policy.as_ref(), v, &progress)?);
+        }
+        Ok(())
+    };
+    let pushed = crate::push::push(&common.bundle, &access, &opts, &progress, &mut admit)
         .with_context(|| common.bundle.display().to_string());
     // The report's own fields are the typed `PushReport`, and which key verified each
     // image's upstream signature.
     let body = match &pushed {
         Ok(r) => {
             let mut v = serde_json::to_value(r)?;
-            if let (Some(o), Some((_, c))) = (v.as_object_mut(), &checked) {
+            if let (Some(o), Some(c)) = (v.as_object_mut(), &checked) {
                 o.insert(
                     "provenance".into(),
                     serde_json::to_value(crate::provenance::report(c))?,

@@ -5,8 +5,7 @@
 //! uploaded (`plan::mark_present` asks the registry). `attach` publishes them.
 //!
 //! The names follow cosign, BuildKit and the OCI 1.1 referrers tag schema, as
-//! `airlock_sigstore::cosign` spells them (that crate is not a dependency of
-//! `airlock-unpack`; the tests below pin the strings it produces).
+//! `airlock_sigstore::cosign` spells them for both sides.
 
 use std::collections::BTreeMap;
 
@@ -15,25 +14,10 @@ use airlock_bundle::oci::{Descriptor, OciPlatform};
 use airlock_bundle::provenance::ArtifactKind;
 use airlock_bundle::Digest;
 
-/// BuildKit marks an index entry as an attestation manifest with this annotation …
-pub(crate) const BUILDKIT_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-/// … set to this value …
-pub(crate) const BUILDKIT_ATTESTATION_MANIFEST: &str = "attestation-manifest";
-/// … and names the platform manifest it describes with this one.
-pub(crate) const BUILDKIT_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
-
-/// The cosign tag of `kind` for `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`), for the
-/// kinds attached by tag.
-pub(crate) fn cosign_tag(subject: &Digest, kind: ArtifactKind) -> Option<String> {
-    kind.tag_suffix()
-        .map(|s| format!("sha256-{}.{s}", subject.hex()))
-}
-
-/// The referrers tag schema's tag for `subject`: an index of its referrers, kept by clients
-/// where the registry has no referrers API.
-pub(crate) fn referrers_tag(subject: &Digest) -> String {
-    format!("sha256-{}", subject.hex())
-}
+pub(crate) use airlock_sigstore::cosign::{
+    referrers_tag, tag as cosign_tag, BUILDKIT_ATTESTATION_MANIFEST, BUILDKIT_REFERENCE_DIGEST,
+    BUILDKIT_REFERENCE_TYPE,
+};
 
 /// One artifact manifest carried for an image, and where it goes.
 #[derive(Debug, Clone)]

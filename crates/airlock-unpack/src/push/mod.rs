@@ -169,12 +169,16 @@ pub struct PushReport {
 }
 
 /// Pushes the bundle at `path` into the registry `opts` names. Tags become visible only
-/// after the whole bundle verified.
+/// after the whole bundle verified. `admit` judges the verified header (this host's
+/// `[[verify]]` rules) before the registry is asked anything; its refusal ends the push with
+/// nothing sent. It sees the same header that is then pushed: one read, no window for the
+/// file to change between the check and the push.
 pub fn push(
     path: &std::path::Path,
     access: &Access,
     opts: &PushOptions,
     progress: &Progress,
+    admit: &mut dyn FnMut(&Verified) -> Result<(), UnpackError>,
 ) -> Result<PushReport, UnpackError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,6 +205,10 @@ pub fn push(
             return Err(on_disk.explain(e.into(), progress));
         }
     };
+    if let Err(e) = admit(&verified) {
+        progress.remove(&bar);
+        return Err(e);
+    }
     let planned = match rt.block_on(plan::plan(&client, &verified, &opts.prefix)) {
         Ok(p) => p,
         Err(e) => {
