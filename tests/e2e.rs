@@ -388,13 +388,14 @@ fn refusals_have_exit_codes_and_leave_the_engine_alone() {
         3,
         vec!["corrupt".into()],
     ));
-    // A newer format version, validly signed.
-    let b = resign(&w, &plain, |v| v["version"] = Value::from(4));
+    // A newer format version than this reader implements, validly signed.
+    let next = airlock_bundle::FORMAT_VERSION + 1;
+    let b = resign(&w, &plain, |v| v["version"] = Value::from(next));
     cases.push((
         "unknown-version",
-        write_variant(&w, "v4.airlock", &b),
+        write_variant(&w, "v-next.airlock", &b),
         6,
-        vec!["version 4".into()],
+        vec![format!("version {next}")],
     ));
     // A signed header whose entry path tries to escape.
     let b = resign(&w, &plain, |v| {
