@@ -20,5 +20,5 @@ pub mod payload;
 pub mod sbom;
 
 pub use judge::{judge, Finding, Judgment, SignatureInput};
-pub use key::{KeyError, PublicKey};
+pub use key::{KeyError, PublicKey, MAX_KEY_SIZE};
 pub use pattern::{PatternError, RepoPattern};

@@ -68,10 +68,6 @@ impl Rules {
     }
 }
 
-/// The most of a key file read: airlock-sigstore's `MAX_KEY_SIZE` (not exported), above
-/// which `PublicKey::from_pem` refuses; one byte more is read so that it can.
-const KEY_LIMIT: u64 = 64 << 10;
-
 /// Reads and parses a PEM public key, refusing a file larger than any key before reading
 /// it whole.
 fn read_key(path: &Path) -> Result<PublicKey, PackError> {
@@ -81,7 +77,8 @@ fn read_key(path: &Path) -> Result<PublicKey, PackError> {
     };
     let file = std::fs::File::open(path).map_err(input)?;
     let mut bytes = Vec::new();
-    file.take(KEY_LIMIT + 1)
+    // One byte more than any key, so that `from_pem` can say the file is too large.
+    file.take(airlock_sigstore::MAX_KEY_SIZE as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(input)?;
     PublicKey::from_pem(&bytes).map_err(|source| PackError::VerifyKey {
@@ -112,7 +109,7 @@ mod tests {
         assert!(e.to_string().contains("junk.pub"), "{e}");
         std::fs::write(
             dir.path().join("big.pub"),
-            vec![b'A'; KEY_LIMIT as usize + 10],
+            vec![b'A'; airlock_sigstore::MAX_KEY_SIZE + 10],
         )
         .unwrap();
         let e = Rules::load(&write_spec("big.pub"), &spec).unwrap_err();
