@@ -78,6 +78,23 @@ pub fn write_bundle(
     out.flush().map_err(|e| output_err("end of archive", e))
 }
 
+/// How many bytes [`write_bundle`] writes for `header` signed by `key` (the tar framing
+/// included): where a byte counter over its output ends.
+pub fn plaintext_size(header: &Header, key: &SigningKey) -> u64 {
+    let block = tarfmt::BLOCK as u64;
+    let framed = |len: u64| {
+        block
+            .saturating_add(len)
+            .saturating_add(tarfmt::padding(len) as u64)
+    };
+    let header_bytes = header.to_bytes();
+    let signature = key.sign(&header_bytes);
+    header.entries.iter().fold(
+        framed(header_bytes.len() as u64) + framed(signature.len() as u64) + 2 * block,
+        |sum, e| sum.saturating_add(framed(e.size)),
+    )
+}
+
 /// Remembers whether an error came from the source (as opposed to the output).
 pub(crate) struct TrackRead<'a, R> {
     pub inner: R,

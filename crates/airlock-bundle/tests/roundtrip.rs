@@ -113,6 +113,11 @@ fn round_trip_plain_and_deterministic() {
     let (header, blobs) = sample();
     let a = write(&header, &blobs, &k.key);
     assert_eq!(a, write(&header, &blobs, &k.key), "same input, same bytes");
+    // What a progress bar over the writer's output is told to expect.
+    assert_eq!(
+        airlock_bundle::writer::plaintext_size(&header, &k.key),
+        a.len() as u64
+    );
     let (v, c) = read(a, &k.trust, &Decryption::default()).unwrap();
     assert!(c.1, "finish must be called");
     assert_eq!(v.header, header);

@@ -120,7 +120,11 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     ));
 
     let ready = Arc::new(Ready::new(missing.iter().map(|b| b.digest)));
-    let write_bar = progress.bytes(payload_bytes, "write");
+    // The writer's counter sees the tar framing too: its total is the whole plaintext.
+    let write_bar = progress.bytes(
+        airlock_bundle::writer::plaintext_size(&header, &opts.sign_key),
+        "write",
+    );
     let writer = {
         let (bar, ready, plan, cache) = (
             write_bar.clone(),
@@ -317,7 +321,7 @@ async fn download(
         .map(|b| {
             let overall = overall.clone();
             async move {
-                let bar = progress.bytes(b.size, &b.digest.short());
+                let bar = progress.item_bytes(b.size, "download", &b.digest.to_string());
                 let bar2 = bar.clone();
                 let on_bytes = move |delta: i64| {
                     if delta >= 0 {

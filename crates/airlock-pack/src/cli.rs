@@ -106,6 +106,16 @@ pub(crate) struct Common {
     /// No progress output.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// How to report progress on stderr; json: one JSON object per line, every line
+    /// (schema in the README: "Machine-readable progress").
+    #[arg(
+        long,
+        value_enum,
+        value_name = "STYLE",
+        default_value = "auto",
+        conflicts_with = "quiet"
+    )]
+    pub(crate) progress: airlock_progress::Style,
 }
 
 #[derive(Debug, Args)]

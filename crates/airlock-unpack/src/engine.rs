@@ -95,10 +95,10 @@ pub async fn connect() -> Result<Docker, UnpackError> {
     let endpoint = discover(host.as_deref(), xdg.as_deref(), |p| p.exists());
     let where_ = endpoint.address();
     if let Endpoint::Podman(_) = &endpoint {
-        eprintln!(
+        airlock_progress::notice(format!(
             "engine: DOCKER_HOST is unset and {DOCKER_SOCKET} absent; using the Podman socket {}",
             escape(&where_)
-        );
+        ));
     }
     // Only a local engine: the gap side opens no TCP connection (DOCKER_HOST=tcp:// would
     // otherwise be ignored and the default socket used, which is worse than refusing).

@@ -37,9 +37,9 @@ impl Access {
         identities: &[PathBuf],
     ) -> Result<Access, UnpackError> {
         let trust = if skip_signature {
-            eprintln!(
+            airlock_progress::notice(
                 "WARNING: --insecure-skip-signature: the bundle's signature is NOT checked. Anyone could have made it.\n\
-                 WARNING: digests are still checked, but only against what the unsigned header claims."
+                 WARNING: digests are still checked, but only against what the unsigned header claims.",
             );
             None
         } else if !trust_keys.is_empty() {
@@ -98,11 +98,11 @@ impl BundleOnDisk {
         let sums = match (&files.sums, files.sums_signature()) {
             (Some(_), Some(sig)) if !files.listed_by_sums() => {
                 // A warning, not progress: shown with --quiet too.
-                eprintln!(
+                airlock_progress::notice(format!(
                     "warning: {} is missing: the sums are not checked and do not choose the files (the bundle's own signature still is checked); reading {}",
                     sig.display(),
                     files.describe_parts()
-                );
+                ));
                 None
             }
             (Some(_), _) => Some(SignedSums::load(&files, access.trust.as_ref())?),
@@ -137,7 +137,7 @@ impl BundleOnDisk {
             let (fatal, strays): (Vec<_>, Vec<_>) =
                 problems.into_iter().partition(|p| !p.is_stray());
             for p in strays {
-                eprintln!("warning: {p}");
+                airlock_progress::notice(format!("warning: {p}"));
             }
             if !fatal.is_empty() {
                 // Worth hashing the rest to say where a missing part went (renamed?).

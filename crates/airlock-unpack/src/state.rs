@@ -367,10 +367,10 @@ fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, UnpackError> {
         ));
     }
     if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-        eprintln!(
+        airlock_progress::notice(format!(
             "waiting for another airlock-unpack load (it holds {})",
             dir.display()
-        );
+        ));
         rustix::fs::flock(&fd, FlockOperation::LockExclusive)
             .map_err(|e| env_err(dir, std::io::Error::from(e)))?;
     }

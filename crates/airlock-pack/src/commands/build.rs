@@ -14,7 +14,7 @@ use crate::cli::BuildArgs;
 use crate::PackError;
 
 pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let progress = Progress::new(Mode::detect(args.common.quiet));
+    let progress = Progress::new(Mode::new(args.common.progress, args.common.quiet));
     let encryption = if args.passphrase {
         let mut p = secret_from_env_or_prompt("AIRLOCK_PASSPHRASE", "bundle passphrase", true)?;
         // Moved, not copied, into the SecretString (which wipes it in turn).

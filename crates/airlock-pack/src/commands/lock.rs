@@ -12,7 +12,7 @@ pub(crate) fn run(args: LockArgs) -> anyhow::Result<()> {
         update,
         common,
     } = args;
-    let progress = Progress::new(Mode::detect(common.quiet));
+    let progress = Progress::new(Mode::new(common.progress, common.quiet));
     let cache = cache(&common)?;
     let outcome = runtime()?.block_on(crate::lock::lock(
         &spec,

@@ -20,6 +20,11 @@ use crate::PackError;
 /// Runs the CLI and maps every failure to its documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    airlock_progress::init(match &cli.command {
+        Command::Lock(a) => a.common.progress,
+        Command::Build(a) => a.common.progress,
+        _ => Default::default(),
+    });
     let ran = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Lock(args) => lock::run(args),
@@ -28,7 +33,7 @@ pub fn main() -> ExitCode {
     match ran {
         Ok(()) => ExitCode::from(crate::exit::OK),
         Err(e) => {
-            eprintln!("error: {}", crate::report(&e));
+            airlock_progress::error(crate::exit::code(&e), &crate::report(&e));
             ExitCode::from(crate::exit::code(&e))
         }
     }

@@ -32,7 +32,7 @@ pub(super) fn run(args: ExtractArgs) -> anyhow::Result<()> {
 
 /// `--archive FILE`: one image archive for docker, podman and ctr.
 fn to_archive(common: &Common, file: &Path, platform: Option<Platform>) -> anyhow::Result<()> {
-    let progress = Progress::new(Mode::detect(common.quiet));
+    let progress = Progress::new(Mode::new(common.progress, common.quiet));
     let access = common.access()?;
     let (input, bar, on_disk) = open_bundle(&common.bundle, &access, &progress, "extract")?;
     let opts = ReadOptions {
@@ -53,7 +53,7 @@ fn to_archive(common: &Common, file: &Path, platform: Option<Platform>) -> anyho
         ));
     }
     // stdout may be the archive itself: the summary goes to stderr.
-    eprintln!(
+    airlock_progress::notice(format!(
         "wrote {} images ({}) to {} (signed by {})",
         w.images.len(),
         w.images
@@ -67,13 +67,13 @@ fn to_archive(common: &Common, file: &Path, platform: Option<Platform>) -> anyho
             .join(", "),
         file.display(),
         signer_text(&w.verified)
-    );
+    ));
     Ok(())
 }
 
 /// `--to DIR`: an OCI layout, an Ollama store and the files.
 fn to_dir(common: &Common, to: &Path) -> anyhow::Result<()> {
-    let progress = Progress::new(Mode::detect(common.quiet));
+    let progress = Progress::new(Mode::new(common.progress, common.quiet));
     let access = common.access()?;
     let (input, bar, on_disk) = open_bundle(&common.bundle, &access, &progress, "extract")?;
     let opts = ReadOptions {

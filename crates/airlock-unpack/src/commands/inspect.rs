@@ -274,7 +274,7 @@ fn sbom_run(common: &crate::cli::Common, image: &str, json: bool) -> anyhow::Res
         .with_context(|| common.bundle.display().to_string())?;
     let (reference, sboms, unreadable) = inspect_sbom::read_sboms(&v, image, &collect.got)?;
     for u in unreadable {
-        eprintln!("warning: {u}");
+        airlock_progress::notice(format!("warning: {u}"));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&sboms)?);

@@ -33,7 +33,7 @@ pub(super) fn run(args: LoadArgs) -> anyhow::Result<()> {
         report,
     } = args;
     let report_sink = ReportSink::new(report.report, json, report.report_sign_key.as_deref())?;
-    let progress = Progress::new(Mode::detect(common.quiet));
+    let progress = Progress::new(Mode::new(common.progress, common.quiet));
     let access = common.access()?;
     let mut guard = load_guard(&common, *guard)?;
     let restore = RestoreOptions {
@@ -140,7 +140,7 @@ fn load_guard(common: &Common, args: GuardArgs) -> Result<LoadGuard, UnpackError
         None => {
             // Shown even with --quiet: it is not progress, and scripted loads are the ones
             // nobody watches.
-            eprintln!("{}", crate::policy::no_policy_notice());
+            airlock_progress::notice(crate::policy::no_policy_notice());
             None
         }
     };

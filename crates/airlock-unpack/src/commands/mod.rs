@@ -27,12 +27,27 @@ use crate::exit;
 /// with its documented code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    airlock_progress::init(progress_style(&cli.command));
     match run(cli.command) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("error: {}", exit::message(&e));
+            airlock_progress::error(exit::exit_code_of(&e), &exit::message(&e));
             ExitCode::from(exit::exit_code_of(&e))
         }
+    }
+}
+
+/// `--progress`, known before the command runs so that every stderr line of a JSON run is
+/// JSON, its error included.
+fn progress_style(command: &Command) -> airlock_progress::Style {
+    match command {
+        Command::Verify(a) => a.common.progress,
+        Command::Inspect(a) => a.common.progress,
+        Command::Extract(a) => a.common.progress,
+        Command::Load(a) => a.common.progress,
+        #[cfg(feature = "push")]
+        Command::Push(a) => a.common.progress,
+        _ => Default::default(),
     }
 }
 

@@ -29,7 +29,7 @@ pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
         json,
         report_args.report_sign_key.as_deref(),
     )?;
-    let progress = Progress::new(Mode::detect(common.quiet));
+    let progress = Progress::new(Mode::new(common.progress, common.quiet));
     let access = common.access()?;
     let policy = host_policy(&common, policy.as_deref())?;
     let opts = PushOptions {

@@ -59,7 +59,7 @@ pub(super) fn read_with(
     label: &str,
     depth: Depth<'_>,
 ) -> Result<Verified, UnpackError> {
-    let progress = Progress::new(Mode::detect(c.quiet));
+    let progress = Progress::new(Mode::new(c.progress, c.quiet));
     let access = c.access()?;
     let on_disk = BundleOnDisk::locate(&c.bundle, &access, &progress)?;
     read_located(&on_disk, &access, &progress, label, depth)

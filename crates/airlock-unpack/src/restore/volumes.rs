@@ -160,7 +160,7 @@ async fn put(
             TarItem::Dir(..) => 0,
         })
         .sum();
-    let bar = progress.bytes(total, volume);
+    let bar = progress.item_bytes(total, "restore", volume);
     let on = bar.clone();
     let body = tar_stream(items, Box::new(move |n| on.inc(n)));
     let r = helper.put(volume, body).await;
