@@ -12,17 +12,18 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// The `--progress` value both binaries take.
+/// The `--progress` value both binaries take. (The variants carry `//` comments only: doc
+/// comments would turn every `--help` that shows the flag into the long format.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Style {
-    /// Bars on a terminal, else plain lines.
+    // Bars on a terminal, else plain lines.
     #[default]
     Auto,
-    /// Bars (drawn only when stderr is a terminal).
+    // Bars (drawn only when stderr is a terminal).
     Bars,
-    /// Plain lines: the messages, no bars.
+    // Plain lines: the messages, no bars.
     Plain,
-    /// One JSON object per line on stderr, every line (README: Machine-readable progress).
+    // One JSON object per line on stderr, every line (README: Machine-readable progress).
     Json,
 }
 

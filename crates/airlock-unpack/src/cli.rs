@@ -385,8 +385,8 @@ pub(crate) struct Common {
     /// No progress output.
     #[arg(short, long)]
     pub(crate) quiet: bool,
-    /// How to report progress on stderr; json: one JSON object per line, every line
-    /// (schema in the README: "Machine-readable progress").
+    /// Progress on stderr: auto (bars on a terminal, else plain lines), bars, plain, or json
+    /// (every line one JSON object; README: "Machine-readable progress").
     #[arg(
         long,
         value_enum,

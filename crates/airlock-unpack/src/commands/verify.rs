@@ -30,7 +30,7 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if outer_only || no_key {
         if policy.as_ref().is_some_and(|p| !p.verify.is_empty()) {
             // Not progress: the operator asked for a check that did not happen.
-            airlock_progress::notice(format!("note: the outer layer alone does not show the signed header: the upstream signatures the policy's [[verify]] rules require are checked by verify with --identity, load and push"));
+            airlock_progress::notice("note: the outer layer alone does not show the signed header: the upstream signatures the policy's [[verify]] rules require are checked by verify with --identity, load and push");
         }
         return verify_outer(&on_disk, &progress).with_context(|| c.bundle.display().to_string());
     }
