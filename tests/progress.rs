@@ -88,6 +88,11 @@ struct Counter {
 /// `running` in between no faster than the rate limit, time never going back, and the end
 /// at the total.
 fn counters(all: &[Value]) -> Vec<Counter> {
+    counters_every(all, 0.5)
+}
+
+/// [`counters`] for a run whose `running` events come at most every `interval` seconds.
+fn counters_every(all: &[Value], interval: f64) -> Vec<Counter> {
     let mut by_id: BTreeMap<u64, Counter> = BTreeMap::new();
     let mut last_t: BTreeMap<u64, f64> = BTreeMap::new();
     let mut last_running: BTreeMap<u64, f64> = BTreeMap::new();
@@ -98,8 +103,11 @@ fn counters(all: &[Value]) -> Vec<Counter> {
         assert!(last_t.insert(id, t).is_none_or(|before| before <= t), "{v}");
         if state == "running" {
             if let Some(before) = last_running.insert(id, t) {
-                // INTERVAL is 500 ms; `t` is read when the line is made, a little after the sample.
-                assert!(t - before >= 0.45, "two running events within 500 ms: {v}");
+                // `t` is read when the line is made, a little after the sample, to the ms.
+                assert!(
+                    t - before >= interval * 0.9 - 0.001,
+                    "two running events within {interval} s: {v}"
+                );
             }
         }
         let c = by_id.entry(id).or_insert_with(|| Counter {
@@ -283,6 +291,60 @@ fn verify_extract_load_and_push_report_their_phase_and_a_failure_its_exit_code()
     assert!(all
         .iter()
         .any(|v| v["type"] == "bytes" && v["phase"] == "verify" && v["state"] == "end"));
+}
+
+#[test]
+fn a_long_phase_reports_running_counters_no_faster_than_the_interval() {
+    let w = World::new();
+    w.write_spec(&["linux/amd64"], &[]);
+    // 64 MiB of [[files]]: long enough for many 5 ms intervals, anywhere.
+    std::fs::write(w.path("big.bin"), vec![7u8; 64 << 20]).unwrap();
+    let mut spec = std::fs::read_to_string(w.spec()).unwrap();
+    spec.push_str("\n[[files]]\nsource = \"big.bin\"\npath = \"/opt/airlock-progress-test\"\n");
+    std::fs::write(w.spec(), spec).unwrap();
+    w.lock();
+    let out = w.path("big.airlock");
+    let mut args = w.build_args(&out, false);
+    args.extend(["--progress".into(), "json".into()]);
+    let b = Command::new(pack_bin())
+        .args(&args)
+        .arg("--cache")
+        .arg(w.path("cache"))
+        .env("AIRLOCK_PROGRESS_INTERVAL_MS", "5")
+        .output()
+        .unwrap();
+    assert_ok(&b);
+    let v = w.unpack_env(
+        "verify",
+        &out,
+        &["--progress", "json"],
+        &[("AIRLOCK_PROGRESS_INTERVAL_MS", "5")],
+    );
+    assert_ok(&v);
+    for (o, name) in [(&b, "write"), (&v, "verify")] {
+        let all = events(o);
+        let cs = counters_every(&all, 0.005);
+        let c = phase(&cs, name);
+        let running = c.states.iter().filter(|s| *s == "running").count();
+        assert!(running >= 2, "{name}: {running} running events: {c:?}");
+        // Each reports its progress so far, growing.
+        let done: Vec<u64> = all
+            .iter()
+            .filter(|e| e["phase"] == name && e["state"] == "running")
+            .map(|e| e["done"].as_u64().unwrap())
+            .collect();
+        assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
+        assert!(done.iter().all(|d| *d > 0 && *d <= c.total), "{done:?}");
+        let rates = all
+            .iter()
+            .filter(|e| e["phase"] == name && e["state"] == "running")
+            .filter_map(|e| e["rate"].as_u64());
+        assert!(
+            rates.clone().all(|r| r > 0),
+            "{:?}",
+            rates.collect::<Vec<_>>()
+        );
+    }
 }
 
 /// `airlock-unpack push BUNDLE` into the world's registry under `progress/`.

@@ -4,7 +4,7 @@
 //!
 //! Callers keep the `indicatif::ProgressBar` they always had (hidden in this mode): a ticker
 //! thread samples each live bar's position every [`TICK`], and a bar is reported at most once
-//! per [`INTERVAL`], only when it moved, so a 50 GB load prints a few lines a second, never
+//! per [`INTERVAL`] (or `$AIRLOCK_PROGRESS_INTERVAL_MS`), only when it moved, so a 50 GB load prints a few lines a second, never
 //! one per chunk. Every bar gets a `start` event when it is made and an `end` event, with the
 //! position it really reached, when it is removed.
 
@@ -19,10 +19,20 @@ use serde::Serialize;
 /// The `"v"` of every line; bumped when a field changes meaning or disappears (new fields
 /// and event types may be added within a version).
 pub const SCHEMA_VERSION: u32 = 1;
-/// The shortest gap between two `running` events of one bar.
+/// The shortest gap between two `running` events of one bar, unless
+/// `AIRLOCK_PROGRESS_INTERVAL_MS` says otherwise (quieter CI logs; the tests' short phases).
 pub const INTERVAL: Duration = Duration::from_millis(500);
-/// How often live bars are sampled.
+/// How often live bars are sampled (at most: more often for a shorter interval).
 const TICK: Duration = Duration::from_millis(100);
+
+/// [`INTERVAL`], or `$AIRLOCK_PROGRESS_INTERVAL_MS` (1 ms to 1 h).
+fn interval_from_env() -> Duration {
+    std::env::var("AIRLOCK_PROGRESS_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| (1..=3_600_000).contains(ms))
+        .map_or(INTERVAL, Duration::from_millis)
+}
 
 /// Whether this process writes JSON lines on stderr (set once from `--progress json`).
 static JSON: AtomicBool = AtomicBool::new(false);
@@ -142,13 +152,15 @@ pub fn message(text: &str) {
 /// When a bar's next `running` event is due: it moved, and [`INTERVAL`] passed since its last.
 #[derive(Debug, Clone, Copy)]
 pub struct Limiter {
+    interval: Duration,
     last_at: Instant,
     last_pos: u64,
 }
 
 impl Limiter {
-    pub fn new(now: Instant) -> Limiter {
+    pub fn new(now: Instant, interval: Duration) -> Limiter {
         Limiter {
+            interval,
             last_at: now,
             last_pos: 0,
         }
@@ -156,7 +168,7 @@ impl Limiter {
 
     /// Whether to report `pos` at `now`; if so, it counts as reported.
     pub fn due(&mut self, now: Instant, pos: u64) -> bool {
-        if pos == self.last_pos || now.saturating_duration_since(self.last_at) < INTERVAL {
+        if pos == self.last_pos || now.saturating_duration_since(self.last_at) < self.interval {
             return false;
         }
         self.last_at = now;
@@ -196,8 +208,9 @@ impl Tracked {
 }
 
 /// The live bars of one [`crate::Progress`], and the ticker sampling them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Bars {
+    interval: Duration,
     next_id: AtomicU64,
     live: Mutex<Vec<Tracked>>,
     /// Lines go here instead of stderr (the unit tests read them).
@@ -207,12 +220,13 @@ pub(crate) struct Bars {
 impl Bars {
     /// The bars, with a ticker that lives as long as they do.
     pub(crate) fn start() -> Arc<Bars> {
-        let bars = Arc::new(Bars::default());
+        let bars = Arc::new(Bars::new(interval_from_env(), None));
+        let tick = bars.interval.min(TICK);
         let weak: Weak<Bars> = Arc::downgrade(&bars);
         std::thread::Builder::new()
             .name("progress-json".into())
             .spawn(move || loop {
-                std::thread::sleep(TICK);
+                std::thread::sleep(tick);
                 match weak.upgrade() {
                     Some(b) => b.sample(Instant::now()),
                     None => break,
@@ -220,6 +234,15 @@ impl Bars {
             })
             .expect("spawn the progress ticker");
         bars
+    }
+
+    fn new(interval: Duration, captured: Option<Arc<Mutex<Vec<String>>>>) -> Bars {
+        Bars {
+            interval,
+            next_id: AtomicU64::new(0),
+            live: Mutex::default(),
+            captured,
+        }
     }
 
     /// Called with the live bars locked, so that a bar's `running` line sampled by the
@@ -251,7 +274,7 @@ impl Bars {
             phase: phase.to_string(),
             item: item.map(str::to_string),
             bar,
-            limiter: Limiter::new(Instant::now()),
+            limiter: Limiter::new(Instant::now(), self.interval),
         };
         let mut live = self.live();
         self.write(&[t.event(BarState::Start, t.bar.position())]);
@@ -366,14 +389,14 @@ mod tests {
     #[test]
     fn the_limiter_reports_a_moving_bar_at_most_once_per_interval() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(t0);
+        let mut l = Limiter::new(t0, INTERVAL);
         // Sampled every 10 ms for 3 s while it moves on every sample: 6 reports, not 300.
         let reports = (1..=300u64)
             .filter(|i| l.due(t0 + Duration::from_millis(10 * i), i * 1000))
             .count();
         assert_eq!(reports, 6);
         // A bar that stands still is not reported again, however long it waits.
-        let mut l = Limiter::new(t0);
+        let mut l = Limiter::new(t0, INTERVAL);
         assert!(l.due(t0 + INTERVAL, 7));
         assert!(!l.due(t0 + INTERVAL * 10, 7));
         assert!(l.due(t0 + INTERVAL * 11, 8));
@@ -383,11 +406,7 @@ mod tests {
 
     fn capturing() -> (Bars, Arc<Mutex<Vec<String>>>) {
         let c = Arc::new(Mutex::new(Vec::new()));
-        let bars = Bars {
-            next_id: AtomicU64::new(0),
-            live: Mutex::default(),
-            captured: Some(c.clone()),
-        };
+        let bars = Bars::new(INTERVAL, Some(c.clone()));
         (bars, c)
     }
 
