@@ -209,6 +209,26 @@ fn pack_build_reports_downloads_and_the_write_as_json_lines() {
     assert!(!all.iter().any(|v| v["type"] == "error"));
     // The bundle is the one a quiet build writes: it verifies.
     assert_ok(&w.unpack("verify", &out, &[]));
+
+    // The text styles keep their lines, bars off a terminal included (no bar is drawn
+    // there, but the messages are not dropped with it).
+    let spec = w.spec();
+    for style in ["plain", "bars"] {
+        let o = w.pack([
+            "lock",
+            "--update",
+            spec.to_str().unwrap(),
+            "--progress",
+            style,
+        ]);
+        assert_ok(&o);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.lines().any(|l| l.starts_with("resolving ")),
+            "{style}: {err}"
+        );
+        assert!(!err.contains("{\"v\":"), "{style}: {err}");
+    }
 }
 
 #[test]

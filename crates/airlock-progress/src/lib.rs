@@ -105,10 +105,12 @@ impl Progress {
     pub fn say(&self, msg: impl AsRef<str>) {
         match self.mode {
             Mode::Quiet => {}
-            Mode::Bars => {
+            // Above the bars; `--progress bars` off a terminal draws none, and indicatif
+            // would drop the line too.
+            Mode::Bars if !self.multi.is_hidden() => {
                 let _ = self.multi.println(msg.as_ref());
             }
-            Mode::Plain | Mode::Json => json::message(msg.as_ref()),
+            Mode::Bars | Mode::Plain | Mode::Json => json::message(msg.as_ref()),
         }
     }
 
