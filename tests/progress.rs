@@ -248,6 +248,13 @@ fn verify_extract_load_and_push_report_their_phase_and_a_failure_its_exit_code()
     );
     let cs = counters(&events(&v));
     assert_eq!(phase(&cs, "verify").total, size, "{cs:?}");
+    // The outer layer alone (the signed sums build writes beside every bundle).
+    let outer = w.unpack("verify", &bundle, &["--outer-only", "--progress", "json"]);
+    assert_ok(&outer);
+    assert_eq!(
+        phase(&counters(&events(&outer)), "verify parts").total,
+        size
+    );
 
     let dir = w.path("extracted");
     let x = w.unpack(
