@@ -13,7 +13,7 @@ pub enum ServerCert {
     Good,
     /// For DNS elsewhere.invalid only.
     WrongName,
-    /// For 127.0.0.1, but its validity ended a day before it began (so: expired).
+    /// For 127.0.0.1 and localhost, valid on 2020-01-01 only.
     Expired,
 }
 
@@ -31,6 +31,9 @@ impl ServerCert {
 pub struct TestPki {
     dir: tempfile::TempDir,
 }
+
+/// The `days` of [`TestPki::leaf`] that asks for a certificate valid on 2020-01-01 only.
+const EXPIRED: &str = "expired";
 
 fn openssl(args: &[&str]) {
     crate::tools::run(Command::new("openssl").args(args));
@@ -52,8 +55,7 @@ impl TestPki {
             &format!("subjectAltName=DNS:elsewhere.invalid\n{server}"),
             "2",
         );
-        // `-days -1`: notAfter a day before notBefore (now), which openssl 3.0 accepts.
-        pki.leaf("expired", "ca", "/CN=localhost", &here, "-1");
+        pki.leaf("expired", "ca", "/CN=localhost", &here, EXPIRED);
         let client = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n";
         pki.leaf("client", "ca", "/CN=airlock client", client, "2");
         pki.leaf("rogue-client", "rogue-ca", "/CN=rogue client", client, "2");
@@ -72,11 +74,25 @@ impl TestPki {
 
     fn ca(&self, stem: &str, subject: &str) {
         openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &self.p(&format!("{stem}.key")), "-out", &self.p(&format!("{stem}.crt")),
-            "-subj", subject, "-days", "2",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &self.p(&format!("{stem}.key")),
+            "-out",
+            &self.p(&format!("{stem}.crt")),
+            "-subj",
+            subject,
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
     }
 
@@ -86,17 +102,82 @@ impl TestPki {
         let ext_file = self.path(&format!("{stem}.ext"));
         std::fs::write(&ext_file, ext).unwrap();
         let csr = self.p(&format!("{stem}.csr"));
-        let cert = if stem.ends_with("client") { "cert" } else { "crt" };
+        let cert = if stem.ends_with("client") {
+            "cert"
+        } else {
+            "crt"
+        };
         openssl(&[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &self.p(&format!("{stem}.key")), "-out", &csr, "-subj", subject,
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &self.p(&format!("{stem}.key")),
+            "-out",
+            &csr,
+            "-subj",
+            subject,
         ]);
+        if days == EXPIRED {
+            // `x509 -req` of openssl 3.0 cannot set a start date; `ca` can, with a minimal
+            // configuration of its own.
+            let ca_dir = self.path("ca-db");
+            std::fs::create_dir_all(&ca_dir).unwrap();
+            std::fs::write(ca_dir.join("index.txt"), "").unwrap();
+            std::fs::write(ca_dir.join("serial"), "01\n").unwrap();
+            let d = ca_dir.display();
+            let cnf = ca_dir.join("ca.cnf");
+            std::fs::write(
+                &cnf,
+                format!(
+                    "[ca]\ndefault_ca = d\n[d]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\n\
+                     serial = {d}/serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n"
+                ),
+            )
+            .unwrap();
+            openssl(&[
+                "ca",
+                "-batch",
+                "-notext",
+                "-config",
+                cnf.to_str().unwrap(),
+                "-cert",
+                &self.p(&format!("{ca}.crt")),
+                "-keyfile",
+                &self.p(&format!("{ca}.key")),
+                "-in",
+                &csr,
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200102000000Z",
+                "-extfile",
+                ext_file.to_str().unwrap(),
+                "-out",
+                &self.p(&format!("{stem}.{cert}")),
+            ]);
+            return;
+        }
         openssl(&[
-            "x509", "-req", "-in", &csr,
-            "-CA", &self.p(&format!("{ca}.crt")), "-CAkey", &self.p(&format!("{ca}.key")),
-            "-CAcreateserial", "-days", days,
-            "-extfile", ext_file.to_str().unwrap(),
-            "-out", &self.p(&format!("{stem}.{cert}")),
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &self.p(&format!("{ca}.crt")),
+            "-CAkey",
+            &self.p(&format!("{ca}.key")),
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-extfile",
+            ext_file.to_str().unwrap(),
+            "-out",
+            &self.p(&format!("{stem}.{cert}")),
         ]);
     }
 

@@ -53,7 +53,10 @@ fn find_rustls<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> 
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             if let Some(r) = inner.downcast_ref::<rustls::Error>() {
                 return Some(r);
             }
@@ -130,6 +133,26 @@ pub fn diagnose(
     })
 }
 
+/// A name the certificate presents, as rustls words it (`DnsName("a.b")`,
+/// `IpAddress(10.0.0.1)`), in the form of openssl's listing (`DNS:a.b`, `IP:10.0.0.1`); the
+/// name comes from the server, so anything unprintable in it is escaped.
+fn presented_name(p: &str) -> String {
+    let (kind, inner) = if let Some(d) = p
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+    {
+        ("DNS:", d)
+    } else if let Some(ip) = p
+        .strip_prefix("IpAddress(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        ("IP:", ip)
+    } else {
+        ("", p)
+    };
+    format!("{kind}{}", inner.escape_debug())
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -157,7 +180,7 @@ impl TlsProblem {
                  reach the registry by one of those names, or have its certificate reissued for {expected:?}",
                 presented
                     .iter()
-                    .map(|p| format!("{p:?}"))
+                    .map(|p| presented_name(p))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -179,7 +179,9 @@ pub fn read_cert_dir(dir: &Path) -> Result<CertDir, TlsFileError> {
             if !has(&key) {
                 return Err(bad(
                     &path,
-                    format!("client certificate without its key {key} (CA certificates end in .crt)"),
+                    format!(
+                        "client certificate without its key {key} (CA certificates end in .crt)"
+                    ),
                 ));
             }
             let id = read_identity(&path, &dir.join(key))?;

@@ -87,10 +87,7 @@ pub struct TlsMaterial {
 pub fn certs_d_candidates(host_port: &str) -> Vec<PathBuf> {
     // A registry name is `host[:port]`: anything that could leave the certs.d root is no
     // registry's directory.
-    if host_port.is_empty()
-        || host_port.starts_with('.')
-        || host_port.contains(['/', '\\', '\0'])
-    {
+    if host_port.is_empty() || host_port.starts_with('.') || host_port.contains(['/', '\\', '\0']) {
         return Vec::new();
     }
     let mut roots = Vec::new();
@@ -161,7 +158,10 @@ impl TlsOptions {
             (None, None) => None,
             (c, _) => {
                 return Err(TlsFileError::Bad {
-                    path: c.clone().or_else(|| self.client_key.clone()).unwrap_or_default(),
+                    path: c
+                        .clone()
+                        .or_else(|| self.client_key.clone())
+                        .unwrap_or_default(),
                     problem: "--client-cert and --client-key go together".into(),
                 })
             }
@@ -226,11 +226,13 @@ impl TlsMaterial {
             builder = builder.tls_certs_merge(certs);
         }
         if let Some(id) = &self.identity {
-            let identity =
-                reqwest::Identity::from_pem(&id.pem).map_err(|e| TlsFileError::Bad {
-                    path: id.cert.clone(),
-                    problem: format!("with {}: not a client certificate and key: {e}", id.key.display()),
-                })?;
+            let identity = reqwest::Identity::from_pem(&id.pem).map_err(|e| TlsFileError::Bad {
+                path: id.cert.clone(),
+                problem: format!(
+                    "with {}: not a client certificate and key: {e}",
+                    id.key.display()
+                ),
+            })?;
             builder = builder.identity(identity);
         }
         Ok(builder)

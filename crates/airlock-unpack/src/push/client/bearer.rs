@@ -259,8 +259,20 @@ mod tests {
             check_realm(&https, &u("https://auth.lab/jwt"), Some(&named)),
             Ok(())
         );
-        assert!(Client::new("reg.gap", false, Some("http://auth.lab/"), &super::no_tls()).is_err());
-        assert!(Client::new("reg.gap", true, Some("http://auth.lab/"), &super::no_tls()).is_ok());
-        assert!(Client::new("reg.gap", true, Some("auth.lab"), &super::no_tls()).is_err());
+        assert!(Client::new(
+            "reg.gap",
+            false,
+            Some("http://auth.lab/"),
+            &super::super::no_tls()
+        )
+        .is_err());
+        assert!(Client::new(
+            "reg.gap",
+            true,
+            Some("http://auth.lab/"),
+            &super::super::no_tls()
+        )
+        .is_ok());
+        assert!(Client::new("reg.gap", true, Some("auth.lab"), &super::super::no_tls()).is_err());
     }
 }

@@ -478,7 +478,10 @@ mod tests {
             "user@registry.gap",
             "registry.gap:notaport",
         ] {
-            assert!(Client::new(bad, false, None, &no_tls()).is_err(), "{bad:?} accepted");
+            assert!(
+                Client::new(bad, false, None, &no_tls()).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
