@@ -98,7 +98,9 @@ pub(crate) struct LockArgs {
 /// serves all of them: the CAs found for one registry are trusted for all.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TlsArgs {
-    /// Trust this CA certificate (PEM) too; repeatable.
+    /// Trust this CA certificate (PEM) too, besides the system store and each registry's
+    /// certs.d directory (the first of ~/.config/containers/certs.d/HOST:PORT,
+    /// /etc/containers/certs.d/HOST:PORT, /etc/docker/certs.d/HOST:PORT); repeatable.
     #[arg(long = "ca-cert", value_name = "FILE")]
     pub(crate) ca_certs: Vec<PathBuf>,
     /// Read CA certificates (*.crt) and a client certificate (*.cert + *.key) from DIR
