@@ -104,10 +104,22 @@ fn count_certs(path: &Path, pem: &[u8]) -> Result<usize, TlsFileError> {
     Ok(n)
 }
 
-/// A file of CA certificates (`--ca-cert`, a certs.d `*.crt`).
+/// A file of CA certificates (`--ca-cert`, a certs.d `*.crt`), each one checked to be an
+/// X.509 certificate a trust anchor can be made of (else the client would fail to build
+/// later, without saying which file).
 pub(super) fn read_ca(path: &Path) -> Result<PemCerts, TlsFileError> {
     let pem = read_controlled(path)?;
     count_certs(path, &pem)?;
+    let mut store = rustls::RootCertStore::empty();
+    for (i, c) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let c = c.map_err(|e| bad(path, format!("unreadable PEM: {e}")))?;
+        store.add(c).map_err(|e| {
+            bad(
+                path,
+                format!("certificate {}: not a CA certificate: {e}", i + 1),
+            )
+        })?;
+    }
     Ok(PemCerts {
         path: path.to_path_buf(),
         pem,

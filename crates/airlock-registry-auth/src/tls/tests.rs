@@ -3,8 +3,21 @@ use std::path::Path;
 
 use super::*;
 
-// PEM framing is all the file rules look at (X.509 is parsed when a client is built).
-const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+/// A self-signed P-256 CA certificate (made with openssl; its key is not kept).
+const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBmTCCAT+gAwIBAgIUdCGTLlF2f4dS487AdriEFvCpvpUwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPYWlybG9jay10ZXN0LWNhMB4XDTI2MTIwMTAxNDgwM1oXDTI2
+MTIwMzAxNDgwM1owGjEYMBYGA1UEAwwPYWlybG9jay10ZXN0LWNhMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEM1It+NYRJ5vAbtAkpplAWNQQ1SM49GfU20KXGakP
+4tNHP3UXDAJq1RokDIEEHVmSOB4xYODJyZS97WuJoHEVyaNjMGEwHQYDVR0OBBYE
+FOUfWjHjHHJGavwlbeQjpRj3NavxMB8GA1UdIwQYMBaAFOUfWjHjHHJGavwlbeQj
+pRj3NavxMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgEGMAoGCCqGSM49
+BAMCA0gAMEUCIQDW4gg4uNVqxKwPIm62pmGURzUPEv5pPsmXPOobi+/9mQIgBFyH
+bjtjWb0dRRLznSVsp5lloJOLhDcCBgr9IZ7NxM4=
+-----END CERTIFICATE-----
+";
+/// PEM framing without a certificate in it.
+const NOT_X509: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -54,6 +67,13 @@ fn a_certs_d_directory_by_docker_rules() {
     );
     let e = err(read_cert_dir(certs_d(&[("ca.crt", "hello")]).path()));
     assert!(e.contains("no PEM certificate"), "{e}");
+    let e = err(read_cert_dir(
+        certs_d(&[("ca.crt", &format!("{CERT}{NOT_X509}"))]).path(),
+    ));
+    assert!(
+        e.contains("ca.crt: certificate 2: not a CA certificate"),
+        "{e}"
+    );
     let e = err(read_cert_dir(
         certs_d(&[("a.cert", CERT), ("a.key", CERT)]).path(),
     ));
