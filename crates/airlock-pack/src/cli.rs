@@ -88,6 +88,32 @@ pub(crate) struct LockArgs {
     pub(crate) update: bool,
     #[command(flatten)]
     pub(crate) common: Common,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// TLS trust for the spec's registries, besides the system store and each registry's
+/// certs.d directory (~/.config/containers/certs.d/HOST:PORT, /etc/containers/certs.d/…,
+/// /etc/docker/certs.d/…: *.crt CAs, *.cert + *.key a client certificate). One client
+/// serves all of them: the CAs found for one registry are trusted for all.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TlsArgs {
+    /// Trust this CA certificate (PEM) too, besides the system store and each registry's
+    /// certs.d directory (the first of ~/.config/containers/certs.d/HOST:PORT,
+    /// /etc/containers/certs.d/HOST:PORT, /etc/docker/certs.d/HOST:PORT); repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub(crate) ca_certs: Vec<PathBuf>,
+    /// Read CA certificates (*.crt) and a client certificate (*.cert + *.key) from DIR
+    /// instead of the certs.d lookup.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cert_dir: Option<PathBuf>,
+    /// Present this client certificate (PEM) to Ollama registries that ask for one (image
+    /// registries: not supported by oci-client 0.18).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -158,4 +184,6 @@ pub(crate) struct BuildArgs {
     pub(crate) jobs: usize,
     #[command(flatten)]
     pub(crate) common: Common,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
 }

@@ -313,17 +313,30 @@ fn registry_detail(
 }
 
 impl PackError {
-    /// A registry failure worth another attempt, with the error it came from.
+    /// A registry failure worth another attempt, with the error it came from; a TLS
+    /// certificate problem is named (and not worth another attempt: the same certificate
+    /// would come back).
     pub fn registry(
         subject: impl std::fmt::Display,
         what: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> PackError {
+        let (subject, mut what, source) = (subject.to_string(), what.into(), source.into());
+        let tls = airlock_registry_auth::tls::diagnose(&*source, None);
+        if let Some(p) = &tls {
+            // References and model names start with the registry's host[:port].
+            let host = subject.split('/').next().unwrap_or_default();
+            what = [what.as_str(), &p.explain(host)]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
+        }
         PackError::Registry {
-            subject: subject.to_string(),
-            what: what.into(),
-            source: Some(source.into()),
-            retryable: true,
+            subject,
+            what,
+            source: Some(source),
+            retryable: tls.is_none(),
         }
     }
 

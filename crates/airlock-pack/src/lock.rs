@@ -101,6 +101,31 @@ fn newly_verified(old: Option<&Lock>, images: &[LockedImage]) -> Vec<String> {
     out
 }
 
+/// The clients for the spec's image and model registries, with the TLS trust of the flags
+/// and of each (https) registry's certs.d directory. One client serves every registry, so
+/// the CA certificates found for one are trusted for all of the spec's registries.
+pub fn clients(
+    spec: &Spec,
+    tls: &airlock_registry_auth::tls::TlsOptions,
+) -> Result<(Registry, OllamaRegistry), PackError> {
+    let insecure = spec.insecure_registries();
+    let mut hosts: std::collections::BTreeSet<String> = spec.registries.keys().cloned().collect();
+    hosts.extend(spec.image_refs().into_iter().map(|r| r.registry));
+    hosts.extend(spec.model_wants().into_iter().map(|w| w.name.host));
+    let hosts: Vec<&str> = hosts
+        .iter()
+        .filter(|h| !insecure.contains(*h))
+        .map(String::as_str)
+        .collect();
+    let material = tls
+        .material_for(&hosts)
+        .map_err(|e| PackError::Usage(e.to_string()))?;
+    Ok((
+        Registry::new(&insecure, &material)?,
+        OllamaRegistry::new(&insecure, &material)?,
+    ))
+}
+
 /// Pins the spec's images. Without `update`, existing pins are kept and only images the
 /// lock lacks are resolved; with it, every tag is resolved again.
 pub async fn lock(
@@ -108,6 +133,7 @@ pub async fn lock(
     update: bool,
     cache: &BlobCache,
     models: &ModelSources,
+    tls: &airlock_registry_auth::tls::TlsOptions,
     progress: &Progress,
 ) -> Result<LockOutcome, PackError> {
     let spec = Spec::load(spec_path)?;
@@ -117,7 +143,7 @@ pub async fn lock(
     } else {
         None
     };
-    let registry = Registry::new(&spec.insecure_registries());
+    let (registry, ollama) = clients(&spec, tls)?;
     let rules = Rules::load(&spec, spec_path)?;
     let mut images = Vec::new();
     let mut changed = Vec::new();
@@ -156,7 +182,6 @@ pub async fn lock(
         images.push(entry);
     }
     changed.extend(newly_verified(old.as_ref(), &images));
-    let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
     let mut locked_models = Vec::new();
     for want in spec.model_wants() {
         let key = want.name.to_string();

@@ -9,8 +9,9 @@ use std::time::Duration;
 use airlock_bundle::hashing::HashingWriter;
 use airlock_bundle::oci::{Descriptor, MANIFEST_ACCEPT};
 use airlock_bundle::{Digest, ImageRef};
+use airlock_registry_auth::tls::TlsMaterial;
 use futures::StreamExt as _;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
@@ -87,18 +88,31 @@ where
 }
 
 impl Registry {
-    /// A client; registries in `insecure` are spoken to over plain HTTP.
-    pub fn new(insecure: &BTreeSet<String>) -> Registry {
+    /// A client; registries in `insecure` are spoken to over plain HTTP. `tls`: CA
+    /// certificates trusted besides the system store. oci-client 0.18 has no client
+    /// certificate setting, so `tls.identity` is not presented to image registries.
+    pub fn new(insecure: &BTreeSet<String>, tls: &TlsMaterial) -> Result<Registry, PackError> {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure.iter().cloned().collect()),
             connect_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(300)),
             user_agent: concat!("airlock-pack/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: tls
+                .roots
+                .iter()
+                .flat_map(|r| r.ders())
+                .map(|data| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data,
+                })
+                .collect(),
             ..Default::default()
         };
-        Registry {
-            client: oci_client::Client::new(config),
-        }
+        // `Client::new` would fall back to a default client (without these CAs) on an
+        // error; `try_from` says it.
+        let client = oci_client::Client::try_from(config)
+            .map_err(|e| PackError::Usage(format!("TLS setup ({}): {e}", tls.describe())))?;
+        Ok(Registry { client })
     }
 
     fn auth(r: &ImageRef) -> RegistryAuth {

@@ -1,8 +1,12 @@
-//! Talking to registries, as both sides do (`airlock-pack` pulling, `airlock-unpack push`):
-//! the credentials a user has stored for a registry, and the `WWW-Authenticate` challenges
-//! registries answer with. Parsing and file lookup only: no network.
+//! How airlock reaches a registry, on both sides (`airlock-pack` pulling, `airlock-unpack
+//! push`): the credentials a user has stored for it, the `WWW-Authenticate` challenges
+//! registries answer with, and whom to trust over TLS ([`tls`]: certs.d directories, CA and
+//! client certificate files, and what a failed handshake means). Parsing and file lookup
+//! only: the clients that use this do the network.
 
 use std::collections::BTreeMap;
+
+pub mod tls;
 
 pub use docker_credential::DockerCredential;
 

@@ -4,8 +4,9 @@
 //! loopback Ollama-style registry that redirects blob downloads, images made by the real
 //! `docker build` and `podman build`, a throwaway Podman engine, a Docker 26 engine with the
 //! containerd image store beside the system's, skopeo 1.18 as an independent cosign signer
-//! and verifier, provenance fixtures (BuildKit attestations, cosign attachments, OCI 1.1
-//! referrers) pushed by hand, and helpers to find tools.
+//! and verifier, a test PKI for registries serving TLS (and requiring client certificates),
+//! provenance fixtures (BuildKit attestations, cosign attachments, OCI 1.1 referrers) pushed
+//! by hand, and helpers to find tools.
 //!
 //! Nothing here is used by the shipped binaries.
 
@@ -21,6 +22,7 @@ pub mod podman;
 pub mod provenance;
 pub mod registry;
 pub mod skopeo118;
+pub mod tls;
 pub mod token;
 pub mod tools;
 pub mod trixie;

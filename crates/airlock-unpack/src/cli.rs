@@ -226,6 +226,8 @@ pub(crate) struct PushArgs {
     /// only other place push sends the registry's credentials to.
     #[arg(long, value_name = "URL")]
     pub(crate) token_realm: Option<String>,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
     /// This host's policy: its [[verify]] rules are checked against the upstream
     /// signatures the bundle carries before the registry is contacted (exit 14 if a
     /// required one does not verify) [default: /etc/airlock/policy.toml, if it exists].
@@ -236,6 +238,25 @@ pub(crate) struct PushArgs {
     pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) report: ReportArgs,
+}
+
+/// TLS trust for the registry, besides the system store (see TLS below).
+#[cfg(feature = "push")]
+#[derive(Debug, Args)]
+pub(crate) struct TlsArgs {
+    /// Trust this CA certificate (PEM) for the registry too; repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub(crate) ca_certs: Vec<PathBuf>,
+    /// Read CA certificates (*.crt) and a client certificate (*.cert + *.key) from DIR
+    /// instead of certs.d/HOST:PORT.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cert_dir: Option<PathBuf>,
+    /// Present this client certificate (PEM) when the registry asks for one.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 #[cfg(feature = "push")]
@@ -263,7 +284,15 @@ A Bearer token service (the challenge's realm) gets them only at the registry's 
 host and port, or over https on the registry's host for an https registry, or at the URL
 given with --token-realm; never over plain http for an https registry (exit 9 otherwise).
 Requests are retried with back-off on connection errors and 5xx; exit code 9 when the
-registry stays unreachable or refuses. Error answers are read up to 4 KiB, shown escaped.";
+registry stays unreachable or refuses. Error answers are read up to 4 KiB, shown escaped.
+
+TLS: the system store, plus the registry's directory as docker and podman keep it (the first
+of ~/.config/containers/certs.d/HOST:PORT, /etc/containers/certs.d/HOST:PORT,
+/etc/docker/certs.d/HOST:PORT; or --cert-dir DIR): *.crt are CA certificates, *.cert + *.key
+a client certificate (docker's client.cert/client.key), presented if the registry asks;
+plus --ca-cert and --client-cert/--client-key. The files must be owned by root or this user
+and not writable by others. A failed handshake says why (unknown CA, name mismatch, expired,
+client certificate required or refused) and exits 9.";
 
 const LOAD_HELP: &str = "\
 Where things go:

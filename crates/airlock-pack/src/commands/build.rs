@@ -43,6 +43,7 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         models: model_sources(&args.common),
         jobs: args.jobs,
         provenance: !args.no_provenance,
+        tls: super::lock::tls_options(args.tls.clone()),
         split: args.split,
         have: match &args.have {
             Some(p) => Some(airlock_bundle::inventory::Inventory::parse(

@@ -11,6 +11,7 @@ pub(crate) fn run(args: LockArgs) -> anyhow::Result<()> {
         spec,
         update,
         common,
+        tls,
     } = args;
     let progress = Progress::new(Mode::new(common.progress, common.quiet));
     let cache = cache(&common)?;
@@ -19,6 +20,7 @@ pub(crate) fn run(args: LockArgs) -> anyhow::Result<()> {
         update,
         &cache,
         &model_sources(&common),
+        &tls_options(tls),
         &progress,
     ))?;
     for c in &outcome.changed {
@@ -36,4 +38,14 @@ pub(crate) fn run(args: LockArgs) -> anyhow::Result<()> {
         progress.say(format!("{} is up to date", lock_path.display()));
     }
     Ok(())
+}
+
+/// The TLS flags of `lock` and `build`, for the registry clients.
+pub(crate) fn tls_options(a: crate::cli::TlsArgs) -> airlock_registry_auth::tls::TlsOptions {
+    airlock_registry_auth::tls::TlsOptions {
+        ca_certs: a.ca_certs,
+        cert_dir: a.cert_dir,
+        client_cert: a.client_cert,
+        client_key: a.client_key,
+    }
 }

@@ -65,16 +65,23 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 }
 
 impl OllamaRegistry {
-    /// A client; registries in `insecure` are spoken to over plain HTTP. Fails only when
-    /// the TLS backend cannot be set up.
-    pub fn new(insecure: &BTreeSet<String>) -> Result<OllamaRegistry, PackError> {
-        let client = reqwest::Client::builder()
+    /// A client; registries in `insecure` are spoken to over plain HTTP; `tls` adds CA
+    /// certificates to the system store and a client certificate. Fails only when the TLS
+    /// backend cannot be set up with them.
+    pub fn new(
+        insecure: &BTreeSet<String>,
+        tls: &airlock_registry_auth::tls::TlsMaterial,
+    ) -> Result<OllamaRegistry, PackError> {
+        let builder = reqwest::Client::builder()
             // Redirects are followed by hand: the Authorization header must not travel to
             // another origin, and every hop is checked.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(300))
-            .user_agent(concat!("airlock-pack/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("airlock-pack/", env!("CARGO_PKG_VERSION")));
+        let client = tls
+            .apply(builder)
+            .map_err(|e| PackError::Usage(e.to_string()))?
             .build()
             .map_err(|source| PackError::HttpClient { source })?;
         Ok(OllamaRegistry {

@@ -20,6 +20,7 @@ pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
         insecure,
         prefix,
         token_realm,
+        tls,
         policy,
         json,
         report: report_args,
@@ -38,6 +39,12 @@ pub(super) fn run(args: PushArgs) -> anyhow::Result<()> {
         prefix: crate::push::naming::normalize_prefix(prefix.as_deref())
             .map_err(UnpackError::Usage)?,
         token_realm,
+        tls: airlock_registry_auth::tls::TlsOptions {
+            ca_certs: tls.ca_certs,
+            cert_dir: tls.cert_dir,
+            client_cert: tls.client_cert,
+            client_key: tls.client_key,
+        },
     };
     // The [[verify]] rules are judged on the header the push verified, before the
     // registry hears a thing.

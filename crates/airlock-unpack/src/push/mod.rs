@@ -73,6 +73,8 @@ pub struct PushOptions {
     /// `--token-realm`: a token service on another origin that may get the registry's
     /// credentials (see `client::Client::new`).
     pub token_realm: Option<String>,
+    /// `--ca-cert`, `--cert-dir`, `--client-cert`/`--client-key`.
+    pub tls: airlock_registry_auth::tls::TlsOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -189,6 +191,7 @@ pub fn push(
         &opts.registry,
         opts.insecure,
         opts.token_realm.as_deref(),
+        &opts.tls,
     )?);
 
     let (input, bar, on_disk) = open_bundle(path, access, progress, "push")?;

@@ -174,7 +174,7 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| self.err(format!("token service {realm}: {e}")))?;
+            .map_err(|e| self.transport_err(&format!("token service {realm}"), &e))?;
         if !resp.status().is_success() {
             return Err(self.err(format!(
                 "token service {realm}: HTTP {}{}",
@@ -259,8 +259,20 @@ mod tests {
             check_realm(&https, &u("https://auth.lab/jwt"), Some(&named)),
             Ok(())
         );
-        assert!(Client::new("reg.gap", false, Some("http://auth.lab/")).is_err());
-        assert!(Client::new("reg.gap", true, Some("http://auth.lab/")).is_ok());
-        assert!(Client::new("reg.gap", true, Some("auth.lab")).is_err());
+        assert!(Client::new(
+            "reg.gap",
+            false,
+            Some("http://auth.lab/"),
+            &super::super::no_tls()
+        )
+        .is_err());
+        assert!(Client::new(
+            "reg.gap",
+            true,
+            Some("http://auth.lab/"),
+            &super::super::no_tls()
+        )
+        .is_ok());
+        assert!(Client::new("reg.gap", true, Some("auth.lab"), &super::super::no_tls()).is_err());
     }
 }

@@ -8,6 +8,11 @@
 //! and an upload `Location` on another origin is refused: credentials and content go to
 //! the named registry only.
 //!
+//! TLS: the system store plus the registry's certs.d directory, `--ca-cert` and a client
+//! certificate (see `airlock_registry_auth::tls`); a handshake that fails names the
+//! certificate problem and is not retried (another attempt would meet the same
+//! certificate).
+//!
 //! A `Bearer` challenge's token service (its realm) gets the user's credentials, so it must
 //! be the registry's own origin (scheme, host and port), or https on the registry's host
 //! when the registry is https, or the origin the operator named with `--token-realm`; plain
@@ -21,6 +26,7 @@ use std::time::Duration;
 use airlock_bundle::oci::MANIFEST_ACCEPT;
 use airlock_bundle::text::escape;
 use airlock_bundle::Digest;
+use airlock_registry_auth::tls::{diagnose, TlsOptions};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -49,6 +55,9 @@ pub struct Client {
     mode: Mutex<AuthMode>,
     /// Bearer tokens by the scopes they were asked for.
     tokens: Mutex<HashMap<String, String>>,
+    /// Whether a client certificate is presented, and what is trusted (for messages).
+    identity: bool,
+    trust: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,11 +92,13 @@ fn retryable_status(s: StatusCode) -> bool {
 impl Client {
     /// A client for `registry` (`host[:port]`): https, or http when `insecure`.
     /// `token_realm` is a token service on another origin that the operator trusts with the
-    /// registry's credentials (`--token-realm URL`).
+    /// registry's credentials (`--token-realm URL`). `tls`: the TLS flags, added to what
+    /// the registry's certs.d directory holds.
     pub fn new(
         registry: &str,
         insecure: bool,
         token_realm: Option<&str>,
+        tls: &TlsOptions,
     ) -> Result<Client, UnpackError> {
         let scheme = if insecure { "http" } else { "https" };
         let base = Some(registry)
@@ -119,11 +130,26 @@ impl Client {
                 Some(u)
             }
         };
-        let http = reqwest::Client::builder()
+        if insecure && !tls.is_empty() {
+            return Err(UnpackError::Usage(
+                "--insecure speaks plain HTTP: --ca-cert, --cert-dir and --client-cert have nothing to do with it"
+                    .into(),
+            ));
+        }
+        let material = if insecure {
+            Default::default()
+        } else {
+            tls.material(registry)
+                .map_err(|e| UnpackError::Usage(e.to_string()))?
+        };
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(300))
-            .user_agent(concat!("airlock-unpack/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("airlock-unpack/", env!("CARGO_PKG_VERSION")));
+        let http = material
+            .apply(builder)
+            .map_err(|e| UnpackError::Usage(e.to_string()))?
             .build()
             .map_err(UnpackError::HttpClient)?;
         Ok(Client {
@@ -134,7 +160,22 @@ impl Client {
             token_realm,
             mode: Mutex::new(AuthMode::Unknown),
             tokens: Mutex::default(),
+            identity: material.identity.is_some(),
+            trust: material.describe(),
         })
+    }
+
+    /// A request that got no answer: the certificate problem when it is one (with what
+    /// this client trusted), else the error and its causes.
+    fn transport_err(&self, what: &str, e: &reqwest::Error) -> UnpackError {
+        match diagnose(e, Some(self.identity)) {
+            Some(p) => self.err(format!(
+                "{what}: {} [trusted: {}]",
+                p.explain(&self.registry),
+                self.trust
+            )),
+            None => self.err(format!("{what}: {}", error_chain(e))),
+        }
     }
 
     pub fn err(&self, message: impl Into<String>) -> UnpackError {
@@ -175,8 +216,11 @@ impl Client {
                 // Transient: 5xx, 429, connection errors; the pause doubles each time.
                 Ok(resp) if retryable_status(resp.status()) && attempt < ATTEMPTS => {}
                 Ok(resp) => return Ok(resp),
-                Err(e) if attempt < ATTEMPTS && !e.is_builder() => {}
-                Err(e) => return Err(self.err(format!("{what}: {}", error_chain(&e)))),
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && !e.is_builder()
+                        && diagnose(&e, Some(self.identity)).is_none() => {}
+                Err(e) => return Err(self.transport_err(what, &e)),
             }
             tokio::time::sleep(delay).await;
             delay *= 2;
@@ -289,7 +333,7 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| self.err(format!("{what}: {}", error_chain(&e))))?;
+            .map_err(|e| self.transport_err(&what, &e))?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.err(format!(
                 "{what}: HTTP {}{}",
@@ -413,14 +457,19 @@ impl Client {
 }
 
 #[cfg(test)]
+pub(super) fn no_tls() -> TlsOptions {
+    TlsOptions::default()
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_registry_is_a_host_and_port_only() {
-        let c = Client::new("registry.gap:5000", false, None).unwrap();
+        let c = Client::new("registry.gap:5000", false, None, &no_tls()).unwrap();
         assert_eq!(c.base.as_str(), "https://registry.gap:5000/");
-        let c = Client::new("127.0.0.1:5000", true, None).unwrap();
+        let c = Client::new("127.0.0.1:5000", true, None, &no_tls()).unwrap();
         assert_eq!(c.base.as_str(), "http://127.0.0.1:5000/");
         for bad in [
             "",
@@ -429,13 +478,16 @@ mod tests {
             "user@registry.gap",
             "registry.gap:notaport",
         ] {
-            assert!(Client::new(bad, false, None).is_err(), "{bad:?} accepted");
+            assert!(
+                Client::new(bad, false, None, &no_tls()).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
     #[test]
     fn upload_locations_stay_on_the_registry() {
-        let c = Client::new("127.0.0.1:5000", true, None).unwrap();
+        let c = Client::new("127.0.0.1:5000", true, None, &no_tls()).unwrap();
         let loc = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(LOCATION, v.parse().unwrap());
