@@ -65,8 +65,46 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()
 }
 
+/// Writes `NAME.toml` naming `repos` (`repo:tag`) at `addr` (the registry, or a proxy in
+/// front of it) and locks it.
+fn spec_at(w: &World, name: &str, addr: &str, repos: &[&str]) -> PathBuf {
+    let spec = w.path(&format!("{name}.toml"));
+    let mut text = format!("name = \"{name}\"\nplatforms = [\"linux/amd64\"]\n");
+    for r in repos {
+        text.push_str(&format!("\n[[image]]\nref = \"{addr}/{r}\"\n"));
+    }
+    text.push_str(&format!("\n[registries.\"{addr}\"]\ninsecure = true\n"));
+    std::fs::write(&spec, text).unwrap();
+    assert_ok(&w.pack(["lock", spec.to_str().unwrap()]));
+    spec
+}
+
+/// `build SPEC -o OUT --sign-key KEY [--recipients-file host.pub] --quiet EXTRA…`.
+fn build_args(
+    w: &World,
+    spec: &Path,
+    out: &Path,
+    plain: bool,
+    extra: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "build".into(),
+        spec.into(),
+        "-o".into(),
+        out.into(),
+        "--sign-key".into(),
+        w.path("pack-keys/airlock.key").into(),
+        "--quiet".into(),
+    ];
+    if !plain {
+        args.extend(["--recipients-file".into(), w.path("host/host.pub").into()]);
+    }
+    args.extend(extra.iter().map(Into::into));
+    args
+}
+
 /// A world whose `big` image carries a 24 MiB incompressible layer beside busybox.
-fn big_world() -> (World, Layer) {
+fn big_world() -> (World, Layer, CountingProxy, PathBuf) {
     let w = World::new();
     let big = Layer::random(&w.path("layers-big"), 24 << 20, 7);
     fixtures::push(
@@ -77,18 +115,16 @@ fn big_world() -> (World, Layer) {
             &["/bin/busybox", "true"],
         )],
     );
-    let r = format!("{}/e2e/big:v1", w.registry.addr);
-    w.lock_images(&["linux/amd64"], &[&r, &w.hello]);
-    (w, big)
+    let proxy = CountingProxy::start(&w.registry.addr);
+    let spec = spec_at(&w, "big", &proxy.addr, &["e2e/big:v1", "e2e/hello:v1"]);
+    (w, big, proxy, spec)
 }
 
 #[test]
-fn a_cold_build_writes_each_layer_once_and_a_warm_rebuild_reads_the_bundle_offline() {
-    let (w, big) = big_world();
+fn a_cold_build_writes_each_layer_once_and_a_warm_rebuild_fetches_no_blob() {
+    let (w, big, proxy, spec) = big_world();
     let cold = w.path("cold.airlock");
-    let mut args = w.build_args(&cold, false);
-    args.push("--quiet".into());
-    let (o, wchar) = pack_counting_writes(&w, &args);
+    let (o, wchar) = pack_counting_writes(&w, &build_args(&w, &spec, &cold, false, &[]));
     assert_ok(&o);
     let bundle = file_size(&cold);
     assert!(bundle > big.size, "{bundle}");
@@ -99,6 +135,7 @@ fn a_cold_build_writes_each_layer_once_and_a_warm_rebuild_reads_the_bundle_offli
         "a cold build wrote {wchar} bytes for a {bundle}-byte bundle"
     );
     assert!(wchar > 0, "no I/O accounting read: {}", text(&o));
+    eprintln!("cold build: {wchar} bytes written for a {bundle}-byte bundle");
     let blobs = cached_blobs(&w);
     assert!(
         blobs
@@ -108,29 +145,28 @@ fn a_cold_build_writes_each_layer_once_and_a_warm_rebuild_reads_the_bundle_offli
     );
     assert!(blobs.iter().all(|(_, size)| *size < 64 << 10), "{blobs:?}");
     assert_eq!(stores(&w), 1);
+    assert_eq!(proxy.gets_of(&big.digest), 1);
     assert_ok(&w.unpack("verify", &cold, &[]));
 
-    // Warm: no network at all (a new network namespace has no route to the registry).
+    // Warm: every layer comes from the cold bundle, not the registry.
+    let blob_gets = proxy.gets.lock().unwrap().len();
     let warm = w.path("warm.airlock");
-    let mut args = w.build_args(&warm, false);
-    args.push("--no-provenance".into());
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(pack_bin())
-        .args(&args)
-        .arg("--cache")
-        .arg(w.path("cache"))
-        .output()
-        .unwrap();
+    let o = w.pack(build_args(&w, &spec, &warm, false, &[]));
     assert_ok(&o);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("(0 B downloaded)"), "{}", text(&o));
+    assert_eq!(
+        proxy.gets.lock().unwrap().len(),
+        blob_gets,
+        "the warm build fetched blobs: {:?}",
+        proxy.gets.lock().unwrap()
+    );
     assert_ok(&w.unpack("verify", &warm, &[]));
     assert_eq!(cached_blobs(&w), blobs, "the warm build filled the cache");
     assert_eq!(stores(&w), 2);
 
     // `cache ls` sees both bundles and nothing missing for the lock.
-    let lock = w.path("e2e.lock");
+    let lock = w.path("big.lock");
     let o = w.pack(["cache", "ls", "--json", lock.to_str().unwrap()]);
     assert_ok(&o);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -168,8 +204,9 @@ fn flip_in_place(path: &Path, at: u64) {
 }
 
 fn tampered_store_refetched(plain: bool) {
-    let (w, big) = big_world();
-    let first = w.build("first.airlock", plain);
+    let (w, big, proxy, spec) = big_world();
+    let first = w.path("first.airlock");
+    assert_ok(&w.pack(build_args(&w, &spec, &first, plain, &[])));
     // Somewhere inside the big layer (encrypted: its chunks are in the same place, give or
     // take the age header).
     let at = if plain {
@@ -181,8 +218,10 @@ fn tampered_store_refetched(plain: bool) {
         file_size(&first) - (big.size / 2)
     };
     flip_in_place(&first, at);
-    let (second, o) = w.try_build("second.airlock", plain);
+    let second = w.path("second.airlock");
+    let o = w.pack(build_args(&w, &spec, &second, plain, &[]));
     assert_ok(&o);
+    assert_eq!(proxy.gets_of(&big.digest), 2, "fetched again");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("no longer holds what the blob cache recorded"),
@@ -352,20 +391,10 @@ fn two_concurrent_cold_builds_sharing_a_large_blob_fetch_it_once() {
 #[test]
 fn prune_keeps_exactly_what_a_lock_needs_and_max_size_evicts_the_least_recently_used() {
     let w = World::new();
+    let proxy = CountingProxy::start(&w.registry.addr);
     // Two specs on one cache: hello alone, and second.
-    let spec_a = w.path("a.toml");
-    let spec_b = w.path("b.toml");
-    for (spec, image) in [(&spec_a, &w.hello), (&spec_b, &w.second)] {
-        std::fs::write(
-            spec,
-            format!(
-                "name = \"x\"\nplatforms = [\"linux/amd64\"]\n\n[[image]]\nref = \"{image}\"\n\n[registries.\"{}\"]\ninsecure = true\n",
-                w.registry.addr
-            ),
-        )
-        .unwrap();
-        assert_ok(&w.pack(["lock", spec.to_str().unwrap()]));
-    }
+    let spec_a = spec_at(&w, "a", &proxy.addr, &["e2e/hello:v1"]);
+    let spec_b = spec_at(&w, "b", &proxy.addr, &["e2e/second:v1"]);
     let lock_a: Value =
         serde_json::to_value(airlock_bundle::lock::Lock::load(&w.path("a.lock")).unwrap()).unwrap();
     let lock_b: Value =
@@ -425,25 +454,16 @@ fn prune_keeps_exactly_what_a_lock_needs_and_max_size_evicts_the_least_recently_
     // touched.
     assert_eq!(stores(&w), 2, "{}", text(&o));
     assert!(bundles.iter().all(|b| b.exists()));
-    // What a needs is all still there: a rebuild needs no network.
-    let o = Command::new("unshare")
-        .arg("-n")
-        .arg(pack_bin())
-        .args([
-            "build",
-            spec_a.to_str().unwrap(),
-            "-o",
-            w.path("a2.airlock").to_str().unwrap(),
-            "--sign-key",
-            w.path("pack-keys/airlock.key").to_str().unwrap(),
-            "--no-provenance",
-            "--quiet",
-            "--cache",
-            w.path("cache").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    // What a needs is all still there: a rebuild fetches no blob.
+    let gets = proxy.gets.lock().unwrap().len();
+    let a2 = w.path("a2.airlock");
+    assert_ok(&w.pack(build_args(&w, &spec_a, &a2, true, &["--no-provenance"])));
+    assert_eq!(
+        proxy.gets.lock().unwrap().len(),
+        gets,
+        "{:?}",
+        proxy.gets.lock().unwrap()
+    );
 
     // --max-size: the least recently used goes first.
     let old = w.path(&format!("cache/blobs/sha256/{}", hex(&a_top)));

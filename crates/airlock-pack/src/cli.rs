@@ -91,7 +91,7 @@ pub(crate) enum CacheCommand {
     Prune {
         #[arg(long, value_name = "LOCK", num_args = 1..)]
         keep: Vec<PathBuf>,
-        #[arg(long, value_name = "SIZE", value_parser = airlock_bundle::parts::parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = crate::cache::usage::parse_max_size)]
         max_size: Option<u64>,
     },
 }

@@ -128,6 +128,15 @@ fn descriptors(v: &serde_json::Value, out: &mut Vec<(Digest, Option<u64>)>) {
     }
 }
 
+/// `--max-size`: a plain byte count (0 empties the cache) or a size as `--split` takes
+/// them (`20G`, `500MiB`).
+pub fn parse_max_size(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) => Ok(n),
+        Err(_) => airlock_bundle::parts::parse_size(s),
+    }
+}
+
 /// What the cache holds of one lock.
 #[derive(Debug, Serialize)]
 pub struct Coverage {
