@@ -114,13 +114,6 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let (images, models, files) = (plan.images.len(), plan.models.len(), plan.files.len());
     let blobs = plan.blobs.len();
     let cache = opts.cache.clone();
-    let (mut stores, dropped) = Stores::load(&cache);
-    for b in dropped {
-        progress.say(format!(
-            "the blob cache forgot {}: its files changed or are gone",
-            b.display()
-        ));
-    }
     let remote: Vec<PlannedBlob> = plan
         .blobs
         .iter()
@@ -134,33 +127,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
             .cloned()
             .collect()
     };
-    let mut missing = to_fetch(&stores);
-    // Another build fetching the same blobs makes this one wait, then read its bundle.
-    let locks = {
-        let (cache, digests) = (
-            cache.clone(),
-            missing.iter().map(|b| b.digest).collect::<Vec<_>>(),
-        );
-        tokio::task::spawn_blocking(move || BlobLocks::acquire(&cache, &digests))
-            .await
-            .map_err(|source| PackError::WorkerFailed {
-                what: "lock",
-                source,
-            })?
-            .map_err(|source| PackError::CacheOpen {
-                path: opts.cache.root().join("locks"),
-                source,
-            })?
-    };
-    if !locks.waited.is_empty() {
-        stores = Stores::load(&cache).0;
-        missing = to_fetch(&stores);
-        progress.say(format!(
-            "waited for another build fetching {} of these blobs; {} still to fetch",
-            locks.waited.len(),
-            missing.len()
-        ));
-    }
+    let (locks, mut stores, mut missing) = lock_missing(&cache, &to_fetch, progress).await?;
     progress.say(format!(
         "writing {} ({images} images, {models} models, {files} files and directories, {blobs} blobs, {}{}); {} blobs to download ({})",
         opts.output.display(),
@@ -228,6 +195,50 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         sums: written.sums,
         removed: written.removed,
     })
+}
+
+/// The stores, the blobs neither they nor the cache hold (`to_fetch`), and the locks of
+/// those blobs: another build fetching some of them makes this one wait, then read them
+/// from its bundle.
+async fn lock_missing(
+    cache: &BlobCache,
+    to_fetch: &dyn Fn(&Stores) -> Vec<PlannedBlob>,
+    progress: &Progress,
+) -> Result<(BlobLocks, Stores, Vec<PlannedBlob>), PackError> {
+    let (mut stores, dropped) = Stores::load(cache);
+    for b in dropped {
+        progress.say(format!(
+            "the blob cache forgot {}: its files changed or are gone",
+            b.display()
+        ));
+    }
+    let mut missing = to_fetch(&stores);
+    let locks = {
+        let (held, digests) = (
+            cache.clone(),
+            missing.iter().map(|b| b.digest).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || BlobLocks::acquire(&held, &digests))
+            .await
+            .map_err(|source| PackError::WorkerFailed {
+                what: "lock",
+                source,
+            })?
+            .map_err(|source| PackError::CacheOpen {
+                path: cache.root().join("locks"),
+                source,
+            })?
+    };
+    if !locks.waited.is_empty() {
+        stores = Stores::load(cache).0;
+        missing = to_fetch(&stores);
+        progress.say(format!(
+            "waited for another build fetching {} of these blobs; {} still to fetch",
+            locks.waited.len(),
+            missing.len()
+        ));
+    }
+    Ok((locks, stores, missing))
 }
 
 /// One line on stderr when the cache holds more than the threshold.

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use airlock_testkit::TestRegistry;
 
