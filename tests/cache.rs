@@ -260,6 +260,11 @@ struct CountingProxy {
 
 impl CountingProxy {
     fn start(upstream: &str) -> CountingProxy {
+        Self::start_paced(upstream, None)
+    }
+
+    /// With `pace`, a pause after every 64 KiB the registry sends: a slow link.
+    fn start_paced(upstream: &str, pace: Option<std::time::Duration>) -> CountingProxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let gets = Arc::new(Mutex::new(Vec::new()));
@@ -273,7 +278,15 @@ impl CountingProxy {
                     };
                     let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut s2, &mut c2);
+                        let mut buf = vec![0u8; 64 << 10];
+                        while let Ok(n) = s2.read(&mut buf) {
+                            if n == 0 || c2.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            if let Some(p) = pace {
+                                std::thread::sleep(p);
+                            }
+                        }
                         let _ = c2.shutdown(std::net::Shutdown::Write);
                     });
                     let (mut c, mut s) = (c, s);
@@ -481,4 +494,69 @@ fn prune_keeps_exactly_what_a_lock_needs_and_max_size_evicts_the_least_recently_
 
     let o = w.pack(["cache", "prune"]);
     assert_refused(&o, 2, &["--keep", "--max-size"]);
+}
+
+#[test]
+fn a_killed_build_resumes_from_what_it_wrote() {
+    let w = World::new();
+    let (one, two) = (
+        Layer::random(&w.path("layers-1"), 16 << 20, 21),
+        Layer::random(&w.path("layers-2"), 16 << 20, 22),
+    );
+    fixtures::push(
+        &w.registry.addr,
+        "e2e/two:v1",
+        &[ImageSpec::new(
+            vec![w.busybox_layer.clone(), one.clone(), two.clone()],
+            &["/bin/busybox", "true"],
+        )],
+    );
+    // About 16 MiB a second: the build takes two, and is killed half-way.
+    let proxy =
+        CountingProxy::start_paced(&w.registry.addr, Some(std::time::Duration::from_millis(4)));
+    let spec = spec_at(&w, "two", &proxy.addr, &["e2e/two:v1"]);
+    let out = w.path("two.airlock");
+    let temp = w.path(".two.airlock.partial");
+    let mut child = Command::new(pack_bin())
+        .args(build_args(&w, &spec, &out, false, &[]))
+        .arg("--cache")
+        .arg(w.path("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let written = std::fs::metadata(&temp).map(|m| m.len()).unwrap_or(0);
+        if written > (20 << 20) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it could be killed"
+        );
+        assert!(std::time::Instant::now() < deadline, "the build is stuck");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists());
+    assert!(temp.exists(), "a killed build keeps its temp bundle");
+    let before = proxy.gets_of(&one.digest) + proxy.gets_of(&two.digest);
+
+    let o = w.pack(build_args(&w, &spec, &out, false, &[]));
+    assert_ok(&o);
+    assert_ok(&w.unpack("verify", &out, &[]));
+    // The layer that was all written is not fetched again; the other one is.
+    let again = proxy.gets_of(&one.digest) + proxy.gets_of(&two.digest) - before;
+    assert_eq!(again, 1, "{:?}", proxy.gets.lock().unwrap());
+    // The killed build's file served and is gone; the new bundle is the one store.
+    let left: Vec<String> = std::fs::read_dir(w.path(""))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".resume-") || n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(stores(&w), 1);
 }

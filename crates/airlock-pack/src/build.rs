@@ -127,7 +127,8 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
             .cloned()
             .collect()
     };
-    let (locks, mut stores, mut missing) = lock_missing(&cache, &to_fetch, progress).await?;
+    let (locks, stores, mut missing) = lock_missing(&cache, &to_fetch, progress).await?;
+    let mut stores = Arc::new(stores);
     progress.say(format!(
         "writing {} ({images} images, {models} models, {files} files and directories, {blobs} blobs, {}{}); {} blobs to download ({})",
         opts.output.display(),
@@ -154,14 +155,16 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     };
     let mut attempt = 0;
     let (written, downloaded) = loop {
-        match write_and_fetch(&job, Arc::new(stores), missing, progress).await {
+        match write_and_fetch(&job, stores.clone(), missing, progress).await {
             Err(PackError::StoreCorrupt { bundle, source }) if attempt < STORE_RETRIES => {
                 eprintln!(
                     "warning: {source}\nwarning: {} no longer holds what the blob cache recorded; record dropped, fetching that blob again",
                     bundle.display()
                 );
                 attempt += 1;
-                stores = Stores::load(&cache).0;
+                // Dropped first: it holds the locks of what it took over from killed builds.
+                drop(stores);
+                stores = Arc::new(Stores::load(&cache, true).0);
                 missing = to_fetch(&stores);
             }
             other => break other?,
@@ -178,6 +181,9 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         progress.say(format!(
             "could not record the bundle in the blob cache: {e}"
         ));
+    }
+    if let Some(s) = Arc::get_mut(&mut stores) {
+        s.finish_claimed();
     }
     drop(locks);
     warn_cache_size(&cache);
@@ -205,7 +211,7 @@ async fn lock_missing(
     to_fetch: &dyn Fn(&Stores) -> Vec<PlannedBlob>,
     progress: &Progress,
 ) -> Result<(BlobLocks, Stores, Vec<PlannedBlob>), PackError> {
-    let (mut stores, dropped) = Stores::load(cache);
+    let (mut stores, dropped) = Stores::load(cache, true);
     for b in dropped {
         progress.say(format!(
             "the blob cache forgot {}: its files changed or are gone",
@@ -230,7 +236,9 @@ async fn lock_missing(
             })?
     };
     if !locks.waited.is_empty() {
-        stores = Stores::load(cache).0;
+        // Dropped first: it holds the locks of what it took over from killed builds.
+        drop(std::mem::take(&mut stores));
+        stores = Stores::load(cache, true).0;
         missing = to_fetch(&stores);
         progress.say(format!(
             "waited for another build fetching {} of these blobs; {} still to fetch",

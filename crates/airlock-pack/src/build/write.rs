@@ -18,6 +18,7 @@ use airlock_bundle::writer::write_bundle;
 use airlock_bundle::{BundleError, Digest};
 
 use super::fetch::{BlobFrom, Ready};
+use crate::cache::resume::Resume;
 use crate::cache::store::{drop_record, BlobAt, Store, Stores};
 use crate::cache::BlobCache;
 use crate::ollama::Follow;
@@ -114,6 +115,7 @@ pub(super) fn write_file(
     let count = Cell::new(0u64);
     let mut blobs = Vec::new();
     let mut own_key = None;
+    let mut resume: Option<Resume> = None;
     let result = (|| {
         // Three stages on their own threads: this one reads and hashes entries, the next
         // encrypts, the last hashes the parts and writes them. On one thread, encryption
@@ -121,6 +123,16 @@ pub(super) fn write_file(
         let sink = WriteBehind::spawn(BufWriter::with_capacity(1 << 20, parts), 1 << 20, 4);
         let (enc, key) = encrypting_writer_keyed(sink, out.encryption)?;
         own_key = key;
+        // A build killed mid-way leaves what it wrote for the next one (whole bundles only:
+        // a split one's parts are not one file).
+        if out.split.is_none() {
+            resume = Resume::begin(
+                src.cache,
+                &dir.join(format!(".{base}.partial")),
+                own_key.as_ref(),
+            )
+            .ok();
+        }
         let enc = WriteBehind::spawn(enc, 1 << 20, 4);
         let mut counting = Counting {
             inner: enc,
@@ -147,6 +159,10 @@ pub(super) fn write_file(
                 let p = match sources.get(&e.digest) {
                     Some(BlobSource::File(p)) => p.clone(),
                     _ => {
+                        // Every blob before this one is all in the writer.
+                        if let Some(r) = resume.as_mut() {
+                            r.update(&blobs);
+                        }
                         blobs.push(BlobAt {
                             digest: e.digest,
                             offset: count.get(),

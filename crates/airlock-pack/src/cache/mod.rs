@@ -7,12 +7,16 @@
 //! - `stores/<random>.json` ([`store`]): where each layer a finished build streamed into its
 //!   bundle lies in that bundle's files. A cold build writes every layer once, into the
 //!   bundle; a warm rebuild reads it back from there. Layers are not copied into `blobs/`.
+//!   A build killed mid-way leaves its temp bundle and a record the next one resumes from
+//!   ([`resume`]).
 //!
 //! Concurrency ([`lock`]): builds hold `lock` shared, `cache prune` exclusive; a build also
 //! holds one lock file per blob it fetches (`locks/<hex>`), so two builds never fetch the
 //! same blob at once. [`usage`] is what `cache ls` and `cache prune` compute.
 
 pub mod lock;
+pub mod record;
+pub mod resume;
 pub mod store;
 pub mod usage;
 

@@ -17,72 +17,19 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write as _};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use airlock_bundle::agestream::{PayloadKey, PAYLOAD_NONCE, PLAIN_CHUNK, SEALED_CHUNK};
 use airlock_bundle::crypt::OwnKey;
 use airlock_bundle::Digest;
-use serde::{Deserialize, Serialize};
 
+pub use super::record::BlobAt;
+use super::record::{
+    new_record_file, read_record, record_bytes, KeyRecord, PartId, Record, RECORD_VERSION,
+};
 use super::BlobCache;
-
-const RECORD_VERSION: u32 = 1;
-/// A record is a few hundred bytes per blob; anything larger is not ours.
-const MAX_RECORD: u64 = 64 << 20;
-
-/// One file of a bundle, as it was when the record was written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PartId {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl PartId {
-    fn of(path: &Path) -> io::Result<PartId> {
-        let m = std::fs::symlink_metadata(path)?;
-        Ok(PartId {
-            path: path.to_path_buf(),
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
-    }
-
-    fn still_there(&self) -> bool {
-        PartId::of(&self.path).is_ok_and(|now| now == *self)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct KeyRecord {
-    /// Hex of the 16-byte age file key.
-    file_key: String,
-    payload_start: u64,
-}
-
-/// Where one blob's bytes lie in the bundle's plaintext.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct BlobAt {
-    pub digest: Digest,
-    pub offset: u64,
-    pub size: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Record {
-    version: u32,
-    parts: Vec<PartId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    key: Option<KeyRecord>,
-    blobs: Vec<BlobAt>,
-}
 
 /// One loaded record whose files still match.
 #[derive(Debug)]
@@ -137,12 +84,15 @@ impl Store {
 pub struct Stores {
     pub stores: Vec<Arc<Store>>,
     index: HashMap<Digest, (usize, BlobAt)>,
+    /// Killed builds' temp files this build took over (locked while it runs).
+    claimed: Vec<super::resume::Claimed>,
 }
 
 impl Stores {
     /// Loads the records of `cache`, dropping those whose files vanished or changed (and
-    /// any that do not parse). Returns the records dropped, by bundle name.
-    pub fn load(cache: &BlobCache) -> (Stores, Vec<PathBuf>) {
+    /// any that do not parse). Returns the records dropped, by bundle name. With `claim`
+    /// (a build), the temp files of killed builds are taken over too ([`super::resume`]).
+    pub fn load(cache: &BlobCache, claim: bool) -> (Stores, Vec<PathBuf>) {
         let mut stores = Stores::default();
         let mut dropped = Vec::new();
         let Ok(dir) = std::fs::read_dir(cache.root().join("stores")) else {
@@ -157,23 +107,43 @@ impl Stores {
             std::cmp::Reverse(std::fs::metadata(p).and_then(|m| m.modified()).ok())
         });
         for path in paths {
-            match read_record(&path) {
-                Some(record) if record.parts.iter().all(PartId::still_there) => {
-                    let i = stores.stores.len();
-                    for b in &record.blobs {
-                        stores.index.entry(b.digest).or_insert((i, *b));
+            let record = match read_record(&path) {
+                Some(r) if r.partial || r.resumed => match super::resume::consider(&path, claim) {
+                    super::resume::Consider::Use(r, c) => {
+                        stores.claimed.push(c);
+                        r
                     }
-                    stores.stores.push(Arc::new(Store { path, record }));
-                }
+                    super::resume::Consider::Skip => continue,
+                    super::resume::Consider::Drop(r) => {
+                        dropped.extend(r.parts.first().map(|p| p.path.clone()));
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                },
+                Some(r) if r.parts.iter().all(PartId::still_there) => r,
                 other => {
                     if let Some(r) = other {
                         dropped.extend(r.parts.first().map(|p| p.path.clone()));
                     }
                     let _ = std::fs::remove_file(&path);
+                    continue;
                 }
+            };
+            let i = stores.stores.len();
+            for b in &record.blobs {
+                stores.index.entry(b.digest).or_insert((i, *b));
             }
+            stores.stores.push(Arc::new(Store { path, record }));
         }
         (stores, dropped)
+    }
+
+    /// After a build that completed: the killed builds' files it took over are not needed
+    /// any more (its own bundle holds what they held).
+    pub fn finish_claimed(&mut self) {
+        for c in self.claimed.drain(..) {
+            c.remove();
+        }
     }
 
     /// Whether a store serves `d` with this size.
@@ -218,14 +188,6 @@ impl Stores {
     }
 }
 
-fn read_record(path: &Path) -> Option<Record> {
-    let f = File::open(path).ok()?;
-    let mut text = Vec::new();
-    f.take(MAX_RECORD).read_to_end(&mut text).ok()?;
-    let r: Record = serde_json::from_slice(&text).ok()?;
-    (r.version == RECORD_VERSION && !r.parts.is_empty()).then_some(r)
-}
-
 fn decode_key(hex: &str) -> Option<[u8; 16]> {
     if hex.len() != 32 {
         return None;
@@ -237,9 +199,15 @@ fn decode_key(hex: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Drops a record that served bytes other than it promised.
+/// Drops a record that served bytes other than it promised (and a killed build's file
+/// with it: nothing else knows it).
 pub fn drop_record(store: &Store) {
     let _ = std::fs::remove_file(&store.path);
+    if store.record.resumed {
+        for p in &store.record.parts {
+            let _ = std::fs::remove_file(&p.path);
+        }
+    }
 }
 
 /// Writes the record of a finished bundle: `parts` are its files (whole, or `.001`, …, in
@@ -256,25 +224,13 @@ pub fn record(
             .iter()
             .map(|p| PartId::of(p))
             .collect::<io::Result<_>>()?,
-        key: key.map(|k| KeyRecord {
-            file_key: k.file_key.iter().map(|b| format!("{b:02x}")).collect(),
-            payload_start: k.payload_start,
-        }),
+        key: key.map(KeyRecord::of),
         blobs,
+        partial: false,
+        resumed: false,
     };
-    let dir = cache.root().join("stores");
-    let mut rnd = [0u8; 12];
-    rustix::rand::getrandom(&mut rnd[..], rustix::rand::GetRandomFlags::empty())?;
-    let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(format!("{name}.json"));
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let text = zeroize::Zeroizing::new(serde_json::to_vec(&record).map_err(io::Error::other)?);
-    f.write_all(&text)?;
+    let (mut f, tmp, path) = new_record_file(cache)?;
+    f.write_all(&record_bytes(&record)?)?;
     drop(f);
     std::fs::rename(&tmp, &path)?;
     Ok(path)
@@ -386,7 +342,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let (stores, dropped) = Stores::load(&cache);
+        let (stores, dropped) = Stores::load(&cache, true);
         assert!(dropped.is_empty());
         assert!(stores.has(&d, 2000) && !stores.has(&d, 2001));
         let mut got = Vec::new();
@@ -400,7 +356,7 @@ mod tests {
         // Another file under the same name: the record goes.
         std::fs::remove_file(&b).unwrap();
         std::fs::write(&b, &data[6000..9000]).unwrap();
-        let (stores, dropped) = Stores::load(&cache);
+        let (stores, dropped) = Stores::load(&cache, true);
         assert!(!stores.has(&d, 2000));
         assert_eq!(dropped, vec![a]);
         assert_eq!(

@@ -52,7 +52,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<()> {
             if waited {
                 eprintln!("waited for running builds to finish");
             }
-            let (stores, _) = Stores::load(&cache);
+            let (stores, _) = Stores::load(&cache, false);
             let p = usage::prune(&cache, &stores, keep_set.as_ref(), max_size);
             println!(
                 "removed {} files ({}), forgot {} stores; the cache holds {}",
@@ -84,7 +84,7 @@ fn ls(cache: &BlobCache, locks: &[PathBuf], as_json: bool) -> anyhow::Result<()>
         .partition(|f| f.path.parent().is_some_and(|p| p.ends_with("sha256")));
     let bytes: u64 = blobs.iter().map(|f| f.size).sum();
     let partial_bytes: u64 = partial.iter().map(|f| f.size).sum();
-    let (stores, _) = Stores::load(cache);
+    let (stores, _) = Stores::load(cache, false);
     let mut coverage = Vec::new();
     for l in locks {
         let (path, lock) = load_lock(l)?;
