@@ -467,10 +467,23 @@ fn prune_keeps_exactly_what_a_lock_needs_and_max_size_evicts_the_least_recently_
     // touched.
     assert_eq!(stores(&w), 2, "{}", text(&o));
     assert!(bundles.iter().all(|b| b.exists()));
-    // What a needs is all still there: a rebuild fetches no blob.
+    // What a needs is all still there: a rebuild fetches no blob. Past the size it is told
+    // to mention, build says how much the cache holds.
     let gets = proxy.gets.lock().unwrap().len();
     let a2 = w.path("a2.airlock");
-    assert_ok(&w.pack(build_args(&w, &spec_a, &a2, true, &["--no-provenance"])));
+    let o = Command::new(pack_bin())
+        .args(build_args(&w, &spec_a, &a2, true, &["--no-provenance"]))
+        .arg("--cache")
+        .arg(w.path("cache"))
+        .env("AIRLOCK_CACHE_WARN", "1")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cache prune"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(
         proxy.gets.lock().unwrap().len(),
         gets,

@@ -253,7 +253,7 @@ async fn lock_missing(
 fn warn_cache_size(cache: &BlobCache) {
     let limit = std::env::var("AIRLOCK_CACHE_WARN")
         .ok()
-        .and_then(|v| airlock_bundle::parts::parse_size(&v).ok())
+        .and_then(|v| crate::cache::usage::parse_max_size(&v).ok())
         .unwrap_or(CACHE_WARN);
     let held = crate::cache::usage::total(cache);
     if held > limit {

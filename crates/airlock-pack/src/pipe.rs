@@ -10,8 +10,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
-/// Bytes buffered per pipe at most. With `--jobs 4`, 128 MiB in all.
-pub const PIPE_BOUND: usize = 32 << 20;
+/// Bytes buffered per pipe at most: with `--jobs 4`, 16 MiB in all, inside the 64 MiB the
+/// whole build may take. The blob the writer is on streams without pause; the ones ahead of
+/// it fill their pipe and then wait, and a registry that drops a waiting connection is
+/// asked for the rest with a `Range` request.
+pub const PIPE_BOUND: usize = 4 << 20;
 
 enum Msg {
     Data(Bytes),
