@@ -56,7 +56,7 @@ impl Ready {
     pub(super) fn mark(&self, d: Digest, r: Result<(), String>) {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // A followed blob that arrived completely stays followed: the writer verifies it
-        // and moves it into the cache.
+        // and then drops it (its bundle's store serves it from then on).
         if !(r.is_ok() && matches!(g.get(&d), Some(Pending::Following(_)))) {
             g.insert(d, Pending::Done(r));
         }

@@ -109,8 +109,9 @@ pub(super) fn write_file(
     // Parts are written under temporary names, hashed as they are written, and renamed
     // when all is done.
     let parts = PartWriter::new(&dir, &base, out.split);
-    // A followed blob is committed to the cache once the writer verified it, which
-    // write_bundle has done by the time it asks for the next entry (or returns).
+    // A followed blob's partial file goes once the writer verified it (which write_bundle
+    // has done by the time it asks for the next entry, or returns): the bundle's store
+    // record serves it from then on, as it serves layers.
     let mut opened = Opened::Other;
     let count = Cell::new(0u64);
     let mut blobs = Vec::new();
@@ -145,7 +146,7 @@ pub(super) fn write_file(
             out.key,
             &mut |e: &Entry| -> std::io::Result<Box<dyn Read>> {
                 if let Opened::Follow(f) = std::mem::replace(&mut opened, Opened::Other) {
-                    f.commit()?;
+                    f.verified();
                 }
                 match e.path.as_str() {
                     airlock_bundle::header::OCI_LAYOUT_PATH => {
@@ -181,7 +182,7 @@ pub(super) fn write_file(
             },
         )?;
         if let Opened::Follow(f) = std::mem::replace(&mut opened, Opened::Other) {
-            f.commit().map_err(env)?;
+            f.verified();
         }
         let sink = counting
             .inner
