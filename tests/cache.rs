@@ -524,9 +524,10 @@ fn a_killed_build_resumes_from_what_it_wrote() {
             &["/bin/busybox", "true"],
         )],
     );
-    // About 16 MiB a second: the build takes two, and is killed half-way.
+    // At most 8 MiB a second: the build takes four, and is killed past the first large
+    // layer with more than a second to spare.
     let proxy =
-        CountingProxy::start_paced(&w.registry.addr, Some(std::time::Duration::from_millis(4)));
+        CountingProxy::start_paced(&w.registry.addr, Some(std::time::Duration::from_millis(8)));
     let spec = spec_at(&w, "two", &proxy.addr, &["e2e/two:v1"]);
     let out = w.path("two.airlock");
     let temp = w.path(".two.airlock.partial");
