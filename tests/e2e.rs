@@ -294,13 +294,40 @@ fn builds_are_deterministic() {
     assert!(std::fs::read(w.path("a.dec")).unwrap() == a);
     assert!(std::fs::read(w.path("b.dec")).unwrap() == a);
 
-    // A corrupted cache entry fails the build, is evicted, and the next build refetches it
-    // and produces the same bytes again.
+    // Layers are not copied into the cache: the bundles built so far serve them. One that
+    // rotted in place (same inode, size and mtime, so only the writer's hash can tell) is
+    // caught, its record dropped, and the build fetches the layer again: the same bytes
+    // again.
+    let layer_at = find(
+        &a,
+        format!("blobs/sha256/{}\0", w.busybox_layer.digest.hex()).as_bytes(),
+    ) + 512
+        + 500;
+    for other in ["b.airlock", "a.enc.airlock", "b.enc.airlock"] {
+        std::fs::remove_file(w.path(other)).unwrap();
+    }
+    flip_in_place(&w.path("a.airlock"), layer_at as u64);
+    let (out, o) = w.try_build("c.airlock", true);
+    assert_ok(&o);
+    let refetched = airlock_progress::human(w.busybox_layer.size);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("({refetched} downloaded)")),
+        "only the layer of the rotten bundle is fetched again: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no longer holds what the blob cache recorded"),
+        "{}",
+        text(&o)
+    );
+    assert!(std::fs::read(&out).unwrap() == a);
+    // A corrupted copy in the cache itself (as earlier versions kept every layer) fails the
+    // build, is evicted, and the next build produces the same bytes again.
     let cached = w.path("cache").join(w.busybox_layer.digest.blob_path());
-    let mut bytes = std::fs::read(&cached).unwrap();
+    let mut bytes = std::fs::read(&w.busybox_layer.path).unwrap();
     bytes[500] ^= 0xff;
     std::fs::write(&cached, bytes).unwrap();
-    let (out, o) = w.try_build("c.airlock", true);
+    let (out, o) = w.try_build("d.airlock", true);
     assert_refused(
         &o,
         3,
@@ -308,17 +335,11 @@ fn builds_are_deterministic() {
     );
     assert!(!out.exists(), "a failed build left its output");
     assert!(!cached.exists());
-    let (_, again) = w.try_build("c.airlock", true);
+    let (_, again) = w.try_build("d.airlock", true);
     assert_ok(&again);
-    let refetched = airlock_progress::human(w.busybox_layer.size);
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains(&format!("({refetched} downloaded)")),
-        "only the evicted blob is fetched again: {}",
-        text(&again)
-    );
     assert!(std::fs::read(&out).unwrap() == a);
     // With everything cached, a build downloads nothing.
-    let (_, cached_build) = w.try_build("c.airlock", true);
+    let (_, cached_build) = w.try_build("d.airlock", true);
     assert!(
         String::from_utf8_lossy(&cached_build.stdout).contains("(0 B downloaded)"),
         "{}",
@@ -776,4 +797,20 @@ fn transient_registry_failures_are_retried() {
     let spec = w.spec();
     let o = w.pack(["lock", "--update", spec.to_str().unwrap()]);
     assert_refused(&o, 9, &["registry error", &hello.replace(":v1", "")]);
+}
+
+/// Flips one byte of `path` in place, keeping its inode, size and mtime.
+fn flip_in_place(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt as _;
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, at).unwrap();
+    f.set_modified(mtime).unwrap();
 }

@@ -430,7 +430,8 @@ fn redirects_drop_credentials_and_large_blobs_come_in_range_parts() {
     assert_ok(&build_in("cache", &out, &["--jobs", "4"]));
 
     let reqs = front.requests()[refused..].to_vec();
-    // The blobs the writer followed were committed to the cache: a rebuild fetches none.
+    // The blobs the writer followed are served by the first bundle (a store in the cache):
+    // a rebuild fetches none.
     let out2 = w.path("redirect-again.airlock");
     assert_ok(&build_in("cache", &out2, &[]));
     let refetched: Vec<_> = front.requests()[refused + reqs.len()..]

@@ -48,12 +48,20 @@ struct Measured {
     rss_kib: u64,
     /// User + system CPU seconds.
     cpu: f64,
+    user: f64,
+    sys: f64,
 }
 
 /// Runs `cmd` under GNU time; returns wall time and peak RSS.
 fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     // Start every measurement with no dirty pages left over from the previous one.
     let _ = Command::new("sync").status();
+    measure_now(cmd)
+}
+
+/// [`measure`] without the `sync` first: for a run right after its peer's, which pays for
+/// the peer's dirty pages as a real machine would.
+fn measure_now(cmd: &mut Command) -> anyhow::Result<Measured> {
     let rss_file = tempfile::NamedTempFile::new()?;
     let mut timed = Command::new("/usr/bin/time");
     timed
@@ -85,17 +93,24 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
         .split_whitespace()
         .filter_map(|f| f.parse().ok())
         .collect();
-    let (rss_kib, cpu) = match fields.as_slice() {
-        [rss, user, sys] => (*rss as u64, user + sys),
-        _ => (0, 0.0),
+    let (rss_kib, user, sys) = match fields.as_slice() {
+        [rss, user, sys] => (*rss as u64, *user, *sys),
+        _ => (0, 0.0, 0.0),
     };
+    let cpu = user + sys;
     if std::env::var_os("AIRLOCK_BENCH_VERBOSE").is_some() {
         eprintln!(
             "bench: {:?}: {secs:.2}s wall, {cpu:.2}s cpu, {rss_kib} KiB",
             cmd.get_program()
         );
     }
-    Ok(Measured { secs, rss_kib, cpu })
+    Ok(Measured {
+        secs,
+        rss_kib,
+        cpu,
+        user,
+        sys,
+    })
 }
 
 /// The faster of two measurements, with the larger peak RSS of the two.

@@ -414,9 +414,104 @@ impl<W: Write> Write for PayloadWriter<W> {
     }
 }
 
+/// Plaintext bytes per STREAM chunk, the size of a sealed chunk on disk, and of the payload
+/// nonce that precedes the first chunk: what random access into a payload needs.
+pub const PLAIN_CHUNK: u64 = CHUNK as u64;
+pub const SEALED_CHUNK: u64 = (CHUNK + TAG) as u64;
+pub const PAYLOAD_NONCE: u64 = 16;
+
+/// Random access into a payload whose file key is known (the packing side's own bundles,
+/// which its blob cache reads back on a warm rebuild): chunk `i` is sealed under the
+/// counter `i`, so any chunk decrypts on its own. Every chunk still authenticates; a chunk
+/// that does not (a flipped byte, a torn write) is an error, never plaintext.
+pub struct PayloadKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for PayloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PayloadKey")
+    }
+}
+
+impl PayloadKey {
+    /// The payload key of a file whose file key is `file_key` and whose payload starts
+    /// with `nonce`.
+    pub fn new(file_key: &[u8; 16], nonce: &[u8; 16]) -> PayloadKey {
+        let key = derive(nonce, file_key, b"payload");
+        PayloadKey {
+            key: LessSafeKey::new(
+                UnboundKey::new(&aead::CHACHA20_POLY1305, &key).expect("32-byte ChaCha20 key"),
+            ),
+        }
+    }
+
+    /// Decrypts sealed chunk `index` in place and returns its plaintext length. Whether it
+    /// is the last chunk is not known to a reader that jumped to it, so both flags are
+    /// tried (only one can authenticate).
+    pub fn open_chunk(&self, index: u64, sealed: &mut [u8]) -> io::Result<usize> {
+        if sealed.len() < TAG || sealed.len() > CHUNK + TAG {
+            return Err(corrupt(format!("age payload chunk {index} has a bad size")));
+        }
+        let mut nonce = [0u8; 12];
+        nonce[..11].copy_from_slice(&u128::from(index).to_be_bytes()[5..]);
+        // A short chunk must be the last; a full one almost never is. The first guess runs
+        // on a copy, since a failed open leaves its buffer scrambled.
+        let guess = sealed.len() < CHUNK + TAG;
+        let mut copy = sealed.to_vec();
+        nonce[11] = u8::from(guess);
+        if let Ok(plain) =
+            self.key
+                .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut copy)
+        {
+            let n = plain.len();
+            sealed[..n].copy_from_slice(&copy[..n]);
+            return Ok(n);
+        }
+        nonce[11] = u8::from(!guess);
+        if let Ok(plain) =
+            self.key
+                .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), sealed)
+        {
+            return Ok(plain.len());
+        }
+        Err(corrupt(format!(
+            "age payload chunk {index} does not authenticate (corrupt or truncated)"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_key_opens_any_chunk_of_a_written_payload() {
+        let file_key = [7u8; 16];
+        let fk = FileKey::new(Box::new(file_key));
+        let plain: Vec<u8> = (0..(CHUNK * 2 + 100)).map(|i| (i % 251) as u8).collect();
+        let mut w = PayloadWriter::new(Vec::new(), &fk).unwrap();
+        w.write_all(&plain).unwrap();
+        let out = w.finish().unwrap();
+        let nonce: [u8; 16] = out[..16].try_into().unwrap();
+        let key = PayloadKey::new(&file_key, &nonce);
+        let sealed = &out[16..];
+        for i in 0..3usize {
+            let start = i * (CHUNK + TAG);
+            let end = (start + CHUNK + TAG).min(sealed.len());
+            let mut buf = sealed[start..end].to_vec();
+            let n = key.open_chunk(i as u64, &mut buf).unwrap();
+            let want = &plain[i * CHUNK..((i + 1) * CHUNK).min(plain.len())];
+            assert_eq!(&buf[..n], want, "chunk {i}");
+        }
+        let mut flipped = sealed[..CHUNK + TAG].to_vec();
+        flipped[5] ^= 1;
+        let e = key.open_chunk(0, &mut flipped).unwrap_err();
+        assert!(e.to_string().contains("does not authenticate"), "{e}");
+        // A chunk read under another index does not authenticate either.
+        let mut moved = sealed[..CHUNK + TAG].to_vec();
+        assert!(key.open_chunk(1, &mut moved).is_err());
+    }
 
     fn encrypt(data: &[u8], to: &age::x25519::Identity) -> Vec<u8> {
         let r = to.to_public();

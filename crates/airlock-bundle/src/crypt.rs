@@ -73,27 +73,57 @@ pub fn read_recipients_file(
 /// Wraps `out` so that what is written is encrypted as configured. The returned writer must
 /// be finished with [`EncWriter::finish`].
 pub fn encrypting_writer<W: Write + 'static>(
-    mut out: W,
+    out: W,
     enc: &Encryption,
 ) -> Result<EncWriter<W>, BundleError> {
+    encrypting_writer_keyed(out, enc).map(|(w, _)| w)
+}
+
+/// What random access into an encrypted bundle of one's own needs
+/// ([`crate::agestream::PayloadKey`]): the file key, and where the payload (its nonce)
+/// starts in the file. Secret: whoever holds it reads the bundle.
+pub struct OwnKey {
+    pub file_key: Zeroizing<[u8; 16]>,
+    pub payload_start: u64,
+}
+
+impl std::fmt::Debug for OwnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnKey(payload at {})", self.payload_start)
+    }
+}
+
+/// [`encrypting_writer`], also returning the file key (`None` for a plain bundle), for the
+/// packing side's blob cache to read its own bundle back.
+pub fn encrypting_writer_keyed<W: Write + 'static>(
+    mut out: W,
+    enc: &Encryption,
+) -> Result<(EncWriter<W>, Option<OwnKey>), BundleError> {
+    let mut header = Vec::new();
     let file_key = match enc {
-        Encryption::None => return Ok(EncWriter::Plain(out)),
+        Encryption::None => return Ok((EncWriter::Plain(out), None)),
         Encryption::Recipients(rs) => write_header(
-            &mut out,
+            &mut header,
             &rs.iter()
                 .map(|r| r.as_ref() as &dyn age::Recipient)
                 .collect::<Vec<_>>(),
         )?,
         Encryption::Passphrase(p) => {
             let r = age::scrypt::Recipient::new(p.clone());
-            write_header(&mut out, &[&r as &dyn age::Recipient])?
+            write_header(&mut header, &[&r as &dyn age::Recipient])?
         }
     };
-    let w = PayloadWriter::new(out, &file_key).map_err(|e| BundleError::Output {
+    let output = |source| BundleError::Output {
         entry: "age header".into(),
-        source: e,
-    })?;
-    Ok(EncWriter::Age(Box::new(w)))
+        source,
+    };
+    out.write_all(&header).map_err(output)?;
+    let own = OwnKey {
+        file_key: Zeroizing::new(*file_key.expose_secret()),
+        payload_start: header.len() as u64,
+    };
+    let w = PayloadWriter::new(out, &file_key).map_err(output)?;
+    Ok((EncWriter::Age(Box::new(w)), Some(own)))
 }
 
 /// Either a plain or an age-encrypting writer.

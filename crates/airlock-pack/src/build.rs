@@ -1,31 +1,40 @@
-//! `airlock-pack build`: checks the lock, downloads what the cache lacks (concurrently,
-//! bounded, every blob verified), and writes the signed bundle through the age layer into a
-//! temp file that is renamed into place only when complete. Writing starts at once and
-//! waits, entry by entry, for blobs still downloading, so network and disk overlap.
+//! `airlock-pack build`: checks the lock, fetches what neither the cache nor an earlier
+//! bundle holds (concurrently, bounded, every blob verified), and writes the signed bundle
+//! through the age layer into temp files renamed into place only when complete. Writing
+//! starts at once and takes each layer as it downloads ([`fetch`]), so a cold build writes
+//! every byte once, into the bundle ([`write`]); the finished bundle is then recorded in the
+//! cache as the source of its blobs for the next build ([`crate::cache::store`]).
+
+mod fetch;
+mod write;
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use airlock_bundle::crypt::{encrypting_writer, Encryption};
-use airlock_bundle::header::{left_out_totals, Entry, Header, FORMAT_NAME, FORMAT_VERSION};
+use airlock_bundle::crypt::Encryption;
+use airlock_bundle::header::{left_out_totals, Header, FORMAT_NAME, FORMAT_VERSION};
 use airlock_bundle::lock::Lock;
-use airlock_bundle::parts::{remove_stale, write_sums, Part, PartWriter};
-use airlock_bundle::readahead::WriteBehind;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::spec::Spec;
-use airlock_bundle::writer::write_bundle;
-use airlock_bundle::Digest;
 use airlock_progress::{human, Progress};
-use futures::StreamExt as _;
 
+use crate::cache::lock::{BlobLocks, CacheLock};
+use crate::cache::store::{self, Stores};
 use crate::cache::BlobCache;
 use crate::local::ModelSources;
-use crate::ollama::{Follow, OllamaRegistry};
+use crate::ollama::OllamaRegistry;
+use crate::pipe::{pipe, PIPE_BOUND};
 use crate::plan::{plan, BlobSource, Plan, PlannedBlob, Sources};
 use crate::registry::Registry;
 use crate::PackError;
+use fetch::{download, Ready};
+use write::{write_file, Output, Written};
+
+/// `build` mentions the cache's size past this (`AIRLOCK_CACHE_WARN` overrides).
+const CACHE_WARN: u64 = 10 << 30;
+/// How often a store that served other bytes is replaced by a fetch within one build.
+const STORE_RETRIES: usize = 3;
 
 #[derive(Debug)]
 pub struct BuildOptions {
@@ -43,8 +52,6 @@ pub struct BuildOptions {
     /// Carry the images' upstream signatures, attestations, SBOMs and referrers
     /// (`--no-provenance` says no; `[[verify]]` rules are checked either way).
     pub provenance: bool,
-    /// `--ca-cert`, `--cert-dir`, `--client-cert`/`--client-key`.
-    pub tls: airlock_registry_auth::tls::TlsOptions,
 }
 
 #[derive(Debug)]
@@ -76,8 +83,14 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         });
     }
     let lock = Lock::load(&lock_path)?;
-    let (registry, ollama) = crate::lock::clients(&spec, &opts.tls)?;
+    let registry = Registry::new(&spec.insecure_registries());
+    let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
     let rules = crate::provenance::Rules::load(&spec, &opts.spec_path)?;
+    // Held to the end: `cache prune` waits for running builds.
+    let _cache_lock = CacheLock::shared(&opts.cache).map_err(|source| PackError::CacheOpen {
+        path: opts.cache.root().to_path_buf(),
+        source,
+    })?;
     let mut plan = plan(
         &spec,
         &opts.spec_path,
@@ -98,15 +111,24 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
     let payload_bytes = header.payload_size();
     let encrypted = !matches!(opts.encryption, Encryption::None);
     let key_id = opts.sign_key.key_id().to_string();
-    let images = plan.images.len();
-    let (models, files) = (plan.models.len(), plan.files.len());
+    let (images, models, files) = (plan.images.len(), plan.models.len(), plan.files.len());
     let blobs = plan.blobs.len();
-    let missing: Vec<PlannedBlob> = plan
+    let cache = opts.cache.clone();
+    let remote: Vec<PlannedBlob> = plan
         .blobs
         .iter()
-        .filter(|b| b.is_remote() && !opts.cache.has(&b.digest, b.size))
+        .filter(|b| b.is_remote())
         .cloned()
         .collect();
+    let to_fetch = |stores: &Stores| -> Vec<PlannedBlob> {
+        remote
+            .iter()
+            .filter(|b| !cache.has(&b.digest, b.size) && !stores.has(&b.digest, b.size))
+            .cloned()
+            .collect()
+    };
+    let (locks, stores, mut missing) = lock_missing(&cache, &to_fetch, progress).await?;
+    let mut stores = Arc::new(stores);
     progress.say(format!(
         "writing {} ({images} images, {models} models, {files} files and directories, {blobs} blobs, {}{}); {} blobs to download ({})",
         opts.output.display(),
@@ -119,60 +141,52 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         missing.len(),
         human(missing.iter().map(|b| b.size).sum()),
     ));
-
-    let ready = Arc::new(Ready::new(missing.iter().map(|b| b.digest)));
-    // The writer's counter sees the tar framing too: its total is the whole plaintext.
-    let write_bar = progress.bytes(
-        airlock_bundle::writer::plaintext_size(&header, &opts.sign_key),
-        "write",
-    );
-    let writer = {
-        let (bar, ready, plan, cache) = (
-            write_bar.clone(),
-            ready.clone(),
-            Arc::new(plan),
-            opts.cache.clone(),
-        );
-        let (output, key, encryption, split) = (
-            opts.output.clone(),
-            opts.sign_key,
-            opts.encryption,
-            opts.split,
-        );
-        tokio::task::spawn_blocking(move || {
-            write_file(
-                &Output {
-                    path: &output,
-                    split,
-                    key: &key,
-                    encryption: &encryption,
-                },
-                &header,
-                &plan,
-                &cache,
-                &ready,
-                &|n| bar.inc(n),
-            )
-        })
+    let job = Job {
+        output: opts.output.clone(),
+        split: opts.split,
+        key: Arc::new(opts.sign_key),
+        encryption: Arc::new(Mutex::new(opts.encryption)),
+        header: Arc::new(header),
+        plan: Arc::new(plan),
+        cache: cache.clone(),
+        registry,
+        ollama,
+        jobs: opts.jobs,
     };
-    let downloaded = download(
-        &missing,
-        &registry,
-        &ollama,
-        &opts.cache,
-        opts.jobs,
-        progress,
-        &ready,
-    )
-    .await;
-    let written = writer.await.map_err(|source| PackError::WorkerFailed {
-        what: "writer",
-        source,
-    })?;
-    progress.remove(&write_bar);
-    // A failed download explains a failed write better than the writer's own error.
-    let downloaded = downloaded?;
-    let written = written?;
+    let mut attempt = 0;
+    let (written, downloaded) = loop {
+        match write_and_fetch(&job, stores.clone(), missing, progress).await {
+            Err(PackError::StoreCorrupt { bundle, source }) if attempt < STORE_RETRIES => {
+                airlock_progress::notice(format!(
+                    "warning: {source}\nwarning: {} no longer holds what the blob cache recorded; record dropped, fetching that blob again",
+                    bundle.display()
+                ));
+                attempt += 1;
+                // Dropped first: it holds the locks of what it took over from killed builds.
+                drop(stores);
+                stores = Arc::new(Stores::load(&cache, true).0);
+                missing = to_fetch(&stores);
+            }
+            other => break other?,
+        }
+    };
+    // The finished bundle serves its blobs to the next build. Best effort: without the
+    // record the next build fetches again.
+    if let Err(e) = store::record(
+        &cache,
+        &written.paths,
+        written.own_key.as_ref(),
+        written.blobs,
+    ) {
+        progress.say(format!(
+            "could not record the bundle in the blob cache: {e}"
+        ));
+    }
+    if let Some(s) = Arc::get_mut(&mut stores) {
+        s.finish_claimed();
+    }
+    drop(locks);
+    warn_cache_size(&cache);
     Ok(BuildSummary {
         output: opts.output,
         images,
@@ -187,6 +201,170 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         sums: written.sums,
         removed: written.removed,
     })
+}
+
+/// The stores, the blobs neither they nor the cache hold (`to_fetch`), and the locks of
+/// those blobs: another build fetching some of them makes this one wait, then read them
+/// from its bundle.
+async fn lock_missing(
+    cache: &BlobCache,
+    to_fetch: &dyn Fn(&Stores) -> Vec<PlannedBlob>,
+    progress: &Progress,
+) -> Result<(BlobLocks, Stores, Vec<PlannedBlob>), PackError> {
+    let (mut stores, dropped) = Stores::load(cache, true);
+    for b in dropped {
+        progress.say(format!(
+            "the blob cache forgot {}: its files changed or are gone",
+            b.display()
+        ));
+    }
+    let mut missing = to_fetch(&stores);
+    let locks = {
+        let (held, digests) = (
+            cache.clone(),
+            missing.iter().map(|b| b.digest).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || BlobLocks::acquire(&held, &digests))
+            .await
+            .map_err(|source| PackError::WorkerFailed {
+                what: "lock",
+                source,
+            })?
+            .map_err(|source| PackError::CacheOpen {
+                path: cache.root().join("locks"),
+                source,
+            })?
+    };
+    if !locks.waited.is_empty() {
+        // Dropped first: it holds the locks of what it took over from killed builds.
+        drop(std::mem::take(&mut stores));
+        stores = Stores::load(cache, true).0;
+        missing = to_fetch(&stores);
+        progress.say(format!(
+            "waited for another build fetching {} of these blobs; {} still to fetch",
+            locks.waited.len(),
+            missing.len()
+        ));
+    }
+    Ok((locks, stores, missing))
+}
+
+/// One line on stderr when the cache holds more than the threshold.
+fn warn_cache_size(cache: &BlobCache) {
+    let limit = std::env::var("AIRLOCK_CACHE_WARN")
+        .ok()
+        .and_then(|v| crate::cache::usage::parse_max_size(&v).ok())
+        .unwrap_or(CACHE_WARN);
+    let held = crate::cache::usage::total(cache);
+    if held > limit {
+        airlock_progress::notice(format!(
+            "note: the blob cache {} holds {}; `airlock-pack cache prune --keep SPEC.lock` or `--max-size SIZE` trims it",
+            cache.root().display(),
+            human(held)
+        ));
+    }
+}
+
+/// What one attempt at writing the bundle needs.
+struct Job {
+    output: PathBuf,
+    split: Option<u64>,
+    key: Arc<SigningKey>,
+    /// In a mutex only to cross into the writer thread (recipients are `Send`, not `Sync`).
+    encryption: Arc<Mutex<Encryption>>,
+    header: Arc<Header>,
+    plan: Arc<Plan>,
+    cache: BlobCache,
+    registry: Registry,
+    ollama: OllamaRegistry,
+    jobs: usize,
+}
+
+/// Writes the bundle while fetching `missing`: layers stream through pipes into the writer,
+/// model blobs go through the cache. Returns what was written and the bytes fetched.
+async fn write_and_fetch(
+    job: &Job,
+    stores: Arc<Stores>,
+    missing: Vec<PlannedBlob>,
+    progress: &Progress,
+) -> Result<(Written, u64), PackError> {
+    let mut readers = HashMap::new();
+    let mut fetches = Vec::new();
+    let mut cached = Vec::new();
+    for b in missing {
+        if matches!(b.from, BlobSource::Image(_)) {
+            let (w, r) = pipe(PIPE_BOUND);
+            readers.insert(b.digest, r);
+            fetches.push((b, Some(w)));
+        } else {
+            cached.push(b.digest);
+            fetches.push((b, None));
+        }
+    }
+    let ready = Arc::new(Ready::new(cached.into_iter()));
+    // The writer's counter sees the tar framing too: its total is the whole plaintext.
+    let write_bar = progress.bytes(
+        airlock_bundle::writer::plaintext_size(&job.header, &job.key),
+        "write",
+    );
+    let writer = {
+        let (bar, ready, plan, cache, header) = (
+            write_bar.clone(),
+            ready.clone(),
+            job.plan.clone(),
+            job.cache.clone(),
+            job.header.clone(),
+        );
+        let (output, key, encryption, split) = (
+            job.output.clone(),
+            job.key.clone(),
+            job.encryption.clone(),
+            job.split,
+        );
+        tokio::task::spawn_blocking(move || {
+            let encryption = encryption.lock().unwrap_or_else(|p| p.into_inner());
+            write_file(
+                &Output {
+                    path: &output,
+                    split,
+                    key: &key,
+                    encryption: &encryption,
+                },
+                &header,
+                &write::Sources {
+                    plan: &plan,
+                    cache: &cache,
+                    ready: &ready,
+                    stores: &stores,
+                    pipes: Mutex::new(readers),
+                },
+                &|n| bar.inc(n),
+            )
+        })
+    };
+    let downloaded = download(
+        fetches,
+        &job.registry,
+        &job.ollama,
+        &job.cache,
+        job.jobs,
+        progress,
+        &ready,
+    )
+    .await;
+    let written = writer.await.map_err(|source| PackError::WorkerFailed {
+        what: "writer",
+        source,
+    })?;
+    progress.remove(&write_bar);
+    match (downloaded, written) {
+        // The writer stopped first: its error says why.
+        (Err(PackError::WriterStopped), Err(w)) => Err(w),
+        // A failed download explains a failed write better than the writer's own error.
+        (Err(d), _) => Err(d),
+        (Ok(_), Err(w)) => Err(w),
+        (Ok(n), Ok(w)) => Ok((w, n)),
+    }
 }
 
 /// The bundle's header for `plan` (with what a delta leaves out), checked as the gap host
@@ -239,319 +417,4 @@ fn header_for(
             source,
         })?;
     Ok(header)
-}
-
-/// Which blobs the writer must wait for, and how their downloads are going: a large model
-/// blob can be followed while its parts arrive.
-struct Ready {
-    state: Mutex<HashMap<Digest, Pending>>,
-    cv: Condvar,
-}
-
-enum Pending {
-    Waiting,
-    Following(Arc<Follow>),
-    Done(Result<(), String>),
-}
-
-/// Where the writer reads a blob from.
-enum BlobFrom {
-    Cache,
-    Follow(Arc<Follow>),
-}
-
-impl Ready {
-    fn new(pending: impl Iterator<Item = Digest>) -> Ready {
-        Ready {
-            state: Mutex::new(pending.map(|d| (d, Pending::Waiting)).collect()),
-            cv: Condvar::new(),
-        }
-    }
-
-    fn set(&self, d: Digest, p: Pending) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(d, p);
-        self.cv.notify_all();
-    }
-
-    fn mark(&self, d: Digest, r: Result<(), String>) {
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // A followed blob that arrived completely stays followed: the writer verifies it
-        // and moves it into the cache.
-        if !(r.is_ok() && matches!(g.get(&d), Some(Pending::Following(_)))) {
-            g.insert(d, Pending::Done(r));
-        }
-        drop(g);
-        self.cv.notify_all();
-    }
-
-    /// Blocks until `d` is in the cache (at once if it never was missing) or can be followed.
-    fn wait(&self, d: &Digest) -> std::io::Result<BlobFrom> {
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match g.get(d) {
-                None | Some(Pending::Done(Ok(()))) => return Ok(BlobFrom::Cache),
-                Some(Pending::Following(f)) => return Ok(BlobFrom::Follow(f.clone())),
-                Some(Pending::Done(Err(m))) => {
-                    return Err(std::io::Error::other(format!("download failed: {m}")))
-                }
-                Some(Pending::Waiting) => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-            }
-        }
-    }
-}
-
-/// Fetches the missing blobs, `jobs` at a time, started in bundle order (the writer's order).
-async fn download(
-    missing: &[PlannedBlob],
-    registry: &Registry,
-    ollama: &OllamaRegistry,
-    cache: &BlobCache,
-    jobs: usize,
-    progress: &Progress,
-    ready: &Ready,
-) -> Result<u64, PackError> {
-    let total: u64 = missing.iter().map(|b| b.size).sum();
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    let overall = progress.bytes(total, "download");
-    let results = futures::stream::iter(missing)
-        .map(|b| {
-            let overall = overall.clone();
-            async move {
-                let bar = progress.item_bytes(b.size, "download", &b.digest.to_string());
-                let bar2 = bar.clone();
-                let on_bytes = move |delta: i64| {
-                    if delta >= 0 {
-                        bar2.inc(delta as u64);
-                        overall.inc(delta as u64);
-                    } else {
-                        bar2.set_position(bar2.position().saturating_sub(delta.unsigned_abs()));
-                        overall
-                            .set_position(overall.position().saturating_sub(delta.unsigned_abs()));
-                    }
-                };
-                let r = match &b.from {
-                    BlobSource::Image(r) => {
-                        registry
-                            .fetch_blob(r, b.digest, b.size, &b.media_type, cache, &on_bytes)
-                            .await
-                    }
-                    BlobSource::Model(name) => {
-                        let follow = |f: Arc<Follow>| ready.set(b.digest, Pending::Following(f));
-                        ollama
-                            .fetch_blob(
-                                name,
-                                b.digest,
-                                b.size,
-                                cache,
-                                jobs,
-                                &on_bytes,
-                                Some(&follow),
-                            )
-                            .await
-                    }
-                    BlobSource::File(p) => Err(PackError::NotADownload { path: p.clone() }),
-                };
-                progress.remove(&bar);
-                ready.mark(b.digest, r.as_ref().map(drop).map_err(|e| e.to_string()));
-                if r.is_ok() {
-                    progress.say(format!("fetched {} ({})", b.digest, human(b.size)));
-                }
-                r
-            }
-        })
-        .buffered(jobs.max(1))
-        .collect::<Vec<_>>()
-        .await;
-    progress.remove(&overall);
-    for r in results {
-        r?;
-    }
-    Ok(total)
-}
-
-struct Counting<'a, W> {
-    inner: W,
-    on: &'a dyn Fn(u64),
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        (self.on)(n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Where and how the bundle is written.
-struct Output<'a> {
-    path: &'a Path,
-    split: Option<u64>,
-    key: &'a SigningKey,
-    encryption: &'a Encryption,
-}
-
-/// What [`write_file`] left on disk.
-struct Written {
-    parts: Vec<Part>,
-    sums: PathBuf,
-    removed: Vec<String>,
-}
-
-fn write_file(
-    out: &Output<'_>,
-    header: &Header,
-    plan: &Plan,
-    cache: &BlobCache,
-    ready: &Ready,
-    on_bytes: &dyn Fn(u64),
-) -> Result<Written, PackError> {
-    let output = out.path;
-    let env = |source: std::io::Error| PackError::Io {
-        path: output.to_path_buf(),
-        source,
-    };
-    let sources: HashMap<Digest, &BlobSource> =
-        plan.blobs.iter().map(|b| (b.digest, &b.from)).collect();
-    let base = output
-        .file_name()
-        .ok_or_else(|| PackError::NotAFileName {
-            path: output.to_path_buf(),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // Parts are written under temporary names, hashed as they are written, and renamed
-    // when all is done.
-    let parts = PartWriter::new(&dir, &base, out.split);
-    // A followed blob is committed to the cache once the writer verified it, which
-    // write_bundle has done by the time it asks for the next entry (or returns).
-    let mut verifying: Option<Arc<Follow>> = None;
-    let result = (|| {
-        // Three stages on their own threads: this one reads and hashes entries, the next
-        // encrypts, the last hashes the parts and writes them. On one thread, encryption
-        // and the part hashes made the writer the bottleneck of an encrypted build.
-        let sink = WriteBehind::spawn(BufWriter::with_capacity(1 << 20, parts), 1 << 20, 4);
-        let enc = WriteBehind::spawn(encrypting_writer(sink, out.encryption)?, 1 << 20, 4);
-        let mut counting = Counting {
-            inner: enc,
-            on: on_bytes,
-        };
-        write_bundle(
-            &mut counting,
-            header,
-            out.key,
-            &mut |e: &Entry| -> std::io::Result<Box<dyn Read>> {
-                if let Some(f) = verifying.take() {
-                    f.commit()?;
-                }
-                match e.path.as_str() {
-                    airlock_bundle::header::OCI_LAYOUT_PATH => {
-                        Ok(Box::new(std::io::Cursor::new(plan.oci_layout.clone())))
-                    }
-                    airlock_bundle::header::INDEX_PATH => {
-                        Ok(Box::new(std::io::Cursor::new(plan.index_json.clone())))
-                    }
-                    _ => {
-                        let p = match sources.get(&e.digest) {
-                            Some(BlobSource::File(p)) => p.clone(),
-                            _ => match ready.wait(&e.digest)? {
-                                BlobFrom::Cache => cache.path(&e.digest),
-                                // Hashed by the writer like every other source.
-                                BlobFrom::Follow(f) => {
-                                    let reader = f.reader();
-                                    verifying = Some(f);
-                                    return Ok(Box::new(reader));
-                                }
-                            },
-                        };
-                        std::fs::File::open(&p)
-                            .map(|f| Box::new(f) as Box<dyn Read>)
-                            .map_err(|err| {
-                                std::io::Error::new(err.kind(), format!("{}: {err}", p.display()))
-                            })
-                    }
-                }
-            },
-        )?;
-        if let Some(f) = verifying.take() {
-            f.commit().map_err(env)?;
-        }
-        let sink = counting
-            .inner
-            .finish()
-            .map_err(env)?
-            .finish()
-            .map_err(env)?;
-        // No fsync: a bundle torn by a crash is refused by `verify` (every byte is covered
-        // by the signature), and an fsync of gigabytes costs seconds on every build.
-        sink.finish()
-            .map_err(env)?
-            .into_inner()
-            .map_err(|e| env(e.into_error()))?
-            .finish()
-            .map_err(env)
-    })();
-    match result {
-        Ok(parts) => {
-            let removed = remove_stale(&dir, &base, &parts);
-            let (sums, _) = write_sums(&dir, &base, &parts, out.split, out.key)?;
-            Ok(Written {
-                parts,
-                sums,
-                removed,
-            })
-        }
-        Err(e) => Err(evict_corrupt(e, cache, &sources, verifying.as_deref())),
-    }
-}
-
-/// A cache entry that no longer matches its digest (disk corruption, a hand edit) is
-/// removed, so that the next run fetches it again instead of failing forever. A blob the
-/// writer was following as it downloaded is dropped (the registry sent other bytes). A
-/// local file (an Ollama store blob, a `[[files]]` source) that changed or rotted is named,
-/// not touched.
-fn evict_corrupt(
-    e: PackError,
-    cache: &BlobCache,
-    sources: &HashMap<Digest, &BlobSource>,
-    followed: Option<&Follow>,
-) -> PackError {
-    use airlock_bundle::BundleError::{DigestMismatch, SizeMismatch};
-    let blob = match &e {
-        PackError::Bundle(DigestMismatch { entry, .. } | SizeMismatch { entry, .. }) => entry
-            .strip_prefix("blobs/sha256/")
-            .and_then(|h| Digest::from_hex(h).ok()),
-        _ => None,
-    };
-    let Some(d) = blob else {
-        return e;
-    };
-    let source = match e {
-        PackError::Bundle(b) => b,
-        other => return other,
-    };
-    if let Some(BlobSource::File(p)) = sources.get(&d) {
-        return PackError::LocalBlobChanged {
-            path: p.clone(),
-            source,
-        };
-    }
-    if let Some(f) = followed.filter(|f| f.digest == d) {
-        f.discard();
-        return PackError::DownloadCorrupt { source };
-    }
-    let path = cache.path(&d);
-    let _ = std::fs::remove_file(&path);
-    PackError::CacheCorrupt { path, source }
 }

@@ -64,6 +64,36 @@ pub(crate) enum Command {
     /// encrypted) bundle.
     #[command(after_help = BUILD_AFTER_HELP)]
     Build(BuildArgs),
+    /// Show what the blob cache holds (`ls`) or trim it (`prune`).
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    #[command(subcommand)]
+    pub(crate) command: CacheCommand,
+    /// Blob cache directory [default: $XDG_CACHE_HOME/airlock or ~/.cache/airlock].
+    #[arg(long, env = "AIRLOCK_CACHE", global = true)]
+    pub(crate) cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Its size, its blobs and the bundles serving as stores; per LOCK (or SPEC.toml), how
+    /// many of the blobs it needs are in the cache, in stores, or missing.
+    Ls {
+        locks: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every blob the --keep locks do not need (and forget stores serving none), then
+    /// the least recently used beyond --max-size. Waits for running builds.
+    Prune {
+        #[arg(long, value_name = "LOCK", num_args = 1..)]
+        keep: Vec<PathBuf>,
+        #[arg(long, value_name = "SIZE", value_parser = crate::cache::usage::parse_max_size)]
+        max_size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

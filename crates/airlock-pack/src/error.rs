@@ -154,6 +154,14 @@ pub enum PackError {
         #[source]
         source: BundleError,
     },
+    /// A bundle that a store record says holds a blob (a warm rebuild's source) gave other
+    /// bytes; the record was dropped.
+    #[error("{source}\n{} no longer holds what the blob cache recorded (changed since it was written); the record has been dropped: run the build again to fetch the blob anew", bundle.display())]
+    StoreCorrupt {
+        bundle: PathBuf,
+        #[source]
+        source: BundleError,
+    },
 
     // --- Environment (exit 7) ---
     /// A file of the packing side (lock, bundle, cache temporary, download) failed.
@@ -194,6 +202,9 @@ pub enum PackError {
     },
     #[error("{what} thread panicked")]
     WorkerPanicked { what: &'static str },
+    /// A streamed download found the bundle writer gone (the writer's error says why).
+    #[error("the bundle writer stopped before the download ended")]
+    WriterStopped,
     /// A planned download names a local file (a planning bug, never a user's).
     #[error("{} is a local file, not a download", path.display())]
     NotADownload { path: PathBuf },
@@ -403,7 +414,8 @@ impl PackError {
             | E::LocalBlobSize { .. }
             | E::LocalBlobChanged { .. }
             | E::DownloadCorrupt { .. }
-            | E::CacheCorrupt { .. } => exit::INTEGRITY,
+            | E::CacheCorrupt { .. }
+            | E::StoreCorrupt { .. } => exit::INTEGRITY,
             E::Io { .. }
             | E::CacheWrite { .. }
             | E::CacheOpen { .. }
@@ -411,6 +423,7 @@ impl PackError {
             | E::PartWrite { .. }
             | E::WorkerFailed { .. }
             | E::WorkerPanicked { .. }
+            | E::WriterStopped
             | E::NotADownload { .. }
             | E::HttpClient { .. } => exit::ENVIRONMENT,
             E::Usage(_)
@@ -701,6 +714,16 @@ mod tests {
                 false,
                 false,
             ),
+            (
+                E::StoreCorrupt {
+                    bundle: p(),
+                    source: mismatch(),
+                },
+                exit::INTEGRITY,
+                true,
+                true,
+            ),
+            (E::WriterStopped, exit::ENVIRONMENT, false, false),
             (
                 E::NotADownload { path: p() },
                 exit::ENVIRONMENT,

@@ -12,6 +12,7 @@ mod error;
 pub(crate) mod local;
 pub(crate) mod lock;
 pub(crate) mod ollama;
+pub(crate) mod pipe;
 pub(crate) mod plan;
 pub(crate) mod provenance;
 pub(crate) mod registry;

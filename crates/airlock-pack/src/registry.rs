@@ -276,6 +276,94 @@ impl Registry {
         })
     }
 
+    /// Streams a blob into `pipe` (the bundle writer's end) instead of the cache: a cold
+    /// build writes each layer once. The writer hashes what it reads against the digest;
+    /// here only the length is held to `size`. An attempt that breaks off resumes where it
+    /// stopped (a Range request; a registry that answers with the whole blob has what was
+    /// delivered skipped), so no byte reaches the writer twice. Returns the bytes fetched.
+    pub async fn fetch_blob_streamed(
+        &self,
+        r: &ImageRef,
+        digest: Digest,
+        size: u64,
+        media_type: &str,
+        pipe: &crate::pipe::PipeWriter,
+        on_bytes: &(dyn Fn(i64) + Sync),
+    ) -> Result<(), PackError> {
+        let oref = to_oci_ref(r);
+        let auth = Self::auth(r);
+        self.client
+            .store_auth_if_needed(oref.resolve_registry(), &auth)
+            .await;
+        let desc = OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size: size as i64,
+            ..Default::default()
+        };
+        let delivered = std::sync::atomic::AtomicU64::new(0);
+        let result = retry(|| async {
+            let from = delivered.load(std::sync::atomic::Ordering::Relaxed);
+            if from == size {
+                return Ok(());
+            }
+            let (mut stream, mut skip) = match self
+                .client
+                .pull_blob_stream_partial(&oref, &desc, from, None)
+                .await
+                .map_err(|e| PackError::registry("", "", e))?
+            {
+                oci_client::client::BlobResponse::Full(s) => (s, from),
+                oci_client::client::BlobResponse::Partial(s) => (s, 0),
+            };
+            while let Some(chunk) = stream.next().await {
+                let mut chunk =
+                    chunk.map_err(|e| PackError::registry("", "download interrupted", e))?;
+                if skip > 0 {
+                    let n = skip.min(chunk.len() as u64);
+                    let _ = chunk.split_to(n as usize);
+                    skip -= n;
+                }
+                let at = delivered.load(std::sync::atomic::Ordering::Relaxed);
+                if at + chunk.len() as u64 > size {
+                    return Err(PackError::BlobTooLong {
+                        reference: r.to_string(),
+                        blob: digest,
+                        expected: size,
+                    });
+                }
+                let n = chunk.len();
+                if pipe.send(chunk).await.is_err() {
+                    // The writer stopped; its own error says why.
+                    return Err(PackError::WriterStopped);
+                }
+                delivered.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                on_bytes(n as i64);
+            }
+            let got = delivered.load(std::sync::atomic::Ordering::Relaxed);
+            if got != size {
+                return Err(PackError::registry_said(
+                    "",
+                    format!("download ended early: {got} of {size} bytes"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            e @ PackError::Registry { .. } => PackError::RegistryBlob {
+                subject: r.to_string(),
+                blob: digest,
+                source: Box::new(e),
+            },
+            other => other,
+        });
+        if let Err(e) = &result {
+            pipe.fail(e.to_string());
+        }
+        result
+    }
+
     async fn fetch_once(
         &self,
         r: &ImageRef,

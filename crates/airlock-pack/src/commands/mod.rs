@@ -3,6 +3,7 @@
 //! (prompts, the blob cache, model sources, the async runtime).
 
 pub(crate) mod build;
+pub(crate) mod cache;
 pub(crate) mod keygen;
 pub(crate) mod lock;
 
@@ -29,6 +30,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Lock(args) => lock::run(args),
         Command::Build(args) => build::run(args),
+        Command::Cache(args) => cache::run(args),
     };
     match ran {
         Ok(()) => ExitCode::from(crate::exit::OK),

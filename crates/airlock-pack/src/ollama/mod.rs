@@ -332,7 +332,7 @@ impl OllamaRegistry {
         // sha256 pass instead of two.
         let following = on_follow.is_some() && download.resumed == 0;
         if let (Some(on_follow), true) = (on_follow, following) {
-            on_follow(download.follow(cache));
+            on_follow(download.follow());
         }
         let hasher = (!following).then(|| download.spawn_hasher());
         let first_err = self

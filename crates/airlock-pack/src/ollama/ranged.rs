@@ -110,7 +110,7 @@ impl Download {
     }
 
     /// A handle for the bundle writer to read the blob in order while it arrives.
-    pub(super) fn follow(&self, cache: &BlobCache) -> Arc<Follow> {
+    pub(super) fn follow(&self) -> Arc<Follow> {
         Arc::new(Follow {
             digest: self.digest,
             file: self.file.clone(),
@@ -118,7 +118,6 @@ impl Download {
             progress: self.progress.clone(),
             partial: self.partial.clone(),
             journal: self.journal.path.clone(),
-            dest: cache.path(&self.digest),
         })
     }
 
@@ -245,8 +244,8 @@ struct PartsState {
 
 /// A blob still downloading, readable in order as far as its parts have arrived: the bundle
 /// writer follows the download instead of waiting for its end. What it reads is hashed by
-/// the writer itself (every bundle entry is), and only then is the blob committed to the
-/// cache ([`Follow::commit`]), so following trusts nothing new.
+/// the writer itself (every bundle entry is), and then dropped ([`Follow::verified`]): the
+/// bundle's store record serves it to the next build. Following trusts nothing new.
 pub struct Follow {
     /// The blob being followed.
     pub digest: Digest,
@@ -255,7 +254,6 @@ pub struct Follow {
     progress: Arc<Progressive>,
     partial: PathBuf,
     journal: PathBuf,
-    dest: PathBuf,
 }
 
 impl std::fmt::Debug for Follow {
@@ -265,12 +263,11 @@ impl std::fmt::Debug for Follow {
 }
 
 impl Follow {
-    /// Moves the blob into the cache under its digest. Only for the follower, once what it
-    /// read verified against the digest.
-    pub fn commit(&self) -> std::io::Result<()> {
-        std::fs::rename(&self.partial, &self.dest)?;
-        let _ = std::fs::remove_file(&self.journal);
-        Ok(())
+    /// The follower read the whole blob and it verified: the partial file is not needed
+    /// any more (the bundle's store record serves the blob to the next build; keeping it
+    /// too would be a second full copy). Only for the follower.
+    pub fn verified(&self) {
+        self.discard();
     }
 
     /// Drops what was downloaded: the follower found it does not match the digest.

@@ -1,12 +1,39 @@
-//! The content-addressed blob cache (`~/.cache/airlock` or `--cache DIR`). A blob lands in
-//! it only after its size and sha256 checked (temp file, verify, rename), so an interrupted
-//! run leaves no half blob under a real name and the next run fetches only what is missing.
+//! The blob cache (`~/.cache/airlock` or `--cache DIR`): what a build needs again without
+//! fetching it again, in two kinds.
+//!
+//! - `blobs/sha256/<hex>`: content-addressed small blobs (manifests, configs, what `lock`
+//!   and planning read) and large Ollama model blobs fetched in ranged parts. A blob lands
+//!   there only after its size and sha256 checked (temp file in `tmp/`, verify, rename).
+//! - `stores/<random>.json` ([`store`]): where each layer a finished build streamed into its
+//!   bundle lies in that bundle's files. A cold build writes every layer once, into the
+//!   bundle; a warm rebuild reads it back from there. Layers are not copied into `blobs/`.
+//!   A build killed mid-way leaves its temp bundle and a record the next one resumes from
+//!   ([`resume`]).
+//!
+//! Concurrency ([`lock`]): builds hold `lock` shared, `cache prune` exclusive; a build also
+//! holds one lock file per blob it fetches (`locks/<hex>`), so two builds never fetch the
+//! same blob at once. [`usage`] is what `cache ls` and `cache prune` compute.
+
+pub mod lock;
+pub mod record;
+pub mod resume;
+pub mod store;
+pub mod usage;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use airlock_bundle::Digest;
+
+/// Creates `dir` (and parents) private to this user: the stores hold bundle keys.
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 #[derive(Debug, Clone)]
 pub struct BlobCache {
@@ -15,9 +42,23 @@ pub struct BlobCache {
 
 impl BlobCache {
     pub fn open(root: PathBuf) -> io::Result<BlobCache> {
-        fs::create_dir_all(root.join("blobs/sha256"))?;
-        fs::create_dir_all(root.join("tmp"))?;
+        private_dir(&root)?;
+        for d in ["blobs/sha256", "tmp", "stores", "locks"] {
+            private_dir(&root.join(d))?;
+        }
         Ok(BlobCache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Marks a blob as just used, for `prune --max-size` (least recently used goes first;
+    /// access times are not kept on most mounts).
+    pub fn touch(&self, d: &Digest) {
+        if let Ok(f) = fs::File::options().append(true).open(self.path(d)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
     }
 
     /// `$XDG_CACHE_HOME/airlock`, else `~/.cache/airlock`.
@@ -74,6 +115,10 @@ impl BlobCache {
     /// Reads a small cached blob, verifying it.
     pub fn get_bytes(&self, d: &Digest) -> Option<Vec<u8>> {
         let data = fs::read(self.path(d)).ok()?;
-        (Digest::of(&data) == *d).then_some(data)
+        let ok = Digest::of(&data) == *d;
+        if ok {
+            self.touch(d);
+        }
+        ok.then_some(data)
     }
 }
