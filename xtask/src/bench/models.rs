@@ -1,5 +1,7 @@
 //! `cargo xtask bench models` (also run after the image rows): `airlock-pack build` of a
-//! 2 GiB Ollama model from the loopback registry vs `curl -o` of its blob, `airlock-unpack
+//! 2 GiB Ollama model from the loopback registry vs `curl -o` of its blob, `build
+//! --from-local` of it from an Ollama store (signed, encrypted) vs `openssl dgst -sha256` of
+//! the store's blobs, `airlock-unpack
 //! load` into a models directory vs `cp -r` of the same store (with the sha256 floor), and
 //! into a Docker volume vs `docker cp`.
 
@@ -54,6 +56,7 @@ pub fn run(bins: &Path) -> anyhow::Result<()> {
     // Load into a models dir vs cp -r of the same store (page cache warm for both).
     let store = w.join("store");
     model.install_local(&store, &airlock_bundle::ollama::ModelName::parse(&name)?);
+    rows.push(local_row(&pack, &unpack, w, &name, &store)?);
     rows.extend(dir_rows(&unpack, w, &bundle, &store, &big.path)?);
     rows.extend(volume_rows(&unpack, w, &bundle, &store)?);
 
@@ -112,6 +115,78 @@ fn pack_row(
         ours,
         ("curl -o", curl.secs),
         Some(1.2),
+    ))
+}
+
+/// `airlock-pack build --from-local` of model `name` from the Ollama `store`, signed and
+/// encrypted, vs `openssl dgst -sha256` of the store's blobs, in turns with the page cache
+/// warm for both. Our floor is two sha256 passes (the store's blobs, the written parts) on
+/// the two cores, plus the encryption and the copy into the page cache that a hash alone
+/// does not pay.
+fn local_row(
+    pack: &Path,
+    unpack: &Path,
+    w: &Path,
+    name: &str,
+    store: &Path,
+) -> anyhow::Result<Row> {
+    let spec = w.join("local.toml");
+    std::fs::write(
+        &spec,
+        format!("name = \"local\"\n[[model]]\nname = \"{name}\"\nsource = \"local\"\npath = \"/unused\"\n"),
+    )?;
+    sh(Command::new(unpack)
+        .args(["keygen", "-o"])
+        .arg(w.join("local-host")))?;
+    sh(Command::new(pack)
+        .arg("lock")
+        .arg(&spec)
+        .arg("--ollama-models")
+        .arg(store)
+        .arg("-q")
+        .arg("--cache")
+        .arg(w.join("local-cache")))?;
+    let blobs: Vec<_> = std::fs::read_dir(store.join("blobs"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    let mut openssl = Command::new("openssl");
+    openssl.args(["dgst", "-sha256"]).args(&blobs);
+    let out = w.join("local.airlock");
+    let mut ours = Command::new(pack);
+    ours.arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(&out)
+        .arg("--sign-key")
+        .arg(w.join("keys/airlock.key"))
+        .arg("--recipients-file")
+        .arg(w.join("local-host/host.pub"))
+        .arg("--ollama-models")
+        .arg(store)
+        .arg("-q")
+        .arg("--cache")
+        .arg(w.join("local-cache"));
+    let remove = || {
+        for p in [
+            out.clone(),
+            w.join("local.airlock.sums"),
+            w.join("local.airlock.sums.minisig"),
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    capture(
+        Command::new("cat")
+            .args(&blobs)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let (peer, ours) = in_turns(3, (&|| {}, &mut openssl), (&remove, &mut ours))?;
+    remove();
+    Ok(Row::time_of(
+        "pack build --from-local, 2 GiB store, encrypted",
+        ours,
+        ("openssl dgst", peer.secs),
+        Some(1.5),
     ))
 }
 
