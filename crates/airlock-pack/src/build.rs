@@ -52,6 +52,8 @@ pub struct BuildOptions {
     /// Carry the images' upstream signatures, attestations, SBOMs and referrers
     /// (`--no-provenance` says no; `[[verify]]` rules are checked either way).
     pub provenance: bool,
+    /// `--ca-cert`, `--cert-dir`, `--client-cert`/`--client-key`.
+    pub tls: airlock_registry_auth::tls::TlsOptions,
 }
 
 #[derive(Debug)]
@@ -83,8 +85,7 @@ pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSumma
         });
     }
     let lock = Lock::load(&lock_path)?;
-    let registry = Registry::new(&spec.insecure_registries());
-    let ollama = OllamaRegistry::new(&spec.insecure_registries())?;
+    let (registry, ollama) = crate::lock::clients(&spec, &opts.tls)?;
     let rules = crate::provenance::Rules::load(&spec, &opts.spec_path)?;
     // Held to the end: `cache prune` waits for running builds.
     let _cache_lock = CacheLock::shared(&opts.cache).map_err(|source| PackError::CacheOpen {
