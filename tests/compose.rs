@@ -1,1 +1,293 @@
-//! Placeholder for issue 13 (compose); the helper that owns it replaces this file.
+//! `[[compose]]` end to end, with real parts: a compose file's images interpolated (spec
+//! `env` over the `.env` over defaults), pinned by `lock` against the real registry, carried
+//! by `build` with the compose file and its `.env`, loaded into the real Docker engine under
+//! `unshare -n`, the files placed at `path`, and stderr ending with the exact
+//! `docker compose -f … up -d` line. The refusals: a variable without a value, a build-only
+//! service, `include:`, an image no registry has, a compose file edited after the lock.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use airlock_tests::*;
+use serde_json::Value;
+
+/// A world whose spec is one `[[compose]]` entry (plus `extra` TOML after it) for `compose`
+/// (with `dotenv` beside it when given), its compose file going to `<world>/opt/stack`.
+struct Stack {
+    w: World,
+    target: PathBuf,
+}
+
+impl Stack {
+    fn new(compose: &str, dotenv: Option<&str>, extra: &str) -> Stack {
+        let w = World::new();
+        std::fs::create_dir_all(w.path("stack")).unwrap();
+        std::fs::write(w.path("stack/docker-compose.yml"), compose).unwrap();
+        if let Some(e) = dotenv {
+            std::fs::write(w.path("stack/.env"), e).unwrap();
+        }
+        let target = w.path("opt/stack");
+        std::fs::write(
+            w.spec(),
+            format!(
+                "name = \"e2e\"\n\
+                 [[compose]]\nfile = \"stack/docker-compose.yml\"\npath = \"{}\"\n{extra}\n\
+                 [registries.\"{}\"]\ninsecure = true\n",
+                target.display(),
+                w.registry.addr
+            ),
+        )
+        .unwrap();
+        Stack { w, target }
+    }
+
+    fn lock(&self) -> Output {
+        self.w.pack(["lock", self.w.spec().to_str().unwrap()])
+    }
+}
+
+fn compose_plugin() -> bool {
+    Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn lines(b: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_compose_stack_is_pinned_carried_loaded_and_started_with_one_line() {
+    let compose = "\
+x-base: &base
+  restart: unless-stopped
+services:
+  hello:
+    <<: *base
+    image: ${REGISTRY}/e2e/hello:${HELLO_TAG:-v1}
+  second:
+    image: $REGISTRY/e2e/second:${SECOND_TAG}
+    build: ./second            # has an image too: compose uses it, no build needed
+  again:
+    extends: hello
+";
+    // The spec's env wins over the .env's REGISTRY, as the shell's would for compose.
+    let dotenv = "# the stack's own\nSECOND_TAG=v1\nREGISTRY=wrong.invalid:5000\n";
+    let s = Stack::new(compose, Some(dotenv), "");
+    let addr = s.w.registry.addr.clone();
+    // The hello image is also an explicit [[image]]: pinned once.
+    let spec = std::fs::read_to_string(s.w.spec()).unwrap().replace(
+        "[registries.",
+        &format!(
+            "[compose.env]\nREGISTRY = \"{addr}\"\n\n[[image]]\nref = \"{}\"\n\n[registries.",
+            s.w.hello
+        ),
+    );
+    std::fs::write(s.w.spec(), spec).unwrap();
+    let lock = s.lock();
+    assert_ok(&lock);
+    let lock_text = std::fs::read_to_string(s.w.path("e2e.lock")).unwrap();
+    let refs: Vec<&str> = lock_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ref = \""))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    assert_eq!(
+        refs,
+        [s.w.hello.as_str(), s.w.second.as_str()],
+        "{lock_text}"
+    );
+
+    let bundle = s.w.build("stack.airlock", false);
+    let i = s.w.unpack("inspect", &bundle, &["--json"]);
+    assert_ok(&i);
+    let j: Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(j["version"], 5);
+    let services: Vec<(String, String)> = j["compose"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["image"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("hello".to_string(), s.w.hello.clone()),
+            ("second".to_string(), s.w.second.clone()),
+            ("again".to_string(), s.w.hello.clone()),
+        ]
+    );
+    let text_inspect = s.w.unpack("inspect", &bundle, &[]);
+    assert_ok(&text_inspect);
+    let shown = String::from_utf8_lossy(&text_inspect.stdout);
+    assert!(
+        shown.contains(&format!(
+            "COMPOSE  {}/docker-compose.yml",
+            s.target.display()
+        )),
+        "{shown}"
+    );
+
+    let engine = Engine::System;
+    let _guard = engine.lock();
+    let load = s.w.unpack_on(engine, "load", &bundle, &[]);
+    let tags = [s.w.hello.as_str(), s.w.second.as_str()];
+    let result = std::panic::catch_unwind(|| {
+        assert_ok(&load);
+        let placed = s.target.join("docker-compose.yml");
+        let err = lines(&load.stderr);
+        assert_eq!(
+            err.last().map(String::as_str),
+            Some(format!("docker compose -f {} up -d", placed.display()).as_str()),
+            "{}",
+            text(&load)
+        );
+        assert_eq!(std::fs::read_to_string(&placed).unwrap(), compose);
+        let env = std::fs::read_to_string(s.target.join(".env")).unwrap();
+        assert!(env.starts_with(dotenv), "{env}");
+        assert!(env.ends_with(&format!("\nREGISTRY='{addr}'\n")), "{env}");
+        assert_eq!(engine.run(&s.w.hello).trim(), s.w.marker);
+        if compose_plugin() {
+            // The gap host's compose resolves the placed file to exactly the carried images.
+            let images = run_ok(
+                Command::new("docker")
+                    .args(["compose", "-f"])
+                    .arg(&placed)
+                    .args(["config", "--images"]),
+            );
+            let mut got: Vec<&str> = images.lines().collect();
+            got.sort();
+            got.dedup();
+            assert_eq!(got, [s.w.hello.as_str(), s.w.second.as_str()]);
+        } else {
+            eprintln!("note: no `docker compose` plugin here; `docker compose config` not run");
+        }
+    });
+    engine.rmi(&tags);
+    result.unwrap();
+}
+
+#[test]
+fn unset_variables_build_only_services_and_include_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("stack")).unwrap();
+    let cases = [
+        (
+            "services:\n  web:\n    image: nginx:${WEB_TAG}\n",
+            vec!["service web", "variable WEB_TAG is not set"],
+        ),
+        (
+            "services:\n  web:\n    image: nginx:${WEB_TAG:?pin a tag}\n",
+            vec!["service web", "required variable WEB_TAG", "pin a tag"],
+        ),
+        (
+            "services:\n  web:\n    image: nginx:1\n  app:\n    build: ./app\n",
+            vec!["service app", "has `build:` and no `image:`", "push"],
+        ),
+        (
+            "include:\n  - base.yml\nservices:\n  web:\n    image: nginx:1\n",
+            vec!["`include:`"],
+        ),
+        (
+            "services:\n  web:\n    extends:\n      file: base.yml\n      service: web\n",
+            vec!["service web", "another file (base.yml)"],
+        ),
+    ];
+    let file = d.join("stack/docker-compose.yml");
+    std::fs::write(
+        d.join("spec.toml"),
+        "name = \"c\"\n[[compose]]\nfile = \"stack/docker-compose.yml\"\npath = \"/opt/c\"\n",
+    )
+    .unwrap();
+    for (compose, needles) in cases {
+        std::fs::write(&file, compose).unwrap();
+        let o = Command::new(pack_bin())
+            .arg("lock")
+            .arg(d.join("spec.toml"))
+            .arg("--cache")
+            .arg(d.join("cache"))
+            .output()
+            .unwrap();
+        let mut all = vec![file.to_str().unwrap()];
+        all.extend(needles);
+        assert_refused(&o, 2, &all);
+        assert!(
+            !d.join("spec.lock").exists(),
+            "{compose}: a lock was written"
+        );
+    }
+    // The .env and the spec's env fill the variable: then it is the registry's turn (an
+    // unroutable one, so the refusal is exit 9 naming the compose file and service).
+    std::fs::write(
+        &file,
+        "services:\n  web:\n    image: ${REG}/nginx:${WEB_TAG}\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("stack/.env"), "WEB_TAG=1\nREG=wrong.invalid\n").unwrap();
+    std::fs::write(
+        d.join("spec.toml"),
+        "name = \"c\"\n[[compose]]\nfile = \"stack/docker-compose.yml\"\npath = \"/opt/c\"\n\
+         [compose.env]\nREG = \"127.0.0.1:9\"\n[registries.\"127.0.0.1:9\"]\ninsecure = true\n",
+    )
+    .unwrap();
+    let o = Command::new(pack_bin())
+        .arg("lock")
+        .arg(d.join("spec.toml"))
+        .arg("--cache")
+        .arg(d.join("cache"))
+        .output()
+        .unwrap();
+    assert_refused(
+        &o,
+        9,
+        &["127.0.0.1:9/nginx:1", "docker-compose.yml, service web"],
+    );
+}
+
+#[test]
+fn lock_refuses_a_compose_image_the_registry_lacks_and_build_sees_an_edited_file() {
+    let s = Stack::new(
+        "services:\n  ghost:\n    image: ${R}/e2e/missing:v1\n",
+        Some(""),
+        "",
+    );
+    let addr = s.w.registry.addr.clone();
+    let spec = std::fs::read_to_string(s.w.spec()).unwrap().replace(
+        "[registries.",
+        &format!("[compose.env]\nR = \"{addr}\"\n[registries."),
+    );
+    std::fs::write(s.w.spec(), &spec).unwrap();
+    let o = s.lock();
+    assert_refused(
+        &o,
+        9,
+        &[
+            &format!("{addr}/e2e/missing:v1"),
+            "docker-compose.yml, service ghost",
+        ],
+    );
+    // A resolvable stack locks; then an edit of the compose file (a comment is enough: the
+    // file travels as it is) is drift at build until the lock is updated.
+    let compose = s.w.path("stack/docker-compose.yml");
+    std::fs::write(
+        &compose,
+        "services:\n  hello:\n    image: ${R}/e2e/hello:v1\n",
+    )
+    .unwrap();
+    assert_ok(&s.lock());
+    let mut edited = std::fs::read_to_string(&compose).unwrap();
+    edited.push_str("# edited after the lock\n");
+    std::fs::write(&compose, edited).unwrap();
+    let (_, o) = s.w.try_build("edited.airlock", true);
+    assert_refused(&o, 8, &["[[compose]]", "lock --update"]);
+}

@@ -7,9 +7,16 @@ use crate::oci::Platform;
 use crate::{BundleError, Digest};
 
 pub const FORMAT_NAME: &str = "airlock-bundle";
-/// Version 2 added `models` and `files`, version 3 `expected_present` (delta bundles); an
-/// older header is a newer one without those fields, so readers accept all three.
-pub const FORMAT_VERSION: u32 = 4;
+/// Version 2 added `models` and `files`, version 3 `expected_present` (delta bundles),
+/// version 4 `provenance`, version 5 `compose`; an older header is a newer one without those
+/// fields, so readers accept every version up to this one.
+pub const FORMAT_VERSION: u32 = 5;
+
+/// The first version whose headers may name compose stacks.
+pub const COMPOSE_VERSION: u32 = 5;
+/// At most this many compose stacks per bundle, and services per stack.
+pub const MAX_COMPOSE_STACKS: usize = 64;
+pub const MAX_COMPOSE_SERVICES: usize = 1024;
 
 pub const HEADER_PATH: &str = "airlock/header.json";
 pub const SIGNATURE_PATH: &str = "airlock/header.json.minisig";
@@ -41,6 +48,58 @@ pub struct Header {
     /// are they, and `load` checks they are there before loading anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_present: Vec<Present>,
+    /// Compose stacks whose compose file is one of `files` (version 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compose: Vec<ComposeRecord>,
+}
+
+/// A compose stack the bundle carries: its compose file is the `files` record at `target`
+/// (always a path) and `path`, and every service's image is one of `images`. `load` ends
+/// with the `docker compose -f … up -d` line that starts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeRecord {
+    pub target: Target,
+    /// The compose file, relative to the target.
+    pub path: String,
+    pub services: Vec<ComposeService>,
+}
+
+impl ComposeRecord {
+    /// The compose file's absolute path on the host.
+    pub fn host_path(&self) -> String {
+        match &self.target {
+            Target::Path(p) => format!("{p}/{}", self.path),
+            Target::Volume(v) => format!("volume {v}: {}", self.path),
+        }
+    }
+}
+
+/// One service of a compose stack and the image (normalised reference) it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeService {
+    pub name: String,
+    pub image: String,
+}
+
+/// Compose's service name rule: letters, digits, `.`, `_`, `-`, starting with a letter or
+/// digit (bounded here).
+pub fn check_service_name(n: &str) -> Result<(), String> {
+    let b = n.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 255
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service name \"{}\" must use letters, digits, '.', '_', '-' and start with a letter or digit",
+            crate::text::Escaped(n)
+        ))
+    }
 }
 
 /// How many distinct blobs `present` names, and their bytes (a layer used at several
@@ -338,6 +397,7 @@ impl Header {
             }
         }
         self.check_host_places()?;
+        self.check_compose()?;
         crate::provenance::validate(&self.provenance, &self.images, &seen)
             .map_err(|e| BundleError::Malformed(format!("{HEADER_PATH}: {e}")))?;
         for img in &self.images {
@@ -354,6 +414,62 @@ impl Header {
                     return bad(format!(
                         "image {} refers to {d}, which the bundle lacks",
                         img.reference
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each compose stack names a carried file on a host path, once, and services whose
+    /// images the bundle carries; none before [`COMPOSE_VERSION`].
+    fn check_compose(&self) -> Result<(), BundleError> {
+        let bad = |m: String| Err(BundleError::Malformed(format!("{HEADER_PATH}: {m}")));
+        if self.compose.is_empty() {
+            return Ok(());
+        }
+        if self.version < COMPOSE_VERSION {
+            return bad(format!(
+                "compose stacks need format version {COMPOSE_VERSION}, the header says {}",
+                self.version
+            ));
+        }
+        if self.compose.len() > MAX_COMPOSE_STACKS {
+            return bad(format!("more than {MAX_COMPOSE_STACKS} compose stacks"));
+        }
+        let images: std::collections::HashSet<&str> =
+            self.images.iter().map(|i| i.reference.as_str()).collect();
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.compose {
+            let what = format!("compose file {:?} for {}", c.path, c.target);
+            if !matches!(c.target, Target::Path(_)) {
+                return bad(format!("{what}: a compose file goes to a host path"));
+            }
+            if !seen.insert((&c.target, &c.path)) {
+                return bad(format!("{what} is listed twice"));
+            }
+            let carried = self
+                .files
+                .iter()
+                .any(|f| f.target == c.target && f.path == c.path && f.digest.is_some());
+            if !carried {
+                return bad(format!("{what}: no such file is carried"));
+            }
+            if c.services.len() > MAX_COMPOSE_SERVICES {
+                return bad(format!("{what}: more than {MAX_COMPOSE_SERVICES} services"));
+            }
+            let mut names = std::collections::HashSet::new();
+            for s in &c.services {
+                if let Err(e) = check_service_name(&s.name) {
+                    return bad(format!("{what}: {e}"));
+                }
+                if !names.insert(&s.name) {
+                    return bad(format!("{what}: service {} is listed twice", s.name));
+                }
+                if !images.contains(s.image.as_str()) {
+                    return bad(format!(
+                        "{what}: service {} runs {}, which the bundle lacks",
+                        s.name, s.image
                     ));
                 }
             }
@@ -606,7 +722,86 @@ mod tests {
                 },
             ],
             expected_present: vec![],
+            compose: vec![],
         }
+    }
+
+    /// `header()` with an image and a compose stack whose file is `conf/a.yml`.
+    fn with_compose() -> Header {
+        let mut h = header();
+        h.images.push(ImageRecord {
+            reference: "docker.io/library/nginx:1".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            manifest: Digest::of(b"blob"),
+            config: Digest::of(b"blob"),
+            layers: vec![],
+            index: None,
+        });
+        h.compose.push(ComposeRecord {
+            target: Target::Path("/srv/x".into()),
+            path: "conf/a.yml".into(),
+            services: vec![ComposeService {
+                name: "web".into(),
+                image: "docker.io/library/nginx:1".into(),
+            }],
+        });
+        h
+    }
+
+    #[test]
+    fn compose_stacks_round_trip_and_are_checked() {
+        let h = with_compose();
+        assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
+        assert_eq!(h.compose[0].host_path(), "/srv/x/conf/a.yml");
+        type Change = Box<dyn Fn(&mut Header)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("need format version 5", Box::new(|h| h.version = 4)),
+            (
+                "goes to a host path",
+                Box::new(|h| h.compose[0].target = Target::Volume("vol".into())),
+            ),
+            (
+                "no such file is carried",
+                Box::new(|h| h.compose[0].path = "conf".into()),
+            ),
+            (
+                "no such file is carried",
+                Box::new(|h| h.compose[0].path = "other.yml".into()),
+            ),
+            (
+                "listed twice",
+                Box::new(|h| h.compose.push(h.compose[0].clone())),
+            ),
+            (
+                "service name",
+                Box::new(|h| h.compose[0].services[0].name = "-x".into()),
+            ),
+            (
+                "which the bundle lacks",
+                Box::new(|h| h.compose[0].services[0].image = "docker.io/library/x:1".into()),
+            ),
+            (
+                "listed twice",
+                Box::new(|h| {
+                    let s = h.compose[0].services[0].clone();
+                    h.compose[0].services.push(s)
+                }),
+            ),
+            (
+                "control or formatting character",
+                Box::new(|h| h.compose[0].services[0].name = "w\u{1b}[2J".into()),
+            ),
+        ];
+        for (want, change) in cases {
+            let mut bad = with_compose();
+            change(&mut bad);
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // Version 4 headers without compose still read.
+        let mut v4 = header();
+        v4.version = 4;
+        assert_eq!(Header::parse(&v4.to_bytes()).unwrap(), v4);
     }
 
     #[test]
