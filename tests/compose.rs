@@ -46,11 +46,33 @@ impl Stack {
     }
 }
 
-fn compose_plugin() -> bool {
-    Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// `docker compose config` (the plugin), else `docker-compose config` (the Debian
+/// package's compose v1), for the placed file: the images it resolves, or `None` when
+/// neither is installed (nothing is installed for this check).
+fn compose_config_images(file: &std::path::Path) -> Option<Vec<String>> {
+    let tools: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
+    let tool = tools.into_iter().find(|t| {
+        Command::new(t[0])
+            .args(&t[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })?;
+    let out = run_ok(
+        Command::new(tool[0])
+            .args(&tool[1..])
+            .arg("-f")
+            .arg(file)
+            .arg("config"),
+    );
+    let mut images: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .map(|i| i.trim_matches('"').to_string())
+        .collect();
+    images.sort();
+    images.dedup();
+    Some(images)
 }
 
 fn lines(b: &[u8]) -> Vec<String> {
@@ -71,9 +93,10 @@ services:
     image: ${REGISTRY}/e2e/hello:${HELLO_TAG:-v1}
   second:
     image: $REGISTRY/e2e/second:${SECOND_TAG}
-    build: ./second            # has an image too: compose uses it, no build needed
+    build: .                   # has an image too: compose uses it, no build needed
   again:
-    extends: hello
+    extends:
+      service: hello
 ";
     // The spec's env wins over the .env's REGISTRY, as the shell's would for compose.
     let dotenv = "# the stack's own\nSECOND_TAG=v1\nREGISTRY=wrong.invalid:5000\n";
@@ -156,20 +179,11 @@ services:
         assert!(env.starts_with(dotenv), "{env}");
         assert!(env.ends_with(&format!("\nREGISTRY='{addr}'\n")), "{env}");
         assert_eq!(engine.run(&s.w.hello).trim(), s.w.marker);
-        if compose_plugin() {
-            // The gap host's compose resolves the placed file to exactly the carried images.
-            let images = run_ok(
-                Command::new("docker")
-                    .args(["compose", "-f"])
-                    .arg(&placed)
-                    .args(["config", "--images"]),
-            );
-            let mut got: Vec<&str> = images.lines().collect();
-            got.sort();
-            got.dedup();
-            assert_eq!(got, [s.w.hello.as_str(), s.w.second.as_str()]);
-        } else {
-            eprintln!("note: no `docker compose` plugin here; `docker compose config` not run");
+        // The gap host's compose resolves the placed file (and its placed .env) to
+        // exactly the carried images.
+        match compose_config_images(&placed) {
+            Some(images) => assert_eq!(images, [s.w.hello.as_str(), s.w.second.as_str()]),
+            None => eprintln!("note: no docker compose here; `compose config` not run"),
         }
     });
     engine.rmi(&tags);
