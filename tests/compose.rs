@@ -304,4 +304,23 @@ fn lock_refuses_a_compose_image_the_registry_lacks_and_build_sees_an_edited_file
     std::fs::write(&compose, edited).unwrap();
     let (_, o) = s.w.try_build("edited.airlock", true);
     assert_refused(&o, 8, &["[[compose]]", "lock --update"]);
+    // A bumped image (the usual edit): a plain `lock` pins it and takes the file as it is
+    // now, so the build goes through without --update.
+    std::fs::write(
+        &compose,
+        "services:\n  hello:\n    image: ${R}/e2e/second:v1\n",
+    )
+    .unwrap();
+    let o = s.lock();
+    assert_ok(&o);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("e2e/second:v1: pinned") && said.contains("[[files]]: pinned"),
+        "{said}"
+    );
+    let bundle = s.w.build("bumped.airlock", true);
+    let i = s.w.unpack("inspect", &bundle, &["--json"]);
+    assert_ok(&i);
+    let j: Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(j["compose"][0]["services"][0]["image"], s.w.second.as_str());
 }

@@ -224,10 +224,14 @@ pub async fn lock(
         }
     }
     // [[files]] are pinned by their content. Without --update a lock keeps what it pinned,
-    // so a changed source shows as drift at build, as a moved tag does.
+    // so a changed source shows as drift at build, as a moved tag does. With [[compose]]
+    // stacks, a lock that pins something new reads the files again: an edited compose file
+    // (a bumped tag) is then usually why, and its new images were just pinned.
+    let reread = !spec.compose.is_empty() && !changed.is_empty();
     let files = match (&old, update) {
         (Some(o), false)
-            if o.files.is_some() || (spec.files.is_empty() && spec.compose.is_empty()) =>
+            if !reread
+                && (o.files.is_some() || (spec.files.is_empty() && spec.compose.is_empty())) =>
         {
             o.files
         }
