@@ -324,3 +324,43 @@ fn lock_refuses_a_compose_image_the_registry_lacks_and_build_sees_an_edited_file
     let j: Value = serde_json::from_slice(&i.stdout).unwrap();
     assert_eq!(j["compose"][0]["services"][0]["image"], s.w.second.as_str());
 }
+
+/// On Podman the line is `podman compose …`, and `load --json` reports it as `compose`.
+#[test]
+fn on_podman_the_load_names_podman_compose() {
+    let s = Stack::new(
+        "services:\n  hello:\n    image: ${R}/e2e/hello:v1\n",
+        None,
+        "",
+    );
+    let addr = s.w.registry.addr.clone();
+    let spec = std::fs::read_to_string(s.w.spec()).unwrap().replace(
+        "[registries.",
+        &format!("[compose.env]\nR = \"{addr}\"\n[registries."),
+    );
+    std::fs::write(s.w.spec(), &spec).unwrap();
+    assert_ok(&s.lock());
+    let bundle = s.w.build("podman.airlock", false);
+    let p = airlock_testkit::podman::Podman::start();
+    let o = s.w.unpack_env(
+        "load",
+        &bundle,
+        &["--json"],
+        &[("DOCKER_HOST", &p.docker_host())],
+    );
+    assert_ok(&o);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let placed = s.target.join("docker-compose.yml");
+    assert_eq!(
+        report["compose"],
+        serde_json::json!([format!("podman compose -f {} up -d", placed.display())]),
+        "{report}"
+    );
+    // No source .env and no spec env beyond R: the .env carries R alone.
+    assert_eq!(
+        std::fs::read_to_string(s.target.join(".env")).unwrap(),
+        format!(
+            "# Added by airlock-pack from the spec's [compose.env]; they win over the lines above.\nR='{addr}'\n"
+        )
+    );
+}
