@@ -358,6 +358,32 @@ mod tests {
         );
     }
 
+    /// Every mix of the syntax's pieces: no panic, and text without `$` comes back as it is.
+    #[test]
+    fn arbitrary_text_never_panics_and_dollar_free_text_is_unchanged() {
+        let pieces = [
+            "$", "{", "}", ":-", "-", ":?", "?", ":+", "+", "A", "_b", "1", "$$", " ", "é", "'",
+            "\"", "#", "\\",
+        ];
+        let vars = with(&[("A", "x"), ("E", "")]);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..20_000 {
+            let len = next() % 12;
+            let s: String = (0..len).map(|_| pieces[next() % pieces.len()]).collect();
+            let got = interpolate(&s, &vars);
+            if !s.contains('$') {
+                assert_eq!(got.as_deref(), Ok(s.as_str()));
+            }
+            let _ = parse_dotenv(&format!("K={s}\nL=\"{s}\"\nM='{s}'\n"), &vars);
+        }
+    }
+
     #[test]
     fn dotenv_lines_quotes_comments_and_order() {
         let text = "# a comment\n\nTAG=1.2\nexport REPO = ollama/ollama # trailing\n\
