@@ -325,9 +325,8 @@ fn lock_refuses_a_compose_image_the_registry_lacks_and_build_sees_an_edited_file
     assert_eq!(j["compose"][0]["services"][0]["image"], s.w.second.as_str());
 }
 
-/// On Podman the line is `podman compose …`, and `load --json` reports it as `compose`.
-#[test]
-fn on_podman_the_load_names_podman_compose() {
+/// A locked stack of the hello image, `R` (its registry) set in the spec's env; its bundle.
+fn hello_stack(name: &str) -> (Stack, PathBuf) {
     let s = Stack::new(
         "services:\n  hello:\n    image: ${R}/e2e/hello:v1\n",
         None,
@@ -340,7 +339,46 @@ fn on_podman_the_load_names_podman_compose() {
     );
     std::fs::write(s.w.spec(), &spec).unwrap();
     assert_ok(&s.lock());
-    let bundle = s.w.build("podman.airlock", false);
+    let bundle = s.w.build(name, false);
+    (s, bundle)
+}
+
+/// With `--containerd` the line is nerdctl's, in the namespace the images went to.
+#[test]
+fn with_containerd_the_line_is_nerdctl_compose_in_its_namespace() {
+    let (s, bundle) = hello_stack("ctd.airlock");
+    let c = airlock_testkit::containerd::TestContainerd::start();
+    let o = s.w.unpack(
+        "load",
+        &bundle,
+        &[
+            "--containerd",
+            c.socket.to_str().unwrap(),
+            "--namespace",
+            "k8s.io",
+            "--snapshotter",
+            &c.snapshotter,
+            "--json",
+        ],
+    );
+    assert_ok(&o);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let placed = s.target.join("docker-compose.yml");
+    assert_eq!(
+        report["compose"],
+        serde_json::json!([format!(
+            "nerdctl --namespace k8s.io compose -f {} up -d",
+            placed.display()
+        )]),
+        "{report}"
+    );
+}
+
+/// On Podman the line is `podman compose …`, and `load --json` reports it as `compose`.
+#[test]
+fn on_podman_the_load_names_podman_compose() {
+    let (s, bundle) = hello_stack("podman.airlock");
+    let addr = s.w.registry.addr.clone();
     let p = airlock_testkit::podman::Podman::start();
     let o = s.w.unpack_env(
         "load",
