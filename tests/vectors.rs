@@ -25,6 +25,7 @@ const VECTORS: &[(&str, &str, u32, bool)] = &[
     ("v3-delta.airlock", "v3-delta.airlock", 3, false),
     ("v3-split.airlock.001", "v3-split.airlock", 3, false),
     ("v4-provenance.airlock", "v4-provenance.airlock", 4, false),
+    ("v5-compose.airlock", "v5-compose.airlock", 5, false),
 ];
 
 fn dir() -> PathBuf {
@@ -140,6 +141,12 @@ fn the_binary_verifies_inspects_and_extracts_every_vector() {
         assert_eq!(inspected["version"], version, "{file}: {json}");
         assert_eq!(inspected["name"], header["name"], "{file}: {json}");
         assert_eq!(inspected["created"], header["created"], "{file}: {json}");
+        // Compose stacks (version 5) are shown as the header has them; absent before.
+        assert_eq!(
+            inspected.get("compose"),
+            header.get("compose"),
+            "{file}: {json}"
+        );
 
         let out = tempfile::tempdir().unwrap();
         let to = out.path().join("x");

@@ -69,7 +69,8 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// Two images sharing a layer and an Ollama model in the loopback registry, and the spec
-/// naming them with the LLM stack's Prometheus config as files; returns the two images.
+/// naming them (through a compose file) with the LLM stack's Prometheus config as files;
+/// returns the two images.
 fn publish(registry: &TestRegistry, w: &Path) -> anyhow::Result<(String, String)> {
     let layers = w.join("layers");
     let busybox = Layer::busybox(&layers);
@@ -111,13 +112,24 @@ fn publish(registry: &TestRegistry, w: &Path) -> anyhow::Result<(String, String)
 
     let spec = w.join("demo.toml");
     let prometheus = crate::util::root().join("manifests/llm-stack/prometheus");
+    // The images come from a compose file, its registry interpolated from the spec.
+    std::fs::create_dir_all(w.join("stack"))?;
+    std::fs::write(
+        w.join("stack/docker-compose.yml"),
+        "services:\n  hello:\n    image: ${REGISTRY}/demo/hello:v1\n  \
+         motd:\n    image: ${REGISTRY}/demo/motd:${MOTD_TAG:-v1}\n",
+    )?;
     std::fs::write(
         &spec,
         format!(
-            "name = \"demo\"\nplatforms = [\"linux/amd64\"]\n\n[[image]]\nref = \"{hello}\"\n\n[[image]]\nref = \"{motd}\"\n\n\
+            "name = \"demo\"\nplatforms = [\"linux/amd64\"]\n\n\
+             [[compose]]\nfile = \"stack/docker-compose.yml\"\npath = \"{}\"\n\
+             env = {{ REGISTRY = \"{}\" }}\n\n\
              [[model]]\nname = \"{model_name}\"\nvolume = \"{MODEL_VOLUME}\"\n\n\
              [[files]]\nsource = \"{}\"\nvolume = \"{FILES_VOLUME}\"\n\n\
              [registries.\"{}\"]\ninsecure = true\n",
+            w.join("gap/opt/demo-stack").display(),
+            registry.addr,
             prometheus.display(),
             registry.addr
         ),

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use airlock_bundle::crypt::{self, Encryption};
 use airlock_bundle::header::{
-    Entry, FileRecord, Header, ImageRecord, ModelRecord, Present, Target, FORMAT_NAME, INDEX_PATH,
-    OCI_LAYOUT_PATH,
+    ComposeRecord, ComposeService, Entry, FileRecord, Header, ImageRecord, ModelRecord, Present,
+    Target, FORMAT_NAME, INDEX_PATH, OCI_LAYOUT_PATH,
 };
 use airlock_bundle::oci::{self, Descriptor, Platform};
 use airlock_bundle::ollama::ModelConfig;
@@ -75,6 +75,7 @@ pub fn run() -> anyhow::Result<()> {
     };
     out.write("v3-split.airlock", &split, &plain, Some(PART_SIZE))?;
     out.write("v4-provenance.airlock", &v4, &plain, None)?;
+    out.write("v5-compose.airlock", &v5_compose(&blobs), &plain, None)?;
 
     hostile(&golden, &blobs, &keys)?;
     eprintln!(
@@ -373,6 +374,7 @@ fn header(version: u32, name: &str, entries: Vec<Entry>, images: Vec<ImageRecord
         models: Vec::new(),
         files: Vec::new(),
         expected_present: Vec::new(),
+        compose: Vec::new(),
     }
 }
 
@@ -426,6 +428,23 @@ fn v3_delta(blobs: &Blobs) -> Header {
         digest: weights,
         size: blobs.data.get(&weights).map_or(0, |b| b.len() as u64),
         chain_id: None,
+    }];
+    h
+}
+
+/// Version 5: the version 2 content, its compose file named as a compose stack whose one
+/// service runs the bundle's image.
+fn v5_compose(blobs: &Blobs) -> Header {
+    let mut h = v2_image_model_file(blobs);
+    h.name = "v5-compose".into();
+    h.version = 5;
+    h.compose = vec![ComposeRecord {
+        target: Target::Path(FILES_DIR.into()),
+        path: "docker-compose.yml".into(),
+        services: vec![ComposeService {
+            name: "hello".into(),
+            image: h.images[0].reference.clone(),
+        }],
     }];
     h
 }

@@ -29,6 +29,10 @@ pub struct Spec {
     pub ollama: OllamaDefaults,
     #[serde(default)]
     pub files: Vec<FilesSpec>,
+    /// Compose stacks: their services' images join the lock like `[[image]]`s, and the
+    /// compose file goes to `path` on the gap host like a `[[files]]` entry.
+    #[serde(default)]
+    pub compose: Vec<ComposeSpec>,
     /// Which images must carry a cosign signature, and by which key.
     #[serde(default, rename = "verify")]
     pub verify: Vec<VerifySpec>,
@@ -101,6 +105,43 @@ pub struct FilesSpec {
     pub path: Option<String>,
 }
 
+/// A `[[compose]]` entry. Its `env` is either `env = { A = "b" }` inline or a
+/// `[compose.env]` table after the `[[compose]]` header (TOML gives that table to the last
+/// `[[compose]]` entry). Reading the compose file and interpolating it belong to the pack
+/// side (`airlock-pack`'s `compose` module); this only checks what TOML can check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeSpec {
+    /// The compose file, relative to the spec's directory or absolute.
+    pub file: String,
+    /// The absolute directory on the gap host the compose file (and its `.env`) go to.
+    pub path: String,
+    /// Interpolation variables; they take precedence over the `.env` beside the file, as
+    /// the shell's environment does for `docker compose`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// At most this many `[[compose]]` entries and `env` variables per entry: a spec is written
+/// by hand.
+pub const MAX_COMPOSE: usize = 64;
+
+/// A compose variable name: `[A-Za-z_][A-Za-z0-9_]*`, as compose interpolates them.
+pub fn is_variable_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// A `[[compose]]` entry, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeWant {
+    pub file: std::path::PathBuf,
+    /// Always a [`Target::Path`].
+    pub target: Target,
+    pub env: BTreeMap<String, String>,
+}
+
 /// A model of the spec, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelWant {
@@ -134,6 +175,10 @@ fn target_of(volume: &Option<String>, path: &Option<String>) -> Result<Option<Ta
 pub struct ImageSpec {
     #[serde(rename = "ref")]
     pub reference: String,
+    /// Where the pack side found the image when it was not written as an `[[image]]`
+    /// (e.g. `compose file x.yml, service web`); never read from the spec.
+    #[serde(skip)]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -237,7 +282,60 @@ impl Spec {
                     .map_err(|e| bad(format!("{what}: dest {d:?}: {e}")))?;
             }
         }
+        self.validate_compose().map_err(bad)
+    }
+
+    fn validate_compose(&self) -> Result<(), String> {
+        if self.compose.len() > MAX_COMPOSE {
+            return Err(format!("at most {MAX_COMPOSE} [[compose]] entries"));
+        }
+        let mut places = BTreeSet::new();
+        for c in &self.compose {
+            let what = format!("compose {:?}", c.file);
+            if c.file.is_empty() {
+                return Err(format!("{what}: file is empty"));
+            }
+            let t = target_of(&None, &Some(c.path.clone()))
+                .map_err(|e| format!("{what}: {e}"))?
+                .expect("a path");
+            if !places.insert(t.to_string()) {
+                return Err(format!(
+                    "{what}: another [[compose]] entry goes to {t} already"
+                ));
+            }
+            if c.env.len() > MAX_COMPOSE {
+                return Err(format!("{what}: at most {MAX_COMPOSE} env variables"));
+            }
+            for (k, v) in &c.env {
+                if !is_variable_name(k) {
+                    return Err(format!(
+                        "{what}: env {k:?} is not a variable name (letters, digits, '_')"
+                    ));
+                }
+                // The values travel in the `.env` written beside the compose file, single
+                // quoted (compose reads those literally).
+                if v.contains(['\'', '\n', '\r', '\0']) {
+                    return Err(format!(
+                        "{what}: env {k}: a value may not hold a single quote or a line break"
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The `[[compose]]` entries with files resolved against `spec_dir`.
+    pub fn compose_wants(&self, spec_dir: &Path) -> Vec<ComposeWant> {
+        self.compose
+            .iter()
+            .map(|c| ComposeWant {
+                file: spec_dir.join(&c.file),
+                target: target_of(&None, &Some(c.path.clone()))
+                    .expect("validated at load")
+                    .expect("validated at load"),
+                env: c.env.clone(),
+            })
+            .collect()
     }
 
     /// The models in spec order, each with its target (the model's own, else `[ollama]`'s,
@@ -283,6 +381,15 @@ impl Spec {
             .iter()
             .map(|i| ImageRef::parse(&i.reference).expect("validated at load"))
             .collect()
+    }
+
+    /// Where the pack side found image `r` when no `[[image]]` names it (see
+    /// [`ImageSpec::from`]).
+    pub fn image_origin(&self, r: &ImageRef) -> Option<&str> {
+        self.images
+            .iter()
+            .find(|i| ImageRef::parse(&i.reference).is_ok_and(|p| &p == r))
+            .and_then(|i| i.from.as_deref())
     }
 
     /// Registries to be spoken to over plain HTTP.
@@ -367,6 +474,50 @@ path = "/srv/llm"
             plain.model_wants()[0].target,
             Target::Volume("ollama-data".into())
         );
+    }
+
+    #[test]
+    fn compose_entries_take_env_inline_or_as_a_table_after_the_entry() {
+        let s = Spec::from_toml(
+            r#"
+name = "c"
+[[compose]]
+file = "stack/compose.yml"
+path = "/opt/stack/"
+env = { TAG = "1.2" }
+[[compose]]
+file = "/abs/other.yml"
+path = "/opt/other"
+[compose.env]
+REGISTRY = "127.0.0.1:5000"
+"#,
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let w = s.compose_wants(Path::new("/specs"));
+        assert_eq!(w[0].file, Path::new("/specs/stack/compose.yml"));
+        assert_eq!(w[0].target, Target::Path("/opt/stack".into()));
+        assert_eq!(w[0].env["TAG"], "1.2");
+        // `[compose.env]` belongs to the entry above it.
+        assert_eq!(w[1].file, Path::new("/abs/other.yml"));
+        assert_eq!(w[1].env["REGISTRY"], "127.0.0.1:5000");
+        assert!(!w[1].env.contains_key("TAG"));
+        for (bad, why) in [
+            ("[[compose]]\nfile = \"a.yml\"", "missing field `path`"),
+            ("[[compose]]\nfile = \"a.yml\"\nvolume = \"v\"\npath = \"/p\"", "unknown field"),
+            ("[[compose]]\nfile = \"\"\npath = \"/p\"", "file is empty"),
+            ("[[compose]]\nfile = \"a.yml\"\npath = \"p\"", "must be absolute"),
+            ("[[compose]]\nfile = \"a.yml\"\npath = \"/\"", "must be absolute"),
+            ("[[compose]]\nfile = \"a.yml\"\npath = \"/p\"\nenv = { \"1X\" = \"v\" }", "not a variable name"),
+            ("[[compose]]\nfile = \"a.yml\"\npath = \"/p\"\nenv = { X = \"it's\" }", "single quote"),
+            ("[[compose]]\nfile = \"a.yml\"\npath = \"/p\"\nenv = { X = \"a\\nb\" }", "line break"),
+            ("[[compose]]\nfile = \"a.yml\"\npath = \"/p\"\n[[compose]]\nfile = \"b.yml\"\npath = \"/p/\"", "goes to /p already"),
+        ] {
+            let text = format!("name = \"x\"\n{bad}");
+            let e = Spec::from_toml(&text, Path::new("bad.toml")).unwrap_err().to_string();
+            assert!(e.starts_with("bad.toml: ") && e.contains(why), "{bad}: {e}");
+        }
+        assert!(is_variable_name("_A1") && !is_variable_name("") && !is_variable_name("A-B"));
     }
 
     #[test]

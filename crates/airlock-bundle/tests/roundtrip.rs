@@ -65,6 +65,7 @@ fn sample() -> (Header, HashMap<String, Vec<u8>>) {
         models: vec![],
         files: vec![],
         expected_present: vec![],
+        compose: Vec::new(),
     };
     (header, blobs)
 }

@@ -75,7 +75,7 @@ pub struct BuildSummary {
 }
 
 pub async fn build(opts: BuildOptions, progress: &Progress) -> Result<BuildSummary, PackError> {
-    let spec = Spec::load(&opts.spec_path)?;
+    let (spec, _) = crate::compose::load_spec(&opts.spec_path)?;
     let lock_path = Lock::path_for(&opts.spec_path);
     if !lock_path.exists() {
         return Err(PackError::Drift {
@@ -407,6 +407,7 @@ fn header_for(
         models: plan.models.clone(),
         files: plan.files.clone(),
         expected_present,
+        compose: plan.compose.clone(),
     };
     // The gap host validates the header before it trusts anything in it. A header it would
     // refuse (a control character in a name, two records claiming one place on the host) is

@@ -36,7 +36,12 @@ what it found; the lock records the signature manifest that verified. A rule:
   [[verify]]
   match = \"docker.io/grafana/*\"   # a repository, a prefix ending in *, or *
   key = \"keys/grafana.pub\"        # cosign public key (PEM), relative to the spec
-  require = true                  # false: record a valid one, only warn without";
+  require = true                  # false: record a valid one, only warn without
+
+A [[compose]] entry (file = \"stack/docker-compose.yml\", path = \"/opt/stack\") adds every
+service's image: to the lock, interpolated as docker compose does from the entry's env, then
+the .env beside the file; an unset variable without a default, a service with build: and no
+image:, and include: are refused (exit 2), naming the file and service.";
 
 const BUILD_AFTER_HELP: &str = "\
 Each image's signature manifest must still be the one the lock recorded and the spec's

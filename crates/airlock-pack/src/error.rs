@@ -233,6 +233,14 @@ pub enum PackError {
     Symlink { path: PathBuf },
     #[error("{}: is not a regular file or directory", path.display())]
     NotRegular { path: PathBuf },
+    /// A `[[compose]]` file (or its `.env`) cannot be used: a variable without a value, a
+    /// service the gap host could not run from an image, a feature airlock does not follow.
+    #[error("{}: {}{problem}", file.display(), service.as_deref().map(|s| format!("service {}: ", airlock_bundle::text::escape(s))).unwrap_or_default())]
+    Compose {
+        file: PathBuf,
+        service: Option<String>,
+        problem: String,
+    },
     /// The path a file would get in the bundle is one the gap host refuses.
     #[error("{}: {why}", path.display())]
     BadBundlePath { path: PathBuf, why: String },
@@ -433,6 +441,7 @@ impl PackError {
             | E::Symlink { .. }
             | E::NotRegular { .. }
             | E::BadBundlePath { .. }
+            | E::Compose { .. }
             | E::NotAFileName { .. }
             | E::Unbundleable { .. }
             | E::NotInLocalStore { .. }
@@ -758,6 +767,16 @@ mod tests {
             ),
             (E::Symlink { path: p() }, exit::USAGE, false, false),
             (E::NotRegular { path: p() }, exit::USAGE, false, false),
+            (
+                E::Compose {
+                    file: p(),
+                    service: Some("web".into()),
+                    problem: "x".into(),
+                },
+                exit::USAGE,
+                false,
+                false,
+            ),
             (
                 E::BadBundlePath {
                     path: p(),

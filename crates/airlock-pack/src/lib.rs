@@ -8,6 +8,7 @@ pub(crate) mod build;
 pub(crate) mod cache;
 pub(crate) mod cli;
 mod commands;
+pub(crate) mod compose;
 mod error;
 pub(crate) mod local;
 pub(crate) mod lock;

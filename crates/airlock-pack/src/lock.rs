@@ -1,5 +1,5 @@
-//! `airlock-pack lock`: resolves every image of a spec to the digest of its manifest or index,
-//! and every model to the sha256 of its raw manifest (from its registry or a local Ollama
+//! `airlock-pack lock`: resolves every image of a spec (its `[[image]]`s and its
+//! `[[compose]]` stacks' images) to the digest of its manifest or index, and every model to the sha256 of its raw manifest (from its registry or a local Ollama
 //! store), and writes `SPEC.lock` beside the spec.
 
 use std::path::Path;
@@ -126,6 +126,27 @@ pub fn clients(
     ))
 }
 
+/// A registry's refusal of an image a compose file names says which file and service.
+fn from_compose(e: PackError, origin: Option<&str>) -> PackError {
+    match (e, origin) {
+        (
+            PackError::Registry {
+                subject,
+                what,
+                source,
+                retryable,
+            },
+            Some(o),
+        ) => PackError::Registry {
+            subject: format!("{subject} (from {o})"),
+            what,
+            source,
+            retryable,
+        },
+        (e, _) => e,
+    }
+}
+
 /// Pins the spec's images. Without `update`, existing pins are kept and only images the
 /// lock lacks are resolved; with it, every tag is resolved again.
 pub async fn lock(
@@ -136,7 +157,7 @@ pub async fn lock(
     tls: &airlock_registry_auth::tls::TlsOptions,
     progress: &Progress,
 ) -> Result<LockOutcome, PackError> {
-    let spec = Spec::load(spec_path)?;
+    let (spec, _) = crate::compose::load_spec(spec_path)?;
     let lock_path = Lock::path_for(spec_path);
     let old = if lock_path.exists() {
         Some(Lock::load(&lock_path)?)
@@ -158,7 +179,10 @@ pub async fn lock(
             continue;
         }
         progress.say(format!("resolving {key}"));
-        let (bytes, digest) = registry.manifest(&r).await?;
+        let (bytes, digest) = registry
+            .manifest(&r)
+            .await
+            .map_err(|e| from_compose(e, spec.image_origin(&r)))?;
         let manifest = AnyManifest::parse(&bytes)
             .map_err(|e| PackError::registry(&key, "unreadable manifest", e))?;
         cache
@@ -226,9 +250,17 @@ pub async fn lock(
         }
     }
     // [[files]] are pinned by their content. Without --update a lock keeps what it pinned,
-    // so a changed source shows as drift at build, as a moved tag does.
+    // so a changed source shows as drift at build, as a moved tag does. With [[compose]]
+    // stacks, a lock that pins something new reads the files again: an edited compose file
+    // (a bumped tag) is then usually why, and its new images were just pinned.
+    let reread = !spec.compose.is_empty() && !changed.is_empty();
     let files = match (&old, update) {
-        (Some(o), false) if o.files.is_some() || spec.files.is_empty() => o.files,
+        (Some(o), false)
+            if !reread
+                && (o.files.is_some() || (spec.files.is_empty() && spec.compose.is_empty())) =>
+        {
+            o.files
+        }
         _ => {
             let now = crate::plan::files_now(&spec, spec_path, progress)?;
             let was = old.as_ref().and_then(|o| o.files);

@@ -556,6 +556,7 @@ mod tests {
             models: Vec::new(),
             files: Vec::new(),
             expected_present: Vec::new(),
+            compose: Vec::new(),
         };
         let mut layers = Vec::new();
         for (n, mt) in media_types.iter().enumerate() {

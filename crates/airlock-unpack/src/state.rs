@@ -478,6 +478,7 @@ mod tests {
             models: vec![],
             files: vec![],
             expected_present: vec![],
+            compose: Vec::new(),
         }
     }
 

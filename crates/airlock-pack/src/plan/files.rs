@@ -1,41 +1,62 @@
 //! Files: each `[[files]]` source walked in a fixed order (symlinks and special files
-//! refused), its records for the header, and its content checked against the lock.
+//! refused), each `[[compose]]` stack's compose file and `.env`, their records for the
+//! header, and their content checked against the lock.
 
 use std::path::{Path, PathBuf};
 
-use airlock_bundle::header::{FileRecord, Target};
+use airlock_bundle::header::{ComposeRecord, FileRecord, Target};
 use airlock_bundle::lock::{Drift, Lock};
 use airlock_bundle::spec::Spec;
 use airlock_bundle::Digest;
 use airlock_progress::Progress;
 
 use super::{BlobSource, Blobs, PlannedBlob};
+use crate::cache::BlobCache;
 use crate::PackError;
 
-/// The spec's files, their blobs added to `blobs`; refused when they are not what the lock
-/// pinned.
+/// The spec's files and compose stacks, their blobs added to `blobs`; refused when they are
+/// not what the lock pinned. A `.env` made for a stack (its source plus the spec's `env`)
+/// is put in the blob cache, and read from there like any local file.
 pub(super) fn plan(
     spec: &Spec,
     spec_path: &Path,
     lock: &Lock,
+    cache: &BlobCache,
     progress: &Progress,
     blobs: &mut Blobs,
-) -> Result<Vec<FileRecord>, PackError> {
+) -> Result<(Vec<FileRecord>, Vec<ComposeRecord>), PackError> {
     let spec_dir = spec_path.parent().unwrap_or(Path::new("."));
     let mut files = Vec::new();
+    let mut add = |rec: FileRecord, path: PathBuf, size: u64, files: &mut Vec<FileRecord>| {
+        if let Some(d) = rec.digest {
+            blobs.add(PlannedBlob {
+                digest: d,
+                size,
+                media_type: FILE_MEDIA_TYPE.into(),
+                from: BlobSource::File(path),
+            });
+        }
+        files.push(rec);
+    };
     for want in spec.files_wants(spec_dir) {
         progress.say(format!("reading {}", want.source.display()));
         for (rec, path, size) in walk_files(&want.source, &want.target, &want.dest)? {
-            if let Some(d) = rec.digest {
-                blobs.add(PlannedBlob {
-                    digest: d,
-                    size,
-                    media_type: FILE_MEDIA_TYPE.into(),
-                    from: BlobSource::File(path),
-                });
-            }
-            files.push(rec);
+            add(rec, path, size, &mut files);
         }
+    }
+    let stacks = compose_files(spec, spec_dir, progress)?;
+    for (rec, content) in stacks.files {
+        let (path, size) = match content {
+            Content::Path(p, size) => (p, size),
+            Content::Bytes(b) => {
+                let d = rec.digest.expect("a file");
+                cache
+                    .put_bytes(&d, &b)
+                    .map_err(|source| PackError::CacheWrite { blob: d, source })?;
+                (cache.path(&d), b.len() as u64)
+            }
+        };
+        add(rec, path, size, &mut files);
     }
     let now = airlock_bundle::lock::files_digest(&files);
     if now != lock.files {
@@ -44,15 +65,66 @@ pub(super) fn plan(
             now,
         };
         return Err(super::drift::refused(
-            "the [[files]] sources",
+            "the [[files]] and [[compose]] sources",
             &[drift],
             spec_path,
         ));
     }
-    Ok(files)
+    Ok((files, stacks.records))
 }
 
-/// What the lock pins for the spec's `[[files]]` now (see [`airlock_bundle::lock::files_digest`]).
+/// Where a carried file's bytes are: a local file (and its size), or made here.
+pub(super) enum Content {
+    Path(PathBuf, u64),
+    Bytes(Vec<u8>),
+}
+
+/// The files the compose stacks carry and the stacks' header records.
+pub(super) struct ComposeFiles {
+    pub files: Vec<(FileRecord, Content)>,
+    pub records: Vec<ComposeRecord>,
+}
+
+/// Each stack's compose file (under its own name) and `.env` (when there is one) in the
+/// stack's directory.
+pub(super) fn compose_files(
+    spec: &Spec,
+    spec_dir: &Path,
+    progress: &Progress,
+) -> Result<ComposeFiles, PackError> {
+    let mut out = ComposeFiles {
+        files: Vec::new(),
+        records: Vec::new(),
+    };
+    for want in spec.compose_wants(spec_dir) {
+        progress.say(format!("reading {}", want.file.display()));
+        let stack = crate::compose::read(&want)?;
+        let mut walked = walk_files(&stack.file, &stack.target, "")?;
+        let (rec, path, size) = walked.pop().expect("one file: read refuses others");
+        out.records.push(ComposeRecord {
+            target: stack.target.clone(),
+            path: rec.path.clone(),
+            services: stack.services,
+        });
+        out.files.push((rec, Content::Path(path, size)));
+        if let Some(env) = stack.env {
+            let rec = FileRecord {
+                target: stack.target.clone(),
+                path: ".env".into(),
+                mode: format!("{:04o}", env.mode),
+                digest: Some(Digest::of(&env.bytes)),
+            };
+            let content = match env.verbatim {
+                Some(p) => Content::Path(p, env.bytes.len() as u64),
+                None => Content::Bytes(env.bytes),
+            };
+            out.files.push((rec, content));
+        }
+    }
+    Ok(out)
+}
+
+/// What the lock pins for the spec's `[[files]]` and compose files now (see [`airlock_bundle::lock::files_digest`]).
 pub fn files_now(
     spec: &Spec,
     spec_path: &Path,
@@ -66,6 +138,12 @@ pub fn files_now(
             files.push(rec);
         }
     }
+    files.extend(
+        compose_files(spec, spec_dir, progress)?
+            .files
+            .into_iter()
+            .map(|(rec, _)| rec),
+    );
     Ok(airlock_bundle::lock::files_digest(&files))
 }
 

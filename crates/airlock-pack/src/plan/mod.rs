@@ -66,6 +66,8 @@ pub struct Plan {
     pub images: Vec<ImageRecord>,
     pub models: Vec<ModelRecord>,
     pub files: Vec<FileRecord>,
+    /// The compose stacks, their files among `files`.
+    pub compose: Vec<airlock_bundle::header::ComposeRecord>,
     /// Every blob, in bundle order, once.
     pub blobs: Vec<PlannedBlob>,
     /// index.json of the bundle's OCI layout.
@@ -239,11 +241,12 @@ pub async fn plan(
         provenance = carried.records;
     }
     let models = models::plan(checked.models, src, &mut blobs).await?;
-    let files = files::plan(spec, spec_path, lock, progress, &mut blobs)?;
+    let (files, compose) = files::plan(spec, spec_path, lock, src.cache, progress, &mut blobs)?;
     Ok(Plan {
         images: images.records,
         models,
         files,
+        compose,
         blobs: blobs.list,
         index_json: images.index_json,
         oci_layout: oci::OCI_LAYOUT.to_vec(),
@@ -348,8 +351,16 @@ mod tests {
     #[test]
     fn the_shipped_llm_stack_spec_resolves() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/llm-stack.toml");
-        let spec = Spec::load(&path).unwrap();
+        let (spec, stacks) = crate::compose::load_spec(&path).unwrap();
+        // The images are the compose file's services'.
         assert_eq!(spec.image_refs().len(), 6);
+        assert!(spec.images.iter().all(|i| i
+            .from
+            .as_deref()
+            .is_some_and(|f| f.contains("docker-compose.yml, service "))));
+        assert_eq!(stacks[0].services[0].name, "ollama");
+        assert_eq!(stacks[0].services[0].image, "docker.io/ollama/ollama:0.5.7");
+        assert!(stacks[0].env.is_none());
         let models: Vec<String> = spec.model_wants().iter().map(|m| m.name.short()).collect();
         assert_eq!(
             models,
@@ -361,11 +372,18 @@ mod tests {
                 carried.push(format!("{} {} {}", rec.target, rec.path, rec.mode));
             }
         }
+        let progress = Progress::new(airlock_progress::Mode::Quiet);
+        for (rec, _) in files::compose_files(&spec, path.parent().unwrap(), &progress)
+            .unwrap()
+            .files
+        {
+            carried.push(format!("{} {} {}", rec.target, rec.path, rec.mode));
+        }
         assert_eq!(
             carried,
             [
+                "volume prometheus-config prometheus.yml 0644",
                 "/opt/llm-stack docker-compose.yml 0644",
-                "volume prometheus-config prometheus.yml 0644"
             ]
         );
     }

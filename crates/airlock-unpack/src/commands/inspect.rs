@@ -1,7 +1,7 @@
 //! `airlock-unpack inspect`: what a bundle carries, from its signed header alone, as text or
 //! `--json`; with `--engine`, the engine pre-flight's verdict on every image.
 
-use airlock_bundle::header::{Entry, FileRecord, Present, Target};
+use airlock_bundle::header::{ComposeRecord, Entry, FileRecord, Present, Target};
 use airlock_bundle::oci::Platform;
 use airlock_bundle::ollama::ModelConfig;
 use airlock_bundle::reader::Verified;
@@ -92,6 +92,9 @@ struct InspectJson<'a> {
     files: &'a [FileRecord],
     entries: &'a [Entry],
     expected_present: &'a [Present],
+    /// The compose stacks (format version 5); absent when there are none.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    compose: &'a [ComposeRecord],
     /// Only with `--engine`.
     #[serde(skip_serializing_if = "Option::is_none")]
     engine: Option<EngineJson<'a>>,
@@ -193,6 +196,7 @@ impl<'a> InspectJson<'a> {
             files: &h.files,
             entries: &h.entries,
             expected_present: &h.expected_present,
+            compose: &h.compose,
             engine: judged.map(Judged::json),
         }
     }
@@ -239,6 +243,7 @@ fn print_text(v: &Verified, judged: Option<&Judged>) {
     print_upstream(h);
     print_models(h);
     print_files(h);
+    print_compose(h);
     if let Some(j) = judged {
         j.print();
     }
@@ -327,6 +332,21 @@ fn print_files(h: &Header) {
             Target::Path(p) => format!("{p}/{}", f.path),
         };
         println!("{:<6} {:>10}  {at}", f.mode, size);
+    }
+}
+
+/// Each compose stack: its file on the host, then its services and their images.
+fn print_compose(h: &Header) {
+    for c in &h.compose {
+        println!();
+        println!("COMPOSE  {}", airlock_bundle::text::escape(&c.host_path()));
+        for s in &c.services {
+            println!(
+                "  {:<24} {}",
+                airlock_bundle::text::escape(&s.name),
+                airlock_bundle::text::escape(&s.image)
+            );
+        }
     }
 }
 

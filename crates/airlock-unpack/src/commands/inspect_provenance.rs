@@ -336,6 +336,7 @@ mod tests {
             models: vec![],
             files: vec![],
             expected_present: vec![],
+            compose: Vec::new(),
         };
         let (text, keys) = upstream_status(&h, "docker.io/library/busybox:1.36");
         assert_eq!(text, "unverified upstream");

@@ -1,6 +1,7 @@
 //! `airlock-unpack load`: the host's guard (policy, `--no-files`, anti-rollback) read
 //! first, then the bundle verified and loaded into the engine (Docker or Podman through
-//! [`crate::docker`], or containerd), its report written, its outcome printed.
+//! [`crate::docker`], or containerd), its report written, its outcome printed, ending with
+//! the command that starts each compose stack it placed.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,7 @@ pub(super) fn run(args: LoadArgs) -> anyhow::Result<()> {
         overwrite,
         work_dir: work_dir.unwrap_or_else(default_work_dir),
     };
+    let namespace = containerd.options().map(|o| o.namespace);
     let loaded = match containerd.options() {
         Some(o) => crate::containerd::load(
             &common.bundle,
@@ -65,13 +67,20 @@ pub(super) fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     .with_context(|| common.bundle.display().to_string());
     let body = match &loaded {
-        Ok(r) => Ok(serde_json::to_value(LoadJson::new(r, &guard))?),
+        Ok(r) => Ok(serde_json::to_value(LoadJson::new(
+            r,
+            &guard,
+            compose_commands(r, namespace.as_deref()),
+        ))?),
         Err(e) => Err(e),
     };
     report_sink.write("load", &common.bundle, &body)?;
     let report = loaded?;
     if !json {
         print_text(&report, &progress);
+        for c in compose_commands(&report, namespace.as_deref()) {
+            progress.say(c);
+        }
     }
     Ok(())
 }
@@ -177,6 +186,9 @@ struct LoadJson<'a> {
     expected_present: &'a [airlock_bundle::header::Present],
     /// Per image, which `[[verify]]` key verified its upstream signature (if any).
     provenance: Vec<crate::provenance::ImageProvenanceJson>,
+    /// The command that starts each compose stack this load placed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    compose: Vec<String>,
 }
 
 /// A `[[files]]` record left out by `--no-files`.
@@ -195,7 +207,7 @@ struct PolicyJson<'a> {
 }
 
 impl<'a> LoadJson<'a> {
-    fn new(r: &'a LoadReport, guard: &'a LoadGuard) -> LoadJson<'a> {
+    fn new(r: &'a LoadReport, guard: &'a LoadGuard, compose: Vec<String>) -> LoadJson<'a> {
         LoadJson {
             header_digest: r.verified.header_digest,
             bundle_name: &r.verified.header.name,
@@ -223,6 +235,7 @@ impl<'a> LoadJson<'a> {
             rollback: &r.cleared.rollback,
             expected_present: &r.verified.header.expected_present,
             provenance: crate::provenance::report(&r.cleared.provenance),
+            compose,
         }
     }
 }
@@ -282,4 +295,59 @@ fn print_text(report: &LoadReport, progress: &Progress) {
             format!(" (engine: {})", report.engine)
         }
     ));
+}
+
+/// For each compose stack whose compose file this load placed (not with `--no-files`), the
+/// command that starts it with the compose of the engine that took the images: `docker
+/// compose`, `podman compose`, or `nerdctl compose` for containerd (with the namespace when
+/// it is not nerdctl's default).
+fn compose_commands(report: &LoadReport, containerd_namespace: Option<&str>) -> Vec<String> {
+    let tool = match containerd_namespace {
+        Some("default") => "nerdctl compose".to_string(),
+        Some(ns) => format!("nerdctl --namespace {} compose", shell_word(ns)),
+        None if report.engine.starts_with("Podman") => "podman compose".into(),
+        None => "docker compose".into(),
+    };
+    report
+        .verified
+        .header
+        .compose
+        .iter()
+        .filter(|c| {
+            report
+                .files
+                .iter()
+                .any(|f| f.path == c.path && f.target == c.target.to_string())
+        })
+        .map(|c| format!("{tool} -f {} up -d", shell_word(&c.host_path())))
+        .collect()
+}
+
+/// `s` as one word for a POSIX shell: as it is when that is safe, else single-quoted.
+/// (Header strings hold no control characters: [`airlock_bundle::Header::validate`].)
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-+:@%=,".contains(&c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            shell_word("/opt/llm-stack/docker-compose.yml"),
+            "/opt/llm-stack/docker-compose.yml"
+        );
+        assert_eq!(shell_word("/opt/my stack/c.yml"), "'/opt/my stack/c.yml'");
+        assert_eq!(shell_word("/opt/it's/c.yml"), r"'/opt/it'\''s/c.yml'");
+        assert_eq!(shell_word("/x/$(reboot)"), "'/x/$(reboot)'");
+    }
 }

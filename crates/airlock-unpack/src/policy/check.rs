@@ -323,6 +323,7 @@ mod tests {
                 })
                 .collect(),
             expected_present: vec![],
+            compose: Vec::new(),
         }
     }
 

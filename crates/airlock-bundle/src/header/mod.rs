@@ -7,9 +7,17 @@ use crate::oci::Platform;
 use crate::{BundleError, Digest};
 
 pub const FORMAT_NAME: &str = "airlock-bundle";
-/// Version 2 added `models` and `files`, version 3 `expected_present` (delta bundles); an
-/// older header is a newer one without those fields, so readers accept all three.
-pub const FORMAT_VERSION: u32 = 4;
+/// Version 2 added `models` and `files`, version 3 `expected_present` (delta bundles),
+/// version 4 `provenance`, version 5 `compose`; an older header is a newer one without those
+/// fields, so readers accept every version up to this one.
+pub const FORMAT_VERSION: u32 = 5;
+
+mod compose;
+
+pub use compose::{
+    check_service_name, ComposeRecord, ComposeService, COMPOSE_VERSION, MAX_COMPOSE_SERVICES,
+    MAX_COMPOSE_STACKS,
+};
 
 pub const HEADER_PATH: &str = "airlock/header.json";
 pub const SIGNATURE_PATH: &str = "airlock/header.json.minisig";
@@ -41,6 +49,9 @@ pub struct Header {
     /// are they, and `load` checks they are there before loading anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_present: Vec<Present>,
+    /// Compose stacks whose compose file is one of `files` (version 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compose: Vec<ComposeRecord>,
 }
 
 /// How many distinct blobs `present` names, and their bytes (a layer used at several
@@ -338,6 +349,8 @@ impl Header {
             }
         }
         self.check_host_places()?;
+        compose::validate(self)
+            .map_err(|e| BundleError::Malformed(format!("{HEADER_PATH}: {e}")))?;
         crate::provenance::validate(&self.provenance, &self.images, &seen)
             .map_err(|e| BundleError::Malformed(format!("{HEADER_PATH}: {e}")))?;
         for img in &self.images {
@@ -606,7 +619,86 @@ mod tests {
                 },
             ],
             expected_present: vec![],
+            compose: vec![],
         }
+    }
+
+    /// `header()` with an image and a compose stack whose file is `conf/a.yml`.
+    fn with_compose() -> Header {
+        let mut h = header();
+        h.images.push(ImageRecord {
+            reference: "docker.io/library/nginx:1".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            manifest: Digest::of(b"blob"),
+            config: Digest::of(b"blob"),
+            layers: vec![],
+            index: None,
+        });
+        h.compose.push(ComposeRecord {
+            target: Target::Path("/srv/x".into()),
+            path: "conf/a.yml".into(),
+            services: vec![ComposeService {
+                name: "web".into(),
+                image: "docker.io/library/nginx:1".into(),
+            }],
+        });
+        h
+    }
+
+    #[test]
+    fn compose_stacks_round_trip_and_are_checked() {
+        let h = with_compose();
+        assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
+        assert_eq!(h.compose[0].host_path(), "/srv/x/conf/a.yml");
+        type Change = Box<dyn Fn(&mut Header)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("need format version 5", Box::new(|h| h.version = 4)),
+            (
+                "goes to a host path",
+                Box::new(|h| h.compose[0].target = Target::Volume("vol".into())),
+            ),
+            (
+                "no such file is carried",
+                Box::new(|h| h.compose[0].path = "conf".into()),
+            ),
+            (
+                "no such file is carried",
+                Box::new(|h| h.compose[0].path = "other.yml".into()),
+            ),
+            (
+                "listed twice",
+                Box::new(|h| h.compose.push(h.compose[0].clone())),
+            ),
+            (
+                "service name",
+                Box::new(|h| h.compose[0].services[0].name = "-x".into()),
+            ),
+            (
+                "which the bundle lacks",
+                Box::new(|h| h.compose[0].services[0].image = "docker.io/library/x:1".into()),
+            ),
+            (
+                "listed twice",
+                Box::new(|h| {
+                    let s = h.compose[0].services[0].clone();
+                    h.compose[0].services.push(s)
+                }),
+            ),
+            (
+                "control or formatting character",
+                Box::new(|h| h.compose[0].services[0].name = "w\u{1b}[2J".into()),
+            ),
+        ];
+        for (want, change) in cases {
+            let mut bad = with_compose();
+            change(&mut bad);
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // Version 4 headers without compose still read.
+        let mut v4 = header();
+        v4.version = 4;
+        assert_eq!(Header::parse(&v4.to_bytes()).unwrap(), v4);
     }
 
     #[test]
