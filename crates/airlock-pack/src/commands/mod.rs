@@ -3,6 +3,7 @@
 //! (prompts, the blob cache, model sources, the async runtime).
 
 pub(crate) mod build;
+pub(crate) mod completions;
 pub(crate) mod keygen;
 pub(crate) mod lock;
 
@@ -24,6 +25,8 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Lock(args) => lock::run(args),
         Command::Build(args) => build::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     };
     match ran {
         Ok(()) => ExitCode::from(crate::exit::OK),
