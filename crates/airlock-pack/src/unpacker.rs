@@ -99,15 +99,13 @@ fn check(path: &Path) -> Result<Unpacker, PackError> {
 /// Whether `head` (the file's first bytes) is a 64-bit little-endian x86_64 ELF executable
 /// with no program interpreter: the kernel runs it without any library.
 fn static_x86_64(head: &[u8]) -> Result<(), String> {
-    let u16_at = |o: usize| head.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        head.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    };
-    let u64_at = |o: usize| {
-        head.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    };
+    // Offsets come from the file: a field past the end (or past usize) is no field.
+    fn field<const N: usize>(head: &[u8], o: usize) -> Option<[u8; N]> {
+        head.get(o..o.checked_add(N)?)?.try_into().ok()
+    }
+    let u16_at = |o| field(head, o).map(u16::from_le_bytes);
+    let u32_at = |o| field(head, o).map(u32::from_le_bytes);
+    let u64_at = |o| field(head, o).map(u64::from_le_bytes);
     if !head.starts_with(b"\x7fELF") {
         return Err("not an ELF executable".into());
     }
