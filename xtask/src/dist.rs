@@ -91,6 +91,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let built = build_static(&["-p", "airlock-unpack", "--no-default-features"])?;
     copy_exec(&built.join("airlock-unpack"), &out.join("airlock-unpack"))?;
     for b in ["airlock-pack", "airlock-unpack-push", "airlock-unpack"] {
+        // The release profile keeps line tables for backtraces at home; what travels on
+        // media is a third of the size without them (binutils comes with the linker).
+        sh(Command::new("strip").arg(out.join(b)))?;
         check_static(&out.join(b))?;
     }
     check_offline(&out.join("airlock-unpack"))?;
