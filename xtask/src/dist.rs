@@ -77,9 +77,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         )
     })?;
     let out = &opts.out;
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
-    }
+    // Each artifact is overwritten by name; nothing else in --out DIR is touched (it may be
+    // any directory), and SHA256SUMS lists only what this run wrote.
     std::fs::create_dir_all(out)?;
 
     let built = build_static(&["-p", "airlock-pack", "-p", "airlock-unpack"])?;
