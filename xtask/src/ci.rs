@@ -1,5 +1,5 @@
 //! `cargo xtask ci` (what `.ci/run` does): dependencies, formatting, lints, the structure
-//! limits (`rooms`), the dependency policy (`cargo deny`), every test, then a short fuzz run. It owns the CI sequence so that
+//! limits (`rooms`), the dependency policy (`cargo deny`), the dist artifacts, every test, then a short fuzz run. It owns the CI sequence so that
 //! `util` stays a leaf the commands use, not a module that calls back into them.
 
 use std::process::Command;
@@ -50,8 +50,26 @@ pub fn ci() -> anyhow::Result<()> {
     // The structure limits: no long files or functions, no module cycle.
     crate::rooms::run(&[])?;
     deny()?;
+    dist()?;
     sh(cargo().args(["test", "--workspace"]))?;
     crate::fuzz::fuzz(crate::fuzz::CI_SECONDS, &[], false)
+}
+
+/// `cargo xtask dist` with a throwaway key, before the tests: the static release builds
+/// tests/ship.rs packages again are then cached in their own target dir, and a build or
+/// packaging failure shows here rather than inside a test.
+fn dist() -> anyhow::Result<()> {
+    let dir = crate::util::scratch()?.join("dist-ci");
+    let key = dir.join("key/airlock.key");
+    if !key.exists() {
+        airlock_bundle::sign::generate_keypair(&dir.join("key"), None)?;
+    }
+    crate::dist::run(&[
+        "--out".into(),
+        dir.join("out").display().to_string(),
+        "--sign-key".into(),
+        key.display().to_string(),
+    ])
 }
 
 /// `cargo deny check bans licenses sources` against `deny.toml`. Advisories are left out on

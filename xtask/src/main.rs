@@ -1,10 +1,11 @@
-//! Developer entry points: `cargo xtask demo | ci | bench | fuzz | vectors | rooms`. Needs
+//! Developer entry points: `cargo xtask demo | ci | dist | bench | fuzz | vectors | rooms`. Needs
 //! nothing but cargo and a Debian machine with a Docker engine; missing Debian packages are
 //! installed with apt.
 
 mod bench;
 mod ci;
 mod demo;
+mod dist;
 mod fuzz;
 mod rooms;
 mod util;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(),
+        Some("dist") => dist::run(&args[1..]),
         Some("ci") => ci::ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
                  demo          loopback registry + generated images -> pack -> unpack (offline) -> docker run\n  \
                  ci            install test dependencies, fmt, clippy, rooms, cargo deny (bans, licenses, sources),\n                \
                  all tests, a short fuzz run (what .ci/run does)\n  \
+                 dist [--out DIR] [--sign-key FILE]  static binaries, .debs, signed SHA256SUMS in dist/\n  \
                  bench [--big] throughput and peak memory against skopeo, age and docker load\n  \
                  bench models|parts|push  one section: models, verify --outer-only of parts, push\n  \
                  bench engines  load into Podman (vs podman load -i), pre-flight cost, then Docker 26\n  \

@@ -48,7 +48,9 @@ impl KeyId {
     }
 }
 
-/// A secret key ready to sign.
+/// A secret key ready to sign. Clone (the secret is wiped on drop, as ed25519-dalek's key
+/// is) for a second signature after the first use moved it (`build --with-unpacker`).
+#[derive(Clone)]
 pub struct SigningKey {
     key_id: KeyId,
     keynum: [u8; 8],

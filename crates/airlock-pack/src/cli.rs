@@ -71,6 +71,11 @@ pub(crate) enum Command {
     Build(BuildArgs),
     /// Show what the blob cache holds (`ls`) or trim it (`prune`).
     Cache(CacheArgs),
+    /// Print the completion script for SHELL on stdout (bash, zsh, fish).
+    Completions(CompletionsArgs),
+    /// Write a man page per command and subcommand into DIR (for packagers).
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,8 +222,26 @@ pub(crate) struct BuildArgs {
     /// Concurrent blob downloads (and Range parts per large model blob).
     #[arg(short, long, default_value_t = 4)]
     pub(crate) jobs: usize,
+    /// Put a static airlock-unpack beside the bundle, listed in its signed sums, for a gap
+    /// host that has none yet [default PATH: dist/airlock-unpack of `cargo xtask dist`,
+    /// else /usr/lib/airlock/airlock-unpack from the .deb].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) with_unpacker: Option<Option<PathBuf>>,
     #[command(flatten)]
     pub(crate) common: Common,
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Directory to write airlock-pack.1, airlock-pack-build.1, … into (created if missing).
+    pub(crate) dir: PathBuf,
 }

@@ -17,6 +17,7 @@ pub(crate) mod pipe;
 pub(crate) mod plan;
 pub(crate) mod provenance;
 pub(crate) mod registry;
+pub(crate) mod unpacker;
 
 pub use commands::main;
 pub use error::{bundle_exit_code, exit, report, BoxError, PackError, SignatureDrift, Unverified};

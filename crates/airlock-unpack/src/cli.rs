@@ -71,6 +71,27 @@ pub(crate) enum Command {
     #[cfg(feature = "push")]
     #[command(after_help = PUSH_HELP)]
     Push(PushArgs),
+    /// Print the completion script for SHELL on stdout (bash, zsh, fish).
+    Completions(CompletionsArgs),
+    /// Write a man page per command and subcommand into DIR (for packagers).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+// `completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+// `man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Directory to write airlock-unpack.1, airlock-unpack-load.1, … into (created if
+    /// missing).
+    pub(crate) dir: PathBuf,
 }
 
 // `keygen`.

@@ -33,6 +33,9 @@ pub struct BundleFiles {
     /// The bundle name the files share (`stack.airlock`).
     pub base: String,
     pub parts: Vec<PathBuf>,
+    /// Files the signed sums list beside the parts that are not parts ([`CARRIED`]: the
+    /// unpacker of `build --with-unpacker`); never read as bundle bytes.
+    pub carried: Vec<PathBuf>,
     /// The sums file beside the parts, signed or not.
     pub sums: Option<PathBuf>,
     /// The sums as read and parsed by [`BundleFiles::locate`]: only when their signature is
@@ -73,6 +76,7 @@ impl BundleFiles {
             dir,
             base,
             parts: Vec::new(),
+            carried: Vec::new(),
             sums: None,
             listed: None,
             sizes: Vec::new(),
@@ -87,6 +91,10 @@ impl BundleFiles {
                 let listed = Sums::parse(&bytes, &sums)?;
                 for (n, _) in &listed.lines {
                     let p = files.dir.join(n);
+                    if is_carried(n) {
+                        files.carried.push(p);
+                        continue;
+                    }
                     files.sizes.push(files.present(&p)?);
                     files.parts.push(p);
                 }
@@ -118,6 +126,9 @@ impl BundleFiles {
         if files.parts.is_empty() {
             let base = &files.base;
             let unsigned = match &files.sums {
+                Some(_) if files.listed.is_some() => {
+                    format!("; {base}{SUMS_SUFFIX} lists no part, only carried files")
+                }
                 Some(_) => format!(
                     "; {base}{SUMS_SUFFIX} is there, but without its signature it does not choose the files"
                 ),

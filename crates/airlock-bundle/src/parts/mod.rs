@@ -20,7 +20,7 @@ mod write;
 pub use locate::{BundleFiles, PartsReader};
 pub use problem::PartProblem;
 pub use sums::{Layout, SignedSums, Sums};
-pub use write::{remove_stale, write_sums, Part, PartWriter};
+pub use write::{remove_stale, write_sums, write_sums_carrying, Part, PartWriter};
 
 /// Appended to the bundle name for the sums file.
 pub const SUMS_SUFFIX: &str = ".sums";
@@ -28,6 +28,19 @@ pub const SUMS_SUFFIX: &str = ".sums";
 pub const SIG_SUFFIX: &str = ".minisig";
 /// How every sums signature's trusted comment starts; the rest records the part layout.
 pub const SUMS_COMMENT: &str = "airlock-bundle sums v1";
+/// The trusted comment of sums that also list carried files (`carried=K` follows the
+/// layout): a v1 reader refuses it as "not a sums signature" instead of reading a carried
+/// file as the bundle's last part.
+pub const SUMS_COMMENT_V2: &str = "airlock-bundle sums v2";
+/// File names the sums may list beside the parts as carried files, never read as bundle
+/// bytes: the static `airlock-unpack` that `airlock-pack build --with-unpacker` puts
+/// beside the bundle for a host that has no unpacker yet.
+pub const CARRIED: &[&str] = &["airlock-unpack"];
+
+/// Whether a sums line names a carried file rather than a part.
+pub fn is_carried(name: &str) -> bool {
+    CARRIED.contains(&name)
+}
 
 /// `fat32`: the largest file FAT32 can hold.
 pub const FAT32: u64 = (4 << 30) - 1;
@@ -581,5 +594,96 @@ mod tests {
         let e = SignedSums::load(&files, Some(&trust)).unwrap_err();
         assert_eq!(e.class(), crate::ErrorClass::Trust);
         assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    /// A carried file (the unpacker beside the bundle) is listed and signed with the parts
+    /// but never read as bundle bytes; it is checked when there, and may be moved away.
+    #[test]
+    fn carried_files_are_listed_checked_and_never_read_as_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let data: Vec<u8> = (0..30_000u32).map(|i| (i * 11 % 239) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(10_000), 4096);
+        let tool = b"\x7fELF pretend unpacker".to_vec();
+        std::fs::write(dir.path().join("airlock-unpack"), &tool).unwrap();
+        let carried = [Part {
+            name: "airlock-unpack".into(),
+            digest: Digest::of(&tool),
+            size: tool.len() as u64,
+        }];
+        let (sums_path, sig_path) = write_sums_carrying(
+            dir.path(),
+            "b.airlock",
+            &parts,
+            Some(10_000),
+            &carried,
+            &key,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&sums_path).unwrap();
+        assert!(
+            text.ends_with(&format!("{}  airlock-unpack\n", Digest::of(&tool).hex())),
+            "{text}"
+        );
+        let sig = std::fs::read_to_string(&sig_path).unwrap();
+        assert_eq!(
+            crate::sign::trusted_comment(&sig).unwrap(),
+            format!("{SUMS_COMMENT_V2} parts=3 part-size=10000 total=30000 carried=1")
+        );
+        let files = BundleFiles::locate(&dir.path().join("b.airlock.sums")).unwrap();
+        assert_eq!(files.parts.len(), 3);
+        assert_eq!(files.carried, [dir.path().join("airlock-unpack")]);
+        let mut back = Vec::new();
+        files.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data, "the carried file is not read as bundle bytes");
+        let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+        assert_eq!(sums.carried().count(), 1);
+        assert!(sums.check_layout(&files).is_empty());
+        assert!(sums.check_all(&files, &|_| {}).unwrap().is_empty());
+
+        // A changed unpacker is named; one moved away is not the bundle's problem.
+        std::fs::write(dir.path().join("airlock-unpack"), b"\x7fELF other").unwrap();
+        let found: Vec<String> = sums
+            .check_all(&files, &|_| {})
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("airlock-unpack: corrupt: expected sha256 "),
+            "{found:?}"
+        );
+        std::fs::remove_file(dir.path().join("airlock-unpack")).unwrap();
+        assert!(sums.check_all(&files, &|_| {}).unwrap().is_empty());
+
+        // Only the carried names may be carried.
+        let mut other = carried.clone();
+        other[0].name = "b.airlock.004".into();
+        let e = write_sums_carrying(dir.path(), "b.airlock", &parts, Some(10_000), &other, &key)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not a file the sums may carry"),
+            "{e}"
+        );
+
+        // Signed v1 sums that list a carried file: a v1 reader would read it as a part, so
+        // the count in the signed comment must match.
+        let listed = std::fs::read(&sums_path).unwrap();
+        let v1 = key.sign_with(
+            &listed,
+            &format!("{SUMS_COMMENT} parts=3 part-size=10000 total=30000"),
+        );
+        std::fs::write(&sig_path, v1).unwrap();
+        let files = BundleFiles::locate(&dir.path().join("b.airlock.001")).unwrap();
+        let e = SignedSums::load(&files, Some(&trust)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not count the 1 carried file(s)"),
+            "{e}"
+        );
     }
 }

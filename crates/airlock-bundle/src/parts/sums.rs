@@ -41,11 +41,35 @@ impl Layout {
         }
     }
 
+    /// The trusted comment of sums that list `carried` files after the parts: v1 without
+    /// any, else v2 with `carried=K` appended.
+    pub(super) fn comment_carrying(&self, carried: usize) -> String {
+        let v1 = self.comment();
+        match carried {
+            0 => v1,
+            k => format!("{SUMS_COMMENT_V2}{} carried={k}", &v1[SUMS_COMMENT.len()..]),
+        }
+    }
+
+    /// How many carried files a sums comment (v1 or v2) says the sums list after the parts:
+    /// `carried=K` in a v2 comment, 0 in a v1 comment, `None` if it is neither.
+    pub fn carried_in_comment(c: &str) -> Option<usize> {
+        if c.starts_with(SUMS_COMMENT) {
+            return Some(0);
+        }
+        let rest = c.strip_prefix(SUMS_COMMENT_V2)?;
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("carried="))
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The layout in a sums signature's trusted comment, if it is one a writer can make:
     /// at least one part, and with several, every part but the last `part-size` bytes and
     /// the last at most that (so that no size below overflows).
     pub fn parse_comment(c: &str) -> Option<Layout> {
-        let rest = c.strip_prefix(SUMS_COMMENT)?;
+        let rest = c
+            .strip_prefix(SUMS_COMMENT)
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V2))?;
         let (mut parts, mut total, mut part_size) = (None, None, None);
         for kv in rest.split_whitespace() {
             let (k, v) = kv.split_once('=')?;
@@ -53,6 +77,7 @@ impl Layout {
                 "parts" => parts = Some(v.parse().ok()?),
                 "total" => total = Some(v.parse().ok()?),
                 "part-size" => part_size = Some(v.parse().ok()?),
+                // v2: the carried files' count ([`Layout::carried_in_comment`]).
                 _ => {}
             }
         }
@@ -237,8 +262,18 @@ impl SignedSums {
             (Some(_), None) => return Err(missing()),
             (None, sig) => (None, sig.as_deref().and_then(crate::sign::trusted_comment)),
         };
+        let carried_lines = sums.lines.iter().filter(|(n, _)| is_carried(n)).count();
         let layout = match comment {
-            Some(c) if c.starts_with(SUMS_COMMENT) => match Layout::parse_comment(&c) {
+            Some(c) if Layout::carried_in_comment(&c).is_some() => match Layout::parse_comment(&c) {
+                // Signed sums say how many carried files they list: the same lines read as
+                // parts by a v1 reader would be refused there, so they must agree here.
+                Some(_) if signer.is_some() && Layout::carried_in_comment(&c) != Some(carried_lines) => {
+                    return Err(BundleError::Malformed(format!(
+                        "{}: the signed trusted comment \"{}\" does not count the {carried_lines} carried file(s) the sums list",
+                        sig_path.display(),
+                        crate::text::Escaped(&c)
+                    )))
+                }
                 Some(l) => Some(l),
                 None if signer.is_some() => {
                     return Err(BundleError::Malformed(format!(
@@ -274,7 +309,18 @@ impl SignedSums {
 
     /// The layout, if it describes as many parts as the sums list.
     fn layout(&self) -> Option<Layout> {
-        self.layout.filter(|l| l.parts == self.sums.lines.len())
+        let parts = self.parts().count();
+        self.layout.filter(|l| l.parts == parts)
+    }
+
+    /// The listed parts, in order (every line but the carried files).
+    pub fn parts(&self) -> impl Iterator<Item = &(String, Digest)> {
+        self.sums.lines.iter().filter(|(n, _)| !is_carried(n))
+    }
+
+    /// The listed carried files ([`CARRIED`]): files beside the bundle, not part of it.
+    pub fn carried(&self) -> impl Iterator<Item = &(String, Digest)> {
+        self.sums.lines.iter().filter(|(n, _)| is_carried(n))
     }
 
     /// What can be found without reading content: listed parts that are missing or the
@@ -282,7 +328,7 @@ impl SignedSums {
     pub fn check_layout(&self, files: &BundleFiles) -> Vec<PartProblem> {
         let mut problems = Vec::new();
         let layout = self.layout();
-        for (i, (name, _)) in self.sums.lines.iter().enumerate() {
+        for (i, (name, _)) in self.parts().enumerate() {
             match files.look(&files.dir.join(name)) {
                 Found::File(actual) => {
                     if let Some(expected) = layout.and_then(|l| l.size_of(i)) {
@@ -330,9 +376,7 @@ impl SignedSums {
         // Each listed part's fate is decided here, once.
         let mut to_hash: Vec<(PathBuf, u64)> = Vec::new();
         let fates: Vec<Fate> = self
-            .sums
-            .lines
-            .iter()
+            .parts()
             .enumerate()
             .map(|(i, (name, _))| {
                 let path = files.dir.join(name);
@@ -365,6 +409,15 @@ impl SignedSums {
                 to_hash.push((path, size));
             }
         }
+        // A carried file is checked when it is there as a regular file; one moved away (the
+        // unpacker installed after the first trip) is no problem of the bundle's.
+        let mut carried: Vec<(String, Digest, usize)> = Vec::new();
+        for (name, expected) in self.carried() {
+            if let Found::File(size) = files.look(&files.dir.join(name)) {
+                carried.push((name.clone(), *expected, to_hash.len()));
+                to_hash.push((files.dir.join(name), size));
+            }
+        }
         let digests = hash_files(files, &to_hash, on_bytes)?;
         let stray_digests: Vec<(String, Digest)> =
             strays.into_iter().map(|(n, i)| (n, digests[i])).collect();
@@ -376,7 +429,7 @@ impl SignedSums {
                 .map(|(n, _)| n.clone())
         };
         let mut problems = Vec::new();
-        for ((name, expected), fate) in self.sums.lines.iter().zip(fates) {
+        for ((name, expected), fate) in self.parts().zip(fates) {
             match fate {
                 Fate::Absent => problems.push(PartProblem::Missing {
                     part: name.clone(),
@@ -411,6 +464,16 @@ impl SignedSums {
             }
         }
         problems.extend(too_large);
+        for (name, expected, i) in carried {
+            if digests[i] != expected {
+                problems.push(PartProblem::Corrupt {
+                    part: name,
+                    expected,
+                    actual: digests[i],
+                    holds: None,
+                });
+            }
+        }
         Ok(problems)
     }
 }

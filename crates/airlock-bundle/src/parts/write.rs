@@ -164,8 +164,34 @@ pub fn write_sums(
     part_size: Option<u64>,
     key: &SigningKey,
 ) -> Result<(PathBuf, PathBuf), BundleError> {
-    let text = Sums::of(parts).to_text();
-    let sig = key.sign_with(text.as_bytes(), &Layout::of(parts, part_size).comment());
+    write_sums_carrying(dir, base, parts, part_size, &[], key)
+}
+
+/// [`write_sums`], listing after the parts the files `carried` beside them in `dir` (names
+/// from [`CARRIED`]): `sha256sum -c` and `minisign -V` check them with the parts, and the
+/// trusted comment becomes [`SUMS_COMMENT_V2`] with their count. Without carried files the
+/// sums are v1, as every earlier writer made them.
+pub fn write_sums_carrying(
+    dir: &Path,
+    base: &str,
+    parts: &[Part],
+    part_size: Option<u64>,
+    carried: &[Part],
+    key: &SigningKey,
+) -> Result<(PathBuf, PathBuf), BundleError> {
+    if let Some(c) = carried.iter().find(|c| !is_carried(&c.name)) {
+        return Err(BundleError::Usage(format!(
+            "{}: not a file the sums may carry (only {})",
+            crate::text::escape(&c.name),
+            CARRIED.join(", ")
+        )));
+    }
+    let mut sums = Sums::of(parts);
+    sums.lines
+        .extend(carried.iter().map(|c| (c.name.clone(), c.digest)));
+    let text = sums.to_text();
+    let comment = Layout::of(parts, part_size).comment_carrying(carried.len());
+    let sig = key.sign_with(text.as_bytes(), &comment);
     let sums = dir.join(format!("{base}{SUMS_SUFFIX}"));
     let sig_path = dir.join(format!("{base}{SUMS_SUFFIX}{SIG_SUFFIX}"));
     for (path, data) in [(&sums, text.as_bytes()), (&sig_path, sig.as_bytes())] {

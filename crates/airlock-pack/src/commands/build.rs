@@ -34,10 +34,17 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
             Encryption::Recipients(rs)
         }
     };
+    // Checked before the long build: a wrong --with-unpacker PATH is refused at once.
+    let unpacker = match &args.with_unpacker {
+        Some(given) => Some(crate::unpacker::find(given.as_deref())?),
+        None => None,
+    };
+    let sign_key = load_sign_key(&args.sign_key)?;
+    let carry_key = unpacker.as_ref().map(|_| sign_key.clone());
     let opts = BuildOptions {
         spec_path: args.spec.clone(),
         output: args.output.clone(),
-        sign_key: load_sign_key(&args.sign_key)?,
+        sign_key,
         encryption,
         cache: cache(&args.common)?,
         models: model_sources(&args.common),
@@ -57,6 +64,9 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         },
     };
     let s = runtime()?.block_on(build(opts, &progress))?;
+    if let (Some(u), Some(key)) = (&unpacker, &carry_key) {
+        carry_unpacker(u, key, &s, args.split)?;
+    }
     if !s.removed.is_empty() {
         progress.say(format!(
             "removed {} left by an earlier build of this bundle",
@@ -89,6 +99,31 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         s.sums.display(),
         s.sums.display(),
         s.sums.file_name().unwrap_or_default().to_string_lossy()
+    );
+    Ok(())
+}
+
+/// Copies the unpacker beside the bundle and signs the sums again, listing it after the
+/// parts (the build itself writes the bundle's sums; what travels beside it is added here).
+fn carry_unpacker(
+    u: &crate::unpacker::Unpacker,
+    key: &SigningKey,
+    s: &crate::build::BuildSummary,
+    split: Option<u64>,
+) -> anyhow::Result<()> {
+    let dir = s.sums.parent().unwrap_or(std::path::Path::new("."));
+    let base = s
+        .sums
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(airlock_bundle::parts::SUMS_SUFFIX))
+        .ok_or_else(|| PackError::Usage(format!("{}: not a sums name", s.sums.display())))?;
+    let carried = crate::unpacker::carry(u, dir)?;
+    airlock_bundle::parts::write_sums_carrying(dir, base, &s.parts, split, &[carried], key)?;
+    println!(
+        "{} ({}, static x86_64) beside the bundle, listed in its signed sums",
+        dir.join(crate::unpacker::NAME).display(),
+        u.version
     );
     Ok(())
 }

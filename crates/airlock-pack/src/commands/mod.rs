@@ -4,6 +4,7 @@
 
 pub(crate) mod build;
 pub(crate) mod cache;
+pub(crate) mod completions;
 pub(crate) mod keygen;
 pub(crate) mod lock;
 
@@ -31,6 +32,8 @@ pub fn main() -> ExitCode {
         Command::Lock(args) => lock::run(args),
         Command::Build(args) => build::run(args),
         Command::Cache(args) => cache::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     };
     match ran {
         Ok(()) => ExitCode::from(crate::exit::OK),

@@ -4,6 +4,7 @@
 //! What several commands share is in [`shared`], apart from the dispatch here, so that no
 //! command module and this one use each other.
 
+mod completions;
 mod extract;
 mod inspect;
 mod inspect_provenance;
@@ -61,5 +62,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         #[cfg(feature = "push")]
         Command::Push(args) => push::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
 }
