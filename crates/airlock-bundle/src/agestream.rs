@@ -446,6 +446,23 @@ impl PayloadKey {
         }
     }
 
+    /// Decrypts sealed chunk `index` in place as the last chunk or not (`last`), and returns
+    /// its plaintext length; `None` if it does not authenticate that way, with `sealed`
+    /// scrambled. For a reader that can read the chunk again: it saves [`Self::open_chunk`]'s
+    /// copy of every chunk, which cost a warm rebuild more than the decryption.
+    pub fn open_chunk_as(&self, index: u64, sealed: &mut [u8], last: bool) -> Option<usize> {
+        if sealed.len() < TAG || sealed.len() > CHUNK + TAG {
+            return None;
+        }
+        let mut nonce = [0u8; 12];
+        nonce[..11].copy_from_slice(&u128::from(index).to_be_bytes()[5..]);
+        nonce[11] = u8::from(last);
+        self.key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), sealed)
+            .ok()
+            .map(|plain| plain.len())
+    }
+
     /// Decrypts sealed chunk `index` in place and returns its plaintext length. Whether it
     /// is the last chunk is not known to a reader that jumped to it, so both flags are
     /// tried (only one can authenticate).

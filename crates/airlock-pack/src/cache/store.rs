@@ -299,7 +299,21 @@ impl Read for StoreReader {
             let len = SEALED_CHUNK.min(self.parts.total.saturating_sub(at)) as usize;
             self.chunk.resize(len, 0);
             self.parts.read_exact_at(&mut self.chunk, at)?;
-            let n = key.open_chunk(index, &mut self.chunk)?;
+            // A short chunk must be the last; a full one almost never is. A wrong guess
+            // scrambles the buffer: read it again for the other.
+            let guess = (len as u64) < SEALED_CHUNK;
+            let n = match key.open_chunk_as(index, &mut self.chunk, guess) {
+                Some(n) => n,
+                None => {
+                    self.parts.read_exact_at(&mut self.chunk, at)?;
+                    key.open_chunk_as(index, &mut self.chunk, !guess).ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("age payload chunk {index} does not authenticate (corrupt or truncated)"),
+                        )
+                    })?
+                }
+            };
             self.chunk.truncate(n);
             self.chunk_index = index;
         }
