@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::readahead::WriteBehind;
 use crate::sign::SigningKey;
 use crate::{BundleError, Digest};
 
@@ -23,9 +22,7 @@ pub struct Part {
 /// Writes a stream into `dir/base` (whole) or `dir/base.001`, `.002`, … of at most `limit`
 /// bytes each, hashing every part as it is written. Parts are written under temporary
 /// names and renamed only by [`PartWriter::finish`]; dropped unfinished, the temporaries
-/// are removed. The hash runs on the caller's thread and the writes on one of their own:
-/// copying a gigabyte into the page cache costs as much CPU as hashing it, and on one
-/// thread the two made this the slowest stage of a build's pipeline.
+/// are removed.
 #[derive(Debug)]
 pub struct PartWriter {
     dir: PathBuf,
@@ -37,7 +34,7 @@ pub struct PartWriter {
 
 #[derive(Debug)]
 struct Open {
-    file: WriteBehind<File>,
+    file: File,
     tmp: PathBuf,
     name: String,
     hasher: Sha256,
@@ -69,7 +66,7 @@ impl PartWriter {
         let file = File::create(&tmp)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
         self.current = Some(Open {
-            file: WriteBehind::spawn(file, 1 << 20, 4),
+            file,
             tmp,
             name,
             hasher: Sha256::new(),
@@ -78,20 +75,15 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Waits for the open part's writes; its digest joins the finished parts.
-    fn close_current(&mut self) -> io::Result<()> {
+    fn close_current(&mut self) {
         if let Some(o) = self.current.take() {
-            let written = o.file.finish();
             let part = Part {
                 name: o.name,
                 digest: Digest::from_bytes(o.hasher.finalize().into()),
                 size: o.size,
             };
-            // Listed before the error is returned, so that drop removes its temp file.
-            self.done.push((part, o.tmp.clone()));
-            written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", o.tmp.display())))?;
+            self.done.push((part, o.tmp));
         }
-        Ok(())
     }
 
     /// Closes the last part and renames every part into place. A bundle written whole is
@@ -100,7 +92,7 @@ impl PartWriter {
         if self.current.is_none() && self.done.is_empty() {
             self.open_next()?;
         }
-        self.close_current()?;
+        self.close_current();
         let done = std::mem::take(&mut self.done);
         let mut parts = Vec::with_capacity(done.len());
         for (part, tmp) in done {
@@ -117,7 +109,7 @@ impl PartWriter {
 
 impl Drop for PartWriter {
     fn drop(&mut self) {
-        let _ = self.close_current();
+        self.close_current();
         for (_, tmp) in &self.done {
             let _ = std::fs::remove_file(tmp);
         }
@@ -131,7 +123,7 @@ impl Write for PartWriter {
         }
         if let (Some(limit), Some(o)) = (self.limit, &self.current) {
             if o.size >= limit {
-                self.close_current()?;
+                self.close_current();
             }
         }
         if self.current.is_none() {
