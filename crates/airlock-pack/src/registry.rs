@@ -228,6 +228,27 @@ impl Registry {
             .map_err(|e| PackError::registry(r, format!("registry sent digest {s:?}"), e))
     }
 
+    /// The reference and descriptor to fetch blob `digest` of `r` with, credentials stored.
+    async fn blob_request(
+        &self,
+        r: &ImageRef,
+        digest: Digest,
+        size: u64,
+        media_type: &str,
+    ) -> (Reference, OciDescriptor) {
+        let oref = to_oci_ref(r);
+        self.client
+            .store_auth_if_needed(oref.resolve_registry(), &Self::auth(r))
+            .await;
+        let desc = OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size: size as i64,
+            ..Default::default()
+        };
+        (oref, desc)
+    }
+
     /// Streams a blob into the cache; verified before it gets its real name. `on_bytes`
     /// sees progress.
     pub async fn fetch_blob(
@@ -239,17 +260,7 @@ impl Registry {
         cache: &BlobCache,
         on_bytes: &(dyn Fn(i64) + Sync),
     ) -> Result<(), PackError> {
-        let oref = to_oci_ref(r);
-        let auth = Self::auth(r);
-        self.client
-            .store_auth_if_needed(oref.resolve_registry(), &auth)
-            .await;
-        let desc = OciDescriptor {
-            media_type: media_type.to_string(),
-            digest: digest.to_string(),
-            size: size as i64,
-            ..Default::default()
-        };
+        let (_, desc) = self.blob_request(r, digest, size, media_type).await;
         retry(|| async {
             let tmp = cache.temp_path(&digest);
             let result = self
@@ -290,17 +301,7 @@ impl Registry {
         pipe: &crate::pipe::PipeWriter,
         on_bytes: &(dyn Fn(i64) + Sync),
     ) -> Result<(), PackError> {
-        let oref = to_oci_ref(r);
-        let auth = Self::auth(r);
-        self.client
-            .store_auth_if_needed(oref.resolve_registry(), &auth)
-            .await;
-        let desc = OciDescriptor {
-            media_type: media_type.to_string(),
-            digest: digest.to_string(),
-            size: size as i64,
-            ..Default::default()
-        };
+        let (oref, desc) = self.blob_request(r, digest, size, media_type).await;
         let delivered = std::sync::atomic::AtomicU64::new(0);
         let result = retry(|| async {
             let from = delivered.load(std::sync::atomic::Ordering::Relaxed);
