@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "tls")]
 pub mod tls;
 
 pub use docker_credential::DockerCredential;
