@@ -13,6 +13,7 @@
 //! beside the named file are not followed, and parts are opened one at a time.
 
 mod locate;
+pub mod parity;
 mod problem;
 mod sums;
 mod write;
