@@ -19,7 +19,15 @@
 //! W ≤` [`STRIPE_BUDGET`] so memory is bounded whatever the part size. The output depends
 //! only on the input bytes and `(K, N, P, W)`: the same bundle gives byte-identical parity.
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{parity_name, Part};
+use crate::{BundleError, Digest};
 
 use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
@@ -279,6 +287,139 @@ fn read_shard(
     src.read_at(i, off, &mut buf[..len])?;
     buf[len..shard].fill(0);
     Ok(())
+}
+
+/// Data and parity parts as files in one directory, read at offsets. Files are kept open
+/// while there are at most [`OPEN_AT_ONCE`] shards, else each read opens its file again
+/// (a set of more parts than the process may hold open files codes all the same). Bytes
+/// past a file's end read as zeros (the short last part).
+#[derive(Debug)]
+pub struct FileShards {
+    paths: Vec<PathBuf>,
+    open: Vec<Option<File>>,
+}
+
+/// See [`FileShards`].
+pub const OPEN_AT_ONCE: usize = 256;
+
+impl FileShards {
+    /// Shards `0..paths.len()`, in order (data parts, then parity parts).
+    pub fn new(paths: Vec<PathBuf>) -> FileShards {
+        let open = paths.iter().map(|_| None).collect();
+        FileShards { paths, open }
+    }
+}
+
+impl ShardSource for FileShards {
+    fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let path = &self.paths[shard];
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let mut fresh = None;
+        let file = match &mut self.open[shard] {
+            Some(f) => f,
+            slot if self.paths.len() <= OPEN_AT_ONCE => {
+                slot.insert(File::open(path).map_err(with_path)?)
+            }
+            _ => fresh.insert(File::open(path).map_err(with_path)?),
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(with_path(e)),
+            }
+        }
+        buf[done..].fill(0);
+        Ok(())
+    }
+}
+
+/// Computes `n` parity parts of the data `parts` (in `dir`, as [`super::PartWriter`] wrote
+/// them, every one but the last `part_size` bytes) and writes them as `base.p01`, …, each
+/// through a temp file renamed once all are complete. Returns the scheme and the parity
+/// parts (name, sha256, size) for the sums.
+pub fn write_parity(
+    dir: &Path,
+    base: &str,
+    parts: &[Part],
+    n: usize,
+) -> Result<(Scheme, Vec<Part>), BundleError> {
+    let part_size = parts.first().map_or(0, |p| p.size);
+    let scheme = Scheme::new(parts.len(), n, part_size).ok_or_else(|| {
+        BundleError::Usage(format!(
+            "{base}: cannot compute {n} parity parts for {} data parts of {part_size} bytes (at most {} shards in all)",
+            parts.len(),
+            u16::MAX
+        ))
+    })?;
+    let names: Vec<String> = (1..=n).map(|i| parity_name(base, i)).collect();
+    let tmps: Vec<PathBuf> = names
+        .iter()
+        .map(|n| dir.join(format!(".{n}.partial")))
+        .collect();
+    let cleanup = |tmps: &[PathBuf]| {
+        for t in tmps {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    let result = (|| {
+        let mut out = Vec::with_capacity(n);
+        for t in &tmps {
+            let f = File::create(t).map_err(|e| BundleError::io(t, e))?;
+            out.push(Hashing {
+                inner: io::BufWriter::with_capacity(1 << 16, f),
+                hasher: Sha256::new(),
+                size: 0,
+            });
+        }
+        let mut src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
+        encode(&scheme, &mut src, &mut out).map_err(|e| match e {
+            ParityError::Io(e) => BundleError::io(dir, e),
+            e => BundleError::Usage(format!("{base}: parity: {e}")),
+        })?;
+        let mut made = Vec::with_capacity(n);
+        for (h, name) in out.into_iter().zip(&names) {
+            made.push(Part {
+                name: name.clone(),
+                digest: Digest::from_bytes(h.hasher.finalize().into()),
+                size: h.size,
+            });
+        }
+        for (t, name) in tmps.iter().zip(&names) {
+            let to = dir.join(name);
+            std::fs::rename(t, &to).map_err(|e| BundleError::io(&to, e))?;
+        }
+        Ok(made)
+    })();
+    match result {
+        Ok(made) => Ok((scheme, made)),
+        Err(e) => {
+            cleanup(&tmps);
+            Err(e)
+        }
+    }
+}
+
+/// A writer that hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::sign::{KeyId, TrustSet};
 use crate::{BundleError, Digest};
 
 use super::locate::{file_name, Found};
+use super::parity::Scheme;
 use super::*;
 
 /// The part layout a sums signature vouches for, carried in its trusted comment so that
@@ -51,13 +52,29 @@ impl Layout {
         }
     }
 
+    /// The trusted comment of sums that list `parity` parity parts after the data parts,
+    /// then `carried` files: always v3, `carried=K parity=N code=C stripe=W` after the
+    /// layout.
+    pub(super) fn comment_with_parity(&self, carried: usize, parity: &Scheme) -> String {
+        let v1 = self.comment();
+        format!(
+            "{SUMS_COMMENT_V3}{} carried={carried} parity={} code={} stripe={}",
+            &v1[SUMS_COMMENT.len()..],
+            parity.parity,
+            parity::SCHEME,
+            parity.stripe
+        )
+    }
+
     /// How many carried files a sums comment (v1 or v2) says the sums list after the parts:
     /// `carried=K` in a v2 comment, 0 in a v1 comment, `None` if it is neither.
     pub fn carried_in_comment(c: &str) -> Option<usize> {
         if c.starts_with(SUMS_COMMENT) {
             return Some(0);
         }
-        let rest = c.strip_prefix(SUMS_COMMENT_V2)?;
+        let rest = c
+            .strip_prefix(SUMS_COMMENT_V2)
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V3))?;
         rest.split_whitespace()
             .find_map(|kv| kv.strip_prefix("carried="))
             .and_then(|v| v.parse().ok())
@@ -69,7 +86,8 @@ impl Layout {
     pub fn parse_comment(c: &str) -> Option<Layout> {
         let rest = c
             .strip_prefix(SUMS_COMMENT)
-            .or_else(|| c.strip_prefix(SUMS_COMMENT_V2))?;
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V2))
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V3))?;
         let (mut parts, mut total, mut part_size) = (None, None, None);
         for kv in rest.split_whitespace() {
             let (k, v) = kv.split_once('=')?;
@@ -77,7 +95,8 @@ impl Layout {
                 "parts" => parts = Some(v.parse().ok()?),
                 "total" => total = Some(v.parse().ok()?),
                 "part-size" => part_size = Some(v.parse().ok()?),
-                // v2: the carried files' count ([`Layout::carried_in_comment`]).
+                // v2, v3: the carried files' count ([`Layout::carried_in_comment`]); v3:
+                // the parity ([`Layout::parity_in_comment`]).
                 _ => {}
             }
         }
@@ -99,6 +118,34 @@ impl Layout {
             _ => return None,
         }
         Some(l)
+    }
+
+    /// The parity a sums comment records: `Some((0, None))` for v1 and v2; for v3 the
+    /// count `parity=N`, with the scheme when its `code` is the one this reader implements
+    /// and its parameters are usable; `None` if the comment is not a sums comment or a v3
+    /// one lacks a parity count.
+    pub fn parity_in_comment(c: &str) -> Option<(usize, Option<Scheme>)> {
+        let Some(rest) = c.strip_prefix(SUMS_COMMENT_V3) else {
+            return Layout::carried_in_comment(c).map(|_| (0, None));
+        };
+        let get = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        let n: usize = get("parity")?.parse().ok()?;
+        let layout = Layout::parse_comment(c);
+        let scheme = (|| {
+            let l = layout?;
+            (get("code")? == parity::SCHEME).then_some(())?;
+            Scheme {
+                data: l.parts,
+                parity: n,
+                part_size: l.part_size.unwrap_or(l.total),
+                stripe: get("stripe")?.parse().ok()?,
+            }
+            .checked()
+        })();
+        Some((n, scheme))
     }
 
     /// The size part `i` (0-based) must have; `None` past the last part (or for a layout
@@ -211,6 +258,10 @@ impl Sums {
 #[derive(Debug, Clone)]
 pub struct SignedSums {
     pub path: PathBuf,
+    /// The bundle name the sums are for (their file name without [`SUMS_SUFFIX`]).
+    pub base: String,
+    /// The parity scheme of signed v3 sums, when this reader implements its code.
+    pub parity_scheme: Option<Scheme>,
     pub sums: Sums,
     pub layout: Option<Layout>,
     /// The signer; `None` when the signature was not checked (`--insecure-skip-signature`).
@@ -263,6 +314,24 @@ impl SignedSums {
             (None, sig) => (None, sig.as_deref().and_then(crate::sign::trusted_comment)),
         };
         let carried_lines = sums.lines.iter().filter(|(n, _)| is_carried(n)).count();
+        let parity_lines = sums
+            .lines
+            .iter()
+            .filter(|(n, _)| parity_index(&files.base, n).is_some())
+            .count();
+        // Signed sums say how many parity parts they list (0 before v3): a v1 or v2 reader
+        // would read such lines as parts, so they must agree, as carried files must.
+        let parity_scheme = match comment.as_deref().and_then(Layout::parity_in_comment) {
+            Some((n, _)) if signer.is_some() && n != parity_lines => {
+                return Err(BundleError::Malformed(format!(
+                    "{}: the signed trusted comment \"{}\" does not count the {parity_lines} parity part(s) the sums list",
+                    sig_path.display(),
+                    crate::text::Escaped(comment.as_deref().unwrap_or_default())
+                )))
+            }
+            Some((_, scheme)) if signer.is_some() => scheme,
+            _ => None,
+        };
         let layout = match comment {
             Some(c) if Layout::carried_in_comment(&c).is_some() => match Layout::parse_comment(&c) {
                 // Signed sums say how many carried files they list: the same lines read as
@@ -301,6 +370,8 @@ impl SignedSums {
         };
         Ok(SignedSums {
             path,
+            base: files.base.clone(),
+            parity_scheme,
             sums,
             layout,
             signer,
@@ -313,9 +384,20 @@ impl SignedSums {
         self.layout.filter(|l| l.parts == parts)
     }
 
-    /// The listed parts, in order (every line but the carried files).
+    /// The listed parts, in order (every line but the parity parts and carried files).
     pub fn parts(&self) -> impl Iterator<Item = &(String, Digest)> {
-        self.sums.lines.iter().filter(|(n, _)| !is_carried(n))
+        self.sums
+            .lines
+            .iter()
+            .filter(|(n, _)| !is_carried(n) && parity_index(&self.base, n).is_none())
+    }
+
+    /// The listed parity parts (`base.p01`, …), in order: never bundle bytes.
+    pub fn parity(&self) -> impl Iterator<Item = &(String, Digest)> {
+        self.sums
+            .lines
+            .iter()
+            .filter(|(n, _)| parity_index(&self.base, n).is_some())
     }
 
     /// The listed carried files ([`CARRIED`]): files beside the bundle, not part of it.
@@ -418,6 +500,31 @@ impl SignedSums {
                 to_hash.push((files.dir.join(name), size));
             }
         }
+        // Parity parts are checked as parts are (`sha256sum -c` does): each must be there
+        // at the parity size (when the scheme is known) with its digest; they are never
+        // part of the layout, nor read as bundle bytes.
+        let parity_size = self.parity_scheme.map(|s| s.parity_size());
+        let mut parity: Vec<(String, Digest, usize)> = Vec::new();
+        let mut parity_problems = Vec::new();
+        for (name, expected) in self.parity() {
+            match files.look(&files.dir.join(name)) {
+                Found::File(actual) if parity_size.is_some_and(|e| e != actual) => parity_problems
+                    .push(PartProblem::WrongSize {
+                        part: name.clone(),
+                        expected: parity_size.unwrap_or_default(),
+                        actual,
+                        signed: self.signer.is_some(),
+                    }),
+                Found::File(size) => {
+                    parity.push((name.clone(), *expected, to_hash.len()));
+                    to_hash.push((files.dir.join(name), size));
+                }
+                Found::Link | Found::Absent => parity_problems.push(PartProblem::Missing {
+                    part: name.clone(),
+                    found_as: None,
+                }),
+            }
+        }
         let digests = hash_files(files, &to_hash, on_bytes)?;
         let stray_digests: Vec<(String, Digest)> =
             strays.into_iter().map(|(n, i)| (n, digests[i])).collect();
@@ -464,7 +571,8 @@ impl SignedSums {
             }
         }
         problems.extend(too_large);
-        for (name, expected, i) in carried {
+        problems.extend(parity_problems);
+        for (name, expected, i) in parity.into_iter().chain(carried) {
             if digests[i] != expected {
                 problems.push(PartProblem::Corrupt {
                     part: name,
