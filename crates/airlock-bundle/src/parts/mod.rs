@@ -15,6 +15,7 @@
 mod locate;
 pub mod parity;
 mod problem;
+pub mod repair;
 mod sums;
 mod write;
 
@@ -805,5 +806,117 @@ mod tests {
                 .contains("does not count the 2 parity part(s)"),
             "{e}"
         );
+    }
+
+    /// `repair` rebuilds up to N damaged, truncated, swapped or lost files of the set from
+    /// the rest, checked against the signed sums, keeping the damaged originals; more than
+    /// N is refused with nothing changed.
+    #[test]
+    fn repair_rebuilds_up_to_n_files_and_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let data: Vec<u8> = (0..40_123u32).map(|i| (i * 13 % 241) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(9_999), 4096);
+        let (scheme, pp) = parity::write_parity(dir.path(), "b.airlock", &parts, 2).unwrap();
+        write_sums_with(
+            dir.path(),
+            "b.airlock",
+            &parts,
+            Some(9_999),
+            Some((&scheme, &pp)),
+            &[],
+            &key,
+        )
+        .unwrap();
+        let names: Vec<String> = parts.iter().chain(&pp).map(|p| p.name.clone()).collect();
+        let path = |n: &str| dir.path().join(n);
+        let good: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| std::fs::read(path(n)).unwrap())
+            .collect();
+        let load = || {
+            let files = BundleFiles::locate(&path("b.airlock.sums")).unwrap();
+            let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+            (files, sums)
+        };
+        let (files, sums) = load();
+        let nothing = repair::repair(&files, &sums, false, &|_| {}).unwrap();
+        assert!(nothing.rebuilt.is_empty());
+        assert_eq!(nothing.files, 7);
+
+        // Damage kinds: flipped byte, truncated, zeroed, deleted, swapped (two files).
+        let damage = |kind: &str, i: usize| {
+            let p = path(&names[i]);
+            match kind {
+                "flip" => {
+                    let mut b = good[i].clone();
+                    let mid = b.len() / 2;
+                    b[mid] ^= 0x40;
+                    std::fs::write(&p, b).unwrap();
+                }
+                "truncate" => std::fs::write(&p, &good[i][..good[i].len() - 1]).unwrap(),
+                "zero" => std::fs::write(&p, vec![0u8; good[i].len()]).unwrap(),
+                "delete" => std::fs::remove_file(&p).unwrap(),
+                _ => unreachable!(),
+            }
+        };
+        for (kind_a, a, kind_b, b) in [
+            ("flip", 1, "delete", 5),
+            ("truncate", 4, "zero", 0),
+            ("delete", 3, "delete", 2),
+            ("flip", 6, "truncate", 5),
+        ] {
+            damage(kind_a, a);
+            damage(kind_b, b);
+            let (files, sums) = load();
+            let r = repair::repair(&files, &sums, false, &|_| {}).unwrap();
+            let mut want = vec![names[a].clone(), names[b].clone()];
+            want.sort_by_key(|n| names.iter().position(|m| m == n));
+            assert_eq!(r.rebuilt, want, "{kind_a} {a}, {kind_b} {b}");
+            for (n, g) in names.iter().zip(&good) {
+                assert!(std::fs::read(path(n)).unwrap() == *g, "{n} after repair");
+            }
+            for k in &r.kept {
+                std::fs::remove_file(path(k)).unwrap();
+            }
+        }
+        // Swapped parts: both are rebuilt.
+        std::fs::write(path(&names[0]), &good[1]).unwrap();
+        std::fs::write(path(&names[1]), &good[0]).unwrap();
+        let (files, sums) = load();
+        let r = repair::repair(&files, &sums, true, &|_| {}).unwrap();
+        assert_eq!(r.rebuilt, [names[0].clone(), names[1].clone()]);
+        assert!(r.kept.is_empty(), "--discard-damaged keeps nothing");
+        let mut back = Vec::new();
+        files.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+
+        // Three damaged with two parity parts: refused, nothing changed.
+        damage("flip", 0);
+        damage("delete", 2);
+        damage("zero", 6);
+        let before: Vec<Option<Vec<u8>>> =
+            names.iter().map(|n| std::fs::read(path(n)).ok()).collect();
+        let (files, sums) = load();
+        let e = repair::repair(&files, &sums, false, &|_| {}).unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Integrity);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("3 of 7 files damaged or missing (b.airlock.001, b.airlock.003, b.airlock.p02); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed."),
+            "{msg}"
+        );
+        let after: Vec<Option<Vec<u8>>> =
+            names.iter().map(|n| std::fs::read(path(n)).ok()).collect();
+        assert!(before == after, "nothing changed");
+        let mut listing: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".repair") || n.ends_with(".damaged"))
+            .collect();
+        listing.sort();
+        assert!(listing.is_empty(), "{listing:?}");
     }
 }

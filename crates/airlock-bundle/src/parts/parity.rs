@@ -318,9 +318,9 @@ impl ShardSource for FileShards {
         let file = match &mut self.open[shard] {
             Some(f) => f,
             slot if self.paths.len() <= OPEN_AT_ONCE => {
-                slot.insert(File::open(path).map_err(with_path)?)
+                slot.insert(open_plain(path).map_err(with_path)?)
             }
-            _ => fresh.insert(File::open(path).map_err(with_path)?),
+            _ => fresh.insert(open_plain(path).map_err(with_path)?),
         };
         let mut done = 0;
         while done < buf.len() {
@@ -334,6 +334,16 @@ impl ShardSource for FileShards {
         buf[done..].fill(0);
         Ok(())
     }
+}
+
+/// Opens a part for reading without following a symbolic link (files beside a bundle are
+/// not opened through links).
+fn open_plain(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
 }
 
 /// Computes `n` parity parts of the data `parts` (in `dir`, as [`super::PartWriter`] wrote
@@ -403,10 +413,10 @@ pub fn write_parity(
 }
 
 /// A writer that hashes and counts what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
+pub(super) struct Hashing<W> {
+    pub(super) inner: W,
+    pub(super) hasher: Sha256,
+    pub(super) size: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
