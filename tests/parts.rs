@@ -350,6 +350,78 @@ fn parity_parts_are_checked_by_standard_tools_and_never_read_as_data() {
     assert_refused(&o, 3, &["e2e.airlock.p02: corrupt: expected sha256"]);
     assert_ok(&w.unpack("verify", &part(&dir, 1), &[]));
 
+    // repair (no key): the damaged parity part and a lost data part are rebuilt, checked
+    // by the signed sums; the damaged file is kept; the standard tools pass again.
+    std::fs::remove_file(part(&dir, 2)).unwrap();
+    let o = w.unpack("repair", &dir.join("e2e.airlock.sums"), &[]);
+    assert_ok(&o);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("rebuilt e2e.airlock.002\n")
+            && said.contains(
+                "rebuilt e2e.airlock.p02 (the damaged file kept as e2e.airlock.p02.damaged)"
+            )
+            && said.contains(&format!("2 of {} files rebuilt", data + 2)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&p2).unwrap(), orig);
+    std::fs::remove_file(dir.join("e2e.airlock.p02.damaged")).unwrap();
+    assert_ok(&standard_tools_check(&w, &dir));
+    assert_ok(&w.unpack("verify", &part(&dir, 1), &[]));
+
+    // More damage than parity: refused (exit 3), naming the files, nothing changed.
+    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    for n in 1..=3 {
+        let b = std::fs::read(part(&dir, n)).unwrap();
+        std::fs::write(part(&dir, n), flip(&b, 10)).unwrap();
+    }
+    let damaged: Vec<(String, Vec<u8>)> = {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(damaged.len(), before.len());
+    let o = w.unpack("repair", &part(&dir, 1), &[]);
+    assert_refused(
+        &o,
+        3,
+        &[&format!(
+            "3 of {} files damaged or missing (e2e.airlock.001, e2e.airlock.002, e2e.airlock.003); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed.",
+            data + 2
+        )],
+    );
+    let mut after: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    after.sort();
+    assert!(after == damaged, "nothing changed");
+
     // A build without parity removes the parity parts of the earlier one.
     assert_ok(&build(&["--split", "100K"]));
     assert!(!dir.join("e2e.airlock.p01").exists());
