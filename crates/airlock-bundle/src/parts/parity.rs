@@ -582,6 +582,48 @@ mod tests {
         );
     }
 
+    /// More parts than are kept open: each read opens its file again, with the same bytes.
+    #[test]
+    fn file_shards_beyond_the_open_limit_code_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = OPEN_AT_ONCE + 9;
+        let parts = data(k, 30, 7, 3);
+        let mut paths = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let path = dir.path().join(format!("b.{i:03}"));
+            std::fs::write(&path, p).unwrap();
+            paths.push(path);
+        }
+        let s = Scheme::new(k, 3, 30).unwrap();
+        let mut from_files = vec![Vec::new(); 3];
+        encode(&s, &mut FileShards::new(paths.clone()), &mut from_files).unwrap();
+        assert_eq!(from_files, parity_of(&s, &parts));
+        for (i, p) in from_files.iter().enumerate() {
+            let path = dir.path().join(format!("b.p{i:02}"));
+            std::fs::write(&path, p).unwrap();
+            paths.push(path);
+        }
+        let lost = [1, k - 1, k + 2];
+        let mut out = vec![Vec::new(); 3];
+        let mut src = FileShards::new(paths);
+        rebuild(
+            &s,
+            &mut src,
+            &lost,
+            |i| parts.get(i).map_or(30, |p| p.len() as u64),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            [
+                parts[1].clone(),
+                parts[k - 1].clone(),
+                from_files[2].clone()
+            ]
+        );
+    }
+
     #[test]
     fn stripe_width_keeps_a_stripe_within_budget() {
         assert_eq!(stripe_width(4, 1), MAX_STRIPE);
