@@ -347,7 +347,11 @@ fn parity_parts_are_checked_by_standard_tools_and_never_read_as_data() {
     let orig = std::fs::read(&p2).unwrap();
     std::fs::write(&p2, flip(&orig, 77)).unwrap();
     let o = w.unpack("verify", &part(&dir, 1), &["--outer-only"]);
-    assert_refused(&o, 3, &["e2e.airlock.p02: corrupt: expected sha256"]);
+    let hint = format!(
+        "1 of {} files damaged; 2 parity parts present: run airlock-unpack repair ",
+        data + 2
+    );
+    assert_refused(&o, 3, &["e2e.airlock.p02: corrupt: expected sha256", &hint]);
     assert_ok(&w.unpack("verify", &part(&dir, 1), &[]));
 
     // repair (no key): the damaged parity part and a lost data part are rebuilt, checked
@@ -400,6 +404,15 @@ fn parity_parts_are_checked_by_standard_tools_and_never_read_as_data() {
         v
     };
     assert_eq!(damaged.len(), before.len());
+    let o = w.unpack("verify", &part(&dir, 1), &["--outer-only"]);
+    assert_refused(
+        &o,
+        3,
+        &[&format!(
+            "3 of {} files damaged; 2 parity parts rebuild at most 2: 1 more good files would be needed",
+            data + 2
+        )],
+    );
     let o = w.unpack("repair", &part(&dir, 1), &[]);
     assert_refused(
         &o,

@@ -392,6 +392,40 @@ impl SignedSums {
             .filter(|(n, _)| !is_carried(n) && parity_index(&self.base, n).is_none())
     }
 
+    /// What `airlock-unpack repair` could do about `problems` (as [`SignedSums::check_all`]
+    /// finds them) in a set with parity parts, to print beside the refusal; `None` without
+    /// parity or damage to listed files.
+    pub fn repair_hint(&self, problems: &[PartProblem]) -> Option<String> {
+        let scheme = self.parity_scheme?;
+        let mut damaged: Vec<&str> = problems
+            .iter()
+            .filter_map(|p| match p {
+                PartProblem::Missing { part, .. }
+                | PartProblem::WrongSize { part, .. }
+                | PartProblem::Corrupt { part, .. } => Some(part.as_str()),
+                _ => None,
+            })
+            .filter(|n| self.parts().chain(self.parity()).any(|(m, _)| m == n))
+            .collect();
+        damaged.sort_unstable();
+        damaged.dedup();
+        let (k, total) = (damaged.len(), scheme.data + scheme.parity);
+        match k {
+            0 => None,
+            k if k <= scheme.parity => Some(format!(
+                "{k} of {total} files damaged; {} parity parts present: run airlock-unpack repair {}",
+                scheme.parity,
+                crate::text::escape(&self.path.to_string_lossy())
+            )),
+            k => Some(format!(
+                "{k} of {total} files damaged; {} parity parts rebuild at most {}: {} more good files would be needed",
+                scheme.parity,
+                scheme.parity,
+                k - scheme.parity
+            )),
+        }
+    }
+
     /// The listed parity parts (`base.p01`, …), in order: never bundle bytes.
     pub fn parity(&self) -> impl Iterator<Item = &(String, Digest)> {
         self.sums
