@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{parity_name, Part};
+use super::{parity_name, Layout, Part, SUMS_COMMENT, SUMS_COMMENT_V3};
 use crate::{BundleError, Digest};
 
 use reed_solomon_simd::engine::DefaultEngine;
@@ -429,6 +429,50 @@ impl<W: Write> Write for Hashing<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl Layout {
+    /// The trusted comment of sums that list `parity` parity parts after the data parts,
+    /// then `carried` files: always v3, `carried=K parity=N code=C stripe=W` after the
+    /// layout.
+    pub(super) fn comment_with_parity(&self, carried: usize, parity: &Scheme) -> String {
+        let v1 = self.comment();
+        format!(
+            "{SUMS_COMMENT_V3}{} carried={carried} parity={} code={} stripe={}",
+            &v1[SUMS_COMMENT.len()..],
+            parity.parity,
+            SCHEME,
+            parity.stripe
+        )
+    }
+
+    /// The parity a sums comment records: `Some((0, None))` for v1 and v2; for v3 the
+    /// count `parity=N`, with the scheme when its `code` is the one this reader implements
+    /// and its parameters are usable; `None` if the comment is not a sums comment or a v3
+    /// one lacks a parity count.
+    pub fn parity_in_comment(c: &str) -> Option<(usize, Option<Scheme>)> {
+        let Some(rest) = c.strip_prefix(SUMS_COMMENT_V3) else {
+            return Layout::carried_in_comment(c).map(|_| (0, None));
+        };
+        let get = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        let n: usize = get("parity")?.parse().ok()?;
+        let layout = Layout::parse_comment(c);
+        let scheme = (|| {
+            let l = layout?;
+            (get("code")? == SCHEME).then_some(())?;
+            Scheme {
+                data: l.parts,
+                parity: n,
+                part_size: l.part_size.unwrap_or(l.total),
+                stripe: get("stripe")?.parse().ok()?,
+            }
+            .checked()
+        })();
+        Some((n, scheme))
     }
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::locate::Found;
 use super::parity::{rebuild, FileShards, Hashing, ParityError};
 use super::sums::hash_files;
-use super::{BundleFiles, SignedSums};
+use super::{BundleFiles, PartProblem, SignedSums};
 use crate::{BundleError, Digest};
 
 /// Appended to a damaged file's name when repair keeps it.
@@ -75,28 +75,7 @@ pub fn repair(
             scheme.parity
         )));
     }
-    // The outer check: a file of the wrong size (or a link, or absent) is lost without
-    // being hashed; the rest are hashed against the signed sums.
-    let mut lost = Vec::new();
-    let mut to_hash = Vec::new();
-    let mut hashed = Vec::new();
-    for (i, (name, _, size)) in entries.iter().enumerate() {
-        let path = files.dir.join(name);
-        match files.look(&path) {
-            Found::File(actual) if actual == *size => {
-                hashed.push(i);
-                to_hash.push((path, actual));
-            }
-            _ => lost.push(i),
-        }
-    }
-    let digests = hash_files(files, &to_hash, on_bytes)?;
-    for (i, d) in hashed.into_iter().zip(digests) {
-        if d != entries[i].1 {
-            lost.push(i);
-        }
-    }
-    lost.sort_unstable();
+    let lost = find_lost(files, &entries, on_bytes)?;
     let mut done = Repaired {
         files: entries.len(),
         ..Repaired::default()
@@ -182,4 +161,105 @@ pub fn repair(
         done.rebuilt.push(name.clone());
     }
     Ok(done)
+}
+
+/// The outer check: a file of the wrong size (or a link, or absent) is lost without being
+/// hashed; the rest are hashed against the signed sums. Returns the lost entries, in order.
+fn find_lost(
+    files: &BundleFiles,
+    entries: &[(String, Digest, u64)],
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<usize>, BundleError> {
+    let mut lost = Vec::new();
+    let mut to_hash = Vec::new();
+    let mut hashed = Vec::new();
+    for (i, (name, _, size)) in entries.iter().enumerate() {
+        let path = files.dir.join(name);
+        match files.look(&path) {
+            Found::File(actual) if actual == *size => {
+                hashed.push(i);
+                to_hash.push((path, actual));
+            }
+            _ => lost.push(i),
+        }
+    }
+    let digests = hash_files(files, &to_hash, on_bytes)?;
+    for (i, d) in hashed.into_iter().zip(digests) {
+        if d != entries[i].1 {
+            lost.push(i);
+        }
+    }
+    lost.sort_unstable();
+    Ok(lost)
+}
+
+impl SignedSums {
+    /// What `airlock-unpack repair` could do about `problems` (as [`SignedSums::check_all`]
+    /// finds them) in a set with parity parts, to print beside the refusal; `None` without
+    /// parity or damage to listed files.
+    pub fn repair_hint(&self, problems: &[PartProblem]) -> Option<String> {
+        let scheme = self.parity_scheme?;
+        let mut damaged: Vec<&str> = problems
+            .iter()
+            .filter_map(|p| match p {
+                PartProblem::Missing { part, .. }
+                | PartProblem::WrongSize { part, .. }
+                | PartProblem::Corrupt { part, .. } => Some(part.as_str()),
+                _ => None,
+            })
+            .filter(|n| self.parts().chain(self.parity()).any(|(m, _)| m == n))
+            .collect();
+        damaged.sort_unstable();
+        damaged.dedup();
+        let (k, total) = (damaged.len(), scheme.data + scheme.parity);
+        match k {
+            0 => None,
+            k if k <= scheme.parity => Some(format!(
+                "{k} of {total} files damaged; {} parity parts present: run airlock-unpack repair {}",
+                scheme.parity,
+                crate::text::escape(&self.path.to_string_lossy())
+            )),
+            k => Some(format!(
+                "{k} of {total} files damaged; {} parity parts rebuild at most {}: {} more good files would be needed",
+                scheme.parity,
+                scheme.parity,
+                k - scheme.parity
+            )),
+        }
+    }
+
+    /// The listed parity parts to hash with the parts in [`SignedSums::check_all`] (added
+    /// to `to_hash`: name, expected digest, index there), and those that cannot be right:
+    /// parity parts are checked as parts are (`sha256sum -c` does): each must be there at
+    /// the parity size (when the scheme is known) with its digest; they are never part of
+    /// the layout, nor read as bundle bytes.
+    pub(super) fn parity_to_hash(
+        &self,
+        files: &BundleFiles,
+        to_hash: &mut Vec<(PathBuf, u64)>,
+    ) -> (Vec<(String, Digest, usize)>, Vec<PartProblem>) {
+        let parity_size = self.parity_scheme.map(|s| s.parity_size());
+        let mut parity: Vec<(String, Digest, usize)> = Vec::new();
+        let mut parity_problems = Vec::new();
+        for (name, expected) in self.parity() {
+            match files.look(&files.dir.join(name)) {
+                Found::File(actual) if parity_size.is_some_and(|e| e != actual) => parity_problems
+                    .push(PartProblem::WrongSize {
+                        part: name.clone(),
+                        expected: parity_size.unwrap_or_default(),
+                        actual,
+                        signed: self.signer.is_some(),
+                    }),
+                Found::File(size) => {
+                    parity.push((name.clone(), *expected, to_hash.len()));
+                    to_hash.push((files.dir.join(name), size));
+                }
+                Found::Link | Found::Absent => parity_problems.push(PartProblem::Missing {
+                    part: name.clone(),
+                    found_as: None,
+                }),
+            }
+        }
+        (parity, parity_problems)
+    }
 }

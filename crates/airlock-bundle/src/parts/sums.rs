@@ -52,20 +52,6 @@ impl Layout {
         }
     }
 
-    /// The trusted comment of sums that list `parity` parity parts after the data parts,
-    /// then `carried` files: always v3, `carried=K parity=N code=C stripe=W` after the
-    /// layout.
-    pub(super) fn comment_with_parity(&self, carried: usize, parity: &Scheme) -> String {
-        let v1 = self.comment();
-        format!(
-            "{SUMS_COMMENT_V3}{} carried={carried} parity={} code={} stripe={}",
-            &v1[SUMS_COMMENT.len()..],
-            parity.parity,
-            parity::SCHEME,
-            parity.stripe
-        )
-    }
-
     /// How many carried files a sums comment (v1 or v2) says the sums list after the parts:
     /// `carried=K` in a v2 comment, 0 in a v1 comment, `None` if it is neither.
     pub fn carried_in_comment(c: &str) -> Option<usize> {
@@ -118,34 +104,6 @@ impl Layout {
             _ => return None,
         }
         Some(l)
-    }
-
-    /// The parity a sums comment records: `Some((0, None))` for v1 and v2; for v3 the
-    /// count `parity=N`, with the scheme when its `code` is the one this reader implements
-    /// and its parameters are usable; `None` if the comment is not a sums comment or a v3
-    /// one lacks a parity count.
-    pub fn parity_in_comment(c: &str) -> Option<(usize, Option<Scheme>)> {
-        let Some(rest) = c.strip_prefix(SUMS_COMMENT_V3) else {
-            return Layout::carried_in_comment(c).map(|_| (0, None));
-        };
-        let get = |key: &str| {
-            rest.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        };
-        let n: usize = get("parity")?.parse().ok()?;
-        let layout = Layout::parse_comment(c);
-        let scheme = (|| {
-            let l = layout?;
-            (get("code")? == parity::SCHEME).then_some(())?;
-            Scheme {
-                data: l.parts,
-                parity: n,
-                part_size: l.part_size.unwrap_or(l.total),
-                stripe: get("stripe")?.parse().ok()?,
-            }
-            .checked()
-        })();
-        Some((n, scheme))
     }
 
     /// The size part `i` (0-based) must have; `None` past the last part (or for a layout
@@ -392,40 +350,6 @@ impl SignedSums {
             .filter(|(n, _)| !is_carried(n) && parity_index(&self.base, n).is_none())
     }
 
-    /// What `airlock-unpack repair` could do about `problems` (as [`SignedSums::check_all`]
-    /// finds them) in a set with parity parts, to print beside the refusal; `None` without
-    /// parity or damage to listed files.
-    pub fn repair_hint(&self, problems: &[PartProblem]) -> Option<String> {
-        let scheme = self.parity_scheme?;
-        let mut damaged: Vec<&str> = problems
-            .iter()
-            .filter_map(|p| match p {
-                PartProblem::Missing { part, .. }
-                | PartProblem::WrongSize { part, .. }
-                | PartProblem::Corrupt { part, .. } => Some(part.as_str()),
-                _ => None,
-            })
-            .filter(|n| self.parts().chain(self.parity()).any(|(m, _)| m == n))
-            .collect();
-        damaged.sort_unstable();
-        damaged.dedup();
-        let (k, total) = (damaged.len(), scheme.data + scheme.parity);
-        match k {
-            0 => None,
-            k if k <= scheme.parity => Some(format!(
-                "{k} of {total} files damaged; {} parity parts present: run airlock-unpack repair {}",
-                scheme.parity,
-                crate::text::escape(&self.path.to_string_lossy())
-            )),
-            k => Some(format!(
-                "{k} of {total} files damaged; {} parity parts rebuild at most {}: {} more good files would be needed",
-                scheme.parity,
-                scheme.parity,
-                k - scheme.parity
-            )),
-        }
-    }
-
     /// The listed parity parts (`base.p01`, …), in order: never bundle bytes.
     pub fn parity(&self) -> impl Iterator<Item = &(String, Digest)> {
         self.sums
@@ -534,31 +458,7 @@ impl SignedSums {
                 to_hash.push((files.dir.join(name), size));
             }
         }
-        // Parity parts are checked as parts are (`sha256sum -c` does): each must be there
-        // at the parity size (when the scheme is known) with its digest; they are never
-        // part of the layout, nor read as bundle bytes.
-        let parity_size = self.parity_scheme.map(|s| s.parity_size());
-        let mut parity: Vec<(String, Digest, usize)> = Vec::new();
-        let mut parity_problems = Vec::new();
-        for (name, expected) in self.parity() {
-            match files.look(&files.dir.join(name)) {
-                Found::File(actual) if parity_size.is_some_and(|e| e != actual) => parity_problems
-                    .push(PartProblem::WrongSize {
-                        part: name.clone(),
-                        expected: parity_size.unwrap_or_default(),
-                        actual,
-                        signed: self.signer.is_some(),
-                    }),
-                Found::File(size) => {
-                    parity.push((name.clone(), *expected, to_hash.len()));
-                    to_hash.push((files.dir.join(name), size));
-                }
-                Found::Link | Found::Absent => parity_problems.push(PartProblem::Missing {
-                    part: name.clone(),
-                    found_as: None,
-                }),
-            }
-        }
+        let (parity, parity_problems) = self.parity_to_hash(files, &mut to_hash);
         let digests = hash_files(files, &to_hash, on_bytes)?;
         let stray_digests: Vec<(String, Digest)> =
             strays.into_iter().map(|(n, i)| (n, digests[i])).collect();
