@@ -357,6 +357,13 @@ pub fn write_parity(
     n: usize,
 ) -> Result<(Scheme, Vec<Part>), BundleError> {
     let part_size = parts.first().map_or(0, |p| p.size);
+    if parts.len() + n > super::MAX_PARTS {
+        return Err(BundleError::Usage(format!(
+            "{base}: {} data and {n} parity parts are more than the {} files a set may have; give fewer parity parts or a larger --split",
+            parts.len(),
+            super::MAX_PARTS
+        )));
+    }
     let scheme = Scheme::new(parts.len(), n, part_size).ok_or_else(|| {
         BundleError::Usage(format!(
             "{base}: cannot compute {n} parity parts for {} data parts of {part_size} bytes (at most {} shards in all)",
