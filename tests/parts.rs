@@ -271,3 +271,173 @@ fn sums_line(dir: &Path, n: usize) -> String {
         .unwrap()
         .to_string()
 }
+
+/// `--split --parity 2`: two parity parts after the data parts, listed in the v3 sums that
+/// the real `minisign` and `sha256sum` check with the parts; the bundle still verifies and
+/// reads as before (the parity parts are never read as bundle bytes), and a damaged parity
+/// part is named by the outer check.
+#[test]
+fn parity_parts_are_checked_by_standard_tools_and_never_read_as_data() {
+    let w = World::new();
+    w.lock();
+    let dir = w.path("media");
+    std::fs::create_dir(&dir).unwrap();
+    let whole = dir.join("e2e.airlock");
+    let build = |extra: &[&str]| {
+        let mut args = w.build_args(&whole, false);
+        args.push("--quiet".into());
+        args.extend(extra.iter().map(Into::into));
+        w.pack(&args)
+    };
+
+    // Parity needs parts.
+    let o = build(&["--parity", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--split"),
+        "{}",
+        text(&o)
+    );
+
+    let o = build(&["--split", "100K", "--parity", "2"]);
+    assert_ok(&o);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("2 parity parts (e2e.airlock.p01, e2e.airlock.p02"),
+        "{}",
+        text(&o)
+    );
+    let sums = std::fs::read_to_string(dir.join("e2e.airlock.sums")).unwrap();
+    let names: Vec<&str> = sums.lines().map(|l| &l[66..]).collect();
+    let data = names.len() - 2;
+    assert!(data >= 2, "{sums}");
+    assert_eq!(names[data..], ["e2e.airlock.p01", "e2e.airlock.p02"]);
+    for p in ["e2e.airlock.p01", "e2e.airlock.p02"] {
+        // 100K is even: a parity part has the part size.
+        assert_eq!(std::fs::metadata(dir.join(p)).unwrap().len(), 100 << 10);
+    }
+    let sig = std::fs::read_to_string(dir.join("e2e.airlock.sums.minisig")).unwrap();
+    assert!(
+        sig.contains(&format!(
+            "trusted comment: airlock-bundle sums v3 parts={data} part-size=102400 total="
+        )) && sig.contains(" carried=0 parity=2 code=leopard16-high stripe="),
+        "{sig}"
+    );
+    let check = standard_tools_check(&w, &dir);
+    assert_ok(&check);
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout)
+            .matches(": OK")
+            .count(),
+        data + 2
+    );
+
+    // The full read (decrypted, inner signature) and the outer check both pass.
+    let v = w.unpack("verify", &dir.join("e2e.airlock.p01"), &[]);
+    assert_ok(&v);
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("decrypted"),
+        "{}",
+        text(&v)
+    );
+    assert_ok(&w.unpack("verify", &part(&dir, 1), &["--outer-only"]));
+
+    // A damaged parity part is named; the bundle itself still reads.
+    let p2 = dir.join("e2e.airlock.p02");
+    let orig = std::fs::read(&p2).unwrap();
+    std::fs::write(&p2, flip(&orig, 77)).unwrap();
+    let o = w.unpack("verify", &part(&dir, 1), &["--outer-only"]);
+    let hint = format!(
+        "1 of {} files damaged; 2 parity parts present: run airlock-unpack repair ",
+        data + 2
+    );
+    assert_refused(&o, 3, &["e2e.airlock.p02: corrupt: expected sha256", &hint]);
+    assert_ok(&w.unpack("verify", &part(&dir, 1), &[]));
+
+    // repair (no key): the damaged parity part and a lost data part are rebuilt, checked
+    // by the signed sums; the damaged file is kept; the standard tools pass again.
+    std::fs::remove_file(part(&dir, 2)).unwrap();
+    let o = w.unpack("repair", &dir.join("e2e.airlock.sums"), &[]);
+    assert_ok(&o);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("rebuilt e2e.airlock.002\n")
+            && said.contains(
+                "rebuilt e2e.airlock.p02 (the damaged file kept as e2e.airlock.p02.damaged)"
+            )
+            && said.contains(&format!("2 of {} files rebuilt", data + 2)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&p2).unwrap(), orig);
+    std::fs::remove_file(dir.join("e2e.airlock.p02.damaged")).unwrap();
+    assert_ok(&standard_tools_check(&w, &dir));
+    assert_ok(&w.unpack("verify", &part(&dir, 1), &[]));
+
+    // More damage than parity: refused (exit 3), naming the files, nothing changed.
+    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    for n in 1..=3 {
+        let b = std::fs::read(part(&dir, n)).unwrap();
+        std::fs::write(part(&dir, n), flip(&b, 10)).unwrap();
+    }
+    let damaged: Vec<(String, Vec<u8>)> = {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(damaged.len(), before.len());
+    let o = w.unpack("verify", &part(&dir, 1), &["--outer-only"]);
+    assert_refused(
+        &o,
+        3,
+        &[&format!(
+            "3 of {} files damaged; 2 parity parts rebuild at most 2: 1 more good files would be needed",
+            data + 2
+        )],
+    );
+    let o = w.unpack("repair", &part(&dir, 1), &[]);
+    assert_refused(
+        &o,
+        3,
+        &[&format!(
+            "3 of {} files damaged or missing (e2e.airlock.001, e2e.airlock.002, e2e.airlock.003); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed.",
+            data + 2
+        )],
+    );
+    let mut after: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    after.sort();
+    assert!(after == damaged, "nothing changed");
+
+    // A build without parity removes the parity parts of the earlier one.
+    assert_ok(&build(&["--split", "100K"]));
+    assert!(!dir.join("e2e.airlock.p01").exists());
+    assert!(!p2.exists());
+    assert_ok(&standard_tools_check(&w, &dir));
+}

@@ -95,6 +95,9 @@ pub enum BundleError {
     Key { path: PathBuf, detail: String },
     #[error("{0}")]
     Usage(String),
+    /// More of a part set is damaged or lost than its parity parts can rebuild.
+    #[error("cannot repair {0}")]
+    Unrepairable(String),
 }
 
 impl BundleError {
@@ -109,6 +112,7 @@ impl BundleError {
             | Malformed(_)
             | CorruptCiphertext { .. }
             | Parts { .. }
+            | Unrepairable(_)
             | Read { .. } => ErrorClass::Integrity,
             UntrustedSigner { .. } | BadSignature { .. } | NoTrustedKeys => ErrorClass::Trust,
             UnsupportedVersion { .. } => ErrorClass::Version,

@@ -208,6 +208,12 @@ pub(crate) struct BuildArgs {
     /// dvd (4.7 GB), bd25 (25 GB). Split or not, NAME.sums and NAME.sums.minisig are written.
     #[arg(long, value_name = "SIZE", value_parser = airlock_bundle::parts::parse_size)]
     pub(crate) split: Option<u64>,
+    /// With --split: after the parts, write N parity parts NAME.p01, … (a Reed–Solomon code
+    /// over the encrypted bytes, listed in the signed sums), so that any N lost or damaged
+    /// files of the set can be rebuilt without the key. N, or P% of the parts rounded up
+    /// to whole parts (10%).
+    #[arg(long, value_name = "N|P%", requires = "split", value_parser = parse_parity)]
+    pub(crate) parity: Option<ParityCount>,
     /// Build a delta bundle for the host this inventory describes (written there by
     /// `airlock-unpack inventory`): image layers and model blobs it already has are left
     /// out, recorded in the signed header as expected present, and checked by `load`.
@@ -244,4 +250,52 @@ pub(crate) struct CompletionsArgs {
 pub(crate) struct ManArgs {
     /// Directory to write airlock-pack.1, airlock-pack-build.1, … into (created if missing).
     pub(crate) dir: PathBuf,
+}
+
+/// `build --parity`: a number of parity parts, or a share of the data parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParityCount {
+    Parts(usize),
+    Percent(usize),
+}
+
+impl ParityCount {
+    /// How many parity parts for `data` data parts: a share rounds up, and is at least one.
+    pub(crate) fn of(self, data: usize) -> usize {
+        match self {
+            ParityCount::Parts(n) => n,
+            ParityCount::Percent(p) => (data * p).div_ceil(100).max(1),
+        }
+    }
+}
+
+fn parse_parity(s: &str) -> Result<ParityCount, String> {
+    let bad =
+        || format!("{s}: expected a number of parity parts (2) or a share of the parts (10%)");
+    match s.strip_suffix('%') {
+        Some(p) => match p.parse::<usize>() {
+            Ok(p @ 1..=100) => Ok(ParityCount::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match s.parse::<usize>() {
+            Ok(n @ 1..=airlock_bundle::parts::MAX_PARTS) => Ok(ParityCount::Parts(n)),
+            _ => Err(bad()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod parity_tests {
+    use super::*;
+
+    #[test]
+    fn parity_is_a_count_or_a_share_rounded_up() {
+        assert_eq!(parse_parity("2"), Ok(ParityCount::Parts(2)));
+        assert_eq!(parse_parity("10%").map(|p| p.of(12)), Ok(2));
+        assert_eq!(parse_parity("10%").map(|p| p.of(3)), Ok(1));
+        assert_eq!(parse_parity("100%").map(|p| p.of(7)), Ok(7));
+        for bad in ["0", "0%", "101%", "-1", "x", "%", "2.5"] {
+            assert!(parse_parity(bad).is_err(), "{bad}");
+        }
+    }
 }

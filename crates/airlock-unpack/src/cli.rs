@@ -49,6 +49,11 @@ pub(crate) enum Command {
     /// every part instead, which needs no decryption key.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
+    /// Rebuild the damaged, missing, truncated or swapped files of a part set from its
+    /// parity parts (build --split SIZE --parity N), each checked against the signed sums
+    /// before it replaces anything; the damaged file is kept as NAME.damaged. No key
+    /// needed. More damage than parity: refused, nothing changed.
+    Repair(RepairArgs),
     /// Show what a bundle carries (reads only the signed header).
     Inspect(InspectArgs),
     /// Write the verified OCI image layout into DIR (usable by skopeo as oci:DIR:REF), plus
@@ -116,6 +121,17 @@ pub(crate) struct VerifyArgs {
     /// [default: /etc/airlock/policy.toml, if it exists].
     #[arg(long, env = "AIRLOCK_POLICY", value_name = "FILE")]
     pub(crate) policy: Option<PathBuf>,
+}
+
+// `repair`.
+#[derive(Debug, Args)]
+pub(crate) struct RepairArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Remove each damaged file once its rebuilt copy is in place, instead of keeping it
+    /// as NAME.damaged.
+    #[arg(long)]
+    pub(crate) discard_damaged: bool,
 }
 
 // `inspect`.

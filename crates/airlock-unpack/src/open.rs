@@ -145,6 +145,9 @@ impl BundleOnDisk {
                     Ok(all) if !all.is_empty() => all,
                     _ => fatal,
                 };
+                if let Some(hint) = s.repair_hint(&problems) {
+                    airlock_progress::notice(hint);
+                }
                 return Err(BundleError::Parts {
                     sums: s.path.clone(),
                     problems,
@@ -196,6 +199,9 @@ impl BundleOnDisk {
             ))
         })?;
         let problems = self.hash_parts(sums, progress, "verify parts")?;
+        if let Some(hint) = sums.repair_hint(&problems) {
+            airlock_progress::notice(hint);
+        }
         if problems.is_empty() {
             Ok(sums)
         } else {
@@ -215,13 +221,18 @@ impl BundleOnDisk {
             return e;
         };
         match self.hash_parts(sums, progress, "which part?") {
-            Ok(problems) if !problems.is_empty() => UnpackError::Parts {
-                inner: Box::new(e),
-                parts: BundleError::Parts {
-                    sums: sums.path.clone(),
-                    problems,
-                },
-            },
+            Ok(problems) if !problems.is_empty() => {
+                if let Some(hint) = sums.repair_hint(&problems) {
+                    airlock_progress::notice(hint);
+                }
+                UnpackError::Parts {
+                    inner: Box::new(e),
+                    parts: BundleError::Parts {
+                        sums: sums.path.clone(),
+                        problems,
+                    },
+                }
+            }
             _ => e,
         }
     }

@@ -36,6 +36,9 @@ pub struct BundleFiles {
     /// Files the signed sums list beside the parts that are not parts ([`CARRIED`]: the
     /// unpacker of `build --with-unpacker`); never read as bundle bytes.
     pub carried: Vec<PathBuf>,
+    /// Parity parts the signed sums list (`base.p01`, …, [`parity_index`]): read only to
+    /// repair, never as bundle bytes.
+    pub parity: Vec<PathBuf>,
     /// The sums file beside the parts, signed or not.
     pub sums: Option<PathBuf>,
     /// The sums as read and parsed by [`BundleFiles::locate`]: only when their signature is
@@ -68,7 +71,12 @@ impl BundleFiles {
         let base = match stripped {
             Some(b) => b.to_string(),
             None => match name.rsplit_once('.') {
-                Some((b, _)) if part_index(b, &name).is_some() && !path.is_dir() => b.to_string(),
+                Some((b, _))
+                    if (part_index(b, &name).is_some() || parity_index(b, &name).is_some())
+                        && !path.is_dir() =>
+                {
+                    b.to_string()
+                }
                 _ => name.clone(),
             },
         };
@@ -77,6 +85,7 @@ impl BundleFiles {
             base,
             parts: Vec::new(),
             carried: Vec::new(),
+            parity: Vec::new(),
             sums: None,
             listed: None,
             sizes: Vec::new(),
@@ -93,6 +102,10 @@ impl BundleFiles {
                     let p = files.dir.join(n);
                     if is_carried(n) {
                         files.carried.push(p);
+                        continue;
+                    }
+                    if parity_index(&files.base, n).is_some() {
+                        files.parity.push(p);
                         continue;
                     }
                     files.sizes.push(files.present(&p)?);
@@ -263,7 +276,7 @@ impl BundleFiles {
                 let m = std::fs::symlink_metadata(e.path()).ok()?;
                 m.is_file().then(|| (e.path(), m.len()))
             })
-            .filter(|(p, _)| !self.parts.iter().any(|q| q == p))
+            .filter(|(p, _)| !self.parts.iter().chain(&self.parity).any(|q| q == p))
             .collect();
         out.sort();
         out

@@ -13,14 +13,16 @@
 //! beside the named file are not followed, and parts are opened one at a time.
 
 mod locate;
+pub mod parity;
 mod problem;
+pub mod repair;
 mod sums;
 mod write;
 
 pub use locate::{BundleFiles, PartsReader};
 pub use problem::PartProblem;
 pub use sums::{Layout, SignedSums, Sums};
-pub use write::{remove_stale, write_sums, write_sums_carrying, Part, PartWriter};
+pub use write::{remove_stale, write_sums, write_sums_carrying, write_sums_with, Part, PartWriter};
 
 /// Appended to the bundle name for the sums file.
 pub const SUMS_SUFFIX: &str = ".sums";
@@ -32,6 +34,11 @@ pub const SUMS_COMMENT: &str = "airlock-bundle sums v1";
 /// layout): a v1 reader refuses it as "not a sums signature" instead of reading a carried
 /// file as the bundle's last part.
 pub const SUMS_COMMENT_V2: &str = "airlock-bundle sums v2";
+/// The trusted comment of sums that list parity parts after the data parts (and before
+/// any carried files): `carried=K`, then `parity=N code=... stripe=W` follow the layout
+/// ([`parity::Scheme`]). v1 and v2 readers refuse it, instead of reading a parity part as
+/// the bundle's next part.
+pub const SUMS_COMMENT_V3: &str = "airlock-bundle sums v3";
 /// File names the sums may list beside the parts as carried files, never read as bundle
 /// bytes: the static `airlock-unpack` that `airlock-pack build --with-unpacker` puts
 /// beside the bundle for a host that has no unpacker yet.
@@ -107,6 +114,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// The file name of part `index` (1-based) of bundle `base`.
 pub fn part_name(base: &str, index: usize) -> String {
     format!("{base}.{index:03}")
+}
+
+/// The name of parity part `index` (1-based): `base.p01`, `base.p02`, … (two digits, more
+/// past 99).
+pub fn parity_name(base: &str, index: usize) -> String {
+    format!("{base}.p{index:02}")
+}
+
+/// The parity part number in `name` if it is `base.pNN` (two or more digits).
+pub fn parity_index(base: &str, name: &str) -> Option<usize> {
+    let digits = name.strip_prefix(base)?.strip_prefix(".p")?;
+    (digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// The part number in `name` if it is `base.NNN` (three or more digits).
@@ -685,5 +706,217 @@ mod tests {
                 .contains("does not count the 1 carried file(s)"),
             "{e}"
         );
+    }
+
+    /// Parity parts are listed between the data parts and the carried files under a v3
+    /// comment that records the scheme, checked as parts are, and never read as bundle
+    /// bytes; a v1 or v2 signature over sums listing them is refused.
+    #[test]
+    fn parity_parts_are_listed_checked_and_never_read_as_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let data: Vec<u8> = (0..25_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(10_001), 4096);
+        let (scheme, pp) = parity::write_parity(dir.path(), "b.airlock", &parts, 2).unwrap();
+        assert_eq!(scheme.parity_size(), 10_002);
+        assert!(pp.iter().all(|p| p.size == 10_002));
+        let names: Vec<&str> = pp.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["b.airlock.p01", "b.airlock.p02"]);
+        let tool = b"\x7fELF pretend unpacker".to_vec();
+        std::fs::write(dir.path().join("airlock-unpack"), &tool).unwrap();
+        let carried = [Part {
+            name: "airlock-unpack".into(),
+            digest: Digest::of(&tool),
+            size: tool.len() as u64,
+        }];
+        let (sums_path, sig_path) = write_sums_with(
+            dir.path(),
+            "b.airlock",
+            &parts,
+            Some(10_001),
+            Some((&scheme, &pp)),
+            &carried,
+            &key,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&sums_path).unwrap();
+        let listed: Vec<&str> = text.lines().map(|l| &l[66..]).collect();
+        assert_eq!(
+            listed,
+            [
+                "b.airlock.001",
+                "b.airlock.002",
+                "b.airlock.003",
+                "b.airlock.p01",
+                "b.airlock.p02",
+                "airlock-unpack"
+            ]
+        );
+        let sig = std::fs::read_to_string(&sig_path).unwrap();
+        assert_eq!(
+            crate::sign::trusted_comment(&sig).unwrap(),
+            format!(
+                "{SUMS_COMMENT_V3} parts=3 part-size=10001 total=25001 carried=1 parity=2 code=leopard16-high stripe={}",
+                parity::MAX_STRIPE
+            )
+        );
+        let files = BundleFiles::locate(&dir.path().join("b.airlock.p01")).unwrap();
+        assert_eq!(files.parts.len(), 3);
+        assert_eq!(files.parity.len(), 2);
+        let mut back = Vec::new();
+        files.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data, "parity parts are not read as bundle bytes");
+        let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+        assert_eq!(sums.parity_scheme, Some(scheme));
+        assert_eq!(sums.parts().count(), 3);
+        assert_eq!(sums.parity().count(), 2);
+        assert!(sums.check_layout(&files).is_empty());
+        assert!(sums.check_all(&files, &|_| {}).unwrap().is_empty());
+
+        // A damaged or missing parity part is named, like a part.
+        let p2 = dir.path().join("b.airlock.p02");
+        let mut bytes = std::fs::read(&p2).unwrap();
+        bytes[5] ^= 1;
+        std::fs::write(&p2, &bytes).unwrap();
+        std::fs::remove_file(dir.path().join("b.airlock.p01")).unwrap();
+        let found: Vec<String> = sums
+            .check_all(&files, &|_| {})
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("b.airlock.p01: missing"), "{found:?}");
+        assert!(found[1].starts_with("b.airlock.p02: corrupt"), "{found:?}");
+
+        // Signed v2 sums listing parity parts: a v2 reader would read them as parts.
+        let listed = std::fs::read(&sums_path).unwrap();
+        let v2 = key.sign_with(
+            &listed,
+            &format!("{SUMS_COMMENT_V2} parts=3 part-size=10001 total=25001 carried=1"),
+        );
+        std::fs::write(&sig_path, v2).unwrap();
+        let files = BundleFiles::locate(&dir.path().join("b.airlock.001")).unwrap();
+        let e = SignedSums::load(&files, Some(&trust)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not count the 2 parity part(s)"),
+            "{e}"
+        );
+    }
+
+    /// `repair` rebuilds up to N damaged, truncated, swapped or lost files of the set from
+    /// the rest, checked against the signed sums, keeping the damaged originals; more than
+    /// N is refused with nothing changed.
+    #[test]
+    fn repair_rebuilds_up_to_n_files_and_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let data: Vec<u8> = (0..40_123u32).map(|i| (i * 13 % 241) as u8).collect();
+        let parts = write_parts(dir.path(), &data, Some(9_999), 4096);
+        let (scheme, pp) = parity::write_parity(dir.path(), "b.airlock", &parts, 2).unwrap();
+        write_sums_with(
+            dir.path(),
+            "b.airlock",
+            &parts,
+            Some(9_999),
+            Some((&scheme, &pp)),
+            &[],
+            &key,
+        )
+        .unwrap();
+        let names: Vec<String> = parts.iter().chain(&pp).map(|p| p.name.clone()).collect();
+        let path = |n: &str| dir.path().join(n);
+        let good: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| std::fs::read(path(n)).unwrap())
+            .collect();
+        let load = || {
+            let files = BundleFiles::locate(&path("b.airlock.sums")).unwrap();
+            let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+            (files, sums)
+        };
+        let (files, sums) = load();
+        let nothing = repair::repair(&files, &sums, false, &|_| {}).unwrap();
+        assert!(nothing.rebuilt.is_empty());
+        assert_eq!(nothing.files, 7);
+
+        // Damage kinds: flipped byte, truncated, zeroed, deleted, swapped (two files).
+        let damage = |kind: &str, i: usize| {
+            let p = path(&names[i]);
+            match kind {
+                "flip" => {
+                    let mut b = good[i].clone();
+                    let mid = b.len() / 2;
+                    b[mid] ^= 0x40;
+                    std::fs::write(&p, b).unwrap();
+                }
+                "truncate" => std::fs::write(&p, &good[i][..good[i].len() - 1]).unwrap(),
+                "zero" => std::fs::write(&p, vec![0u8; good[i].len()]).unwrap(),
+                "delete" => std::fs::remove_file(&p).unwrap(),
+                _ => unreachable!(),
+            }
+        };
+        for (kind_a, a, kind_b, b) in [
+            ("flip", 1, "delete", 5),
+            ("truncate", 4, "zero", 0),
+            ("delete", 3, "delete", 2),
+            ("flip", 6, "truncate", 5),
+        ] {
+            damage(kind_a, a);
+            damage(kind_b, b);
+            let (files, sums) = load();
+            let r = repair::repair(&files, &sums, false, &|_| {}).unwrap();
+            let mut want = vec![names[a].clone(), names[b].clone()];
+            want.sort_by_key(|n| names.iter().position(|m| m == n));
+            assert_eq!(r.rebuilt, want, "{kind_a} {a}, {kind_b} {b}");
+            for (n, g) in names.iter().zip(&good) {
+                assert!(std::fs::read(path(n)).unwrap() == *g, "{n} after repair");
+            }
+            for k in &r.kept {
+                std::fs::remove_file(path(k)).unwrap();
+            }
+        }
+        // Swapped parts: both are rebuilt.
+        std::fs::write(path(&names[0]), &good[1]).unwrap();
+        std::fs::write(path(&names[1]), &good[0]).unwrap();
+        let (files, sums) = load();
+        let r = repair::repair(&files, &sums, true, &|_| {}).unwrap();
+        assert_eq!(r.rebuilt, [names[0].clone(), names[1].clone()]);
+        assert!(r.kept.is_empty(), "--discard-damaged keeps nothing");
+        let mut back = Vec::new();
+        files.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+
+        // Three damaged with two parity parts: refused, nothing changed.
+        damage("flip", 0);
+        damage("delete", 2);
+        damage("zero", 6);
+        let before: Vec<Option<Vec<u8>>> =
+            names.iter().map(|n| std::fs::read(path(n)).ok()).collect();
+        let (files, sums) = load();
+        let e = repair::repair(&files, &sums, false, &|_| {}).unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Integrity);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("3 of 7 files damaged or missing (b.airlock.001, b.airlock.003, b.airlock.p02); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed."),
+            "{msg}"
+        );
+        let after: Vec<Option<Vec<u8>>> =
+            names.iter().map(|n| std::fs::read(path(n)).ok()).collect();
+        assert!(before == after, "nothing changed");
+        let mut listing: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".repair") || n.ends_with(".damaged"))
+            .collect();
+        listing.sort();
+        assert!(listing.is_empty(), "{listing:?}");
     }
 }

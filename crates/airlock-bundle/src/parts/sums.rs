@@ -10,6 +10,7 @@ use crate::sign::{KeyId, TrustSet};
 use crate::{BundleError, Digest};
 
 use super::locate::{file_name, Found};
+use super::parity::Scheme;
 use super::*;
 
 /// The part layout a sums signature vouches for, carried in its trusted comment so that
@@ -57,7 +58,9 @@ impl Layout {
         if c.starts_with(SUMS_COMMENT) {
             return Some(0);
         }
-        let rest = c.strip_prefix(SUMS_COMMENT_V2)?;
+        let rest = c
+            .strip_prefix(SUMS_COMMENT_V2)
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V3))?;
         rest.split_whitespace()
             .find_map(|kv| kv.strip_prefix("carried="))
             .and_then(|v| v.parse().ok())
@@ -69,7 +72,8 @@ impl Layout {
     pub fn parse_comment(c: &str) -> Option<Layout> {
         let rest = c
             .strip_prefix(SUMS_COMMENT)
-            .or_else(|| c.strip_prefix(SUMS_COMMENT_V2))?;
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V2))
+            .or_else(|| c.strip_prefix(SUMS_COMMENT_V3))?;
         let (mut parts, mut total, mut part_size) = (None, None, None);
         for kv in rest.split_whitespace() {
             let (k, v) = kv.split_once('=')?;
@@ -77,7 +81,8 @@ impl Layout {
                 "parts" => parts = Some(v.parse().ok()?),
                 "total" => total = Some(v.parse().ok()?),
                 "part-size" => part_size = Some(v.parse().ok()?),
-                // v2: the carried files' count ([`Layout::carried_in_comment`]).
+                // v2, v3: the carried files' count ([`Layout::carried_in_comment`]); v3:
+                // the parity ([`Layout::parity_in_comment`]).
                 _ => {}
             }
         }
@@ -211,6 +216,10 @@ impl Sums {
 #[derive(Debug, Clone)]
 pub struct SignedSums {
     pub path: PathBuf,
+    /// The bundle name the sums are for (their file name without [`SUMS_SUFFIX`]).
+    pub base: String,
+    /// The parity scheme of signed v3 sums, when this reader implements its code.
+    pub parity_scheme: Option<Scheme>,
     pub sums: Sums,
     pub layout: Option<Layout>,
     /// The signer; `None` when the signature was not checked (`--insecure-skip-signature`).
@@ -263,6 +272,24 @@ impl SignedSums {
             (None, sig) => (None, sig.as_deref().and_then(crate::sign::trusted_comment)),
         };
         let carried_lines = sums.lines.iter().filter(|(n, _)| is_carried(n)).count();
+        let parity_lines = sums
+            .lines
+            .iter()
+            .filter(|(n, _)| parity_index(&files.base, n).is_some())
+            .count();
+        // Signed sums say how many parity parts they list (0 before v3): a v1 or v2 reader
+        // would read such lines as parts, so they must agree, as carried files must.
+        let parity_scheme = match comment.as_deref().and_then(Layout::parity_in_comment) {
+            Some((n, _)) if signer.is_some() && n != parity_lines => {
+                return Err(BundleError::Malformed(format!(
+                    "{}: the signed trusted comment \"{}\" does not count the {parity_lines} parity part(s) the sums list",
+                    sig_path.display(),
+                    crate::text::Escaped(comment.as_deref().unwrap_or_default())
+                )))
+            }
+            Some((_, scheme)) if signer.is_some() => scheme,
+            _ => None,
+        };
         let layout = match comment {
             Some(c) if Layout::carried_in_comment(&c).is_some() => match Layout::parse_comment(&c) {
                 // Signed sums say how many carried files they list: the same lines read as
@@ -301,6 +328,8 @@ impl SignedSums {
         };
         Ok(SignedSums {
             path,
+            base: files.base.clone(),
+            parity_scheme,
             sums,
             layout,
             signer,
@@ -313,9 +342,20 @@ impl SignedSums {
         self.layout.filter(|l| l.parts == parts)
     }
 
-    /// The listed parts, in order (every line but the carried files).
+    /// The listed parts, in order (every line but the parity parts and carried files).
     pub fn parts(&self) -> impl Iterator<Item = &(String, Digest)> {
-        self.sums.lines.iter().filter(|(n, _)| !is_carried(n))
+        self.sums
+            .lines
+            .iter()
+            .filter(|(n, _)| !is_carried(n) && parity_index(&self.base, n).is_none())
+    }
+
+    /// The listed parity parts (`base.p01`, …), in order: never bundle bytes.
+    pub fn parity(&self) -> impl Iterator<Item = &(String, Digest)> {
+        self.sums
+            .lines
+            .iter()
+            .filter(|(n, _)| parity_index(&self.base, n).is_some())
     }
 
     /// The listed carried files ([`CARRIED`]): files beside the bundle, not part of it.
@@ -418,6 +458,7 @@ impl SignedSums {
                 to_hash.push((files.dir.join(name), size));
             }
         }
+        let (parity, parity_problems) = self.parity_to_hash(files, &mut to_hash);
         let digests = hash_files(files, &to_hash, on_bytes)?;
         let stray_digests: Vec<(String, Digest)> =
             strays.into_iter().map(|(n, i)| (n, digests[i])).collect();
@@ -464,7 +505,8 @@ impl SignedSums {
             }
         }
         problems.extend(too_large);
-        for (name, expected, i) in carried {
+        problems.extend(parity_problems);
+        for (name, expected, i) in parity.into_iter().chain(carried) {
             if digests[i] != expected {
                 problems.push(PartProblem::Corrupt {
                     part: name,

@@ -171,6 +171,22 @@ pub fn write_sums_carrying(
     carried: &[Part],
     key: &SigningKey,
 ) -> Result<(PathBuf, PathBuf), BundleError> {
+    write_sums_with(dir, base, parts, part_size, None, carried, key)
+}
+
+/// [`write_sums_carrying`], listing the parity parts of [`parity::write_parity`] after the
+/// data parts and before the carried files: then the sums are v3 ([`SUMS_COMMENT_V3`]),
+/// their trusted comment recording the parity scheme. Without parity, as
+/// [`write_sums_carrying`] (v1 or v2, byte for byte).
+pub fn write_sums_with(
+    dir: &Path,
+    base: &str,
+    parts: &[Part],
+    part_size: Option<u64>,
+    parity: Option<(&parity::Scheme, &[Part])>,
+    carried: &[Part],
+    key: &SigningKey,
+) -> Result<(PathBuf, PathBuf), BundleError> {
     if let Some(c) = carried.iter().find(|c| !is_carried(&c.name)) {
         return Err(BundleError::Usage(format!(
             "{}: not a file the sums may carry (only {})",
@@ -179,10 +195,30 @@ pub fn write_sums_carrying(
         )));
     }
     let mut sums = Sums::of(parts);
+    let layout = Layout::of(parts, part_size);
+    let comment = match parity {
+        Some((scheme, pp)) => {
+            let named = pp
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.name == parity_name(base, i + 1));
+            if pp.len() != scheme.parity || scheme.data != parts.len() || !named {
+                return Err(BundleError::Usage(format!(
+                    "{base}: {} parity parts do not match the scheme ({} data, {} parity)",
+                    pp.len(),
+                    scheme.data,
+                    scheme.parity
+                )));
+            }
+            sums.lines
+                .extend(pp.iter().map(|p| (p.name.clone(), p.digest)));
+            layout.comment_with_parity(carried.len(), scheme)
+        }
+        None => layout.comment_carrying(carried.len()),
+    };
     sums.lines
         .extend(carried.iter().map(|c| (c.name.clone(), c.digest)));
     let text = sums.to_text();
-    let comment = Layout::of(parts, part_size).comment_carrying(carried.len());
     let sig = key.sign_with(text.as_bytes(), &comment);
     let sums = dir.join(format!("{base}{SUMS_SUFFIX}"));
     let sig_path = dir.join(format!("{base}{SUMS_SUFFIX}{SIG_SUFFIX}"));
@@ -205,7 +241,9 @@ pub fn remove_stale(dir: &Path, base: &str, parts: &[Part]) -> Vec<String> {
     let mut removed = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name == base || part_index(base, &name).is_some();
+        let ours = name == base
+            || part_index(base, &name).is_some()
+            || parity_index(base, &name).is_some();
         if ours && !parts.iter().any(|p| p.name == name) && std::fs::remove_file(e.path()).is_ok() {
             removed.push(name);
         }

@@ -40,7 +40,8 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sign_key = load_sign_key(&args.sign_key)?;
-    let carry_key = unpacker.as_ref().map(|_| sign_key.clone());
+    // Parity and the unpacker are added after the build, which signs the sums again.
+    let extras_key = (unpacker.is_some() || args.parity.is_some()).then(|| sign_key.clone());
     let opts = BuildOptions {
         spec_path: args.spec.clone(),
         output: args.output.clone(),
@@ -64,8 +65,8 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         },
     };
     let s = runtime()?.block_on(build(opts, &progress))?;
-    if let (Some(u), Some(key)) = (&unpacker, &carry_key) {
-        carry_unpacker(u, key, &s, args.split)?;
+    if let Some(key) = &extras_key {
+        write_extras(unpacker.as_ref(), args.parity, key, &s, args.split)?;
     }
     if !s.removed.is_empty() {
         progress.say(format!(
@@ -103,10 +104,12 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies the unpacker beside the bundle and signs the sums again, listing it after the
-/// parts (the build itself writes the bundle's sums; what travels beside it is added here).
-fn carry_unpacker(
-    u: &crate::unpacker::Unpacker,
+/// Writes the parity parts (read back from the parts just written) and copies the unpacker
+/// beside the bundle, then signs the sums again listing them after the parts (the build
+/// itself writes the bundle's sums; what travels beside it is added here).
+fn write_extras(
+    u: Option<&crate::unpacker::Unpacker>,
+    parity: Option<crate::cli::ParityCount>,
     key: &SigningKey,
     s: &crate::build::BuildSummary,
     split: Option<u64>,
@@ -118,8 +121,34 @@ fn carry_unpacker(
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(airlock_bundle::parts::SUMS_SUFFIX))
         .ok_or_else(|| PackError::Usage(format!("{}: not a sums name", s.sums.display())))?;
-    let carried = crate::unpacker::carry(u, dir)?;
-    airlock_bundle::parts::write_sums_carrying(dir, base, &s.parts, split, &[carried], key)?;
+    let parity = match parity {
+        Some(p) => {
+            let n = p.of(s.parts.len());
+            let (scheme, pp) = airlock_bundle::parts::parity::write_parity(dir, base, &s.parts, n)?;
+            println!(
+                "{} parity parts ({}, {} each) beside the bundle: any {n} lost or damaged files of the set can be rebuilt",
+                n,
+                pp.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                human(scheme.parity_size())
+            );
+            Some((scheme, pp))
+        }
+        None => None,
+    };
+    let carried = match u {
+        Some(u) => vec![crate::unpacker::carry(u, dir)?],
+        None => Vec::new(),
+    };
+    airlock_bundle::parts::write_sums_with(
+        dir,
+        base,
+        &s.parts,
+        split,
+        parity.as_ref().map(|(scheme, pp)| (scheme, pp.as_slice())),
+        &carried,
+        key,
+    )?;
+    let Some(u) = u else { return Ok(()) };
     println!(
         "{} ({}, static x86_64) beside the bundle, listed in its signed sums",
         dir.join(crate::unpacker::NAME).display(),

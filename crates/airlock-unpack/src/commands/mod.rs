@@ -14,6 +14,7 @@ mod keygen;
 mod load;
 #[cfg(feature = "push")]
 mod push;
+mod repair;
 mod shared;
 mod verify;
 
@@ -43,6 +44,7 @@ pub fn main() -> ExitCode {
 fn progress_style(command: &Command) -> airlock_progress::Style {
     match command {
         Command::Verify(a) => a.common.progress,
+        Command::Repair(a) => a.common.progress,
         Command::Inspect(a) => a.common.progress,
         Command::Extract(a) => a.common.progress,
         Command::Load(a) => a.common.progress,
@@ -56,6 +58,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Repair(args) => repair::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Extract(args) => extract::run(args),
         Command::Inventory(args) => inventory::run(args),

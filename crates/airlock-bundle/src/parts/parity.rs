@@ -1,0 +1,700 @@
+//! Parity parts: a systematic Reed–Solomon erasure code over the parts' bytes (the
+//! ciphertext, so no key is needed), so that any `N` damaged or lost parts of a set with
+//! `N` parity parts can be rebuilt from the rest.
+//!
+//! The code is Leopard-RS over GF(2^16) in its *high rate* form, as implemented by
+//! `reed-solomon-simd` 3.x (`rate::HighRateEncoder` / `HighRateDecoder`); this module
+//! only cuts the parts into stripes and feeds them through it. The layout (see
+//! docs/FORMAT.md, "Parity parts"):
+//!
+//! - `K` data parts, each conceptually zero-padded to the part size `P` (the first part's
+//!   size); `N` parity parts, each `P` rounded up to an even number of bytes.
+//! - Stripe `j` covers bytes `[j·W, min((j+1)·W, P))` of every part, for the stripe width
+//!   `W` ([`stripe_width`]); the shards of one stripe are those byte ranges, each
+//!   zero-padded to an even length `L` (the code works on 16-bit symbols), data shards
+//!   `0..K` in part order; the recovery shards `0..N` of that encoding are bytes
+//!   `[j·W, j·W + L)` of parity parts `1..=N`.
+//!
+//! Only one stripe of every part is in memory at a time: with the width rule, `(K + N) ·
+//! W ≤` [`STRIPE_BUDGET`] so memory is bounded whatever the part size. The output depends
+//! only on the input bytes and `(K, N, P, W)`: the same bundle gives byte-identical parity.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{parity_name, Layout, Part, SUMS_COMMENT, SUMS_COMMENT_V3};
+use crate::{BundleError, Digest};
+
+use reed_solomon_simd::engine::DefaultEngine;
+use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
+
+/// The scheme's name in the sums' trusted comment (`parity=...`).
+pub const SCHEME: &str = "leopard16-high";
+/// How many bytes of all shards of one stripe together (`(K + N) · W`) a writer allows.
+pub const STRIPE_BUDGET: usize = 8 << 20;
+/// The widest stripe: wider gains nothing once the kernels are busy.
+pub const MAX_STRIPE: usize = 1 << 20;
+/// The narrowest stripe a writer picks (one 64-byte block of the code's layout).
+pub const MIN_STRIPE: usize = 64;
+
+/// The stripe width a writer uses for `k` data and `n` parity parts: the largest power of
+/// two from [`MIN_STRIPE`] to [`MAX_STRIPE`] with `(k + n) · W ≤ STRIPE_BUDGET`
+/// ([`MIN_STRIPE`] if none is).
+pub fn stripe_width(k: usize, n: usize) -> usize {
+    let shards = (k + n).max(1);
+    let mut w = MAX_STRIPE;
+    while w > MIN_STRIPE && shards.saturating_mul(w) > STRIPE_BUDGET {
+        w /= 2;
+    }
+    w
+}
+
+/// The parameters of a part set's parity, as recorded in its signed sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheme {
+    /// `K`: how many data parts.
+    pub data: usize,
+    /// `N`: how many parity parts.
+    pub parity: usize,
+    /// `P`: the size every data part is padded to for coding (the first part's size).
+    pub part_size: u64,
+    /// `W`: bytes of each part per stripe.
+    pub stripe: usize,
+}
+
+impl Scheme {
+    /// The scheme a writer uses for `data` parts of `part_size` and `parity` parity parts;
+    /// `None` if the code cannot have that many shards, or a count is zero.
+    pub fn new(data: usize, parity: usize, part_size: u64) -> Option<Scheme> {
+        Scheme {
+            data,
+            parity,
+            part_size,
+            stripe: stripe_width(data, parity),
+        }
+        .checked()
+    }
+
+    /// `self` if a reader can use it: counts the code supports, a non-zero part size and
+    /// an even stripe width from 2 to [`MAX_STRIPE`].
+    pub fn checked(self) -> Option<Scheme> {
+        let ok = self.data > 0
+            && self.parity > 0
+            && self.part_size > 0
+            && self.stripe >= 2
+            && self.stripe % 2 == 0
+            && self.stripe <= MAX_STRIPE
+            && self
+                .data
+                .checked_add(self.parity.next_power_of_two())
+                .is_some_and(|s| s <= 65536);
+        ok.then_some(self)
+    }
+
+    /// The size of every parity part: the part size rounded up to an even number.
+    pub fn parity_size(&self) -> u64 {
+        self.part_size + self.part_size % 2
+    }
+
+    /// The stripes: `(offset, bytes of each part, shard length)`.
+    fn stripes(&self) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+        let w = self.stripe as u64;
+        (0..self.part_size.div_ceil(w)).map(move |j| {
+            let off = j * w;
+            let len = (self.part_size - off).min(w) as usize;
+            (off, len, len + len % 2)
+        })
+    }
+}
+
+/// Where the coder reads shards from: data parts `0..K`, then parity parts `K..K+N`.
+pub trait ShardSource {
+    /// Fills `buf` with the bytes of shard `shard` from `offset`; bytes past the end of that
+    /// part (a short last part) must be zeros.
+    fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// What went wrong computing or rebuilding parity.
+#[derive(Debug, thiserror::Error)]
+pub enum ParityError {
+    #[error(
+        "{} parts lost or damaged but only {parity} parity parts: {} more good parts would be needed",
+        .lost.len(),
+        .lost.len() - .parity
+    )]
+    TooManyLost { lost: Vec<usize>, parity: usize },
+    #[error("shard {0} is not part of this set")]
+    NoSuchShard(usize),
+    #[error("erasure code: {0}")]
+    Code(#[from] reed_solomon_simd::Error),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Computes the `N` parity parts of `src`'s data parts, writing parity part `i` (0-based)
+/// to `out[i]` from its first byte, stripe by stripe.
+pub fn encode<W: Write>(
+    scheme: &Scheme,
+    src: &mut impl ShardSource,
+    out: &mut [W],
+) -> Result<(), ParityError> {
+    assert_eq!(out.len(), scheme.parity, "one writer per parity part");
+    let mut buf = vec![0u8; scheme.stripe];
+    let mut enc: Option<HighRateEncoder<DefaultEngine>> = None;
+    for (off, len, shard) in scheme.stripes() {
+        let mut e = new_encoder(enc.take(), scheme, shard)?;
+        for i in 0..scheme.data {
+            read_shard(src, i, off, len, shard, &mut buf)?;
+            e.add_original_shard(&buf[..shard])?;
+        }
+        let result = e.encode()?;
+        for (w, r) in out.iter_mut().zip(result.recovery_iter()) {
+            w.write_all(r)?;
+        }
+        drop(result);
+        enc = Some(e);
+    }
+    for w in out {
+        w.flush()?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the shards in `lost` (data `0..K`, parity `K..K+N`; each at most once) from
+/// the others, which `src` must read correctly: shard `lost[i]` is written to `out[i]`
+/// from its first byte, a data part at its real size `size(lost[i])`, a parity part at
+/// [`Scheme::parity_size`].
+/// More than `N` lost is refused before anything is read or written.
+pub fn rebuild<W: Write>(
+    scheme: &Scheme,
+    src: &mut impl ShardSource,
+    lost: &[usize],
+    size: impl Fn(usize) -> u64,
+    out: &mut [W],
+) -> Result<(), ParityError> {
+    assert_eq!(out.len(), lost.len(), "one writer per lost shard");
+    let (k, n) = (scheme.data, scheme.parity);
+    if let Some(&bad) = lost.iter().find(|&&s| s >= k + n) {
+        return Err(ParityError::NoSuchShard(bad));
+    }
+    if lost.len() > n {
+        return Err(ParityError::TooManyLost {
+            lost: lost.to_vec(),
+            parity: n,
+        });
+    }
+    let is_lost = |s: usize| lost.contains(&s);
+    let lost_data = lost.iter().any(|&s| s < k);
+    let lost_parity = lost.iter().any(|&s| s >= k);
+    // The recovery shards read when data is lost: as many good ones as data shards lost.
+    let need = lost.iter().filter(|&&s| s < k).count();
+    let recovery: Vec<usize> = (0..n).filter(|&r| !is_lost(k + r)).take(need).collect();
+
+    let mut data = vec![0u8; k * scheme.stripe];
+    let mut buf = vec![0u8; scheme.stripe];
+    let mut enc: Option<HighRateEncoder<DefaultEngine>> = None;
+    let mut dec: Option<HighRateDecoder<DefaultEngine>> = None;
+    for (off, len, shard) in scheme.stripes() {
+        let w = scheme.stripe;
+        for i in (0..k).filter(|&i| !is_lost(i)) {
+            read_shard(src, i, off, len, shard, &mut data[i * w..(i + 1) * w])?;
+        }
+        if lost_data {
+            let mut d = match dec.take() {
+                Some(mut d) => {
+                    d.reset(k, n, shard)?;
+                    d
+                }
+                None => HighRateDecoder::new(k, n, shard, DefaultEngine::new(), None)?,
+            };
+            for i in (0..k).filter(|&i| !is_lost(i)) {
+                d.add_original_shard(i, &data[i * w..i * w + shard])?;
+            }
+            for &r in &recovery {
+                read_shard(src, k + r, off, shard, shard, &mut buf)?;
+                d.add_recovery_shard(r, &buf[..shard])?;
+            }
+            let result = d.decode()?;
+            for (i, restored) in result.restored_original_iter() {
+                data[i * w..i * w + shard].copy_from_slice(restored);
+            }
+            drop(result);
+            dec = Some(d);
+        }
+        let mut parity: Vec<u8> = Vec::new();
+        if lost_parity {
+            let mut e = new_encoder(enc.take(), scheme, shard)?;
+            for i in 0..k {
+                e.add_original_shard(&data[i * w..i * w + shard])?;
+            }
+            let result = e.encode()?;
+            for r in result.recovery_iter() {
+                parity.extend_from_slice(r);
+            }
+            drop(result);
+            enc = Some(e);
+        }
+        for (&s, o) in lost.iter().zip(out.iter_mut()) {
+            if s < k {
+                // A data part is written at its real size, not padded.
+                let keep = size(s).saturating_sub(off).min(len as u64) as usize;
+                o.write_all(&data[s * w..s * w + keep])?;
+            } else {
+                let r = s - k;
+                o.write_all(&parity[r * shard..(r + 1) * shard])?;
+            }
+        }
+    }
+    for o in out {
+        o.flush()?;
+    }
+    Ok(())
+}
+
+fn new_encoder(
+    reuse: Option<HighRateEncoder<DefaultEngine>>,
+    scheme: &Scheme,
+    shard: usize,
+) -> Result<HighRateEncoder<DefaultEngine>, ParityError> {
+    Ok(match reuse {
+        Some(mut e) => {
+            e.reset(scheme.data, scheme.parity, shard)?;
+            e
+        }
+        None => HighRateEncoder::new(
+            scheme.data,
+            scheme.parity,
+            shard,
+            DefaultEngine::new(),
+            None,
+        )?,
+    })
+}
+
+/// Reads `len` bytes of shard `i` at `off` into `buf`, zeroing `buf[len..shard]`.
+fn read_shard(
+    src: &mut impl ShardSource,
+    i: usize,
+    off: u64,
+    len: usize,
+    shard: usize,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    src.read_at(i, off, &mut buf[..len])?;
+    buf[len..shard].fill(0);
+    Ok(())
+}
+
+/// Data and parity parts as files in one directory, read at offsets. Files are kept open
+/// while there are at most [`OPEN_AT_ONCE`] shards, else each read opens its file again
+/// (a set of more parts than the process may hold open files codes all the same). Bytes
+/// past a file's end read as zeros (the short last part).
+#[derive(Debug)]
+pub struct FileShards {
+    paths: Vec<PathBuf>,
+    open: Vec<Option<File>>,
+}
+
+/// See [`FileShards`].
+pub const OPEN_AT_ONCE: usize = 256;
+
+impl FileShards {
+    /// Shards `0..paths.len()`, in order (data parts, then parity parts).
+    pub fn new(paths: Vec<PathBuf>) -> FileShards {
+        let open = paths.iter().map(|_| None).collect();
+        FileShards { paths, open }
+    }
+}
+
+impl ShardSource for FileShards {
+    fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let path = &self.paths[shard];
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let mut fresh = None;
+        let file = match &mut self.open[shard] {
+            Some(f) => f,
+            slot if self.paths.len() <= OPEN_AT_ONCE => {
+                slot.insert(open_plain(path).map_err(with_path)?)
+            }
+            _ => fresh.insert(open_plain(path).map_err(with_path)?),
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(with_path(e)),
+            }
+        }
+        buf[done..].fill(0);
+        Ok(())
+    }
+}
+
+/// Opens a part for reading without following a symbolic link (files beside a bundle are
+/// not opened through links).
+fn open_plain(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Computes `n` parity parts of the data `parts` (in `dir`, as [`super::PartWriter`] wrote
+/// them, every one but the last `part_size` bytes) and writes them as `base.p01`, …, each
+/// through a temp file renamed once all are complete. Returns the scheme and the parity
+/// parts (name, sha256, size) for the sums.
+pub fn write_parity(
+    dir: &Path,
+    base: &str,
+    parts: &[Part],
+    n: usize,
+) -> Result<(Scheme, Vec<Part>), BundleError> {
+    let part_size = parts.first().map_or(0, |p| p.size);
+    if parts.len() + n > super::MAX_PARTS {
+        return Err(BundleError::Usage(format!(
+            "{base}: {} data and {n} parity parts are more than the {} files a set may have; give fewer parity parts or a larger --split",
+            parts.len(),
+            super::MAX_PARTS
+        )));
+    }
+    let scheme = Scheme::new(parts.len(), n, part_size).ok_or_else(|| {
+        BundleError::Usage(format!(
+            "{base}: cannot compute {n} parity parts for {} data parts of {part_size} bytes (at most {} shards in all)",
+            parts.len(),
+            u16::MAX
+        ))
+    })?;
+    let names: Vec<String> = (1..=n).map(|i| parity_name(base, i)).collect();
+    let tmps: Vec<PathBuf> = names
+        .iter()
+        .map(|n| dir.join(format!(".{n}.partial")))
+        .collect();
+    let cleanup = |tmps: &[PathBuf]| {
+        for t in tmps {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    let result = (|| {
+        let mut out = Vec::with_capacity(n);
+        for t in &tmps {
+            let f = File::create(t).map_err(|e| BundleError::io(t, e))?;
+            out.push(Hashing {
+                inner: io::BufWriter::with_capacity(1 << 16, f),
+                hasher: Sha256::new(),
+                size: 0,
+            });
+        }
+        let mut src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
+        encode(&scheme, &mut src, &mut out).map_err(|e| match e {
+            ParityError::Io(e) => BundleError::io(dir, e),
+            e => BundleError::Usage(format!("{base}: parity: {e}")),
+        })?;
+        let mut made = Vec::with_capacity(n);
+        for (h, name) in out.into_iter().zip(&names) {
+            made.push(Part {
+                name: name.clone(),
+                digest: Digest::from_bytes(h.hasher.finalize().into()),
+                size: h.size,
+            });
+        }
+        for (t, name) in tmps.iter().zip(&names) {
+            let to = dir.join(name);
+            std::fs::rename(t, &to).map_err(|e| BundleError::io(&to, e))?;
+        }
+        Ok(made)
+    })();
+    match result {
+        Ok(made) => Ok((scheme, made)),
+        Err(e) => {
+            cleanup(&tmps);
+            Err(e)
+        }
+    }
+}
+
+/// A writer that hashes and counts what passes through.
+pub(super) struct Hashing<W> {
+    pub(super) inner: W,
+    pub(super) hasher: Sha256,
+    pub(super) size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Layout {
+    /// The trusted comment of sums that list `parity` parity parts after the data parts,
+    /// then `carried` files: always v3, `carried=K parity=N code=C stripe=W` after the
+    /// layout.
+    pub(super) fn comment_with_parity(&self, carried: usize, parity: &Scheme) -> String {
+        let v1 = self.comment();
+        format!(
+            "{SUMS_COMMENT_V3}{} carried={carried} parity={} code={} stripe={}",
+            &v1[SUMS_COMMENT.len()..],
+            parity.parity,
+            SCHEME,
+            parity.stripe
+        )
+    }
+
+    /// The parity a sums comment records: `Some((0, None))` for v1 and v2; for v3 the
+    /// count `parity=N`, with the scheme when its `code` is the one this reader implements
+    /// and its parameters are usable; `None` if the comment is not a sums comment or a v3
+    /// one lacks a parity count.
+    pub fn parity_in_comment(c: &str) -> Option<(usize, Option<Scheme>)> {
+        let Some(rest) = c.strip_prefix(SUMS_COMMENT_V3) else {
+            return Layout::carried_in_comment(c).map(|_| (0, None));
+        };
+        let get = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        let n: usize = get("parity")?.parse().ok()?;
+        let layout = Layout::parse_comment(c);
+        let scheme = (|| {
+            let l = layout?;
+            (get("code")? == SCHEME).then_some(())?;
+            Scheme {
+                data: l.parts,
+                parity: n,
+                part_size: l.part_size.unwrap_or(l.total),
+                stripe: get("stripe")?.parse().ok()?,
+            }
+            .checked()
+        })();
+        Some((n, scheme))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts in memory; a lost one reads as garbage, so a test sees it is never read.
+    struct Mem<'a> {
+        parts: &'a [Vec<u8>],
+        lost: &'a [usize],
+    }
+
+    impl ShardSource for Mem<'_> {
+        fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            assert!(!self.lost.contains(&shard), "read lost shard {shard}");
+            let p = &self.parts[shard];
+            for (j, b) in buf.iter_mut().enumerate() {
+                *b = p.get(offset as usize + j).copied().unwrap_or(0);
+            }
+            Ok(())
+        }
+    }
+
+    fn data(k: usize, part: usize, last: usize, seed: u8) -> Vec<Vec<u8>> {
+        (0..k)
+            .map(|i| {
+                let n = if i + 1 == k { last } else { part };
+                (0..n)
+                    .map(|j| (j as u8).wrapping_mul(31) ^ (i as u8).wrapping_mul(97) ^ seed)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn parity_of(s: &Scheme, parts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut out = vec![Vec::new(); s.parity];
+        encode(s, &mut Mem { parts, lost: &[] }, &mut out).unwrap();
+        out
+    }
+
+    fn combinations(n: usize, r: usize) -> Vec<Vec<usize>> {
+        if r == 0 {
+            return vec![vec![]];
+        }
+        (0..n)
+            .flat_map(|first| {
+                combinations(n - first - 1, r - 1)
+                    .into_iter()
+                    .map(move |rest| {
+                        std::iter::once(first)
+                            .chain(rest.into_iter().map(|x| x + first + 1))
+                            .collect()
+                    })
+            })
+            .collect()
+    }
+
+    /// Every combination of up to N lost parts (data and parity) is rebuilt byte for byte,
+    /// for odd part sizes, a short last part, and stripes narrower than a part.
+    #[test]
+    fn round_trip_every_loss_up_to_n() {
+        for (n, part, last, stripe) in [
+            (1, 1001, 17, 64),
+            (2, 777, 777, 128),
+            (4, 333, 1, 64),
+            (2, 64, 63, 2),
+        ] {
+            let k = 5;
+            let parts = data(k, part, last, n as u8);
+            let mut s = Scheme::new(k, n, part as u64).unwrap();
+            s.stripe = stripe;
+            let parity = parity_of(&s, &parts);
+            assert!(parity.iter().all(|p| p.len() as u64 == s.parity_size()));
+            let all: Vec<Vec<u8>> = parts.iter().chain(&parity).cloned().collect();
+            for r in 1..=n {
+                for lost in combinations(k + n, r) {
+                    let mut out = vec![Vec::new(); lost.len()];
+                    rebuild(
+                        &s,
+                        &mut Mem {
+                            parts: &all,
+                            lost: &lost,
+                        },
+                        &lost,
+                        |i| all[i].len() as u64,
+                        &mut out,
+                    )
+                    .unwrap_or_else(|e| panic!("n={n} lost {lost:?}: {e}"));
+                    for (&i, got) in lost.iter().zip(&out) {
+                        assert!(got == &all[i], "n={n} lost {lost:?}: part {i} differs");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn more_lost_than_parity_is_refused_before_reading() {
+        let parts = data(4, 100, 50, 0);
+        let s = Scheme::new(4, 2, 100).unwrap();
+        let parity = parity_of(&s, &parts);
+        let all: Vec<Vec<u8>> = parts.iter().chain(&parity).cloned().collect();
+        let lost = [0, 3, 5];
+        let mut out = vec![Vec::new(); 3];
+        let err = rebuild(
+            &s,
+            &mut Mem {
+                parts: &all,
+                lost: &[0, 1, 2, 3, 4, 5],
+            },
+            &lost,
+            |i| all[i].len() as u64,
+            &mut out,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "3 parts lost or damaged but only 2 parity parts: 1 more good parts would be needed"
+        );
+        assert!(out.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn deterministic_and_bound_to_the_bytes() {
+        let parts = data(6, 4099, 1000, 7);
+        let s = Scheme::new(6, 3, 4099).unwrap();
+        let a = parity_of(&s, &parts);
+        assert_eq!(a, parity_of(&s, &parts));
+        let mut changed = parts.clone();
+        changed[2][4000] ^= 1;
+        assert_ne!(a, parity_of(&s, &changed));
+    }
+
+    /// Pins the code itself: a change of crate version or rate that changed parity bytes
+    /// would make sets written before unrepairable.
+    #[test]
+    fn parity_bytes_are_pinned() {
+        use sha2::{Digest as _, Sha256};
+        let parts = data(3, 200, 99, 1);
+        let s = Scheme::new(3, 2, 200).unwrap();
+        let p = parity_of(&s, &parts);
+        let h: Vec<String> = p.iter().map(|x| hex::encode(Sha256::digest(x))).collect();
+        assert_eq!(
+            h,
+            [
+                "c77db89c543d9e6cc3c6a5b6d96cabb99cb8d83917b1e5bb09b4c09ed83eece7",
+                "76a6b7cd594c4ea994aa843d2780b6da36c31e0e13c9bef41b8f7bcf58a435c1"
+            ],
+            "parity bytes changed"
+        );
+    }
+
+    /// More parts than are kept open: each read opens its file again, with the same bytes.
+    #[test]
+    fn file_shards_beyond_the_open_limit_code_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = OPEN_AT_ONCE + 9;
+        let parts = data(k, 30, 7, 3);
+        let mut paths = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let path = dir.path().join(format!("b.{i:03}"));
+            std::fs::write(&path, p).unwrap();
+            paths.push(path);
+        }
+        let s = Scheme::new(k, 3, 30).unwrap();
+        let mut from_files = vec![Vec::new(); 3];
+        encode(&s, &mut FileShards::new(paths.clone()), &mut from_files).unwrap();
+        assert_eq!(from_files, parity_of(&s, &parts));
+        for (i, p) in from_files.iter().enumerate() {
+            let path = dir.path().join(format!("b.p{i:02}"));
+            std::fs::write(&path, p).unwrap();
+            paths.push(path);
+        }
+        let lost = [1, k - 1, k + 2];
+        let mut out = vec![Vec::new(); 3];
+        let mut src = FileShards::new(paths);
+        rebuild(
+            &s,
+            &mut src,
+            &lost,
+            |i| parts.get(i).map_or(30, |p| p.len() as u64),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            [
+                parts[1].clone(),
+                parts[k - 1].clone(),
+                from_files[2].clone()
+            ]
+        );
+    }
+
+    #[test]
+    fn stripe_width_keeps_a_stripe_within_budget() {
+        assert_eq!(stripe_width(4, 1), MAX_STRIPE);
+        assert_eq!(stripe_width(12, 2), 512 << 10);
+        assert_eq!(stripe_width(10_000, 1_000), 512);
+        assert_eq!(stripe_width(200_000, 1), MIN_STRIPE);
+        for (k, n) in [(1, 1), (10, 1), (100, 10), (10_000, 10_000)] {
+            let s = Scheme::new(k, n, 1 << 30);
+            assert!(s.is_some(), "{k}+{n}");
+            assert!((k + n) * s.unwrap().stripe <= STRIPE_BUDGET);
+        }
+        assert!(
+            Scheme::new(1, 4, 10).is_some(),
+            "more parity than data parts"
+        );
+        assert_eq!(
+            Scheme::new(60_000, 8_192, 10),
+            None,
+            "more shards than GF(2^16) has"
+        );
+        assert_eq!(Scheme::new(3, 0, 10), None);
+    }
+}
