@@ -277,14 +277,7 @@ impl Registry {
             }
         })
         .await
-        .map_err(|e| match e {
-            e @ PackError::Registry { .. } => PackError::RegistryBlob {
-                subject: r.to_string(),
-                blob: digest,
-                source: Box::new(e),
-            },
-            other => other,
-        })
+        .map_err(|e| blob_error(r, digest, e))
     }
 
     /// Streams a blob into `pipe` (the bundle writer's end) instead of the cache: a cold
@@ -351,14 +344,7 @@ impl Registry {
             Ok(())
         })
         .await
-        .map_err(|e| match e {
-            e @ PackError::Registry { .. } => PackError::RegistryBlob {
-                subject: r.to_string(),
-                blob: digest,
-                source: Box::new(e),
-            },
-            other => other,
-        });
+        .map_err(|e| blob_error(r, digest, e));
         if let Err(e) = &result {
             pipe.fail(e.to_string());
         }
@@ -423,5 +409,17 @@ impl Registry {
             on_bytes(-(reported as i64));
         }
         result
+    }
+}
+
+/// A registry's refusal of a blob names the image and the blob.
+fn blob_error(r: &ImageRef, digest: Digest, e: PackError) -> PackError {
+    match e {
+        e @ PackError::Registry { .. } => PackError::RegistryBlob {
+            subject: r.to_string(),
+            blob: digest,
+            source: Box::new(e),
+        },
+        other => other,
     }
 }
