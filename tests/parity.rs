@@ -1,0 +1,1 @@
+//! Parity parts and `repair` from the command line (issue 14): filled in on this branch.
