@@ -26,6 +26,7 @@ pub(crate) mod policy;
 pub(crate) mod provenance;
 #[cfg(feature = "push")]
 pub(crate) mod push;
+pub(crate) mod repair;
 pub(crate) mod report;
 pub(crate) mod restore;
 pub(crate) mod state;

@@ -108,7 +108,12 @@ impl BundleFiles {
                         files.parity.push(p);
                         continue;
                     }
-                    files.sizes.push(files.present(&p)?);
+                    // A listed part that is a link is not followed: the reader refuses it
+                    // when it gets there, the checks name it, and repair replaces it.
+                    files.sizes.push(match files.look(&p) {
+                        Found::File(size) => Some(size),
+                        Found::Link | Found::Absent => None,
+                    });
                     files.parts.push(p);
                 }
                 files.listed = Some((bytes, listed));
@@ -289,9 +294,14 @@ impl BundleFiles {
         if let Some(i) = self.sizes.iter().position(Option::is_none) {
             return Err(BundleError::Parts {
                 sums: self.sums.clone().unwrap_or_default(),
-                problems: vec![PartProblem::Missing {
-                    part: file_name(&self.parts[i]),
-                    found_as: None,
+                problems: vec![match self.look(&self.parts[i]) {
+                    Found::Link => PartProblem::Link {
+                        part: file_name(&self.parts[i]),
+                    },
+                    _ => PartProblem::Missing {
+                        part: file_name(&self.parts[i]),
+                        found_as: None,
+                    },
                 }],
             });
         }

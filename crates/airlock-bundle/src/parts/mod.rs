@@ -22,7 +22,9 @@ mod write;
 pub use locate::{BundleFiles, PartsReader};
 pub use problem::PartProblem;
 pub use sums::{Layout, SignedSums, Sums};
-pub use write::{remove_stale, write_sums, write_sums_carrying, write_sums_with, Part, PartWriter};
+pub use write::{
+    remove_stale, set_fits, write_sums, write_sums_carrying, write_sums_with, Part, PartWriter,
+};
 
 /// Appended to the bundle name for the sums file.
 pub const SUMS_SUFFIX: &str = ".sums";
@@ -239,6 +241,61 @@ mod tests {
         assert!(e.to_string().contains("more than 10000 parts"), "{e}");
         drop(w);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A set as large as a reader takes is written and read back; one file more (a
+    /// carried unpacker beside the most parts, or parity on top) is refused before the sums
+    /// are written, not discovered by the reader at the gap.
+    #[test]
+    fn sums_list_no_more_files_than_a_reader_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, _, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let part = |i: usize| Part {
+            name: part_name("b.airlock", i),
+            digest: Digest::of(&i.to_le_bytes()),
+            size: 1,
+        };
+        let most: Vec<Part> = (1..=MAX_PARTS).map(part).collect();
+        let (sums, _) =
+            write_sums_with(dir.path(), "b.airlock", &most, None, None, &[], &key).unwrap();
+        let listed = Sums::parse(&std::fs::read(&sums).unwrap(), &sums).unwrap();
+        assert_eq!(listed.lines.len(), MAX_PARTS);
+        let unpacker = Part {
+            name: CARRIED[0].to_string(),
+            digest: Digest::of(b"unpacker"),
+            size: 8,
+        };
+        let before = std::fs::read(&sums).unwrap();
+        let e = write_sums_with(
+            dir.path(),
+            "b.airlock",
+            &most,
+            None,
+            None,
+            &[unpacker],
+            &key,
+        )
+        .unwrap_err();
+        assert!(matches!(e, BundleError::Usage(_)), "{e}");
+        assert!(
+            e.to_string().contains(
+                "b.airlock: 10000 data parts, 0 parity parts and 1 carried files are more than the 10000 files"
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&sums).unwrap(),
+            before,
+            "the sums are unchanged"
+        );
+        let e = set_fits("b.airlock", MAX_PARTS - 1, 2, 0).unwrap_err();
+        assert!(
+            e.to_string().contains("9999 data parts, 2 parity parts"),
+            "{e}"
+        );
+        set_fits("b.airlock", MAX_PARTS - 3, 2, 1).unwrap();
     }
 
     #[test]
@@ -808,11 +865,12 @@ mod tests {
         );
     }
 
-    /// `repair` rebuilds up to N damaged, truncated, swapped or lost files of the set from
-    /// the rest, checked against the signed sums, keeping the damaged originals; more than
-    /// N is refused with nothing changed.
+    /// `repair`'s plan finds up to N damaged, truncated, swapped or lost files of the set
+    /// and rebuilds them from the rest, checked against the signed sums; more than N is
+    /// refused, naming them, before anything is rebuilt.
     #[test]
     fn repair_rebuilds_up_to_n_files_and_refuses_more() {
+        use repair::RepairPlan;
         let dir = tempfile::tempdir().unwrap();
         let keys = tempfile::tempdir().unwrap();
         let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
@@ -837,15 +895,27 @@ mod tests {
             .iter()
             .map(|n| std::fs::read(path(n)).unwrap())
             .collect();
-        let load = || {
+        let plan = || {
             let files = BundleFiles::locate(&path("b.airlock.sums")).unwrap();
             let sums = SignedSums::load(&files, Some(&trust)).unwrap();
-            (files, sums)
+            RepairPlan::find(&files, &sums, &|_| {})
         };
-        let (files, sums) = load();
-        let nothing = repair::repair(&files, &sums, false, &|_| {}).unwrap();
-        assert!(nothing.rebuilt.is_empty());
-        assert_eq!(nothing.files, 7);
+        // Rebuilds what the plan found lost into memory and puts the good files back.
+        let rebuild_and_restore = |plan: &RepairPlan| {
+            let mut out = vec![Vec::new(); plan.lost.len()];
+            let shards = names.iter().map(|n| path(n)).collect();
+            plan.rebuild(&mut parity::FileShards::new(shards), &mut out)
+                .unwrap();
+            for (o, &i) in out.iter().zip(&plan.lost) {
+                assert!(*o == good[i], "{} rebuilt", names[i]);
+            }
+            for (n, g) in names.iter().zip(&good) {
+                std::fs::write(path(n), g).unwrap();
+            }
+        };
+        let nothing = plan().unwrap();
+        assert!(nothing.lost.is_empty());
+        assert_eq!(nothing.covered.len(), 7);
 
         // Damage kinds: flipped byte, truncated, zeroed, deleted, swapped (two files).
         let damage = |kind: &str, i: usize| {
@@ -871,52 +941,48 @@ mod tests {
         ] {
             damage(kind_a, a);
             damage(kind_b, b);
-            let (files, sums) = load();
-            let r = repair::repair(&files, &sums, false, &|_| {}).unwrap();
-            let mut want = vec![names[a].clone(), names[b].clone()];
-            want.sort_by_key(|n| names.iter().position(|m| m == n));
-            assert_eq!(r.rebuilt, want, "{kind_a} {a}, {kind_b} {b}");
-            for (n, g) in names.iter().zip(&good) {
-                assert!(std::fs::read(path(n)).unwrap() == *g, "{n} after repair");
-            }
-            for k in &r.kept {
-                std::fs::remove_file(path(k)).unwrap();
-            }
+            let p = plan().unwrap();
+            assert_eq!(p.lost, [a.min(b), a.max(b)], "{kind_a} {a}, {kind_b} {b}");
+            rebuild_and_restore(&p);
         }
-        // Swapped parts: both are rebuilt.
+        // Swapped parts: both are lost, and rebuilt.
         std::fs::write(path(&names[0]), &good[1]).unwrap();
         std::fs::write(path(&names[1]), &good[0]).unwrap();
-        let (files, sums) = load();
-        let r = repair::repair(&files, &sums, true, &|_| {}).unwrap();
-        assert_eq!(r.rebuilt, [names[0].clone(), names[1].clone()]);
-        assert!(r.kept.is_empty(), "--discard-damaged keeps nothing");
+        let p = plan().unwrap();
+        assert_eq!(p.lost, [0, 1]);
+        rebuild_and_restore(&p);
+        let files = BundleFiles::locate(&path("b.airlock.sums")).unwrap();
         let mut back = Vec::new();
         files.reader().unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
 
-        // Three damaged with two parity parts: refused, nothing changed.
-        damage("flip", 0);
+        // A source that changes after the plan was made: the rebuilt file does not match
+        // the signed sums, and that is an error (the caller places nothing).
         damage("delete", 2);
+        let p = plan().unwrap();
+        damage("flip", 0);
+        let mut out = vec![Vec::new()];
+        let shards = names.iter().map(|n| path(n)).collect();
+        let e = p
+            .rebuild(&mut parity::FileShards::new(shards), &mut out)
+            .unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Integrity);
+        assert!(
+            e.to_string().contains(&format!(
+                "rebuilt b.airlock.003 does not match the signed sums (expected sha256 {}",
+                crate::Digest::of(&good[2]).hex()
+            )),
+            "{e}"
+        );
+
+        // Three damaged with two parity parts: refused, naming them.
         damage("zero", 6);
-        let before: Vec<Option<Vec<u8>>> =
-            names.iter().map(|n| std::fs::read(path(n)).ok()).collect();
-        let (files, sums) = load();
-        let e = repair::repair(&files, &sums, false, &|_| {}).unwrap_err();
+        let e = plan().unwrap_err();
         assert_eq!(e.class(), crate::ErrorClass::Integrity);
         let msg = e.to_string();
         assert!(
             msg.contains("3 of 7 files damaged or missing (b.airlock.001, b.airlock.003, b.airlock.p02); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed."),
             "{msg}"
         );
-        let after: Vec<Option<Vec<u8>>> =
-            names.iter().map(|n| std::fs::read(path(n)).ok()).collect();
-        assert!(before == after, "nothing changed");
-        let mut listing: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".repair") || n.ends_with(".damaged"))
-            .collect();
-        listing.sort();
-        assert!(listing.is_empty(), "{listing:?}");
     }
 }

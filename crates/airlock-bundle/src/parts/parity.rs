@@ -289,28 +289,53 @@ fn read_shard(
     Ok(())
 }
 
-/// Data and parity parts as files in one directory, read at offsets. Files are kept open
-/// while there are at most [`OPEN_AT_ONCE`] shards, else each read opens its file again
-/// (a set of more parts than the process may hold open files codes all the same). Bytes
-/// past a file's end read as zeros (the short last part).
-#[derive(Debug)]
-pub struct FileShards {
+/// Data and parity parts as files, read at offsets. Files are kept open while there are at
+/// most [`OPEN_AT_ONCE`] shards, else each read opens its file again (a set of more parts
+/// than the process may hold open files codes all the same). Bytes past a file's end read as
+/// zeros (the short last part). Files are opened by the opener given (by default by path,
+/// never through a symbolic link: [`FileShards::new`]).
+pub struct FileShards<'a> {
     paths: Vec<PathBuf>,
     open: Vec<Option<File>>,
+    opener: Box<dyn FnMut(&Path) -> io::Result<File> + 'a>,
 }
 
 /// See [`FileShards`].
 pub const OPEN_AT_ONCE: usize = 256;
 
-impl FileShards {
-    /// Shards `0..paths.len()`, in order (data parts, then parity parts).
-    pub fn new(paths: Vec<PathBuf>) -> FileShards {
-        let open = paths.iter().map(|_| None).collect();
-        FileShards { paths, open }
+impl std::fmt::Debug for FileShards<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileShards")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
     }
 }
 
-impl ShardSource for FileShards {
+impl FileShards<'static> {
+    /// Shards `0..paths.len()`, in order (data parts, then parity parts), opened by path
+    /// without following a symbolic link.
+    pub fn new(paths: Vec<PathBuf>) -> FileShards<'static> {
+        FileShards::with_opener(paths, open_plain)
+    }
+}
+
+impl<'a> FileShards<'a> {
+    /// Shards `0..names.len()`, each opened by `opener` (say, relative to a directory held
+    /// open, so that no one can swap the directory in between).
+    pub fn with_opener(
+        names: Vec<PathBuf>,
+        opener: impl FnMut(&Path) -> io::Result<File> + 'a,
+    ) -> FileShards<'a> {
+        let open = names.iter().map(|_| None).collect();
+        FileShards {
+            paths: names,
+            open,
+            opener: Box::new(opener),
+        }
+    }
+}
+
+impl ShardSource for FileShards<'_> {
     fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let path = &self.paths[shard];
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
@@ -318,9 +343,9 @@ impl ShardSource for FileShards {
         let file = match &mut self.open[shard] {
             Some(f) => f,
             slot if self.paths.len() <= OPEN_AT_ONCE => {
-                slot.insert(open_plain(path).map_err(with_path)?)
+                slot.insert((self.opener)(path).map_err(with_path)?)
             }
-            _ => fresh.insert(open_plain(path).map_err(with_path)?),
+            _ => fresh.insert((self.opener)(path).map_err(with_path)?),
         };
         let mut done = 0;
         while done < buf.len() {

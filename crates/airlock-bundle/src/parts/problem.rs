@@ -13,6 +13,9 @@ pub enum PartProblem {
         part: String,
         found_as: Option<String>,
     },
+    /// Listed in the sums, and a symbolic link found beside the named file: never followed
+    /// (a lost part, to `repair`).
+    Link { part: String },
     /// There, but not listed; `copy_of` names the listed part with the same content.
     Extra {
         file: String,
@@ -59,6 +62,9 @@ impl fmt::Display for PartProblem {
                 part,
                 found_as: Some(s),
             } => write!(f, "{}: missing; its content is in {} (renamed?)", E(part), E(s)),
+            PartProblem::Link { part } => f.write_str(&super::locate::link_message(
+                std::path::Path::new(part),
+            )),
             PartProblem::Extra { file, copy_of: None } => write!(
                 f,
                 "{}: not a part of this bundle (not in the signed sums)",

@@ -1,17 +1,19 @@
-//! `repair`: finds the files of a part set that are damaged, truncated, swapped or lost
-//! (the outer check: lstat, size, sha256 against the signed sums), rebuilds them from the
-//! others with the parity parts, checks every rebuilt file against the signed sums before
-//! it replaces anything (temp file, then rename), and keeps the damaged original as
-//! `NAME.damaged` unless told to discard it. More damage than parity: nothing is changed.
-//! No key is needed: the code works on the ciphertext.
+//! What `repair` needs from the format: which files of a part set are damaged, truncated,
+//! swapped or lost (the outer check: lstat, size, sha256 against the signed sums), and
+//! rebuilding them from the others with the parity parts, each checked against the signed
+//! sums before the caller may place it. More damage than parity is refused here, before
+//! anything is read for the rebuild. No key is needed: the code works on the ciphertext.
+//!
+//! Writing the rebuilt files into the media's directory is the caller's (on a gap host that
+//! directory may belong to someone else: `airlock-unpack` does it from a held directory).
 
-use std::io::BufWriter;
+use std::io::Write;
 use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
 use super::locate::Found;
-use super::parity::{rebuild, FileShards, Hashing, ParityError};
+use super::parity::{rebuild, Hashing, ParityError, Scheme, ShardSource};
 use super::sums::hash_files;
 use super::{BundleFiles, PartProblem, SignedSums};
 use crate::{BundleError, Digest};
@@ -19,178 +21,210 @@ use crate::{BundleError, Digest};
 /// Appended to a damaged file's name when repair keeps it.
 pub const DAMAGED_SUFFIX: &str = ".damaged";
 
-/// What [`repair`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Repaired {
-    /// The files rebuilt, in sums order (empty: nothing was damaged).
-    pub rebuilt: Vec<String>,
-    /// Where the damaged originals were kept (`NAME.damaged`).
-    pub kept: Vec<String>,
-    /// How many data and parity files the set has.
-    pub files: usize,
+/// The largest carried file repair hashes (the static unpacker is about 11 MiB).
+const MAX_CARRIED_SIZE: u64 = 1 << 30;
+
+/// One file the parity covers: name, signed sha256, size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covered {
+    pub name: String,
+    pub digest: Digest,
+    pub size: u64,
 }
 
-/// Repairs the part set `files`, whose signed sums `sums` (verified by a trusted key)
-/// record a parity scheme this reader implements.
-pub fn repair(
-    files: &BundleFiles,
-    sums: &SignedSums,
-    discard_damaged: bool,
-    on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<Repaired, BundleError> {
-    let where_ = sums.path.display();
-    if sums.signer.is_none() {
-        return Err(BundleError::Usage(format!(
-            "{where_}: repair needs sums whose signature verified (it writes the files they name)"
-        )));
-    }
-    let scheme = sums.parity_scheme.ok_or_else(|| {
-        BundleError::Usage(format!(
-            "{where_}: the signed sums list no parity parts this reader can use (build with --split SIZE --parity N)"
-        ))
-    })?;
-    let layout = sums
-        .layout
-        .filter(|l| l.parts == scheme.data)
-        .ok_or_else(|| {
-            BundleError::Malformed(format!(
-                "{where_}: the signed layout does not match the parts listed"
+/// What repair found in a part set: the files the parity covers (shard `i` is entry `i`:
+/// data parts, then parity parts), which of them are lost, and the carried files that do
+/// not match the signed sums (parity does not cover them).
+#[derive(Debug)]
+pub struct RepairPlan {
+    /// The signed sums file, for messages.
+    pub sums: String,
+    /// The set's directory, for messages.
+    pub dir: PathBuf,
+    pub scheme: Scheme,
+    pub covered: Vec<Covered>,
+    /// Indexes into `covered`, ascending.
+    pub lost: Vec<usize>,
+    /// Carried files (the unpacker) missing or other than their signed sum.
+    pub carried_damaged: Vec<String>,
+}
+
+impl RepairPlan {
+    /// Finds what is lost in the part set `files`, whose signed sums `sums` (verified by a
+    /// trusted key) record a parity scheme this reader implements. More lost than the parity
+    /// rebuilds is refused ([`BundleError::Unrepairable`]), naming the files.
+    pub fn find(
+        files: &BundleFiles,
+        sums: &SignedSums,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<RepairPlan, BundleError> {
+        let where_ = crate::text::escape(&sums.path.to_string_lossy());
+        if sums.signer.is_none() {
+            return Err(BundleError::Usage(format!(
+                "{where_}: repair needs sums whose signature verified (it writes the files they name)"
+            )));
+        }
+        let scheme = sums.parity_scheme.ok_or_else(|| {
+            BundleError::Usage(format!(
+                "{where_}: the signed sums list no parity parts this reader can use (build with --split SIZE --parity N)"
             ))
         })?;
-    // Data parts, then parity parts: shard i is entry i.
-    let entries: Vec<(String, Digest, u64)> = sums
-        .parts()
-        .enumerate()
-        .map(|(i, (n, d))| (n.clone(), *d, layout.size_of(i).unwrap_or_default()))
-        .chain(
-            sums.parity()
-                .map(|(n, d)| (n.clone(), *d, scheme.parity_size())),
-        )
-        .collect();
-    if entries.len() != scheme.data + scheme.parity {
-        return Err(BundleError::Malformed(format!(
-            "{where_}: {} files listed for {} data and {} parity parts",
-            entries.len(),
-            scheme.data,
-            scheme.parity
-        )));
-    }
-    let lost = find_lost(files, &entries, on_bytes)?;
-    let mut done = Repaired {
-        files: entries.len(),
-        ..Repaired::default()
-    };
-    if lost.is_empty() {
-        return Ok(done);
-    }
-    let names = |ix: &[usize]| {
-        ix.iter()
-            .map(|&i| entries[i].0.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if lost.len() > scheme.parity {
-        return Err(BundleError::Unrepairable(format!(
-            "{where_}: {} of {} files damaged or missing ({}); {} parity parts rebuild at most {}: {} more good files would be needed. Nothing was changed.",
-            lost.len(),
-            entries.len(),
-            names(&lost),
-            scheme.parity,
-            scheme.parity,
-            lost.len() - scheme.parity
-        )));
+        let layout = sums
+            .layout
+            .filter(|l| l.parts == scheme.data)
+            .ok_or_else(|| {
+                BundleError::Malformed(format!(
+                    "{where_}: the signed layout does not match the parts listed"
+                ))
+            })?;
+        let entry = |(name, digest): &(String, Digest), size: u64| Covered {
+            name: name.clone(),
+            digest: *digest,
+            size,
+        };
+        let covered: Vec<Covered> = sums
+            .parts()
+            .enumerate()
+            .map(|(i, e)| entry(e, layout.size_of(i).unwrap_or_default()))
+            .chain(sums.parity().map(|e| entry(e, scheme.parity_size())))
+            .collect();
+        if covered.len() != scheme.data + scheme.parity {
+            return Err(BundleError::Malformed(format!(
+                "{where_}: {} files listed for {} data and {} parity parts",
+                covered.len(),
+                scheme.data,
+                scheme.parity
+            )));
+        }
+        let (lost, carried_damaged) = find_lost(files, sums, &covered, on_bytes)?;
+        let plan = RepairPlan {
+            sums: where_,
+            dir: files.dir.clone(),
+            scheme,
+            covered,
+            lost,
+            carried_damaged,
+        };
+        if plan.lost.len() > scheme.parity {
+            return Err(BundleError::Unrepairable(format!(
+                "{}: {} of {} files damaged or missing ({}); {} parity parts rebuild at most {}: {} more good files would be needed. Nothing was changed.",
+                plan.sums,
+                plan.lost.len(),
+                plan.covered.len(),
+                plan.lost_names().join(", "),
+                scheme.parity,
+                scheme.parity,
+                plan.lost.len() - scheme.parity
+            )));
+        }
+        Ok(plan)
     }
 
-    let tmps: Vec<PathBuf> = lost
-        .iter()
-        .map(|&i| files.dir.join(format!(".{}.repair", entries[i].0)))
-        .collect();
-    let cleanup = || {
-        for t in &tmps {
-            let _ = std::fs::remove_file(t);
-        }
-    };
-    let built = (|| {
-        let mut out = Vec::with_capacity(lost.len());
-        for t in &tmps {
-            let f = std::fs::File::create(t).map_err(|e| BundleError::io(t, e))?;
-            out.push(Hashing {
-                inner: BufWriter::with_capacity(1 << 16, f),
+    /// The lost files' names, in order (escaped for messages).
+    pub fn lost_names(&self) -> Vec<String> {
+        self.lost
+            .iter()
+            .map(|&i| crate::text::escape(&self.covered[i].name))
+            .collect()
+    }
+
+    /// Rebuilds the lost files from `src` (which reads the set's files: shard `i` is
+    /// `covered[i]`), writing lost file `lost[j]` to `out[j]` from its first byte, and
+    /// checks each against the signed sums: a rebuilt file that does not match (a file
+    /// changed while repair read it) is an error, and the caller must not place any.
+    pub fn rebuild<W: Write>(
+        &self,
+        src: &mut impl ShardSource,
+        out: &mut [W],
+    ) -> Result<(), BundleError> {
+        let mut hashing: Vec<Hashing<&mut W>> = out
+            .iter_mut()
+            .map(|w| Hashing {
+                inner: w,
                 hasher: Sha256::new(),
                 size: 0,
-            });
-        }
-        let mut src = FileShards::new(entries.iter().map(|(n, ..)| files.dir.join(n)).collect());
-        rebuild(&scheme, &mut src, &lost, |i| entries[i].2, &mut out).map_err(|e| match e {
-            ParityError::Io(e) => BundleError::io(&files.dir, e),
-            e => BundleError::Unrepairable(format!("{where_}: {e}")),
+            })
+            .collect();
+        rebuild(
+            &self.scheme,
+            src,
+            &self.lost,
+            |i| self.covered[i].size,
+            &mut hashing,
+        )
+        .map_err(|e| match e {
+            // A source that cannot be read (its path is in the message) or a full disk.
+            ParityError::Io(e) => BundleError::io(&self.dir, e),
+            e => BundleError::Unrepairable(format!("{}: {e}", self.sums)),
         })?;
-        // Every rebuilt file is checked against the signed sums before it replaces anything.
-        for (h, &i) in out.into_iter().zip(&lost) {
-            let (name, expected, size) = &entries[i];
+        for (h, &i) in hashing.into_iter().zip(&self.lost) {
+            let c = &self.covered[i];
             let actual = Digest::from_bytes(h.hasher.finalize().into());
-            if actual != *expected || h.size != *size {
+            if actual != c.digest || h.size != c.size {
                 return Err(BundleError::Unrepairable(format!(
-                    "{where_}: rebuilt {name} does not match the signed sums (expected sha256 {}, computed {}, {} bytes): a file changed during repair? Nothing was changed.",
-                    expected.hex(),
+                    "{}: rebuilt {} does not match the signed sums (expected sha256 {} and {} bytes, computed {} and {} bytes): did a file change during repair? Nothing was changed.",
+                    self.sums,
+                    crate::text::escape(&c.name),
+                    c.digest.hex(),
+                    c.size,
                     actual.hex(),
                     h.size
                 )));
             }
         }
         Ok(())
-    })();
-    if let Err(e) = built {
-        cleanup();
-        return Err(e);
     }
-    for (t, &i) in tmps.iter().zip(&lost) {
-        let name = &entries[i].0;
-        let path = files.dir.join(name);
-        if std::fs::symlink_metadata(&path).is_ok() {
-            if discard_damaged {
-                std::fs::remove_file(&path).map_err(|e| BundleError::io(&path, e))?;
-            } else {
-                let kept = format!("{name}{DAMAGED_SUFFIX}");
-                let to = files.dir.join(&kept);
-                std::fs::rename(&path, &to).map_err(|e| BundleError::io(&to, e))?;
-                done.kept.push(kept);
-            }
-        }
-        std::fs::rename(t, &path).map_err(|e| BundleError::io(&path, e))?;
-        done.rebuilt.push(name.clone());
-    }
-    Ok(done)
 }
 
 /// The outer check: a file of the wrong size (or a link, or absent) is lost without being
-/// hashed; the rest are hashed against the signed sums. Returns the lost entries, in order.
+/// hashed; the rest are hashed against the signed sums. Returns the lost entries, in order,
+/// and the carried files that are not right.
 fn find_lost(
     files: &BundleFiles,
-    entries: &[(String, Digest, u64)],
+    sums: &SignedSums,
+    covered: &[Covered],
     on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<usize>, BundleError> {
+) -> Result<(Vec<usize>, Vec<String>), BundleError> {
     let mut lost = Vec::new();
     let mut to_hash = Vec::new();
     let mut hashed = Vec::new();
-    for (i, (name, _, size)) in entries.iter().enumerate() {
-        let path = files.dir.join(name);
+    for (i, c) in covered.iter().enumerate() {
+        let path = files.dir.join(&c.name);
         match files.look(&path) {
-            Found::File(actual) if actual == *size => {
-                hashed.push(i);
+            Found::File(actual) if actual == c.size => {
+                hashed.push((i, c.digest));
                 to_hash.push((path, actual));
             }
             _ => lost.push(i),
         }
     }
+    let mut carried_damaged = Vec::new();
+    let carried: Vec<&(String, Digest)> = sums.carried().collect();
+    for (name, digest) in &carried {
+        let path = files.dir.join(name);
+        match files.look(&path) {
+            // No layout bounds a carried file: one larger than any unpacker is not hashed.
+            Found::File(size) if size <= MAX_CARRIED_SIZE => {
+                hashed.push((usize::MAX, *digest));
+                to_hash.push((path, size));
+            }
+            _ => carried_damaged.push(name.clone()),
+        }
+    }
     let digests = hash_files(files, &to_hash, on_bytes)?;
-    for (i, d) in hashed.into_iter().zip(digests) {
-        if d != entries[i].1 {
+    for ((i, expected), (d, (path, _))) in hashed.into_iter().zip(digests.into_iter().zip(&to_hash))
+    {
+        if d == expected {
+            continue;
+        }
+        if i == usize::MAX {
+            carried_damaged.push(super::locate::file_name(path));
+        } else {
             lost.push(i);
         }
     }
     lost.sort_unstable();
-    Ok(lost)
+    Ok((lost, carried_damaged))
 }
 
 impl SignedSums {
@@ -203,6 +237,7 @@ impl SignedSums {
             .iter()
             .filter_map(|p| match p {
                 PartProblem::Missing { part, .. }
+                | PartProblem::Link { part }
                 | PartProblem::WrongSize { part, .. }
                 | PartProblem::Corrupt { part, .. } => Some(part.as_str()),
                 _ => None,
@@ -254,7 +289,8 @@ impl SignedSums {
                     parity.push((name.clone(), *expected, to_hash.len()));
                     to_hash.push((files.dir.join(name), size));
                 }
-                Found::Link | Found::Absent => parity_problems.push(PartProblem::Missing {
+                Found::Link => parity_problems.push(PartProblem::Link { part: name.clone() }),
+                Found::Absent => parity_problems.push(PartProblem::Missing {
                     part: name.clone(),
                     found_as: None,
                 }),

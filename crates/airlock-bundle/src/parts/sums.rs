@@ -382,7 +382,8 @@ impl SignedSums {
                         }
                     }
                 }
-                Found::Link | Found::Absent => problems.push(PartProblem::Missing {
+                Found::Link => problems.push(PartProblem::Link { part: name.clone() }),
+                Found::Absent => problems.push(PartProblem::Missing {
                     part: name.clone(),
                     found_as: None,
                 }),
@@ -410,6 +411,7 @@ impl SignedSums {
         enum Fate {
             Hashed(usize),
             WrongSize { expected: u64, actual: u64 },
+            Link,
             Absent,
         }
         let layout = self.layout();
@@ -420,8 +422,10 @@ impl SignedSums {
             .enumerate()
             .map(|(i, (name, _))| {
                 let path = files.dir.join(name);
-                let Found::File(actual) = files.look(&path) else {
-                    return Fate::Absent;
+                let actual = match files.look(&path) {
+                    Found::File(actual) => actual,
+                    Found::Link => return Fate::Link,
+                    Found::Absent => return Fate::Absent,
                 };
                 match layout.and_then(|l| l.size_of(i)) {
                     Some(expected) if expected != actual => Fate::WrongSize { expected, actual },
@@ -479,6 +483,7 @@ impl SignedSums {
                         .find(|(_, d)| d == expected)
                         .map(|(n, _)| n.clone()),
                 }),
+                Fate::Link => problems.push(PartProblem::Link { part: name.clone() }),
                 Fate::WrongSize { expected, actual } => problems.push(PartProblem::WrongSize {
                     part: name.clone(),
                     expected,

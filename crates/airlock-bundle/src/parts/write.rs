@@ -174,6 +174,18 @@ pub fn write_sums_carrying(
     write_sums_with(dir, base, parts, part_size, None, carried, key)
 }
 
+/// Refuses a set of `data` parts, `parity` parity parts and `carried` files that a sums
+/// file could not list: a reader takes at most [`MAX_PARTS`] lines.
+pub fn set_fits(base: &str, data: usize, parity: usize, carried: usize) -> Result<(), BundleError> {
+    if data + parity + carried <= MAX_PARTS {
+        return Ok(());
+    }
+    Err(BundleError::Usage(format!(
+        "{}: {data} data parts, {parity} parity parts and {carried} carried files are more than the {MAX_PARTS} files a signed sums file may list; give a larger --split or fewer parity parts",
+        crate::text::escape(base)
+    )))
+}
+
 /// [`write_sums_carrying`], listing the parity parts of [`parity::write_parity`] after the
 /// data parts and before the carried files: then the sums are v3 ([`SUMS_COMMENT_V3`]),
 /// their trusted comment recording the parity scheme. Without parity, as
@@ -194,6 +206,12 @@ pub fn write_sums_with(
             CARRIED.join(", ")
         )));
     }
+    set_fits(
+        base,
+        parts.len(),
+        parity.map_or(0, |(_, pp)| pp.len()),
+        carried.len(),
+    )?;
     let mut sums = Sums::of(parts);
     let layout = Layout::of(parts, part_size);
     let comment = match parity {

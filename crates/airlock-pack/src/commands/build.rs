@@ -121,6 +121,13 @@ fn write_extras(
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(airlock_bundle::parts::SUMS_SUFFIX))
         .ok_or_else(|| PackError::Usage(format!("{}: not a sums name", s.sums.display())))?;
+    // Before computing any parity: the sums must be able to list the whole set.
+    airlock_bundle::parts::set_fits(
+        base,
+        s.parts.len(),
+        parity.map_or(0, |p| p.of(s.parts.len())),
+        usize::from(u.is_some()),
+    )?;
     let parity = match parity {
         Some(p) => {
             let n = p.of(s.parts.len());

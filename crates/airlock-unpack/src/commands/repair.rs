@@ -5,6 +5,8 @@
 
 use anyhow::Context as _;
 
+use airlock_bundle::text::escape;
+use airlock_bundle::BundleError;
 use airlock_progress::{Mode, Progress};
 
 use crate::cli::RepairArgs;
@@ -25,33 +27,39 @@ pub(super) fn run(args: RepairArgs) -> anyhow::Result<()> {
         ))
     })?;
     let bar = progress.bytes(on_disk.files.total_size(), "repair: check");
-    let done =
-        airlock_bundle::parts::repair::repair(&on_disk.files, sums, args.discard_damaged, &|n| {
-            bar.inc(n)
-        });
+    let done = crate::repair::repair(&on_disk.files, sums, args.discard_damaged, &|n| bar.inc(n));
     progress.remove(&bar);
-    let done = done
-        .map_err(UnpackError::from)
-        .with_context(|| c.bundle.display().to_string())?;
+    let done = done.with_context(|| c.bundle.display().to_string())?;
+    let sums_path = escape(&sums.path.to_string_lossy());
     if done.rebuilt.is_empty() {
         println!(
-            "OK {}: all {} files match the signed sums; nothing to repair",
-            sums.path.display(),
+            "OK {sums_path}: all {} files match the signed sums; nothing to repair",
             done.files
         );
-        return Ok(());
-    }
-    for name in &done.rebuilt {
-        match done.kept.iter().find(|k| k.starts_with(name.as_str())) {
-            Some(k) => println!("rebuilt {name} (the damaged file kept as {k})"),
-            None => println!("rebuilt {name}"),
+    } else {
+        for (name, kept) in &done.rebuilt {
+            match kept {
+                Some(k) => println!(
+                    "rebuilt {} (the damaged file kept as {})",
+                    escape(name),
+                    escape(k)
+                ),
+                None => println!("rebuilt {}", escape(name)),
+            }
         }
+        println!(
+            "OK {sums_path}: {} of {} files rebuilt, each checked against the signed sums",
+            done.rebuilt.len(),
+            done.files
+        );
     }
-    println!(
-        "OK {}: {} of {} files rebuilt, each checked against the signed sums",
-        sums.path.display(),
-        done.rebuilt.len(),
-        done.files
-    );
+    if !done.carried_damaged.is_empty() {
+        let names: Vec<String> = done.carried_damaged.iter().map(|n| escape(n)).collect();
+        return Err(UnpackError::from(BundleError::Unrepairable(format!(
+            "{sums_path}: {} (carried beside the bundle) missing or other than its signed sum; parity parts do not cover it: copy it again from where the set was made",
+            names.join(", ")
+        ))))
+        .with_context(|| c.bundle.display().to_string());
+    }
     Ok(())
 }

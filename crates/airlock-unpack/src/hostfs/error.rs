@@ -49,3 +49,13 @@ impl From<FsError> for io::Error {
         }
     }
 }
+
+/// A host write refused (a symlink or a swapped file in the way: exit 10) or failed (7).
+impl From<FsError> for crate::UnpackError {
+    fn from(e: FsError) -> crate::UnpackError {
+        match e {
+            FsError::Refused { path, why } => crate::UnpackError::Refused { path, why },
+            FsError::Io { path, source } => crate::UnpackError::io(path, source),
+        }
+    }
+}

@@ -31,10 +31,7 @@ pub(super) fn env(p: &Path, e: io::Error) -> UnpackError {
 
 /// A host write refused (a symlink or a swapped file in the way: exit 10) or failed (7).
 pub(super) fn fs_err(e: FsError) -> UnpackError {
-    match e {
-        FsError::Refused { path, why } => UnpackError::Refused { path, why },
-        FsError::Io { path, source } => UnpackError::io(path, source),
-    }
+    e.into()
 }
 
 pub(super) fn fs_io(e: FsError) -> io::Error {
