@@ -22,7 +22,7 @@ use airlock_bundle::header::{
 };
 use airlock_bundle::oci::{self, Descriptor, Platform};
 use airlock_bundle::ollama::ModelConfig;
-use airlock_bundle::parts::{write_sums, Part, PartWriter};
+use airlock_bundle::parts::write_sums;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::writer::write_bundle;
 use airlock_bundle::Digest;
@@ -526,22 +526,6 @@ impl Vectors<'_> {
             header.to_bytes(),
         )?;
         Ok(())
-    }
-
-    /// The bundle's bytes, encrypted as `enc`, as `dir/name` or its parts of `split` bytes;
-    /// the parts written.
-    fn write_parts(
-        &self,
-        name: &str,
-        header: &Header,
-        enc: &Encryption,
-        split: Option<u64>,
-    ) -> anyhow::Result<Vec<Part>> {
-        let plain = plaintext(header, &self.keys.sign, self.blobs)?;
-        let bytes = encrypt(&plain, enc)?;
-        let mut out = PartWriter::new(self.dir, name, split);
-        out.write_all(&bytes)?;
-        Ok(out.finish()?)
     }
 }
 

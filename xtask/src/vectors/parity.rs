@@ -5,11 +5,13 @@
 //! makes them, so that the committed bytes pin the Reed–Solomon layout for every future
 //! reader and writer (`airlock-unpack repair` must rebuild exactly these bytes).
 
+use std::io::Write as _;
+
 use airlock_bundle::crypt::Encryption;
 use airlock_bundle::header::Header;
-use airlock_bundle::parts::{parity, write_sums_with};
+use airlock_bundle::parts::{parity, write_sums_with, Part, PartWriter};
 
-use super::{Vectors, PART_SIZE};
+use super::{encrypt, plaintext, Vectors, PART_SIZE};
 
 /// How many parity parts the vector has: two, so that a test can lose a data part and
 /// damage a parity part at once and still rebuild both.
@@ -43,5 +45,21 @@ impl Vectors<'_> {
             &self.keys.sign,
         )?;
         Ok(())
+    }
+
+    /// The bundle's bytes, encrypted as `enc`, as `dir/name` or its parts of `split` bytes;
+    /// the parts written. Shared with [`Vectors::write`] (here for the parent's size limit).
+    pub(super) fn write_parts(
+        &self,
+        name: &str,
+        header: &Header,
+        enc: &Encryption,
+        split: Option<u64>,
+    ) -> anyhow::Result<Vec<Part>> {
+        let plain = plaintext(header, &self.keys.sign, self.blobs)?;
+        let bytes = encrypt(&plain, enc)?;
+        let mut out = PartWriter::new(self.dir, name, split);
+        out.write_all(&bytes)?;
+        Ok(out.finish()?)
     }
 }
