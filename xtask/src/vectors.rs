@@ -42,7 +42,7 @@ const TOOL: &str = "airlock-pack 0.1.0";
 /// only extract, or load into directories given on the command line).
 const FILES_DIR: &str = "/opt/airlock-vectors";
 const MODELS_DIR: &str = "/var/lib/airlock-vectors/models";
-/// Part size of the split vector: small, so that it has three parts.
+/// Part size of the split vectors: small, so that they have several parts (five).
 const PART_SIZE: u64 = 2048;
 
 pub fn run() -> anyhow::Result<()> {
