@@ -1,7 +1,8 @@
 //! Shipping the tool itself (issue 13, items 1 and 3): `cargo xtask dist` builds static
 //! binaries, `.deb`s and signed `SHA256SUMS`; the static `airlock-unpack` runs from an
 //! empty container and, carried beside a bundle by `build --with-unpacker`, verifies and
-//! loads it inside `unshare -n`; the static `airlock-pack` and push build resolve
+//! loads it inside `unshare -n` (and, carried beside parity parts, repairs the set it came
+//! with: issue 14); the static `airlock-pack` and push build resolve
 //! `localhost` (which is why they are static too); the `.deb`s install and remove with the
 //! real dpkg; completions and man pages exist for every subcommand.
 
@@ -326,6 +327,108 @@ fn the_first_trip_carries_the_static_unpacker_which_loads_the_bundle_offline() {
         .unwrap();
     assert_refused(&o, 2, &["dynamically linked"]);
     assert!(!w.path("refused.airlock").exists());
+}
+
+/// `build --with-unpacker --split --parity 2`: the signed sums list the data parts, then
+/// the parity parts, then the carried unpacker (sums v3, `carried=1 parity=2`), and the
+/// standard tools check them all. On the gap host the carried unpacker itself, with no
+/// network, repairs a lost data part and a damaged parity part beside it, and leaves
+/// itself as it was.
+#[test]
+fn a_split_bundle_with_parity_carries_the_unpacker_last_and_repairs_beside_it() {
+    let d = dist();
+    let w = World::new();
+    w.lock_images(&["linux/amd64"], &[&w.hello]);
+    let trip = w.path("trip");
+    std::fs::create_dir(&trip).unwrap();
+    let bundle = trip.join("hello.airlock");
+    let mut args = w.build_args(&bundle, false);
+    args.push("--with-unpacker".into());
+    args.push(d.out.join("airlock-unpack").into());
+    for a in ["--split", "256K", "--parity", "2", "--quiet"] {
+        args.push(a.into());
+    }
+    assert_ok(&w.pack(&args));
+
+    let sums = std::fs::read_to_string(trip.join("hello.airlock.sums")).unwrap();
+    let names: Vec<&str> = sums.lines().map(|l| &l[66..]).collect();
+    let data = names.len() - 3;
+    assert!(data >= 2, "{sums}");
+    let parts: Vec<String> = (1..=data)
+        .map(|i| format!("hello.airlock.{i:03}"))
+        .collect();
+    assert_eq!(names[..data], parts, "{sums}");
+    assert_eq!(
+        names[data..],
+        ["hello.airlock.p01", "hello.airlock.p02", "airlock-unpack"],
+        "{sums}"
+    );
+    let sig = std::fs::read_to_string(trip.join("hello.airlock.sums.minisig")).unwrap();
+    assert!(
+        sig.contains(&format!(
+            "trusted comment: airlock-bundle sums v3 parts={data} part-size=262144 total="
+        )) && sig.contains(" carried=1 parity=2 code=leopard16-high stripe="),
+        "{sig}"
+    );
+    let standard_tools = || {
+        run_ok(
+            Command::new("minisign")
+                .args(["-Vm", "hello.airlock.sums", "-p"])
+                .arg(w.path("pack-keys/airlock.pub"))
+                .current_dir(&trip),
+        );
+        let checked = run_ok(
+            Command::new("sha256sum")
+                .args(["-c", "--strict", "hello.airlock.sums"])
+                .current_dir(&trip),
+        );
+        assert_eq!(checked.matches(": OK\n").count(), data + 3, "{checked}");
+    };
+    standard_tools();
+
+    // A data part lost and a parity part damaged on the way.
+    let carried = trip.join("airlock-unpack");
+    let unpacker = std::fs::read(&carried).unwrap();
+    assert_eq!(
+        unpacker,
+        std::fs::read(d.out.join("airlock-unpack")).unwrap()
+    );
+    let lost = trip.join("hello.airlock.002");
+    let lost_bytes = std::fs::read(&lost).unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    let p01 = trip.join("hello.airlock.p01");
+    let p01_bytes = std::fs::read(&p01).unwrap();
+    std::fs::write(&p01, flip(&p01_bytes, 4321)).unwrap();
+
+    let o = gap_unpack(
+        &w,
+        &carried,
+        "repair",
+        &trip.join("hello.airlock.sums"),
+        &[],
+    );
+    assert_ok(&o);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("rebuilt hello.airlock.002\n")
+            && said.contains(
+                "rebuilt hello.airlock.p01 (the damaged file kept as hello.airlock.p01.damaged)"
+            )
+            && said.contains(&format!("2 of {} files rebuilt", data + 3)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&lost).unwrap(), lost_bytes);
+    assert_eq!(std::fs::read(&p01).unwrap(), p01_bytes);
+    assert_eq!(
+        std::fs::read(&carried).unwrap(),
+        unpacker,
+        "repair changed the unpacker"
+    );
+    assert!(!trip.join("airlock-unpack.damaged").exists());
+    std::fs::remove_file(trip.join("hello.airlock.p01.damaged")).unwrap();
+    standard_tools();
+    assert_ok(&gap_unpack(&w, &carried, "verify", &bundle, &[]));
 }
 
 /// The static push build resolves `localhost` too: it pushes into a registry inside the

@@ -22,7 +22,7 @@ use airlock_bundle::header::{
 };
 use airlock_bundle::oci::{self, Descriptor, Platform};
 use airlock_bundle::ollama::ModelConfig;
-use airlock_bundle::parts::{write_sums, PartWriter};
+use airlock_bundle::parts::write_sums;
 use airlock_bundle::sign::SigningKey;
 use airlock_bundle::writer::write_bundle;
 use airlock_bundle::Digest;
@@ -32,6 +32,7 @@ use serde_json::json;
 
 use crate::util::root;
 
+mod parity;
 mod provenance;
 
 /// Every vector's signed creation time: fixed, so that reruns write the same bytes.
@@ -41,7 +42,7 @@ const TOOL: &str = "airlock-pack 0.1.0";
 /// only extract, or load into directories given on the command line).
 const FILES_DIR: &str = "/opt/airlock-vectors";
 const MODELS_DIR: &str = "/var/lib/airlock-vectors/models";
-/// Part size of the split vector: small, so that it has three parts.
+/// Part size of the split vectors: small, so that they have several parts (five).
 const PART_SIZE: u64 = 2048;
 
 pub fn run() -> anyhow::Result<()> {
@@ -76,6 +77,7 @@ pub fn run() -> anyhow::Result<()> {
     out.write("v3-split.airlock", &split, &plain, Some(PART_SIZE))?;
     out.write("v4-provenance.airlock", &v4, &plain, None)?;
     out.write("v5-compose.airlock", &v5_compose(&blobs), &plain, None)?;
+    out.write_with_parity("v5-parity.airlock", &parity::v5_parity(v1_image(&blobs)))?;
 
     hostile(&golden, &blobs, &keys)?;
     eprintln!(
@@ -503,25 +505,26 @@ impl Vectors<'_> {
         enc: &Encryption,
         split: Option<u64>,
     ) -> anyhow::Result<()> {
-        let (dir, blobs, keys) = (self.dir, self.blobs, self.keys);
+        self.expect(name, header)?;
+        if !matches!(enc, Encryption::None) && self.dir.join(name).exists() {
+            // age output is randomised: a rerun would rewrite the committed bytes for nothing.
+            eprintln!("xtask: vectors: {name} is encrypted and exists: kept as committed");
+            return Ok(());
+        }
+        let parts = self.write_parts(name, header, enc, split)?;
+        write_sums(self.dir, name, &parts, split, &self.keys.sign)?;
+        Ok(())
+    }
+
+    /// Checks `header` and writes it to `expected/name.header.json`.
+    fn expect(&self, name: &str, header: &Header) -> anyhow::Result<()> {
         header.validate()?;
-        let expected = dir.join("expected");
+        let expected = self.dir.join("expected");
         fs::create_dir_all(&expected)?;
         fs::write(
             expected.join(format!("{name}.header.json")),
             header.to_bytes(),
         )?;
-        if !matches!(enc, Encryption::None) && dir.join(name).exists() {
-            // age output is randomised: a rerun would rewrite the committed bytes for nothing.
-            eprintln!("xtask: vectors: {name} is encrypted and exists: kept as committed");
-            return Ok(());
-        }
-        let plain = plaintext(header, &keys.sign, blobs)?;
-        let bytes = encrypt(&plain, enc)?;
-        let mut out = PartWriter::new(dir, name, split);
-        out.write_all(&bytes)?;
-        let parts = out.finish()?;
-        write_sums(dir, name, &parts, split, &keys.sign)?;
         Ok(())
     }
 }
