@@ -89,21 +89,18 @@ pub fn run(bins: &Path, big: bool) -> anyhow::Result<()> {
     ];
     rows.extend(repair_rows(&unpack, w, &set)?);
 
+    let what = format!(
+        "{} images in K = {} data parts of {} MiB + N = {} parity parts",
+        tags.len(),
+        set.data.len(),
+        builds.split_mib,
+        set.parity.len()
+    );
     let size = set.data_bytes();
     if std::env::var_os("AIRLOCK_BENCH_KEEP").is_some() {
         eprintln!("bench: kept {} (AIRLOCK_BENCH_KEEP)", work.keep().display());
     }
-    report(
-        &rows,
-        &format!(
-            "{} images in K = {} data parts of {} MiB + N = {} parity parts",
-            tags.len(),
-            set.data.len(),
-            builds.split_mib,
-            set.parity.len()
-        ),
-        size,
-    )
+    report(&rows, &what, size)
 }
 
 /// The measured builds: `spec` into `w`, cut in parts of `split_mib` MiB (none if 0), each
