@@ -280,8 +280,8 @@ fn repair_rows(unpack: &Path, w: &Path, set: &PartSet) -> anyhow::Result<Vec<Row
     ])
 }
 
-/// Repair's last run left the lost part at its size (repair itself checked its sha256
-/// against the signed sums), and nothing beside it.
+/// Repair's last run left the lost part back at its size (repair itself checked its
+/// sha256 against the signed sums before the rename).
 fn rebuilt(lost: &Path, size: u64) -> anyhow::Result<()> {
     let actual = std::fs::metadata(lost)
         .with_context(|| format!("{} after repair", lost.display()))?
