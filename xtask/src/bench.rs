@@ -13,6 +13,9 @@
 //! - parts (`cargo xtask bench parts`, also run last): `airlock-unpack verify --outer-only`
 //!   of a 4 GiB bundle in 4 parts vs `sha256sum` and `openssl dgst -sha256` of the parts
 //!   (see `bench/parts.rs`)
+//! - parity (`cargo xtask bench parity`, also run after parts): `airlock-pack build --split
+//!   --parity 10%` vs the same build without parity, and `airlock-unpack repair` of one lost
+//!   part vs `cat` of the parts it reads, page cache dropped and warm (see `bench/parity.rs`)
 //! - push (`cargo xtask bench push`): `airlock-unpack push` into a fresh loopback registry vs
 //!   `skopeo copy oci:… docker://…` of the same images (see `bench/push.rs`)
 //! - containerd (`cargo xtask bench containerd`, also run last): `airlock-unpack load
@@ -39,6 +42,7 @@ mod docker26;
 mod engines;
 mod images;
 mod models;
+mod parity;
 mod parts;
 mod provenance;
 mod push;
@@ -177,6 +181,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "parts") {
         return parts::run(&bins);
     }
+    if args.iter().any(|a| a == "parity") {
+        return parity::run(&bins, big);
+    }
     if args.iter().any(|a| a == "push") {
         return push::run(&bins);
     }
@@ -200,6 +207,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     models::run(&bins)?;
     parts::run(&bins)?;
+    parity::run(&bins, big)?;
     push::run(&bins)?;
     containerd::run(&bins)
 }
