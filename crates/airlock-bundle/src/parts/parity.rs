@@ -297,8 +297,11 @@ fn read_shard(
 pub struct FileShards<'a> {
     paths: Vec<PathBuf>,
     open: Vec<Option<File>>,
-    opener: Box<dyn FnMut(&Path) -> io::Result<File> + 'a>,
+    opener: Opener<'a>,
 }
+
+/// How [`FileShards`] opens a shard's file by its name.
+type Opener<'a> = Box<dyn FnMut(&Path) -> io::Result<File> + 'a>;
 
 /// See [`FileShards`].
 pub const OPEN_AT_ONCE: usize = 256;
