@@ -459,6 +459,20 @@ pub fn docker_rmi(tags: &[&str]) {
     Engine::System.rmi(tags)
 }
 
+/// The unprivileged user the gap-host attack tests act as (through `setpriv`).
+pub const NOBODY: u32 = 65534;
+
+/// Gives `p` and everything below it to [`NOBODY`], as a directory another user owns.
+pub fn chown_nobody(p: &Path) {
+    let o = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(p)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+}
+
 /// Asserts an exit code and that stderr mentions every needle.
 pub fn assert_refused(o: &Output, code: i32, needles: &[&str]) {
     assert_eq!(o.status.code(), Some(code), "wrong exit code: {}", text(o));

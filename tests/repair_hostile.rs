@@ -15,7 +15,6 @@ use std::process::Command;
 
 use airlock_tests::*;
 
-const NOBODY: u32 = 65534;
 const VICTIM: &[u8] = b"ROOT ONLY: the gap host's age identity\n";
 
 /// A set of 3 or so data parts with 2 parity parts, copied into `media/` of a directory
@@ -152,16 +151,6 @@ impl Media {
             .filter(|n| n.starts_with(".airlock-repair-"))
             .collect()
     }
-}
-
-fn chown_nobody(p: &Path) {
-    let o = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{NOBODY}:{NOBODY}"))
-        .arg(p)
-        .output()
-        .unwrap();
-    assert_ok(&o);
 }
 
 fn is_link_to(p: &Path, target: &Path) -> bool {

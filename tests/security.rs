@@ -17,7 +17,6 @@ use airlock_bundle::ollama::ModelName;
 use airlock_testkit::ollama::OllamaModel;
 use airlock_tests::*;
 
-const NOBODY: u32 = 65534;
 const SECRET: &str = "DB_PASSWORD=correct-horse-battery-staple\n";
 const VICTIM: &[u8] = b"ROOT ONLY: the gap host's age identity\n";
 
@@ -149,16 +148,6 @@ impl Gap {
     fn load(&self, models: &Path, work: &Path) -> Output {
         self.load_cmd(models, work).output().unwrap()
     }
-}
-
-fn chown_nobody(p: &Path) {
-    let o = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{NOBODY}:{NOBODY}"))
-        .arg(p)
-        .output()
-        .unwrap();
-    assert_ok(&o);
 }
 
 /// Runs a Python script as the unprivileged user.
