@@ -24,10 +24,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
+use crate::hashing::HashingWriter;
 
 use super::{parity_name, Layout, Part, SUMS_COMMENT, SUMS_COMMENT_V3};
-use crate::{BundleError, Digest};
+use crate::BundleError;
 
 use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
@@ -413,11 +413,7 @@ pub fn write_parity(
         let mut out = Vec::with_capacity(n);
         for t in &tmps {
             let f = File::create(t).map_err(|e| BundleError::io(t, e))?;
-            out.push(Hashing {
-                inner: io::BufWriter::with_capacity(1 << 16, f),
-                hasher: Sha256::new(),
-                size: 0,
-            });
+            out.push(HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f)));
         }
         let mut src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
         encode(&scheme, &mut src, &mut out).map_err(|e| match e {
@@ -426,10 +422,11 @@ pub fn write_parity(
         })?;
         let mut made = Vec::with_capacity(n);
         for (h, name) in out.into_iter().zip(&names) {
+            let (digest, size, _) = h.finish();
             made.push(Part {
                 name: name.clone(),
-                digest: Digest::from_bytes(h.hasher.finalize().into()),
-                size: h.size,
+                digest,
+                size,
             });
         }
         for (t, name) in tmps.iter().zip(&names) {
@@ -444,26 +441,6 @@ pub fn write_parity(
             cleanup(&tmps);
             Err(e)
         }
-    }
-}
-
-/// A writer that hashes and counts what passes through.
-pub(super) struct Hashing<W> {
-    pub(super) inner: W,
-    pub(super) hasher: Sha256,
-    pub(super) size: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -10,10 +10,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
+use crate::hashing::HashingWriter;
 
 use super::locate::Found;
-use super::parity::{rebuild, Hashing, ParityError, Scheme, ShardSource};
+use super::parity::{rebuild, ParityError, Scheme, ShardSource};
 use super::sums::hash_files;
 use super::{BundleFiles, PartProblem, SignedSums};
 use crate::{BundleError, Digest};
@@ -137,14 +137,8 @@ impl RepairPlan {
         src: &mut impl ShardSource,
         out: &mut [W],
     ) -> Result<(), BundleError> {
-        let mut hashing: Vec<Hashing<&mut W>> = out
-            .iter_mut()
-            .map(|w| Hashing {
-                inner: w,
-                hasher: Sha256::new(),
-                size: 0,
-            })
-            .collect();
+        let mut hashing: Vec<HashingWriter<&mut W>> =
+            out.iter_mut().map(HashingWriter::new).collect();
         rebuild(
             &self.scheme,
             src,
@@ -159,8 +153,8 @@ impl RepairPlan {
         })?;
         for (h, &i) in hashing.into_iter().zip(&self.lost) {
             let c = &self.covered[i];
-            let actual = Digest::from_bytes(h.hasher.finalize().into());
-            if actual != c.digest || h.size != c.size {
+            let (actual, size, _) = h.finish();
+            if actual != c.digest || size != c.size {
                 return Err(BundleError::Unrepairable(format!(
                     "{}: rebuilt {} does not match the signed sums (expected sha256 {} and {} bytes, computed {} and {} bytes): did a file change during repair? Nothing was changed.",
                     self.sums,
@@ -168,7 +162,7 @@ impl RepairPlan {
                     c.digest.hex(),
                     c.size,
                     actual.hex(),
-                    h.size
+                    size
                 )));
             }
         }
