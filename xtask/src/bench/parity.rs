@@ -221,12 +221,15 @@ fn repair_rows(unpack: &Path, w: &Path, set: &PartSet) -> anyhow::Result<Vec<Row
     // The same state before every run of both: the lost part (and anything repair leaves
     // beside it) deleted; repair recreates it.
     let lose = || {
-        for name in [
-            lost_name.clone(),
-            format!("{lost_name}.damaged"),
-            format!(".{lost_name}.repair"),
-        ] {
-            let _ = std::fs::remove_file(w.join(name));
+        let _ = std::fs::remove_file(w.join(&lost_name));
+        let _ = std::fs::remove_file(w.join(format!("{lost_name}.damaged")));
+        for e in std::fs::read_dir(w).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".airlock-repair-")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     };
     let dropped = Cell::new(true);
