@@ -40,7 +40,7 @@ pub(crate) struct Outcome {
     pub(crate) rebuilt: Vec<(String, Option<String>)>,
     /// How many files the parity covers (data and parity parts).
     pub(crate) files: usize,
-    /// Carried files that are missing or other than their signed sum (not covered).
+    /// Carried files beside the set other than their signed sum (parity does not cover them).
     pub(crate) carried_damaged: Vec<String>,
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn repair(
     let abs = std::path::absolute(&files.dir).map_err(|e| UnpackError::io(&files.dir, e))?;
     let dir = Dir::open_trusted(&abs, None)?;
     hostfs::sweep_dead(&dir, TEMP_PREFIX);
-    let plan = RepairPlan::find(files, sums, on_bytes)?;
+    let mut plan = RepairPlan::find(files, sums, on_bytes)?;
     let mut outcome = Outcome {
         files: plan.covered.len(),
         carried_damaged: plan.carried_damaged.clone(),
@@ -65,7 +65,14 @@ pub(crate) fn repair(
     if plan.lost.is_empty() {
         return Ok(outcome);
     }
-    let mut temps = Temps::rebuild(&dir, &plan)?;
+    // A second pass only if the first, hashing as it read, found more damage; the plan it
+    // returns has nothing left unchecked, so there is no third.
+    let mut temps = loop {
+        match Temps::rebuild(&dir, &plan, on_bytes)? {
+            Rebuilt::Done(temps) => break temps,
+            Rebuilt::MoreLost(next) => plan = next,
+        }
+    };
     for (j, &i) in plan.lost.iter().enumerate() {
         let name = &plan.covered[i].name;
         let kept = set_aside(&dir, name, discard_damaged)?;
@@ -76,6 +83,15 @@ pub(crate) fn repair(
     }
     rustix::fs::fsync(dir.fd()).map_err(|e| UnpackError::io(dir.path(), e.into()))?;
     Ok(outcome)
+}
+
+/// What one rebuild pass gave.
+enum Rebuilt<'d> {
+    /// Every lost file, rebuilt and checked.
+    Done(Temps<'d>),
+    /// A file the pass hashed as it read it was damaged too: rebuild by this plan instead
+    /// (the pass's temp files are gone).
+    MoreLost(RepairPlan),
 }
 
 /// The rebuilt files, in temp files of the set's directory until placed; whatever is not
@@ -90,7 +106,11 @@ struct Temps<'d> {
 impl<'d> Temps<'d> {
     /// Rebuilds every lost file of `plan` into a temp file in `dir`, each checked against
     /// the signed sums, readable (0644) and synced.
-    fn rebuild(dir: &'d Dir, plan: &RepairPlan) -> Result<Temps<'d>, UnpackError> {
+    fn rebuild(
+        dir: &'d Dir,
+        plan: &RepairPlan,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<Rebuilt<'d>, UnpackError> {
         let mut temps = Temps {
             dir,
             made: Vec::with_capacity(plan.lost.len()),
@@ -109,11 +129,13 @@ impl<'d> Temps<'d> {
             .iter()
             .map(|c| PathBuf::from(&c.name))
             .collect();
-        let mut src = FileShards::with_opener(names, |name: &Path| {
+        let src = FileShards::with_opener(names, |name: &Path| {
             let name = name.to_str().unwrap_or_default();
             dir.open_read(name).map_err(io::Error::from)
         });
-        plan.rebuild(&mut src, &mut out)?;
+        if let Some(next) = plan.rebuild(&src, &mut out, on_bytes)? {
+            return Ok(Rebuilt::MoreLost(next));
+        }
         for (w, (name, _)) in out.into_iter().zip(&temps.made) {
             let path = dir.path().join(name);
             let f = w
@@ -124,7 +146,7 @@ impl<'d> Temps<'d> {
                 .and_then(|()| f.sync_all())
                 .map_err(|e| UnpackError::io(&path, e))?;
         }
-        Ok(temps)
+        Ok(Rebuilt::Done(temps))
     }
 }
 

@@ -900,18 +900,32 @@ mod tests {
             let sums = SignedSums::load(&files, Some(&trust)).unwrap();
             RepairPlan::find(&files, &sums, &|_| {})
         };
-        // Rebuilds what the plan found lost into memory and puts the good files back.
-        let rebuild_and_restore = |plan: &RepairPlan| {
-            let mut out = vec![Vec::new(); plan.lost.len()];
-            let shards = names.iter().map(|n| path(n)).collect();
-            plan.rebuild(&mut parity::FileShards::new(shards), &mut out)
-                .unwrap();
+        let shards = || parity::FileShards::new(names.iter().map(|n| path(n)).collect());
+        // Rebuilds by the plan (and by the next one, if the rebuild found more damage)
+        // into memory; returns the last plan, how many passes it took and what was rebuilt.
+        let rebuild = |mut plan: RepairPlan| {
+            for passes in 1..=2 {
+                let mut out = vec![Vec::new(); plan.lost.len()];
+                match plan.rebuild(&shards(), &mut out, &|_| {})? {
+                    None => return Ok((plan, passes, out)),
+                    Some(next) => {
+                        assert!(next.unverified.is_empty(), "the second plan knows all");
+                        plan = next;
+                    }
+                }
+            }
+            panic!("a second pass found more damage")
+        };
+        // Rebuilds what the plan found lost and puts the good files back.
+        let rebuild_and_restore = |plan: RepairPlan| {
+            let (plan, passes, out) = rebuild(plan).unwrap();
             for (o, &i) in out.iter().zip(&plan.lost) {
                 assert!(*o == good[i], "{} rebuilt", names[i]);
             }
             for (n, g) in names.iter().zip(&good) {
                 std::fs::write(path(n), g).unwrap();
             }
+            (plan.lost, passes)
         };
         let nothing = plan().unwrap();
         assert!(nothing.lost.is_empty());
@@ -933,39 +947,52 @@ mod tests {
                 _ => unreachable!(),
             }
         };
-        for (kind_a, a, kind_b, b) in [
-            ("flip", 1, "delete", 5),
-            ("truncate", 4, "zero", 0),
-            ("delete", 3, "delete", 2),
-            ("flip", 6, "truncate", 5),
+        // One pass when the damage shows in the sizes (the rest is hashed as the rebuild
+        // reads it), or when nothing does (everything is hashed first); two when a file of
+        // the right size turns out damaged during a rebuild.
+        for (kind_a, a, kind_b, b, passes) in [
+            ("flip", 1, "delete", 5, 2),
+            ("truncate", 4, "zero", 0, 2),
+            ("delete", 3, "delete", 2, 1),
+            ("flip", 6, "truncate", 5, 2),
+            ("flip", 6, "zero", 2, 1),
         ] {
             damage(kind_a, a);
             damage(kind_b, b);
+            let case = format!("{kind_a} {a}, {kind_b} {b}");
             let p = plan().unwrap();
-            assert_eq!(p.lost, [a.min(b), a.max(b)], "{kind_a} {a}, {kind_b} {b}");
-            rebuild_and_restore(&p);
+            let by_size = |k: &str| k == "delete" || k == "truncate";
+            assert_eq!(
+                p.unverified.is_empty(),
+                !by_size(kind_a) && !by_size(kind_b),
+                "{case}: what is left to hash as it is read"
+            );
+            assert_eq!(
+                rebuild_and_restore(p),
+                (vec![a.min(b), a.max(b)], passes),
+                "{case}"
+            );
         }
         // Swapped parts: both are lost, and rebuilt.
         std::fs::write(path(&names[0]), &good[1]).unwrap();
         std::fs::write(path(&names[1]), &good[0]).unwrap();
         let p = plan().unwrap();
         assert_eq!(p.lost, [0, 1]);
-        rebuild_and_restore(&p);
+        assert!(p.unverified.is_empty());
+        assert_eq!(rebuild_and_restore(p), (vec![0, 1], 1));
         let files = BundleFiles::locate(&path("b.airlock.sums")).unwrap();
         let mut back = Vec::new();
         files.reader().unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
 
-        // A source that changes after the plan was made: the rebuilt file does not match
-        // the signed sums, and that is an error (the caller places nothing).
-        damage("delete", 2);
+        // A source that changes after everything was hashed: the rebuilt file does not
+        // match the signed sums, and that is an error (the caller places nothing).
+        damage("flip", 2);
         let p = plan().unwrap();
+        assert_eq!((&p.lost[..], p.unverified.is_empty()), (&[2][..], true));
         damage("flip", 0);
         let mut out = vec![Vec::new()];
-        let shards = names.iter().map(|n| path(n)).collect();
-        let e = p
-            .rebuild(&mut parity::FileShards::new(shards), &mut out)
-            .unwrap_err();
+        let e = p.rebuild(&shards(), &mut out, &|_| {}).unwrap_err();
         assert_eq!(e.class(), crate::ErrorClass::Integrity);
         assert!(
             e.to_string().contains(&format!(
@@ -974,15 +1001,29 @@ mod tests {
             )),
             "{e}"
         );
+        // One lost by its size, another damaged where it stands: the rebuild that hashes
+        // the rest finds the second, and the next pass rebuilds both.
+        damage("delete", 2);
+        let p = plan().unwrap();
+        assert_eq!(
+            (&p.lost[..], &p.unverified[..]),
+            (&[2][..], &[0, 1, 3, 4, 5, 6][..])
+        );
+        assert_eq!(rebuild_and_restore(p), (vec![0, 2], 2));
 
-        // Three damaged with two parity parts: refused, naming them.
+        // Three damaged with two parity parts: refused, naming them, by the outer check
+        // when all three show in their sizes or sha256...
+        let refusal = "3 of 7 files damaged or missing (b.airlock.001, b.airlock.003, b.airlock.p02); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed.";
+        damage("flip", 0);
+        damage("zero", 2);
         damage("zero", 6);
         let e = plan().unwrap_err();
         assert_eq!(e.class(), crate::ErrorClass::Integrity);
-        let msg = e.to_string();
-        assert!(
-            msg.contains("3 of 7 files damaged or missing (b.airlock.001, b.airlock.003, b.airlock.p02); 2 parity parts rebuild at most 2: 1 more good files would be needed. Nothing was changed."),
-            "{msg}"
-        );
+        assert!(e.to_string().contains(refusal), "{e}");
+        // ...or by the rebuild that finds the third.
+        damage("delete", 2);
+        let e: BundleError = rebuild(plan().unwrap()).unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Integrity);
+        assert!(e.to_string().contains(refusal), "{e}");
     }
 }

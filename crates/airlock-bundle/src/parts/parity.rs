@@ -23,8 +23,11 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use crate::hashing::HashingWriter;
+use crate::Digest;
 
 use super::{parity_name, Layout, Part, SUMS_COMMENT, SUMS_COMMENT_V3};
 use crate::BundleError;
@@ -40,6 +43,10 @@ pub const STRIPE_BUDGET: usize = 8 << 20;
 pub const MAX_STRIPE: usize = 1 << 20;
 /// The narrowest stripe a writer picks (one 64-byte block of the code's layout).
 pub const MIN_STRIPE: usize = 64;
+/// How many threads code stripes at once. Each holds one stripe of every shard and its
+/// coder's work buffers (a few [`STRIPE_BUDGET`]s at most), so two keep a build or a
+/// repair within its memory budget while the coding, reading and hashing use two cores.
+const WORKERS: usize = 2;
 
 /// The stripe width a writer uses for `k` data and `n` parity parts: the largest power of
 /// two from [`MIN_STRIPE`] to [`MAX_STRIPE`] with `(k + n) · W ≤ STRIPE_BUDGET`
@@ -100,22 +107,34 @@ impl Scheme {
         self.part_size + self.part_size % 2
     }
 
-    /// The stripes: `(offset, bytes of each part, shard length)`.
-    fn stripes(&self) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
-        let w = self.stripe as u64;
-        (0..self.part_size.div_ceil(w)).map(move |j| {
-            let off = j * w;
-            let len = (self.part_size - off).min(w) as usize;
-            (off, len, len + len % 2)
+    /// Stripe `j`, if the parts have one.
+    fn stripe_at(&self, j: u64) -> Option<Stripe> {
+        let off = j.checked_mul(self.stripe as u64)?;
+        (off < self.part_size).then(|| {
+            let len = (self.part_size - off).min(self.stripe as u64) as usize;
+            Stripe {
+                off,
+                len,
+                shard: len + len % 2,
+            }
         })
     }
 }
 
+/// One stripe: from `off`, `len` bytes of each part, coded as shards of `shard` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Stripe {
+    off: u64,
+    len: usize,
+    shard: usize,
+}
+
 /// Where the coder reads shards from: data parts `0..K`, then parity parts `K..K+N`.
-pub trait ShardSource {
+/// Stripes are read on several threads at once.
+pub trait ShardSource: Sync {
     /// Fills `buf` with the bytes of shard `shard` from `offset`; bytes past the end of that
     /// part (a short last part) must be zeros.
-    fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    fn read_at(&self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()>;
 }
 
 /// What went wrong computing or rebuilding parity.
@@ -136,49 +155,79 @@ pub enum ParityError {
 }
 
 /// Computes the `N` parity parts of `src`'s data parts, writing parity part `i` (0-based)
-/// to `out[i]` from its first byte, stripe by stripe.
-pub fn encode<W: Write>(
+/// to `out[i]` from its first byte, stripe by stripe (stripes are coded on two threads and
+/// written in order).
+pub fn encode<W: Write + Send>(
     scheme: &Scheme,
-    src: &mut impl ShardSource,
+    src: &impl ShardSource,
     out: &mut [W],
 ) -> Result<(), ParityError> {
     assert_eq!(out.len(), scheme.parity, "one writer per parity part");
-    let mut buf = vec![0u8; scheme.stripe];
-    let mut enc: Option<HighRateEncoder<DefaultEngine>> = None;
-    for (off, len, shard) in scheme.stripes() {
-        let mut e = new_encoder(enc.take(), scheme, shard)?;
-        for i in 0..scheme.data {
-            read_shard(src, i, off, len, shard, &mut buf)?;
-            e.add_original_shard(&buf[..shard])?;
-        }
-        let result = e.encode()?;
-        for (w, r) in out.iter_mut().zip(result.recovery_iter()) {
-            w.write_all(r)?;
-        }
-        drop(result);
-        enc = Some(e);
+    let (k, n, w) = (scheme.data, scheme.parity, scheme.stripe);
+    struct Worker {
+        buf: Vec<u8>,
+        recovery: Vec<u8>,
+        coder: Option<HighRateEncoder<DefaultEngine>>,
     }
-    for w in out {
-        w.flush()?;
+    in_parallel(
+        scheme,
+        || Worker {
+            buf: vec![0u8; w],
+            recovery: vec![0u8; n * w],
+            coder: None,
+        },
+        |t, s| {
+            let mut e = new_encoder(t.coder.take(), scheme, s.shard)?;
+            for i in 0..k {
+                read_shard(src, i, k, s, &mut t.buf)?;
+                e.add_original_shard(&t.buf[..s.shard])?;
+            }
+            let result = e.encode()?;
+            for (r, bytes) in result.recovery_iter().enumerate() {
+                t.recovery[r * w..r * w + s.shard].copy_from_slice(bytes);
+            }
+            drop(result);
+            t.coder = Some(e);
+            Ok(())
+        },
+        &mut *out,
+        |out, t, s| {
+            for (r, o) in out.iter_mut().enumerate() {
+                o.write_all(&t.recovery[r * w..r * w + s.shard])?;
+            }
+            Ok(())
+        },
+    )?;
+    for o in out {
+        o.flush()?;
     }
     Ok(())
 }
 
 /// Rebuilds the shards in `lost` (data `0..K`, parity `K..K+N`; each at most once) from
-/// the others, which `src` must read correctly: shard `lost[i]` is written to `out[i]`
-/// from its first byte, a data part at its real size `size(lost[i])`, a parity part at
-/// [`Scheme::parity_size`].
+/// the others: shard `lost[i]` is written to `out[i]` from its first byte, a data part at
+/// its real size `size(lost[i])`, a parity part at [`Scheme::parity_size`].
+///
+/// The shards in `watch` (not lost) are read whole, as they are, and hashed on the way
+/// (their real bytes: a data part's `size`, a parity part's [`Scheme::parity_size`]);
+/// returned are their sha256 and byte counts, in `watch` order, with `on_bytes` told of
+/// every byte hashed. The rebuilt shards are right if `src` read correctly: a caller that
+/// has not yet checked the shards it reads watches them, and checks the digests before it
+/// trusts the result.
+///
 /// More than `N` lost is refused before anything is read or written.
-pub fn rebuild<W: Write>(
+pub fn rebuild<W: Write + Send>(
     scheme: &Scheme,
-    src: &mut impl ShardSource,
+    src: &impl ShardSource,
     lost: &[usize],
-    size: impl Fn(usize) -> u64,
+    size: impl Fn(usize) -> u64 + Sync,
     out: &mut [W],
-) -> Result<(), ParityError> {
+    watch: &[usize],
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<(Digest, u64)>, ParityError> {
     assert_eq!(out.len(), lost.len(), "one writer per lost shard");
-    let (k, n) = (scheme.data, scheme.parity);
-    if let Some(&bad) = lost.iter().find(|&&s| s >= k + n) {
+    let (k, n, w) = (scheme.data, scheme.parity, scheme.stripe);
+    if let Some(&bad) = lost.iter().chain(watch).find(|&&s| s >= k + n) {
         return Err(ParityError::NoSuchShard(bad));
     }
     if lost.len() > n {
@@ -187,72 +236,218 @@ pub fn rebuild<W: Write>(
             parity: n,
         });
     }
+    assert!(
+        !watch.iter().any(|s| lost.contains(s)),
+        "a lost shard is not read"
+    );
     let is_lost = |s: usize| lost.contains(&s);
     let lost_data = lost.iter().any(|&s| s < k);
     let lost_parity = lost.iter().any(|&s| s >= k);
     // The recovery shards read when data is lost: as many good ones as data shards lost.
     let need = lost.iter().filter(|&&s| s < k).count();
     let recovery: Vec<usize> = (0..n).filter(|&r| !is_lost(k + r)).take(need).collect();
+    // Every data part not lost (the decoder's originals, and the encoder's when parity is
+    // rebuilt), the recovery shards the decoder takes, and whatever is watched.
+    let mut read: Vec<usize> = (0..k)
+        .filter(|&i| !is_lost(i))
+        .chain(recovery.iter().map(|r| k + r))
+        .chain(watch.iter().copied())
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    // A shard's real bytes in a stripe: a data part ends at its size.
+    let real = |i: usize, s: Stripe| {
+        if i < k {
+            size(i).saturating_sub(s.off).min(s.len as u64) as usize
+        } else {
+            s.shard
+        }
+    };
 
-    let mut data = vec![0u8; k * scheme.stripe];
-    let mut buf = vec![0u8; scheme.stripe];
-    let mut enc: Option<HighRateEncoder<DefaultEngine>> = None;
-    let mut dec: Option<HighRateDecoder<DefaultEngine>> = None;
-    for (off, len, shard) in scheme.stripes() {
-        let w = scheme.stripe;
-        for i in (0..k).filter(|&i| !is_lost(i)) {
-            read_shard(src, i, off, len, shard, &mut data[i * w..(i + 1) * w])?;
-        }
-        if lost_data {
-            let mut d = match dec.take() {
-                Some(mut d) => {
-                    d.reset(k, n, shard)?;
-                    d
-                }
-                None => HighRateDecoder::new(k, n, shard, DefaultEngine::new(), None)?,
-            };
-            for i in (0..k).filter(|&i| !is_lost(i)) {
-                d.add_original_shard(i, &data[i * w..i * w + shard])?;
-            }
-            for &r in &recovery {
-                read_shard(src, k + r, off, shard, shard, &mut buf)?;
-                d.add_recovery_shard(r, &buf[..shard])?;
-            }
-            let result = d.decode()?;
-            for (i, restored) in result.restored_original_iter() {
-                data[i * w..i * w + shard].copy_from_slice(restored);
-            }
-            drop(result);
-            dec = Some(d);
-        }
-        let mut parity: Vec<u8> = Vec::new();
-        if lost_parity {
-            let mut e = new_encoder(enc.take(), scheme, shard)?;
-            for i in 0..k {
-                e.add_original_shard(&data[i * w..i * w + shard])?;
-            }
-            let result = e.encode()?;
-            for r in result.recovery_iter() {
-                parity.extend_from_slice(r);
-            }
-            drop(result);
-            enc = Some(e);
-        }
-        for (&s, o) in lost.iter().zip(out.iter_mut()) {
-            if s < k {
-                // A data part is written at its real size, not padded.
-                let keep = size(s).saturating_sub(off).min(len as u64) as usize;
-                o.write_all(&data[s * w..s * w + keep])?;
-            } else {
-                let r = s - k;
-                o.write_all(&parity[r * shard..(r + 1) * shard])?;
-            }
-        }
+    struct Worker {
+        /// Stripe `j` of every shard `i` at `[i·W, i·W + shard)`.
+        shards: Vec<u8>,
+        dec: Option<HighRateDecoder<DefaultEngine>>,
+        enc: Option<HighRateEncoder<DefaultEngine>>,
     }
-    for o in out {
+    struct Writers<'o, W> {
+        out: &'o mut [W],
+        seen: Vec<HashingWriter<io::Sink>>,
+    }
+    let mut writers = Writers {
+        out,
+        seen: watch
+            .iter()
+            .map(|_| HashingWriter::new(io::sink()))
+            .collect(),
+    };
+    in_parallel(
+        scheme,
+        || Worker {
+            shards: vec![0u8; (k + n) * w],
+            dec: None,
+            enc: None,
+        },
+        |t, s| {
+            for &i in &read {
+                read_shard(src, i, k, s, &mut t.shards[i * w..(i + 1) * w])?;
+            }
+            let shard = |i: usize| i * w..i * w + s.shard;
+            if lost_data {
+                let mut d = match t.dec.take() {
+                    Some(mut d) => {
+                        d.reset(k, n, s.shard)?;
+                        d
+                    }
+                    None => HighRateDecoder::new(k, n, s.shard, DefaultEngine::new(), None)?,
+                };
+                for i in (0..k).filter(|&i| !is_lost(i)) {
+                    d.add_original_shard(i, &t.shards[shard(i)])?;
+                }
+                for &r in &recovery {
+                    d.add_recovery_shard(r, &t.shards[shard(k + r)])?;
+                }
+                let result = d.decode()?;
+                for (i, restored) in result.restored_original_iter() {
+                    t.shards[i * w..i * w + s.shard].copy_from_slice(restored);
+                }
+                drop(result);
+                t.dec = Some(d);
+            }
+            if lost_parity {
+                let mut e = new_encoder(t.enc.take(), scheme, s.shard)?;
+                for i in 0..k {
+                    e.add_original_shard(&t.shards[shard(i)])?;
+                }
+                let result = e.encode()?;
+                for (r, bytes) in result.recovery_iter().enumerate() {
+                    if is_lost(k + r) {
+                        t.shards[(k + r) * w..(k + r) * w + s.shard].copy_from_slice(bytes);
+                    }
+                }
+                drop(result);
+                t.enc = Some(e);
+            }
+            Ok(())
+        },
+        &mut writers,
+        |o, t, s| {
+            for (h, &i) in o.seen.iter_mut().zip(watch) {
+                let bytes = real(i, s);
+                h.write_all(&t.shards[i * w..i * w + bytes])?;
+                on_bytes(bytes as u64);
+            }
+            for (&i, out) in lost.iter().zip(o.out.iter_mut()) {
+                // A data part is written at its real size, not padded.
+                out.write_all(&t.shards[i * w..i * w + real(i, s)])?;
+            }
+            Ok(())
+        },
+    )?;
+    for o in writers.out.iter_mut() {
         o.flush()?;
     }
-    Ok(())
+    Ok(writers
+        .seen
+        .into_iter()
+        .map(|h| {
+            let (digest, size, _) = h.finish();
+            (digest, size)
+        })
+        .collect())
+}
+
+/// Codes every stripe of `scheme`: `work` runs on [`WORKERS`] threads at once, each stripe
+/// into its thread's `T` (made by `init`), then `commit` takes the stripes in order, one at
+/// a time, with `state` (the writers), while the next stripes are being coded. The first
+/// error stops every thread and is returned.
+fn in_parallel<T, C: Send + ?Sized>(
+    scheme: &Scheme,
+    init: impl Fn() -> T + Sync,
+    work: impl Fn(&mut T, Stripe) -> Result<(), ParityError> + Sync,
+    state: &mut C,
+    commit: impl Fn(&mut C, &T, Stripe) -> Result<(), ParityError> + Sync,
+) -> Result<(), ParityError> {
+    /// Whose turn it is to commit, and how the run ends.
+    struct Turn<'c, C: ?Sized> {
+        next: u64,
+        failed: Option<ParityError>,
+        /// A worker panicked: no one waits for its turn.
+        panicked: bool,
+        state: &'c mut C,
+    }
+    /// Wakes the others if its worker panics (its stripe would never be committed).
+    struct OnPanic<'a, 'c, C: ?Sized> {
+        turn: &'a Mutex<Turn<'c, C>>,
+        turned: &'a Condvar,
+        stop: &'a AtomicBool,
+    }
+    impl<C: ?Sized> Drop for OnPanic<'_, '_, C> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.stop.store(true, Ordering::Relaxed);
+                self.turn
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .panicked = true;
+                self.turned.notify_all();
+            }
+        }
+    }
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let turn = Mutex::new(Turn {
+        next: 0,
+        failed: None,
+        panicked: false,
+        state,
+    });
+    let turned = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
+                let _wake = OnPanic {
+                    turn: &turn,
+                    turned: &turned,
+                    stop: &stop,
+                };
+                let mut t = init();
+                // Stripes are taken in order, so the one whose turn it is is always held
+                // by a worker that will commit it (or fail).
+                while !stop.load(Ordering::Relaxed) {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(stripe) = scheme.stripe_at(j) else {
+                        break;
+                    };
+                    let worked = work(&mut t, stripe);
+                    let mut g = turn.lock().unwrap_or_else(PoisonError::into_inner);
+                    while g.next != j && g.failed.is_none() && !g.panicked {
+                        g = turned.wait(g).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if g.failed.is_some() || g.panicked {
+                        break;
+                    }
+                    match worked.and_then(|()| commit(g.state, &t, stripe)) {
+                        Ok(()) => g.next += 1,
+                        Err(e) => {
+                            g.failed = Some(e);
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    drop(g);
+                    turned.notify_all();
+                }
+            });
+        }
+    });
+    match turn
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .failed
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn new_encoder(
@@ -275,17 +470,18 @@ fn new_encoder(
     })
 }
 
-/// Reads `len` bytes of shard `i` at `off` into `buf`, zeroing `buf[len..shard]`.
+/// Reads shard `i`'s bytes of stripe `s` into `buf`, zero-padded to the shard length: a
+/// data part (`i < k`) has `s.len` bytes there, a parity part a whole shard.
 fn read_shard(
-    src: &mut impl ShardSource,
+    src: &impl ShardSource,
     i: usize,
-    off: u64,
-    len: usize,
-    shard: usize,
+    k: usize,
+    s: Stripe,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    src.read_at(i, off, &mut buf[..len])?;
-    buf[len..shard].fill(0);
+    let len = if i < k { s.len } else { s.shard };
+    src.read_at(i, s.off, &mut buf[..len])?;
+    buf[len..s.shard].fill(0);
     Ok(())
 }
 
@@ -296,12 +492,12 @@ fn read_shard(
 /// never through a symbolic link: [`FileShards::new`]).
 pub struct FileShards<'a> {
     paths: Vec<PathBuf>,
-    open: Vec<Option<File>>,
+    open: Vec<OnceLock<File>>,
     opener: Opener<'a>,
 }
 
-/// How [`FileShards`] opens a shard's file by its name.
-type Opener<'a> = Box<dyn FnMut(&Path) -> io::Result<File> + 'a>;
+/// How [`FileShards`] opens a shard's file by its name (from any of the coding threads).
+type Opener<'a> = Box<dyn Fn(&Path) -> io::Result<File> + Sync + 'a>;
 
 /// See [`FileShards`].
 pub const OPEN_AT_ONCE: usize = 256;
@@ -327,9 +523,9 @@ impl<'a> FileShards<'a> {
     /// open, so that no one can swap the directory in between).
     pub fn with_opener(
         names: Vec<PathBuf>,
-        opener: impl FnMut(&Path) -> io::Result<File> + 'a,
+        opener: impl Fn(&Path) -> io::Result<File> + Sync + 'a,
     ) -> FileShards<'a> {
-        let open = names.iter().map(|_| None).collect();
+        let open = names.iter().map(|_| OnceLock::new()).collect();
         FileShards {
             paths: names,
             open,
@@ -339,16 +535,22 @@ impl<'a> FileShards<'a> {
 }
 
 impl ShardSource for FileShards<'_> {
-    fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let path = &self.paths[shard];
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let mut fresh = None;
-        let file = match &mut self.open[shard] {
-            Some(f) => f,
-            slot if self.paths.len() <= OPEN_AT_ONCE => {
-                slot.insert((self.opener)(path).map_err(with_path)?)
+        let fresh;
+        let file = if self.paths.len() <= OPEN_AT_ONCE {
+            match self.open[shard].get() {
+                Some(f) => f,
+                None => {
+                    // Two threads may open it at once: one file is kept, the other closed.
+                    let f = (self.opener)(path).map_err(with_path)?;
+                    self.open[shard].get_or_init(|| f)
+                }
             }
-            _ => fresh.insert((self.opener)(path).map_err(with_path)?),
+        } else {
+            fresh = (self.opener)(path).map_err(with_path)?;
+            &fresh
         };
         let mut done = 0;
         while done < buf.len() {
@@ -415,8 +617,8 @@ pub fn write_parity(
             let f = File::create(t).map_err(|e| BundleError::io(t, e))?;
             out.push(HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f)));
         }
-        let mut src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
-        encode(&scheme, &mut src, &mut out).map_err(|e| match e {
+        let src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
+        encode(&scheme, &src, &mut out).map_err(|e| match e {
             ParityError::Io(e) => BundleError::io(dir, e),
             e => BundleError::Usage(format!("{base}: parity: {e}")),
         })?;
@@ -499,7 +701,7 @@ mod tests {
     }
 
     impl ShardSource for Mem<'_> {
-        fn read_at(&mut self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        fn read_at(&self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
             assert!(!self.lost.contains(&shard), "read lost shard {shard}");
             let p = &self.parts[shard];
             for (j, b) in buf.iter_mut().enumerate() {
@@ -522,7 +724,7 @@ mod tests {
 
     fn parity_of(s: &Scheme, parts: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut out = vec![Vec::new(); s.parity];
-        encode(s, &mut Mem { parts, lost: &[] }, &mut out).unwrap();
+        encode(s, &Mem { parts, lost: &[] }, &mut out).unwrap();
         out
     }
 
@@ -565,13 +767,15 @@ mod tests {
                     let mut out = vec![Vec::new(); lost.len()];
                     rebuild(
                         &s,
-                        &mut Mem {
+                        &Mem {
                             parts: &all,
                             lost: &lost,
                         },
                         &lost,
                         |i| all[i].len() as u64,
                         &mut out,
+                        &[],
+                        &|_| {},
                     )
                     .unwrap_or_else(|e| panic!("n={n} lost {lost:?}: {e}"));
                     for (&i, got) in lost.iter().zip(&out) {
@@ -592,13 +796,15 @@ mod tests {
         let mut out = vec![Vec::new(); 3];
         let err = rebuild(
             &s,
-            &mut Mem {
+            &Mem {
                 parts: &all,
                 lost: &[0, 1, 2, 3, 4, 5],
             },
             &lost,
             |i| all[i].len() as u64,
             &mut out,
+            &[],
+            &|_| {},
         )
         .unwrap_err();
         assert_eq!(
@@ -652,7 +858,7 @@ mod tests {
         }
         let s = Scheme::new(k, 3, 30).unwrap();
         let mut from_files = vec![Vec::new(); 3];
-        encode(&s, &mut FileShards::new(paths.clone()), &mut from_files).unwrap();
+        encode(&s, &FileShards::new(paths.clone()), &mut from_files).unwrap();
         assert_eq!(from_files, parity_of(&s, &parts));
         for (i, p) in from_files.iter().enumerate() {
             let path = dir.path().join(format!("b.p{i:02}"));
@@ -661,13 +867,15 @@ mod tests {
         }
         let lost = [1, k - 1, k + 2];
         let mut out = vec![Vec::new(); 3];
-        let mut src = FileShards::new(paths);
+        let src = FileShards::new(paths);
         rebuild(
             &s,
-            &mut src,
+            &src,
             &lost,
             |i| parts.get(i).map_or(30, |p| p.len() as u64),
             &mut out,
+            &[],
+            &|_| {},
         )
         .unwrap();
         assert_eq!(
@@ -678,6 +886,84 @@ mod tests {
                 from_files[2].clone()
             ]
         );
+    }
+
+    /// Watched shards are hashed as read, whole and in order, while the lost ones are
+    /// rebuilt: the digests are those of the parts' real bytes (a short last part without
+    /// its padding), across many stripes coded on two threads.
+    #[test]
+    fn watched_shards_are_hashed_whole_while_rebuilding() {
+        let parts = data(5, 1000, 333, 9);
+        let mut s = Scheme::new(5, 2, 1000).unwrap();
+        s.stripe = 64;
+        let parity = parity_of(&s, &parts);
+        let all: Vec<Vec<u8>> = parts.iter().chain(&parity).cloned().collect();
+        let (lost, watch) = ([1, 5], [0, 2, 3, 4, 6]);
+        let mut out = vec![Vec::new(); 2];
+        let counted = AtomicU64::new(0);
+        let seen = rebuild(
+            &s,
+            &Mem {
+                parts: &all,
+                lost: &lost,
+            },
+            &lost,
+            |i| all[i].len() as u64,
+            &mut out,
+            &watch,
+            &|n| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            },
+        )
+        .unwrap();
+        assert_eq!(out, [all[1].clone(), all[5].clone()]);
+        let expected: Vec<(Digest, u64)> = watch
+            .iter()
+            .map(|&i| (Digest::of(&all[i]), all[i].len() as u64))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(
+            counted.load(Ordering::Relaxed),
+            expected.iter().map(|(_, n)| n).sum::<u64>()
+        );
+    }
+
+    /// A read that fails part-way (on whichever thread) ends the run with that error: no
+    /// thread waits forever for the failed stripe's turn, nothing after it is written.
+    #[test]
+    fn a_failed_read_stops_every_thread_with_its_error() {
+        struct Failing<'a> {
+            inner: Mem<'a>,
+            at: u64,
+        }
+        impl ShardSource for Failing<'_> {
+            fn read_at(&self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+                if shard == 2 && offset == self.at {
+                    return Err(io::Error::other("bad sector"));
+                }
+                self.inner.read_at(shard, offset, buf)
+            }
+        }
+        let parts = data(4, 4096, 4096, 3);
+        let mut s = Scheme::new(4, 1, 4096).unwrap();
+        s.stripe = 64;
+        let at = 64 * 17;
+        let mut out = vec![Vec::new()];
+        let src = Failing {
+            inner: Mem {
+                parts: &parts,
+                lost: &[],
+            },
+            at,
+        };
+        let err = encode(&s, &src, &mut out).unwrap_err();
+        assert_eq!(err.to_string(), "bad sector");
+        assert_eq!(
+            out[0].len() as u64,
+            at,
+            "stripes before the failed one only"
+        );
+        assert_eq!(&out[0][..], &parity_of(&s, &parts)[0][..at as usize]);
     }
 
     #[test]

@@ -2,7 +2,13 @@
 //! swapped or lost (the outer check: lstat, size, sha256 against the signed sums), and
 //! rebuilding them from the others with the parity parts, each checked against the signed
 //! sums before the caller may place it. More damage than parity is refused here, before
-//! anything is read for the rebuild. No key is needed: the code works on the ciphertext.
+//! anything is rebuilt. No key is needed: the code works on the ciphertext.
+//!
+//! One pass where it can be: when files are missing or of the wrong size (a disc that never
+//! arrived), the others are hashed while the rebuild reads them, not in a pass of their
+//! own; only if one of them then turns out damaged too is there a second pass, which knows
+//! everything. When every file is there at its size, they are all hashed first (on every
+//! core), since until then nothing is known lost.
 //!
 //! Writing the rebuilt files into the media's directory is the caller's (on a gap host that
 //! directory may belong to someone else: `airlock-unpack` does it from a held directory).
@@ -45,7 +51,12 @@ pub struct RepairPlan {
     pub covered: Vec<Covered>,
     /// Indexes into `covered`, ascending.
     pub lost: Vec<usize>,
-    /// Carried files (the unpacker) missing or other than their signed sum.
+    /// Indexes into `covered` of the files there at their size whose sha256 is not checked
+    /// yet (ascending; empty unless some were lost by their size alone):
+    /// [`RepairPlan::rebuild`] hashes them as it reads them.
+    pub unverified: Vec<usize>,
+    /// Carried files (the unpacker) beside the set as regular files other than their
+    /// signed sum.
     pub carried_damaged: Vec<String>,
 }
 
@@ -96,28 +107,33 @@ impl RepairPlan {
                 scheme.parity
             )));
         }
-        let (lost, carried_damaged) = find_lost(files, sums, &covered, on_bytes)?;
-        let plan = RepairPlan {
+        let found = find_lost(files, sums, &covered, on_bytes)?;
+        RepairPlan {
             sums: where_,
             dir: files.dir.clone(),
             scheme,
             covered,
-            lost,
-            carried_damaged,
-        };
-        if plan.lost.len() > scheme.parity {
-            return Err(BundleError::Unrepairable(format!(
-                "{}: {} of {} files damaged or missing ({}); {} parity parts rebuild at most {}: {} more good files would be needed. Nothing was changed.",
-                plan.sums,
-                plan.lost.len(),
-                plan.covered.len(),
-                plan.lost_names().join(", "),
-                scheme.parity,
-                scheme.parity,
-                plan.lost.len() - scheme.parity
-            )));
+            lost: found.lost,
+            unverified: found.unverified,
+            carried_damaged: found.carried_damaged,
         }
-        Ok(plan)
+        .within_parity()
+    }
+
+    /// `self`, unless more is lost than the parity rebuilds: then the refusal naming them.
+    fn within_parity(self) -> Result<RepairPlan, BundleError> {
+        let n = self.scheme.parity;
+        if self.lost.len() <= n {
+            return Ok(self);
+        }
+        Err(BundleError::Unrepairable(format!(
+            "{}: {} of {} files damaged or missing ({}); {n} parity parts rebuild at most {n}: {} more good files would be needed. Nothing was changed.",
+            self.sums,
+            self.lost.len(),
+            self.covered.len(),
+            self.lost_names().join(", "),
+            self.lost.len() - n
+        )))
     }
 
     /// The lost files' names, in order (escaped for messages).
@@ -130,27 +146,63 @@ impl RepairPlan {
 
     /// Rebuilds the lost files from `src` (which reads the set's files: shard `i` is
     /// `covered[i]`), writing lost file `lost[j]` to `out[j]` from its first byte, and
-    /// checks each against the signed sums: a rebuilt file that does not match (a file
-    /// changed while repair read it) is an error, and the caller must not place any.
-    pub fn rebuild<W: Write>(
+    /// hashes the [`unverified`](RepairPlan::unverified) files as it reads them.
+    ///
+    /// Returns `None` when every file read matched the signed sums and each rebuilt file
+    /// does too. Returns a new plan (with nothing unverified) when an unverified file turned
+    /// out damaged as well: what was written to `out` is then worthless, and the caller
+    /// rebuilds again by that plan. More damage in all than the parity rebuilds is refused,
+    /// naming the files. A rebuilt file that does not match the signed sums although its
+    /// sources did (a file changed while repair read it) is an error, and the caller must
+    /// not place any.
+    pub fn rebuild<W: Write + Send>(
         &self,
-        src: &mut impl ShardSource,
+        src: &impl ShardSource,
         out: &mut [W],
-    ) -> Result<(), BundleError> {
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<Option<RepairPlan>, BundleError> {
         let mut hashing: Vec<HashingWriter<&mut W>> =
             out.iter_mut().map(HashingWriter::new).collect();
-        rebuild(
+        let seen = rebuild(
             &self.scheme,
             src,
             &self.lost,
             |i| self.covered[i].size,
             &mut hashing,
+            &self.unverified,
+            on_bytes,
         )
         .map_err(|e| match e {
             // A source that cannot be read (its path is in the message) or a full disk.
             ParityError::Io(e) => BundleError::io(&self.dir, e),
             e => BundleError::Unrepairable(format!("{}: {e}", self.sums)),
         })?;
+        let damaged: Vec<usize> = self
+            .unverified
+            .iter()
+            .zip(&seen)
+            .filter(|(&i, (digest, size))| {
+                let c = &self.covered[i];
+                *digest != c.digest || *size != c.size
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        if !damaged.is_empty() {
+            let mut lost = self.lost.clone();
+            lost.extend(damaged);
+            lost.sort_unstable();
+            return RepairPlan {
+                sums: self.sums.clone(),
+                dir: self.dir.clone(),
+                scheme: self.scheme,
+                covered: self.covered.clone(),
+                lost,
+                unverified: Vec::new(),
+                carried_damaged: self.carried_damaged.clone(),
+            }
+            .within_parity()
+            .map(Some);
+        }
         for (h, &i) in hashing.into_iter().zip(&self.lost) {
             let c = &self.covered[i];
             let (actual, size, _) = h.finish();
@@ -166,59 +218,78 @@ impl RepairPlan {
                 )));
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
+/// What the outer check found (see the fields of [`RepairPlan`]).
+struct OuterCheck {
+    lost: Vec<usize>,
+    unverified: Vec<usize>,
+    carried_damaged: Vec<String>,
+}
+
 /// The outer check: a file of the wrong size (or a link, or absent) is lost without being
-/// hashed; the rest are hashed against the signed sums. Returns the lost entries, in order,
-/// and the carried files that are not right.
+/// hashed. If any is, the rest are left for the rebuild to hash as it reads them
+/// (`unverified`); if none is, they are all hashed now against the signed sums. Carried
+/// files are hashed now either way.
 fn find_lost(
     files: &BundleFiles,
     sums: &SignedSums,
     covered: &[Covered],
     on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<(Vec<usize>, Vec<String>), BundleError> {
+) -> Result<OuterCheck, BundleError> {
     let mut lost = Vec::new();
-    let mut to_hash = Vec::new();
-    let mut hashed = Vec::new();
+    let mut there = Vec::new();
     for (i, c) in covered.iter().enumerate() {
         let path = files.dir.join(&c.name);
         match files.look(&path) {
-            Found::File(actual) if actual == c.size => {
-                hashed.push((i, c.digest));
-                to_hash.push((path, actual));
-            }
+            Found::File(actual) if actual == c.size => there.push((i, path)),
             _ => lost.push(i),
         }
     }
+    // (index into `covered`, or None for a carried file; expected digest)
+    let mut hashed: Vec<(Option<usize>, Digest)> = Vec::new();
+    let mut to_hash = Vec::new();
+    let mut unverified = Vec::new();
+    for (i, path) in there {
+        if lost.is_empty() {
+            hashed.push((Some(i), covered[i].digest));
+            to_hash.push((path, covered[i].size));
+        } else {
+            unverified.push(i);
+        }
+    }
     let mut carried_damaged = Vec::new();
-    let carried: Vec<&(String, Digest)> = sums.carried().collect();
-    for (name, digest) in &carried {
+    for (name, digest) in sums.carried() {
         let path = files.dir.join(name);
         match files.look(&path) {
             // No layout bounds a carried file: one larger than any unpacker is not hashed.
             Found::File(size) if size <= MAX_CARRIED_SIZE => {
-                hashed.push((usize::MAX, *digest));
+                hashed.push((None, *digest));
                 to_hash.push((path, size));
             }
-            _ => carried_damaged.push(name.clone()),
+            Found::File(_) => carried_damaged.push(name.clone()),
+            // As in `verify --outer-only`: a carried file moved away (the unpacker installed
+            // on the host) is no problem of the set's, and a link there is not read.
+            Found::Link | Found::Absent => {}
         }
     }
     let digests = hash_files(files, &to_hash, on_bytes)?;
     for ((i, expected), (d, (path, _))) in hashed.into_iter().zip(digests.into_iter().zip(&to_hash))
     {
-        if d == expected {
-            continue;
-        }
-        if i == usize::MAX {
-            carried_damaged.push(super::locate::file_name(path));
-        } else {
-            lost.push(i);
+        match i {
+            _ if d == expected => {}
+            Some(i) => lost.push(i),
+            None => carried_damaged.push(super::locate::file_name(path)),
         }
     }
     lost.sort_unstable();
-    Ok((lost, carried_damaged))
+    Ok(OuterCheck {
+        lost,
+        unverified,
+        carried_damaged,
+    })
 }
 
 impl SignedSums {

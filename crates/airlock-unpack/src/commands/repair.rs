@@ -56,7 +56,7 @@ pub(super) fn run(args: RepairArgs) -> anyhow::Result<()> {
     if !done.carried_damaged.is_empty() {
         let names: Vec<String> = done.carried_damaged.iter().map(|n| escape(n)).collect();
         return Err(UnpackError::from(BundleError::Unrepairable(format!(
-            "{sums_path}: {} (carried beside the bundle) missing or other than its signed sum; parity parts do not cover it: copy it again from where the set was made",
+            "{sums_path}: {} (carried beside the bundle) other than its signed sum; parity parts do not cover it: copy it again from where the set was made",
             names.join(", ")
         ))))
         .with_context(|| c.bundle.display().to_string());
