@@ -19,18 +19,18 @@
 //! W ≤` [`STRIPE_BUDGET`] so memory is bounded whatever the part size. The output depends
 //! only on the input bytes and `(K, N, P, W)`: the same bundle gives byte-identical parity.
 
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use crate::hashing::HashingWriter;
 use crate::Digest;
 
-use super::{parity_name, Layout, Part, SUMS_COMMENT, SUMS_COMMENT_V3};
-use crate::BundleError;
+use super::{Layout, SUMS_COMMENT, SUMS_COMMENT_V3};
+
+mod files;
+mod stripes;
+
+pub use files::{write_parity, FileShards, OPEN_AT_ONCE};
+use stripes::{in_parallel, Stripe};
 
 use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, HighRateEncoder, RateDecoder, RateEncoder};
@@ -43,10 +43,6 @@ pub const STRIPE_BUDGET: usize = 8 << 20;
 pub const MAX_STRIPE: usize = 1 << 20;
 /// The narrowest stripe a writer picks (one 64-byte block of the code's layout).
 pub const MIN_STRIPE: usize = 64;
-/// How many threads code stripes at once. Each holds one stripe of every shard and its
-/// coder's work buffers (a few [`STRIPE_BUDGET`]s at most), so two keep a build or a
-/// repair within its memory budget while the coding, reading and hashing use two cores.
-const WORKERS: usize = 2;
 
 /// The stripe width a writer uses for `k` data and `n` parity parts: the largest power of
 /// two from [`MIN_STRIPE`] to [`MAX_STRIPE`] with `(k + n) · W ≤ STRIPE_BUDGET`
@@ -119,14 +115,6 @@ impl Scheme {
             }
         })
     }
-}
-
-/// One stripe: from `off`, `len` bytes of each part, coded as shards of `shard` bytes.
-#[derive(Debug, Clone, Copy)]
-struct Stripe {
-    off: u64,
-    len: usize,
-    shard: usize,
 }
 
 /// Where the coder reads shards from: data parts `0..K`, then parity parts `K..K+N`.
@@ -357,99 +345,6 @@ pub fn rebuild<W: Write + Send>(
         .collect())
 }
 
-/// Codes every stripe of `scheme`: `work` runs on [`WORKERS`] threads at once, each stripe
-/// into its thread's `T` (made by `init`), then `commit` takes the stripes in order, one at
-/// a time, with `state` (the writers), while the next stripes are being coded. The first
-/// error stops every thread and is returned.
-fn in_parallel<T, C: Send + ?Sized>(
-    scheme: &Scheme,
-    init: impl Fn() -> T + Sync,
-    work: impl Fn(&mut T, Stripe) -> Result<(), ParityError> + Sync,
-    state: &mut C,
-    commit: impl Fn(&mut C, &T, Stripe) -> Result<(), ParityError> + Sync,
-) -> Result<(), ParityError> {
-    /// Whose turn it is to commit, and how the run ends.
-    struct Turn<'c, C: ?Sized> {
-        next: u64,
-        failed: Option<ParityError>,
-        /// A worker panicked: no one waits for its turn.
-        panicked: bool,
-        state: &'c mut C,
-    }
-    /// Wakes the others if its worker panics (its stripe would never be committed).
-    struct OnPanic<'a, 'c, C: ?Sized> {
-        turn: &'a Mutex<Turn<'c, C>>,
-        turned: &'a Condvar,
-        stop: &'a AtomicBool,
-    }
-    impl<C: ?Sized> Drop for OnPanic<'_, '_, C> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                self.stop.store(true, Ordering::Relaxed);
-                self.turn
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .panicked = true;
-                self.turned.notify_all();
-            }
-        }
-    }
-    let next = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let turn = Mutex::new(Turn {
-        next: 0,
-        failed: None,
-        panicked: false,
-        state,
-    });
-    let turned = Condvar::new();
-    std::thread::scope(|scope| {
-        for _ in 0..WORKERS {
-            scope.spawn(|| {
-                let _wake = OnPanic {
-                    turn: &turn,
-                    turned: &turned,
-                    stop: &stop,
-                };
-                let mut t = init();
-                // Stripes are taken in order, so the one whose turn it is is always held
-                // by a worker that will commit it (or fail).
-                while !stop.load(Ordering::Relaxed) {
-                    let j = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(stripe) = scheme.stripe_at(j) else {
-                        break;
-                    };
-                    let worked = work(&mut t, stripe);
-                    let mut g = turn.lock().unwrap_or_else(PoisonError::into_inner);
-                    while g.next != j && g.failed.is_none() && !g.panicked {
-                        g = turned.wait(g).unwrap_or_else(PoisonError::into_inner);
-                    }
-                    if g.failed.is_some() || g.panicked {
-                        break;
-                    }
-                    match worked.and_then(|()| commit(g.state, &t, stripe)) {
-                        Ok(()) => g.next += 1,
-                        Err(e) => {
-                            g.failed = Some(e);
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    drop(g);
-                    turned.notify_all();
-                }
-            });
-        }
-    });
-    match turn
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .failed
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 fn new_encoder(
     reuse: Option<HighRateEncoder<DefaultEngine>>,
     scheme: &Scheme,
@@ -483,167 +378,6 @@ fn read_shard(
     src.read_at(i, s.off, &mut buf[..len])?;
     buf[len..s.shard].fill(0);
     Ok(())
-}
-
-/// Data and parity parts as files, read at offsets. Files are kept open while there are at
-/// most [`OPEN_AT_ONCE`] shards, else each read opens its file again (a set of more parts
-/// than the process may hold open files codes all the same). Bytes past a file's end read as
-/// zeros (the short last part). Files are opened by the opener given (by default by path,
-/// never through a symbolic link: [`FileShards::new`]).
-pub struct FileShards<'a> {
-    paths: Vec<PathBuf>,
-    open: Vec<OnceLock<File>>,
-    opener: Opener<'a>,
-}
-
-/// How [`FileShards`] opens a shard's file by its name (from any of the coding threads).
-type Opener<'a> = Box<dyn Fn(&Path) -> io::Result<File> + Sync + 'a>;
-
-/// See [`FileShards`].
-pub const OPEN_AT_ONCE: usize = 256;
-
-impl std::fmt::Debug for FileShards<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileShards")
-            .field("paths", &self.paths)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FileShards<'static> {
-    /// Shards `0..paths.len()`, in order (data parts, then parity parts), opened by path
-    /// without following a symbolic link.
-    pub fn new(paths: Vec<PathBuf>) -> FileShards<'static> {
-        FileShards::with_opener(paths, open_plain)
-    }
-}
-
-impl<'a> FileShards<'a> {
-    /// Shards `0..names.len()`, each opened by `opener` (say, relative to a directory held
-    /// open, so that no one can swap the directory in between).
-    pub fn with_opener(
-        names: Vec<PathBuf>,
-        opener: impl Fn(&Path) -> io::Result<File> + Sync + 'a,
-    ) -> FileShards<'a> {
-        let open = names.iter().map(|_| OnceLock::new()).collect();
-        FileShards {
-            paths: names,
-            open,
-            opener: Box::new(opener),
-        }
-    }
-}
-
-impl ShardSource for FileShards<'_> {
-    fn read_at(&self, shard: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let path = &self.paths[shard];
-        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let fresh;
-        let file = if self.paths.len() <= OPEN_AT_ONCE {
-            match self.open[shard].get() {
-                Some(f) => f,
-                None => {
-                    // Two threads may open it at once: one file is kept, the other closed.
-                    let f = (self.opener)(path).map_err(with_path)?;
-                    self.open[shard].get_or_init(|| f)
-                }
-            }
-        } else {
-            fresh = (self.opener)(path).map_err(with_path)?;
-            &fresh
-        };
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(with_path(e)),
-            }
-        }
-        buf[done..].fill(0);
-        Ok(())
-    }
-}
-
-/// Opens a part for reading without following a symbolic link (files beside a bundle are
-/// not opened through links).
-fn open_plain(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
-/// Computes `n` parity parts of the data `parts` (in `dir`, as [`super::PartWriter`] wrote
-/// them, every one but the last `part_size` bytes) and writes them as `base.p01`, …, each
-/// through a temp file renamed once all are complete. Returns the scheme and the parity
-/// parts (name, sha256, size) for the sums.
-pub fn write_parity(
-    dir: &Path,
-    base: &str,
-    parts: &[Part],
-    n: usize,
-) -> Result<(Scheme, Vec<Part>), BundleError> {
-    let part_size = parts.first().map_or(0, |p| p.size);
-    if parts.len() + n > super::MAX_PARTS {
-        return Err(BundleError::Usage(format!(
-            "{base}: {} data and {n} parity parts are more than the {} files a set may have; give fewer parity parts or a larger --split",
-            parts.len(),
-            super::MAX_PARTS
-        )));
-    }
-    let scheme = Scheme::new(parts.len(), n, part_size).ok_or_else(|| {
-        BundleError::Usage(format!(
-            "{base}: cannot compute {n} parity parts for {} data parts of {part_size} bytes (at most {} shards in all)",
-            parts.len(),
-            u16::MAX
-        ))
-    })?;
-    let names: Vec<String> = (1..=n).map(|i| parity_name(base, i)).collect();
-    let tmps: Vec<PathBuf> = names
-        .iter()
-        .map(|n| dir.join(format!(".{n}.partial")))
-        .collect();
-    let cleanup = |tmps: &[PathBuf]| {
-        for t in tmps {
-            let _ = std::fs::remove_file(t);
-        }
-    };
-    let result = (|| {
-        let mut out = Vec::with_capacity(n);
-        for t in &tmps {
-            let f = File::create(t).map_err(|e| BundleError::io(t, e))?;
-            out.push(HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f)));
-        }
-        let src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
-        encode(&scheme, &src, &mut out).map_err(|e| match e {
-            ParityError::Io(e) => BundleError::io(dir, e),
-            e => BundleError::Usage(format!("{base}: parity: {e}")),
-        })?;
-        let mut made = Vec::with_capacity(n);
-        for (h, name) in out.into_iter().zip(&names) {
-            let (digest, size, _) = h.finish();
-            made.push(Part {
-                name: name.clone(),
-                digest,
-                size,
-            });
-        }
-        for (t, name) in tmps.iter().zip(&names) {
-            let to = dir.join(name);
-            std::fs::rename(t, &to).map_err(|e| BundleError::io(&to, e))?;
-        }
-        Ok(made)
-    })();
-    match result {
-        Ok(made) => Ok((scheme, made)),
-        Err(e) => {
-            cleanup(&tmps);
-            Err(e)
-        }
-    }
 }
 
 impl Layout {
@@ -693,6 +427,7 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Parts in memory; a lost one reads as garbage, so a test sees it is never read.
     struct Mem<'a> {
