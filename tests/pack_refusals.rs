@@ -1,5 +1,6 @@
 //! What `airlock-pack build` refuses before it writes anything: a bundle the gap host's
 //! header validation would refuse is a problem of the spec, found on the connected side.
+//! And what `airlock-pack` refuses to write through: a link at one of its temp names.
 
 use std::process::Command;
 
@@ -55,12 +56,8 @@ fn files_claiming_one_host_place_are_refused_at_build() {
     assert!(!out.exists(), "a refused build wrote {}", out.display());
 }
 
-/// A carried file that changed after `lock` is drift, as a moved tag is: the build refuses
-/// until `lock --update` pins the new content under a later time. (Before, the rebuild kept
-/// the lock's time, and the gap host's anti-rollback refused "same name and time, other
-/// content".)
-#[test]
-fn a_changed_carried_file_needs_a_lock_update_and_a_later_time() {
+/// A directory with `spec.toml` carrying `conf/` (one file, `app.yml`) to `host-etc/`.
+fn files_spec() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("conf")).unwrap();
@@ -73,6 +70,17 @@ fn a_changed_carried_file_needs_a_lock_update_and_a_later_time() {
         ),
     )
     .unwrap();
+    dir
+}
+
+/// A carried file that changed after `lock` is drift, as a moved tag is: the build refuses
+/// until `lock --update` pins the new content under a later time. (Before, the rebuild kept
+/// the lock's time, and the gap host's anti-rollback refused "same name and time, other
+/// content".)
+#[test]
+fn a_changed_carried_file_needs_a_lock_update_and_a_later_time() {
+    let dir = files_spec();
+    let d = dir.path();
     let run = |args: &[&str]| {
         Command::new(pack_bin())
             .current_dir(d)
@@ -128,4 +136,28 @@ fn a_changed_carried_file_needs_a_lock_update_and_a_later_time() {
     )
     .unwrap();
     assert_refused(&build("three.airlock"), 8, &["[[files]]"]);
+}
+
+/// `lock` writes the lock through a temp file beside the spec: a link planted at that name
+/// (here to a file of someone else's) is replaced, never written through.
+#[test]
+fn a_link_at_the_lock_temp_name_is_not_written_through() {
+    let dir = files_spec();
+    let d = dir.path();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, d.join("spec.lock.tmp")).unwrap();
+    let o = Command::new(pack_bin())
+        .current_dir(d)
+        .args(["lock", "spec.toml", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", airlock_tests::text(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(std::fs::symlink_metadata(d.join("spec.lock.tmp")).is_err());
+    let lock = std::fs::symlink_metadata(d.join("spec.lock")).unwrap();
+    assert!(lock.file_type().is_file());
+    assert!(std::fs::read_to_string(d.join("spec.lock"))
+        .unwrap()
+        .contains("files = \"sha256:"));
 }

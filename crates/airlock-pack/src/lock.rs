@@ -101,6 +101,20 @@ fn newly_verified(old: Option<&Lock>, images: &[LockedImage]) -> Vec<String> {
     out
 }
 
+/// Writes `text` to the lock `path` through the temp file `NAME.lock.tmp`, renamed over
+/// it. The temp is removed, then created new: a link planted at that name is replaced,
+/// never written through.
+fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("lock.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The clients for the spec's image and model registries, with the TLS trust of the flags
 /// and of each (https) registry's certs.d directory. One client serves every registry, so
 /// the CA certificates found for one are trusted for all of the spec's registries.
@@ -281,13 +295,10 @@ pub async fn lock(
     let lock = Lock::new(&spec, created, images, locked_models).with_files(files);
     let written = old.as_ref() != Some(&lock);
     if written {
-        let tmp = lock_path.with_extension("lock.tmp");
-        std::fs::write(&tmp, lock.to_toml())
-            .and_then(|()| std::fs::rename(&tmp, &lock_path))
-            .map_err(|source| PackError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
+        write_replacing(&lock_path, &lock.to_toml()).map_err(|source| PackError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
     }
     Ok(LockOutcome {
         lock,

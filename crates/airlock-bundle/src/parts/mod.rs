@@ -167,12 +167,45 @@ mod tests {
         }
     }
 
+    /// A new signing key, and the trust set of its public key (in the returned directory).
+    fn signer() -> (tempfile::TempDir, SigningKey, TrustSet) {
+        let keys = tempfile::tempdir().unwrap();
+        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
+        let key = SigningKey::load(&sk, None).unwrap();
+        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        (keys, key, trust)
+    }
+
     fn write_parts(dir: &Path, data: &[u8], limit: Option<u64>, chunk: usize) -> Vec<Part> {
         let mut w = PartWriter::new(dir, "b.airlock", limit);
         for c in data.chunks(chunk) {
             w.write_all(c).unwrap();
         }
         w.finish().unwrap()
+    }
+
+    /// `data` as `b.airlock.001…` of `part` bytes, `n` parity parts and the signed sums
+    /// listing both; the data parts and the parity parts.
+    fn write_parity_set(
+        dir: &Path,
+        data: &[u8],
+        part: u64,
+        n: usize,
+        key: &SigningKey,
+    ) -> (Vec<Part>, Vec<Part>) {
+        let parts = write_parts(dir, data, Some(part), 4096);
+        let (scheme, pp) = parity::write_parity(dir, "b.airlock", &parts, n).unwrap();
+        write_sums_with(
+            dir,
+            "b.airlock",
+            &parts,
+            Some(part),
+            Some((&scheme, &pp)),
+            &[],
+            key,
+        )
+        .unwrap();
+        (parts, pp)
     }
 
     #[test]
@@ -249,9 +282,7 @@ mod tests {
     #[test]
     fn sums_list_no_more_files_than_a_reader_takes() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let (sk, _, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
-        let key = SigningKey::load(&sk, None).unwrap();
+        let (_keys, key, _) = signer();
         let part = |i: usize| Part {
             name: part_name("b.airlock", i),
             digest: Digest::of(&i.to_le_bytes()),
@@ -435,10 +466,7 @@ mod tests {
     #[test]
     fn problems_are_named_precisely() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
-        let key = SigningKey::load(&sk, None).unwrap();
-        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let (keys, key, trust) = signer();
         let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 241) as u8).collect();
         let parts = write_parts(dir.path(), &data, Some(10_000), 4096);
         write_sums(dir.path(), "b.airlock", &parts, Some(10_000), &key).unwrap();
@@ -621,6 +649,57 @@ mod tests {
         );
     }
 
+    /// Every file of a set is written under a fixed temp name (a killed whole-bundle build
+    /// resumes from it); links planted at those names, dangling or not, are replaced, never
+    /// written through.
+    #[test]
+    fn links_at_the_temp_names_are_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let (_keys, key, trust) = signer();
+        let temps = [
+            "b.airlock.001",
+            "b.airlock.002",
+            "b.airlock.003",
+            "b.airlock.p01",
+            "b.airlock.sums",
+            "b.airlock.sums.minisig",
+        ];
+        for (i, name) in temps.iter().enumerate() {
+            let target = match i % 2 {
+                0 => victim.clone(),
+                _ => outside.path().join(format!("created-{i}")),
+            };
+            std::os::unix::fs::symlink(&target, dir.path().join(format!(".{name}.partial")))
+                .unwrap();
+        }
+        let data: Vec<u8> = (0..25_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        write_parity_set(dir.path(), &data, 10_000, 1, &key);
+
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let mut outside_now: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        outside_now.sort();
+        assert_eq!(
+            outside_now,
+            ["victim"],
+            "nothing created through a dangling link"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, temps, "the links are gone, the set is in place");
+        let files = BundleFiles::locate(&dir.path().join("b.airlock.sums")).unwrap();
+        let sums = SignedSums::load(&files, Some(&trust)).unwrap();
+        assert!(sums.check_all(&files, &|_| {}).unwrap().is_empty());
+    }
+
     #[test]
     fn a_sums_file_without_its_signature_does_not_choose_the_parts() {
         let dir = tempfile::tempdir().unwrap();
@@ -653,10 +732,7 @@ mod tests {
     #[test]
     fn a_sums_file_without_signature_or_with_a_moved_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
-        let key = SigningKey::load(&sk, None).unwrap();
-        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let (_keys, key, trust) = signer();
         let parts = write_parts(dir.path(), &[5u8; 9000], Some(4096), 1000);
         let (sums, sig) = write_sums(dir.path(), "b.airlock", &parts, Some(4096), &key).unwrap();
         let files = BundleFiles::locate(&sums).unwrap();
@@ -679,10 +755,7 @@ mod tests {
     #[test]
     fn carried_files_are_listed_checked_and_never_read_as_parts() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
-        let key = SigningKey::load(&sk, None).unwrap();
-        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let (_keys, key, trust) = signer();
         let data: Vec<u8> = (0..30_000u32).map(|i| (i * 11 % 239) as u8).collect();
         let parts = write_parts(dir.path(), &data, Some(10_000), 4096);
         let tool = b"\x7fELF pretend unpacker".to_vec();
@@ -771,10 +844,7 @@ mod tests {
     #[test]
     fn parity_parts_are_listed_checked_and_never_read_as_parts() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
-        let key = SigningKey::load(&sk, None).unwrap();
-        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let (_keys, key, trust) = signer();
         let data: Vec<u8> = (0..25_001u32).map(|i| (i * 7 % 251) as u8).collect();
         let parts = write_parts(dir.path(), &data, Some(10_001), 4096);
         let (scheme, pp) = parity::write_parity(dir.path(), "b.airlock", &parts, 2).unwrap();
@@ -872,23 +942,9 @@ mod tests {
     fn repair_rebuilds_up_to_n_files_and_refuses_more() {
         use repair::RepairPlan;
         let dir = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let (sk, pk, _) = crate::sign::generate_keypair(keys.path(), None).unwrap();
-        let key = SigningKey::load(&sk, None).unwrap();
-        let trust = TrustSet::new(vec![crate::sign::TrustedKey::load(&pk).unwrap()]);
+        let (_keys, key, trust) = signer();
         let data: Vec<u8> = (0..40_123u32).map(|i| (i * 13 % 241) as u8).collect();
-        let parts = write_parts(dir.path(), &data, Some(9_999), 4096);
-        let (scheme, pp) = parity::write_parity(dir.path(), "b.airlock", &parts, 2).unwrap();
-        write_sums_with(
-            dir.path(),
-            "b.airlock",
-            &parts,
-            Some(9_999),
-            Some((&scheme, &pp)),
-            &[],
-            &key,
-        )
-        .unwrap();
+        let (parts, pp) = write_parity_set(dir.path(), &data, 9_999, 2, &key);
         let names: Vec<String> = parts.iter().chain(&pp).map(|p| p.name.clone()).collect();
         let path = |n: &str| dir.path().join(n);
         let good: Vec<Vec<u8>> = names

@@ -11,6 +11,20 @@ use crate::{BundleError, Digest};
 
 use super::*;
 
+/// Creates the temp file `path` for a file of the set, new: whatever is at that name (a
+/// previous run's leftover, or a link someone planted) is removed, never followed or
+/// truncated, and `O_CREAT|O_EXCL` refuses a name that reappears in between. The name is
+/// fixed (a killed whole-bundle build is resumed from it, see `airlock-pack`'s cache), so
+/// this is what keeps a writable output directory from turning the build into a write
+/// through someone else's link.
+pub(crate) fn create_temp(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    File::options().write(true).create_new(true).open(path)
+}
+
 /// One written part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
@@ -63,7 +77,7 @@ impl PartWriter {
             None => self.base.clone(),
         };
         let tmp = self.dir.join(format!(".{name}.partial"));
-        let file = File::create(&tmp)
+        let file = create_temp(&tmp)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
         self.current = Some(Open {
             file,
@@ -243,7 +257,9 @@ pub fn write_sums_with(
     for (path, data) in [(&sums, text.as_bytes()), (&sig_path, sig.as_bytes())] {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = dir.join(format!(".{name}.partial"));
-        std::fs::write(&tmp, data).map_err(|e| BundleError::io(&tmp, e))?;
+        create_temp(&tmp)
+            .and_then(|mut f| f.write_all(data))
+            .map_err(|e| BundleError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| BundleError::io(path, e))?;
     }
     Ok((sums, sig_path))

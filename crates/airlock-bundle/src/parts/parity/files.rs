@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use super::{encode, ParityError, Scheme, ShardSource};
 use crate::hashing::HashingWriter;
+use crate::parts::write::create_temp;
 use crate::parts::{parity_name, Part};
 use crate::BundleError;
 
@@ -141,7 +142,7 @@ pub fn write_parity(
     let result = (|| {
         let mut out = Vec::with_capacity(n);
         for t in &tmps {
-            let f = File::create(t).map_err(|e| BundleError::io(t, e))?;
+            let f = create_temp(t).map_err(|e| BundleError::io(t, e))?;
             out.push(HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f)));
         }
         let src = FileShards::new(parts.iter().map(|p| dir.join(&p.name)).collect());
