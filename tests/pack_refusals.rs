@@ -139,7 +139,7 @@ fn a_changed_carried_file_needs_a_lock_update_and_a_later_time() {
 }
 
 /// `lock` writes the lock through a temp file beside the spec: a link planted at that name
-/// (here to a file of someone else's) is replaced, never written through.
+/// (here to another file in the directory) is replaced, never written through.
 #[test]
 fn a_link_at_the_lock_temp_name_is_not_written_through() {
     let dir = files_spec();
